@@ -1,0 +1,110 @@
+// Cleanup phase: drops sync triggers, moves old tables into tidemark_archive (compensation: move them back), runs the
+// plan's cleanup SQL, and after dropAfter drops the archived tables (the one step with no way back).
+import { ApplicationFailure } from '@temporalio/activity';
+import { ARCHIVE_SCHEMA, TIDEMARK_SCHEMA } from '../db/names';
+import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
+import { dropSyncDdl } from '../db/sql/copy';
+import { withTransaction } from '../db/tx';
+import type { SqlSource } from '../plan/types';
+import { activityBody, currentRun, targetPool, type ActivityDeps } from './common';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+const A = quoteIdent(ARCHIVE_SCHEMA);
+
+export interface ArchiveInput {
+  urlEnv: string;
+  migration: string;
+  tables: string[];
+  lockTimeoutMs: number;
+  dropAfterMs?: number;
+}
+
+export function createCleanupActivities(deps: ActivityDeps) {
+  return {
+    async dropSyncTriggers(input: { urlEnv: string; jobs: string[]; lockTimeoutMs: number }): Promise<string[]> {
+      return activityBody('dropping sync triggers', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const job of input.jobs) for (const stmt of dropSyncDdl(job)) await c.query(stmt);
+        });
+        return input.jobs;
+      });
+    },
+
+    /** Moves the tables into tidemark_archive in one transaction; they stay restorable until dropped. */
+    async archiveTables(input: ArchiveInput): Promise<{ archived: string[] }> {
+      return activityBody('archiving old tables', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { runId } = currentRun();
+        const archived: string[] = [];
+        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
+          for (const t of input.tables) {
+            const ref = parseTableRef(t);
+            const already = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
+            const present = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(ref)]);
+            if (!present.rows[0].x && already.rows[0].x) continue; // archived by an earlier attempt
+            if (!present.rows[0].x) throw ApplicationFailure.nonRetryable(`cannot archive ${t}: it does not exist`, 'PlanRuntimeError');
+            if (already.rows[0].x) throw ApplicationFailure.nonRetryable(`cannot archive ${t}: ${ARCHIVE_SCHEMA}.${ref.name} already exists`, 'PlanRuntimeError');
+            await c.query(`ALTER TABLE ${quoteTable(ref)} SET SCHEMA ${A}`);
+            await c.query(
+              `INSERT INTO ${S}.archive (original_schema, table_name, archived_name, migration, run_id, drop_after)
+               VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8 / 1000) END)
+               ON CONFLICT (run_id, original_schema, table_name) DO UPDATE SET archived_at = now(), restored_at = NULL`,
+              [ref.schema, ref.name, `${ARCHIVE_SCHEMA}.${ref.name}`, input.migration, runId, input.dropAfterMs ?? null],
+            );
+            archived.push(t);
+          }
+        });
+        deps.logger.info({ archived }, 'tables archived');
+        return { archived };
+      });
+    },
+
+    /** Compensation: moves archived tables back where they were. */
+    async restoreArchivedTables(input: ArchiveInput): Promise<string> {
+      return activityBody('restoring archived tables', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { runId } = currentRun();
+        const restored: string[] = [];
+        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const t of input.tables) {
+            const ref = parseTableRef(t);
+            const archived = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
+            if (!archived.rows[0].x) continue;
+            await c.query(`ALTER TABLE ${A}.${quoteIdent(ref.name)} SET SCHEMA ${quoteIdent(ref.schema)}`);
+            await c.query(`UPDATE ${S}.archive SET restored_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`, [runId, ref.schema, ref.name]);
+            restored.push(t);
+          }
+        });
+        return restored.length ? `moved back: ${restored.join(', ')}` : 'nothing archived';
+      });
+    },
+
+    /** Drops archived tables for good (after dropAfter). */
+    async dropArchivedTables(input: ArchiveInput): Promise<{ dropped: string[] }> {
+      return activityBody('dropping archived tables', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { runId } = currentRun();
+        const dropped: string[] = [];
+        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const t of input.tables) {
+            const ref = parseTableRef(t);
+            await c.query(`DROP TABLE IF EXISTS ${A}.${quoteIdent(ref.name)}`);
+            await c.query(`UPDATE ${S}.archive SET dropped_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`, [runId, ref.schema, ref.name]);
+            dropped.push(t);
+          }
+        });
+        return { dropped };
+      });
+    },
+
+    async runCleanupSql(input: { urlEnv: string; sql: SqlSource; lockTimeoutMs: number }): Promise<string> {
+      return activityBody(`cleanup SQL ${input.sql.path}`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, (c) => c.query(input.sql.sql));
+        return `${input.sql.path} (sha256 ${input.sql.sha256.slice(0, 12)})`;
+      });
+    },
+  };
+}

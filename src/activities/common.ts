@@ -1,0 +1,82 @@
+// What every activity module shares: its dependencies, the run it belongs to, and how errors become failures.
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { Pool } from 'pg';
+import { ensureTidemarkSchema } from '../db/bootstrap';
+import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
+import { MissingDatabaseUrlError, type PoolRegistry } from '../db/pool';
+import type { Logger } from '../logger';
+
+export interface ActivityDeps {
+  pools: PoolRegistry;
+  logger: Logger;
+  /** Paths of the PostgreSQL client programs (default: found on PATH). */
+  binaries?: { pgDump?: string; pgRestore?: string };
+}
+
+/** Failure types the workflow treats as final (never retried). */
+export const NON_RETRYABLE_TYPES = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed'];
+
+export function currentRun(): { workflowId: string; runId: string } {
+  try {
+    const wf = Context.current().info.workflowExecution;
+    if (wf) return { workflowId: wf.workflowId, runId: wf.runId };
+  } catch {
+    // not inside an activity
+  }
+  return { workflowId: 'local', runId: 'local' };
+}
+
+export async function targetPool(deps: ActivityDeps, urlEnv: string): Promise<Pool> {
+  const pool = deps.pools.get(urlEnv);
+  await ensureTidemarkSchema(pool);
+  return pool;
+}
+
+/** Turns any error from an activity body into a Temporal failure: retryable when a retry can fix it. */
+export function toFailure(e: unknown, context: string): unknown {
+  if (e instanceof ApplicationFailure) return e;
+  if (e instanceof MissingDatabaseUrlError) return ApplicationFailure.nonRetryable(e.message, 'MissingDatabaseUrl');
+  if ((e as Error)?.name === 'CancelledFailure' || (e as Error)?.name === 'AbortError') return e;
+  const msg = `${context}: ${formatPgError(e)}`;
+  if (isRetryablePgError(e)) return ApplicationFailure.retryable(msg, 'RetryableDbError');
+  if (isPgError(e)) return ApplicationFailure.nonRetryable(msg, 'SqlError', { code: (e as { code?: string }).code });
+  return ApplicationFailure.retryable(msg, 'ActivityError');
+}
+
+/** Runs an activity body, converting errors; `context` names what was being done for the message. */
+export async function activityBody<T>(context: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw toFailure(e, context);
+  }
+}
+
+export function heartbeat(details?: unknown): void {
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    // Outside an activity context (unit use): nothing to report to.
+  }
+}
+
+export function cancellationSignal(): AbortSignal | undefined {
+  try {
+    return Context.current().cancellationSignal;
+  } catch {
+    return undefined;
+  }
+}
+
+export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0 || signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,360 @@
+// Copy phase: sync triggers (forward) with their removal (compensation) side by side, range planning, and the
+// batched keyset copy that checkpoints its cursor in the same transaction as the rows it writes.
+import { CancelledFailure, Context } from '@temporalio/activity';
+import type { Pool, PoolClient } from 'pg';
+import { estimatedRows, tableExists } from '../../db/catalog';
+import { isRetryablePgError } from '../../db/errors';
+import { TIDEMARK_SCHEMA } from '../../db/names';
+import { quoteIdent, quoteTable } from '../../db/quote';
+import { COPY_GUARD, copyBatchQuery, dropSyncDdl, forwardTriggerDdl, reverseTriggerDdl, sourceFrom, type CopyMapping } from '../../db/sql/copy';
+import { inTransaction, withClient, withTransaction } from '../../db/tx';
+import type { ResolvedCopyJob } from '../../plan/types';
+import { activityBody, cancellationSignal, currentRun, heartbeat, sleepMs, targetPool, type ActivityDeps } from '../common';
+import { resolveMapping } from './mapping';
+import { Throttler } from './throttler';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+const MIN_BATCH = 50;
+const DEFAULT_MAX_BATCH = 50_000;
+
+export interface CopyJobInput {
+  urlEnv: string;
+  job: ResolvedCopyJob;
+  lockTimeoutMs: number;
+}
+
+export interface InstallSyncResult {
+  job: string;
+  triggers: string[];
+  /** Whether the target held no rows before the copy; if so the compensation empties it again. */
+  targetWasEmpty: boolean;
+}
+
+export interface CopyRange {
+  index: number;
+  /** Exclusive lower bound; null = from the start. */
+  after: string | null;
+  /** Inclusive upper bound; null = to the end (rows inserted meanwhile included). */
+  upTo: string | null;
+}
+
+export interface CopyRangeInput extends CopyJobInput {
+  range: CopyRange;
+  estimatedRows: number;
+}
+
+/** What a running copy reports in its heartbeat: the resume point and the progress shown by `status`. */
+export interface CopyHeartbeat {
+  job: string;
+  rangeIndex: number;
+  cursor: string | null;
+  rowsCopied: number;
+  estimatedRows: number;
+  batches: number;
+  batchSize: number;
+  rowsPerSecond: number;
+  throttleReason: string | null;
+  paused: boolean;
+  updatedAt: string;
+}
+
+export interface CopyRangeResult {
+  job: string;
+  rangeIndex: number;
+  rowsCopied: number;
+  batches: number;
+  durationMs: number;
+  rowsPerSecond: number;
+  /** Whether this attempt continued from a checkpoint left by an earlier attempt. */
+  resumed: boolean;
+}
+
+export interface CopyControlInput {
+  urlEnv: string;
+  paused: boolean;
+  reason?: string;
+  batchSize?: number;
+  delayMs?: number;
+}
+
+interface Control {
+  paused: boolean;
+  pause_reason: string | null;
+  batch_size: number | null;
+  delay_ms: number | null;
+}
+
+const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint']);
+
+export function createCopyActivities(deps: ActivityDeps) {
+  async function readControl(db: Pool | PoolClient, runId: string): Promise<Control> {
+    const r = await db.query(`SELECT paused, pause_reason, batch_size, delay_ms FROM ${S}.copy_control WHERE run_id = $1`, [runId]);
+    return (r.rows[0] as Control | undefined) ?? { paused: false, pause_reason: null, batch_size: null, delay_ms: null };
+  }
+
+  return {
+    /** Installs the job's sync triggers so every write from now on reaches the other side. */
+    async installSyncTriggers(input: CopyJobInput): Promise<InstallSyncResult> {
+      return activityBody(`installing sync triggers for copy job "${input.job.name}"`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const mapping = await resolveMapping(pool, input.job);
+        const nonEmpty = await pool.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(mapping.target)}) AS x`);
+        const ddl: string[] = [];
+        if (input.job.sync !== 'none' && mapping.source.kind === 'table') ddl.push(...forwardTriggerDdl(mapping));
+        if (input.job.sync === 'bidirectional') ddl.push(...reverseTriggerDdl(mapping));
+        if (ddl.length) {
+          await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+            for (const stmt of ddl) await c.query(stmt);
+          });
+        }
+        deps.logger.info({ job: input.job.name, sync: input.job.sync }, 'sync triggers installed');
+        return {
+          job: input.job.name,
+          triggers: input.job.sync === 'none' ? [] : input.job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
+          targetWasEmpty: !nonEmpty.rows[0].x,
+        };
+      });
+    },
+
+    /** Compensation: removes the sync triggers and, if the target was empty before the copy, empties it again. */
+    async undoCopy(input: { urlEnv: string; job: ResolvedCopyJob; emptyTarget: boolean; lockTimeoutMs: number }): Promise<string> {
+      return activityBody(`undoing copy job "${input.job.name}"`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        return withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const stmt of dropSyncDdl(input.job.name)) await c.query(stmt);
+          if (input.emptyTarget && (await tableExists(c, input.job.to))) {
+            await c.query(`TRUNCATE ${quoteTable(input.job.to)}`);
+            return `sync triggers dropped, ${input.job.to} emptied`;
+          }
+          return 'sync triggers dropped';
+        });
+      });
+    },
+
+    /** Splits the key space into `parallel` ranges so several activities (and workers) can share the copy. */
+    async planCopyRanges(input: CopyJobInput): Promise<{ ranges: CopyRange[]; estimatedRows: number }> {
+      return activityBody(`planning copy ranges for "${input.job.name}"`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const mapping = await resolveMapping(pool, input.job);
+        const estimate = await estimateSourceRows(pool, mapping);
+        const parts = Math.max(1, input.job.parallel);
+        const bounds = parts > 1 ? await splitPoints(pool, mapping, parts, estimate) : [];
+        const edges = [null, ...bounds, null];
+        const ranges = edges.slice(0, -1).map((after, i) => ({ index: i, after, upTo: edges[i + 1] }));
+        return { ranges, estimatedRows: estimate };
+      });
+    },
+
+    /** Copies one key range in adaptive batches; resumable from its checkpoint, pausable, throttled. */
+    async copyRange(input: CopyRangeInput): Promise<CopyRangeResult> {
+      return activityBody(`copying "${input.job.name}" range ${input.range.index}`, () => copyRangeImpl(deps, input, readControl));
+    },
+
+    /** Writes pause/throttle settings where running copies read them between batches. */
+    async setCopyControl(input: CopyControlInput): Promise<void> {
+      return activityBody('updating copy control', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { runId } = currentRun();
+        await pool.query(
+          `INSERT INTO ${S}.copy_control (run_id, paused, pause_reason, batch_size, delay_ms, updated_at)
+           VALUES ($1, $2, $3, $4, $5, now())
+           ON CONFLICT (run_id) DO UPDATE SET paused = EXCLUDED.paused, pause_reason = EXCLUDED.pause_reason,
+             batch_size = EXCLUDED.batch_size, delay_ms = EXCLUDED.delay_ms, updated_at = now()`,
+          [runId, input.paused, input.reason ?? null, input.batchSize ?? null, input.delayMs ?? null],
+        );
+      });
+    },
+  };
+}
+
+async function estimateSourceRows(pool: Pool, m: CopyMapping): Promise<number> {
+  if (m.source.kind === 'table') return estimatedRows(pool, m.source.table);
+  const r = await pool.query(`EXPLAIN (FORMAT JSON) SELECT 1 FROM ${sourceFrom(m)}`);
+  return Math.round(r.rows[0]['QUERY PLAN'][0].Plan['Plan Rows'] ?? 0);
+}
+
+/** parts-1 key values splitting the source into ranges of about equal size. */
+async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: number): Promise<string[]> {
+  const k = `s.${quoteIdent(m.key)}`;
+  if (INTEGER_TYPES.has(m.keyType)) {
+    const r = await pool.query(`SELECT min(${k})::text AS lo, max(${k})::text AS hi FROM ${sourceFrom(m)}`);
+    if (r.rows[0].lo === null) return [];
+    const lo = BigInt(r.rows[0].lo);
+    const hi = BigInt(r.rows[0].hi);
+    const span = hi - lo;
+    if (span < BigInt(parts)) return [];
+    return Array.from({ length: parts - 1 }, (_, i) => (lo + (span * BigInt(i + 1)) / BigInt(parts)).toString());
+  }
+  // Other key types: walk the key index to the quantiles (one ordered scan, done once per job).
+  const points: string[] = [];
+  const step = Math.max(1, Math.floor(estimate / parts));
+  for (let i = 1; i < parts; i++) {
+    const r = await pool.query(`SELECT ${k}::text AS k FROM ${sourceFrom(m)} ORDER BY ${k} OFFSET $1 LIMIT 1`, [step * i]);
+    if (!r.rowCount) break;
+    if (points.length === 0 || points[points.length - 1] !== r.rows[0].k) points.push(r.rows[0].k);
+  }
+  return points;
+}
+
+function adaptBatch(current: number, elapsedMs: number, targetMs: number, max: number): number {
+  const ideal = (current * targetMs) / Math.max(elapsedMs, 1);
+  const bounded = Math.min(current * 2, Math.max(current / 2, ideal));
+  return Math.round(Math.min(max, Math.max(MIN_BATCH, bounded)));
+}
+
+async function copyRangeImpl(
+  deps: ActivityDeps,
+  input: CopyRangeInput,
+  readControl: (db: Pool | PoolClient, runId: string) => Promise<Control>,
+): Promise<CopyRangeResult> {
+  const { job, range } = input;
+  const { workflowId, runId } = currentRun();
+  const pool = await targetPool(deps, input.urlEnv);
+  const mapping = await resolveMapping(pool, job);
+  const signal = cancellationSignal();
+  const key = [runId, job.name, range.index];
+
+  // The checkpoint row is written in the same transaction as each batch, so it is never ahead of or behind the data.
+  await pool.query(
+    `INSERT INTO ${S}.copy_progress (run_id, workflow_id, job, range_index, range_after, range_up_to, cursor)
+     VALUES ($1, $4, $2, $3, $5, $6, $5) ON CONFLICT DO NOTHING`,
+    [...key, workflowId, range.after, range.upTo],
+  );
+  const cp = (
+    await pool.query(`SELECT cursor, rows_copied::float8 AS rows, batches::int AS batches, done FROM ${S}.copy_progress WHERE run_id = $1 AND job = $2 AND range_index = $3`, key)
+  ).rows[0] as { cursor: string | null; rows: number; batches: number; done: boolean };
+  const resumed = cp.batches > 0;
+  const started = Date.now();
+  if (cp.done) {
+    return { job: job.name, rangeIndex: range.index, rowsCopied: cp.rows, batches: cp.batches, durationMs: 0, rowsPerSecond: 0, resumed };
+  }
+
+  const previous = safeHeartbeatDetails();
+  let cursor = cp.cursor;
+  let rowsCopied = cp.rows;
+  let batches = cp.batches;
+  let rowsThisAttempt = 0;
+  let adaptive = previous?.batchSize ?? job.batchSize;
+  const maxBatch = job.maxBatchSize ?? Math.max(DEFAULT_MAX_BATCH, job.batchSize);
+  let throttledRounds = 0;
+  let lockFailures = 0;
+
+  const client = await pool.connect();
+  const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+  const throttler = new Throttler(pool, () => [pid]);
+  let details: CopyHeartbeat = {
+    job: job.name,
+    rangeIndex: range.index,
+    cursor,
+    rowsCopied,
+    estimatedRows: input.estimatedRows,
+    batches,
+    batchSize: adaptive,
+    rowsPerSecond: 0,
+    throttleReason: null,
+    paused: false,
+    updatedAt: new Date().toISOString(),
+  };
+  // Heartbeat on a timer too, so a long batch or a pause never looks like a dead worker.
+  const keepAlive = setInterval(() => heartbeat(details), 2000);
+  throttler.start();
+  let broken: Error | undefined;
+  try {
+    for (;;) {
+      if (signal?.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
+      let control = await readControl(client, runId);
+      while (control.paused) {
+        details = { ...details, paused: true, throttleReason: `paused${control.pause_reason ? `: ${control.pause_reason}` : ''}` };
+        heartbeat(details);
+        await sleepMs(500, signal);
+        if (signal?.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
+        control = await readControl(client, runId);
+      }
+      const limit = control.batch_size ?? adaptive;
+      const t0 = performance.now();
+      let res: { rows: number; last_key: string | null };
+      try {
+        res = await inTransaction(client, { lockTimeoutMs: input.lockTimeoutMs, settings: COPY_GUARD }, async (c) => {
+          const q = copyBatchQuery(mapping, { after: cursor, upTo: range.upTo, limit });
+          const r = (await c.query(q.text, q.values)).rows[0] as { rows: number; last_key: string | null };
+          if (r.rows > 0) {
+            await c.query(
+              `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
+                WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+              [...key, r.last_key, r.rows],
+            );
+          }
+          return r;
+        });
+      } catch (e) {
+        // Lock waits and deadlocks with the application: back off with a smaller batch instead of failing.
+        if (isRetryablePgError(e) && (e as { code?: string }).code && ++lockFailures <= 30) {
+          adaptive = Math.max(MIN_BATCH, Math.floor(limit / 2));
+          details = { ...details, batchSize: adaptive, throttleReason: `lock conflict (${(e as { code?: string }).code}); retrying with ${adaptive} rows` };
+          heartbeat(details);
+          await sleepMs(Math.min(5000, 100 * 2 ** Math.min(lockFailures, 6)), signal);
+          continue;
+        }
+        throw e;
+      }
+      lockFailures = 0;
+      const elapsed = performance.now() - t0;
+      batches += res.rows > 0 ? 1 : 0;
+      if (res.rows === 0) break;
+      cursor = res.last_key;
+      rowsCopied += res.rows;
+      rowsThisAttempt += res.rows;
+
+      adaptive = adaptBatch(limit, elapsed, job.targetBatchMs, maxBatch);
+      const decision = throttler.decision;
+      let delay = control.delay_ms ?? 0;
+      if (decision.throttle) {
+        throttledRounds++;
+        adaptive = Math.max(MIN_BATCH, Math.floor(adaptive / 2));
+        delay += Math.min(5000, 100 * 2 ** Math.min(throttledRounds, 6));
+      } else throttledRounds = 0;
+
+      const secs = (Date.now() - started) / 1000;
+      details = {
+        ...details,
+        cursor,
+        rowsCopied,
+        batches,
+        batchSize: control.batch_size ?? adaptive,
+        rowsPerSecond: secs > 0 ? Math.round(rowsThisAttempt / secs) : 0,
+        throttleReason: decision.throttle ? decision.reason : control.delay_ms ? `operator delay ${control.delay_ms}ms` : null,
+        paused: false,
+        updatedAt: new Date().toISOString(),
+      };
+      heartbeat(details);
+      if (delay > 0) await sleepMs(delay, signal);
+    }
+    await client.query(`UPDATE ${S}.copy_progress SET done = true, updated_at = now() WHERE run_id = $1 AND job = $2 AND range_index = $3`, key);
+  } catch (e) {
+    if (e instanceof Error && !(e as { code?: string }).code && !(e instanceof CancelledFailure)) broken = e;
+    throw e;
+  } finally {
+    clearInterval(keepAlive);
+    throttler.stop();
+    client.release(broken);
+  }
+  const durationMs = Date.now() - started;
+  deps.logger.info({ job: job.name, range: range.index, rows: rowsCopied, batches, durationMs }, 'copy range done');
+  return {
+    job: job.name,
+    rangeIndex: range.index,
+    rowsCopied,
+    batches,
+    durationMs,
+    rowsPerSecond: durationMs > 0 ? Math.round((rowsThisAttempt * 1000) / durationMs) : 0,
+    resumed,
+  };
+}
+
+function safeHeartbeatDetails(): CopyHeartbeat | undefined {
+  try {
+    return Context.current().info.heartbeatDetails as CopyHeartbeat | undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,267 @@
+// Preflight: read-only checks before anything changes. Every finding is ok, warn or fail with a reason. No compensation:
+// nothing here writes (all queries run in a READ ONLY transaction).
+import { statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Pool, PoolClient } from 'pg';
+import { hasUniqueIndexOn, serverVersionNum, tableColumns } from '../db/catalog';
+import { formatPgError } from '../db/errors';
+import { ARCHIVE_SCHEMA } from '../db/names';
+import { findPgTool, toolMajorVersion } from '../db/pgtools';
+import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
+import { inTransaction } from '../db/tx';
+import type { ResolvedPlan } from '../plan/types';
+import { formatDuration } from '../plan/durations';
+import { activityBody, type ActivityDeps } from './common';
+import { ApplicationFailure } from '@temporalio/activity';
+
+export type FindingStatus = 'ok' | 'warn' | 'fail';
+
+export interface Finding {
+  check: string;
+  status: FindingStatus;
+  message: string;
+}
+
+export interface PreflightReport {
+  ok: boolean;
+  findings: Finding[];
+  serverVersion: string;
+}
+
+const MIN_SERVER_VERSION = 110000;
+
+/** Tables the plan reads or changes (sources, targets that exist, archive list, backup list). */
+function tablesInvolved(plan: ResolvedPlan): string[] {
+  const t = new Set<string>();
+  for (const j of plan.copy) {
+    if (j.from) t.add(j.from);
+    t.add(j.to);
+  }
+  for (const a of plan.cleanup?.archive ?? []) t.add(a);
+  for (const b of plan.backup.tables ?? []) t.add(b);
+  return [...t];
+}
+
+async function existingDir(path: string): Promise<string> {
+  let p = path;
+  for (;;) {
+    try {
+      await statfs(p);
+      return p;
+    } catch {
+      const up = dirname(p);
+      if (up === p) return p;
+      p = up;
+    }
+  }
+}
+
+export interface PreflightOptions {
+  binaries?: ActivityDeps['binaries'];
+}
+
+/** Runs every preflight check against the database; shared by the workflow's activity and `plan check --rehearse`. */
+export async function runPreflightChecks(pool: Pool, plan: ResolvedPlan, opts: PreflightOptions = {}): Promise<PreflightReport> {
+  const findings: Finding[] = [];
+  const add = (check: string, status: FindingStatus, message: string) => findings.push({ check, status, message });
+  let serverVersion = 'unknown';
+
+  let client: PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (e) {
+    add('connectivity', 'fail', `cannot connect: ${formatPgError(e)}`);
+    return { ok: false, findings, serverVersion };
+  }
+  try {
+    await inTransaction(client, { readOnly: true, statementTimeoutMs: 60_000 }, async (c) => {
+      const v = await serverVersionNum(c);
+      serverVersion = (await c.query('SHOW server_version')).rows[0].server_version;
+      add('connectivity', 'ok', `connected to ${(await c.query('SELECT current_database() AS d')).rows[0].d}`);
+      add('server version', v >= MIN_SERVER_VERSION ? 'ok' : 'fail', v >= MIN_SERVER_VERSION ? `PostgreSQL ${serverVersion}` : `PostgreSQL ${serverVersion} is older than 11`);
+      const serverMajor = Math.floor(v / 10000);
+
+      if (plan.backup.enabled) {
+        for (const tool of ['pg_dump', 'pg_restore'] as const) {
+          const path = (tool === 'pg_dump' ? opts.binaries?.pgDump : opts.binaries?.pgRestore) ?? findPgTool(tool);
+          const ver = path ? await toolMajorVersion(path) : undefined;
+          if (!path || !ver) add(tool, 'fail', `${tool} not found (install the PostgreSQL client programs or set TIDEMARK_PG_BIN)`);
+          else if (ver.major < serverMajor) add(tool, 'fail', `${ver.text} is older than the server (${serverMajor}); it cannot dump this database`);
+          else add(tool, 'ok', `${ver.text} at ${path}`);
+        }
+        await checkBackupSpace(c, plan, add);
+      } else add('backup', 'warn', 'backups are disabled for this plan');
+
+      await checkConnections(c, plan, add);
+      await checkLocksAndTransactions(c, plan, add);
+      await checkCopyKeys(c, plan, add);
+      await checkArchive(c, plan, add);
+      await checkFlag(c, plan, add);
+      await runPlanChecks(c, plan, add);
+    });
+  } catch (e) {
+    add('preflight', 'fail', `preflight query failed: ${formatPgError(e)}`);
+  } finally {
+    client.release();
+  }
+  return { ok: !findings.some((f) => f.status === 'fail'), findings, serverVersion };
+}
+
+type Add = (check: string, status: FindingStatus, message: string) => void;
+
+async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  let bytes: number;
+  if (plan.backup.tables?.length) {
+    bytes = 0;
+    for (const t of plan.backup.tables) {
+      const r = await c.query(`SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)::float8 AS b`, [quoteTable(t)]);
+      bytes += r.rows[0].b;
+    }
+  } else {
+    bytes = (await c.query(`SELECT pg_database_size(current_database())::float8 AS b`)).rows[0].b;
+  }
+  const dir = await existingDir(plan.backup.dir);
+  try {
+    const fs = await statfs(dir);
+    const free = fs.bavail * fs.bsize;
+    // A custom-format dump is compressed and excludes indexes; half the on-disk size is a safe upper estimate.
+    const estimate = Math.ceil(bytes / 2);
+    const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
+    if (free < estimate) add('backup space', 'fail', `${mb(free)} free in ${dir}, dump estimated at up to ${mb(estimate)}`);
+    else if (free < estimate * 3) add('backup space', 'warn', `only ${mb(free)} free in ${dir} for a dump of up to ${mb(estimate)}`);
+    else add('backup space', 'ok', `${mb(free)} free in ${dir}, dump estimated at up to ${mb(estimate)}`);
+  } catch (e) {
+    add('backup space', 'warn', `cannot read free space of ${dir}: ${(e as Error).message}`);
+  }
+}
+
+async function checkConnections(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  const r = await c.query(
+    `SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS active,
+            current_setting('max_connections')::int AS max`,
+  );
+  const { active, max } = r.rows[0] as { active: number; max: number };
+  const limit = plan.preflight.maxActiveConnections;
+  if (limit !== undefined && active > limit) add('connections', 'fail', `${active} active connections, plan allows at most ${limit}`);
+  else if (active > 0.8 * max) add('connections', 'warn', `${active} of max_connections ${max} in use; the copy needs a few more`);
+  else add('connections', 'ok', `${active} of ${max} connections in use`);
+}
+
+async function checkLocksAndTransactions(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  const tables = tablesInvolved(plan).map((t) => quoteTable(t));
+  const maxAge = plan.preflight.maxTransactionAge;
+  const locks = await c.query(
+    `SELECT l.pid, l.mode, c.relname, a.state, (extract(epoch FROM now() - a.xact_start) * 1000)::float8 AS age_ms
+       FROM pg_locks l
+       JOIN pg_class c ON c.oid = l.relation
+       LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.relation = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
+        AND l.pid <> pg_backend_pid()
+        AND (NOT l.granted OR l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+             OR a.xact_start < now() - make_interval(secs => $2::float8 / 1000))`,
+    [tables, maxAge],
+  );
+  if (locks.rowCount) {
+    for (const l of locks.rows.slice(0, 5)) {
+      const strong = ['ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'].includes(l.mode);
+      add('locks', strong ? 'fail' : 'warn', `pid ${l.pid} holds ${l.mode} on ${l.relname} (${l.state ?? 'unknown state'}, transaction open ${formatDuration(l.age_ms ?? 0)}); DDL and sync triggers would wait behind it`);
+    }
+  } else add('locks', 'ok', 'no blocking locks on the tables involved');
+
+  const long = await c.query(
+    `SELECT pid, state, (extract(epoch FROM now() - xact_start) * 1000)::float8 AS age_ms, left(query, 80) AS query
+       FROM pg_stat_activity
+      WHERE xact_start < now() - make_interval(secs => $1::float8 / 1000) AND pid <> pg_backend_pid()
+      ORDER BY xact_start LIMIT 5`,
+    [maxAge],
+  );
+  if (long.rowCount) {
+    for (const t of long.rows) add('long transactions', 'warn', `pid ${t.pid} has a transaction open for ${formatDuration(t.age_ms)} (${t.state}): ${t.query}`);
+  } else add('long transactions', 'ok', `no transaction open longer than ${formatDuration(maxAge)}`);
+}
+
+async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  for (const job of plan.copy) {
+    if (!job.from) continue;
+    const check = `copy ${job.name}: key`;
+    const cols = await tableColumns(c, job.from);
+    if (!cols.length) {
+      add(check, 'fail', `source table ${job.from} does not exist`);
+      continue;
+    }
+    if (!cols.some((col) => col.name === job.key)) {
+      add(check, 'fail', `source table ${job.from} has no column "${job.key}"`);
+      continue;
+    }
+    if (await hasUniqueIndexOn(c, job.from, job.key)) {
+      add(check, 'ok', `${job.from}.${job.key} is unique (index)`);
+      continue;
+    }
+    const k = quoteIdent(job.key);
+    const dup = await c.query(
+      `SELECT ${k}::text AS k, count(*)::int AS n FROM ${quoteTable(job.from)} GROUP BY ${k} HAVING count(*) > 1 OR ${k} IS NULL LIMIT 3`,
+    );
+    if (dup.rowCount) {
+      const ex = dup.rows.map((r) => `${r.k ?? 'NULL'} (${r.n}×)`).join(', ');
+      add(check, 'fail', `${job.from}.${job.key} is not a unique, non-null key: ${ex}`);
+    } else {
+      add(check, 'warn', `${job.from}.${job.key} holds unique values but has no unique index; the copy could miss rows if duplicates appear`);
+    }
+  }
+}
+
+async function checkArchive(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  for (const t of plan.cleanup?.archive ?? []) {
+    const ref = parseTableRef(t);
+    const exists = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(ref)])).rows[0].x;
+    if (!exists) add(`archive ${t}`, 'warn', `${t} does not exist now; cleanup will fail unless a step creates it`);
+    const clash = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${quoteIdent(ARCHIVE_SCHEMA)}.${quoteIdent(ref.name)}`])).rows[0].x;
+    if (clash) add(`archive ${t}`, 'fail', `${ARCHIVE_SCHEMA}.${ref.name} already exists; drop or rename it before archiving ${t}`);
+  }
+}
+
+async function checkFlag(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  if (!plan.traffic) return;
+  const has = (await c.query(`SELECT to_regclass('tidemark.flags') IS NOT NULL AS x`)).rows[0].x;
+  if (!has) return add('flag', 'ok', `flag ${plan.traffic.flag} will be created at 0%`);
+  const r = await c.query(`SELECT rollout_percentage FROM tidemark.flags WHERE name = $1`, [plan.traffic.flag]);
+  const pct = r.rows[0]?.rollout_percentage as number | undefined;
+  if (pct) add('flag', 'warn', `flag ${plan.traffic.flag} is already at ${pct}%; the rollout will move it from there`);
+  else add('flag', 'ok', `flag ${plan.traffic.flag} is at 0%`);
+}
+
+async function runPlanChecks(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  for (const chk of plan.preflight.checks) {
+    await c.query('SAVEPOINT tidemark_check');
+    try {
+      const r = await c.query({ text: chk.sql, rowMode: 'array' });
+      const v = r.rows[0]?.[0];
+      const n = v === null || v === undefined ? 0 : Number(v);
+      if (Number.isNaN(n)) add(chk.name, 'fail', `the check must return a count, got "${String(v)}"`);
+      else if (n > 0) add(chk.name, chk.severity, `${n} row(s) found`);
+      else add(chk.name, 'ok', 'none found');
+      await c.query('RELEASE SAVEPOINT tidemark_check');
+    } catch (e) {
+      await c.query('ROLLBACK TO SAVEPOINT tidemark_check');
+      add(chk.name, 'fail', `check query failed: ${formatPgError(e)}`);
+    }
+  }
+}
+
+export function createPreflightActivities(deps: ActivityDeps) {
+  return {
+    /** Runs preflight; a failing finding fails the phase (non-retryable) with every finding in the details. */
+    async runPreflight(input: { plan: ResolvedPlan }): Promise<PreflightReport> {
+      return activityBody('preflight', async () => {
+        const pool = deps.pools.get(input.plan.database.urlEnv);
+        const report = await runPreflightChecks(pool, input.plan, { binaries: deps.binaries });
+        if (!report.ok) {
+          const failed = report.findings.filter((f) => f.status === 'fail').map((f) => `${f.check}: ${f.message}`);
+          throw ApplicationFailure.nonRetryable(`preflight failed: ${failed.join('; ')}`, 'PreflightFailed', report);
+        }
+        return report;
+      });
+    },
+  };
+}
+

@@ -1,0 +1,109 @@
+// Schema phase: each step's `up` recorded in tidemark.history with its checksum, and its compensation (`down`,
+// history marked rolled back) side by side.
+import type { PoolClient } from 'pg';
+import { TIDEMARK_SCHEMA } from '../db/names';
+import { quoteIdent } from '../db/quote';
+import { splitStatements } from '../db/sql/split';
+import { inTransaction, withClient } from '../db/tx';
+import type { SchemaStep } from '../plan/types';
+import { activityBody, currentRun, targetPool, type ActivityDeps } from './common';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+
+export interface SchemaStepInput {
+  urlEnv: string;
+  migration: string;
+  step: SchemaStep;
+  lockTimeoutMs: number;
+}
+
+export interface SchemaStepResult {
+  step: string;
+  applied: boolean;
+  /** True when an earlier attempt had already applied it (a retry after a crash). */
+  alreadyDone: boolean;
+  durationMs: number;
+}
+
+/** Runs an SQL script: in the current transaction as one multi-statement query, or statement by statement outside one. */
+async function runScript(c: PoolClient, sql: string, transactional: boolean, lockTimeoutMs: number): Promise<void> {
+  if (transactional) {
+    await c.query(sql);
+    return;
+  }
+  await c.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
+  try {
+    for (const stmt of splitStatements(sql)) await c.query(stmt);
+  } finally {
+    await c.query('RESET lock_timeout').catch(() => undefined);
+  }
+}
+
+export function createSchemaActivities(deps: ActivityDeps) {
+  return {
+    /** Applies one step's `up` and records it; a retry after a crash finds the record and does nothing. */
+    async applySchemaStep(input: SchemaStepInput): Promise<SchemaStepResult> {
+      const { step } = input;
+      return activityBody(`schema step ${step.id} (up)`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { workflowId, runId } = currentRun();
+        const t0 = Date.now();
+        return withClient(pool, async (c) => {
+          const done = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [runId, step.id]);
+          if (done.rowCount) return { step: step.id, applied: true, alreadyDone: true, durationMs: 0 };
+          const record = (cl: PoolClient) =>
+            cl.query(
+              `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, duration_ms)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+              [input.migration, workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional, Date.now() - t0],
+            );
+          if (step.transactional) {
+            // The step and its history row commit together: either both exist or neither does.
+            await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
+              await runScript(tx, step.up.sql, true, input.lockTimeoutMs);
+              await record(tx);
+            });
+          } else {
+            await runScript(c, step.up.sql, false, input.lockTimeoutMs);
+            await record(c);
+          }
+          deps.logger.info({ step: step.id, ms: Date.now() - t0 }, 'schema step applied');
+          return { step: step.id, applied: true, alreadyDone: false, durationMs: Date.now() - t0 };
+        });
+      });
+    },
+
+    /** Compensation: runs the step's `down` and marks its history row rolled back. */
+    async revertSchemaStep(input: SchemaStepInput): Promise<string> {
+      const { step } = input;
+      return activityBody(`schema step ${step.id} (down)`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { runId } = currentRun();
+        return withClient(pool, async (c) => {
+          const h = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [runId, step.id]);
+          if (h.rowCount && h.rows[0].status === 'rolled-back') return `${step.id}: already rolled back`;
+          // A transactional step without a history row never committed: there is nothing to undo.
+          if (!h.rowCount && step.transactional) return `${step.id}: was not applied`;
+          const mark = (cl: PoolClient) =>
+            cl.query(
+              `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, status, rolled_back_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, 'rolled-back', now())
+               ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'rolled-back', rolled_back_at = now()`,
+              [input.migration, currentRun().workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional],
+            );
+          if (step.transactional) {
+            await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
+              await runScript(tx, step.down.sql, true, input.lockTimeoutMs);
+              await mark(tx);
+            });
+          } else {
+            await runScript(c, step.down.sql, false, input.lockTimeoutMs);
+            await mark(c);
+          }
+          deps.logger.info({ step: step.id }, 'schema step rolled back');
+          return `${step.id}: down applied`;
+        });
+      });
+    },
+  };
+}

@@ -1,0 +1,100 @@
+// Traffic phase: moves the rollout flag (every change NOTIFYs readers) and reads metric gates. The compensation is the
+// same setFlag back to 0, which runs first in a rollback so traffic returns to the old path within seconds.
+import { ApplicationFailure } from '@temporalio/activity';
+import { TIDEMARK_SCHEMA } from '../db/names';
+import { quoteIdent } from '../db/quote';
+import { withTransaction } from '../db/tx';
+import type { Gate } from '../plan/types';
+import { activityBody, targetPool, type ActivityDeps } from './common';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+
+export interface SetFlagInput {
+  urlEnv: string;
+  flag: string;
+  percent: number;
+  by: string;
+}
+
+export interface GateValue {
+  gate: string;
+  value: number | null;
+  error?: string;
+}
+
+/** Follows a dotted path (`data.errorRate`, `items.0.value`) into a parsed JSON body. */
+export function pickField(body: unknown, field: string | undefined): unknown {
+  if (!field) return body;
+  let cur: unknown = body;
+  for (const part of field.split('.')) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+function toNumber(v: unknown, what: string): number {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
+  if (!Number.isFinite(n)) throw new Error(`${what} did not give a number (got ${JSON.stringify(v)?.slice(0, 80)})`);
+  return n;
+}
+
+export function createTrafficActivities(deps: ActivityDeps) {
+  async function readGate(defaultUrlEnv: string, g: Gate): Promise<number> {
+    if (g.sql) {
+      const pool = g.database ? deps.pools.get(g.database.urlEnv) : await targetPool(deps, defaultUrlEnv);
+      return withTransaction(pool, { readOnly: true, statementTimeoutMs: g.timeout }, async (c) => {
+        const r = await c.query({ text: g.sql!, rowMode: 'array' });
+        return toNumber(r.rows[0]?.[0], 'the gate query');
+      });
+    }
+    const src = g.prometheus ?? g.http!;
+    const base = src.url ?? deps.pools.url(src.urlEnv!);
+    const url = g.prometheus ? `${base.replace(/\/$/, '')}/api/v1/query?query=${encodeURIComponent(g.prometheus.query)}` : base;
+    const res = await fetch(url, { signal: AbortSignal.timeout(g.timeout), headers: { accept: 'application/json' } });
+    if (!res.ok) throw new Error(`HTTP ${res.status} from the gate endpoint`);
+    const body = (await res.json()) as unknown;
+    if (g.prometheus) {
+      const data = (body as { data?: { resultType?: string; result?: unknown } }).data;
+      if (data?.resultType === 'scalar') return toNumber((data.result as [number, string])[1], 'the Prometheus query');
+      const vec = data?.result as { value: [number, string] }[] | undefined;
+      if (!vec?.length) throw new Error('the Prometheus query returned no series');
+      return toNumber(vec[0].value[1], 'the Prometheus query');
+    }
+    return toNumber(pickField(body, g.http!.field), `field ${g.http!.field ?? '(body)'}`);
+  }
+
+  return {
+    /** Sets the flag's rollout percentage (creating the flag if needed); returns the previous percentage. */
+    async setFlag(input: SetFlagInput): Promise<{ previous: number; percent: number; at: string }> {
+      return activityBody(`setting flag ${input.flag} to ${input.percent}%`, async () => {
+        if (!Number.isInteger(input.percent) || input.percent < 0 || input.percent > 100) {
+          throw ApplicationFailure.nonRetryable(`flag percentage must be 0..100, got ${input.percent}`, 'PlanRuntimeError');
+        }
+        const pool = await targetPool(deps, input.urlEnv);
+        const r = await pool.query(
+          `WITH prev AS (SELECT rollout_percentage FROM ${S}.flags WHERE name = $1)
+           INSERT INTO ${S}.flags (name, rollout_percentage, updated_at, updated_by) VALUES ($1, $2, now(), $3)
+           ON CONFLICT (name) DO UPDATE SET rollout_percentage = EXCLUDED.rollout_percentage, updated_at = now(), updated_by = EXCLUDED.updated_by
+           RETURNING (SELECT rollout_percentage FROM prev) AS previous, updated_at`,
+          [input.flag, input.percent, input.by],
+        );
+        deps.logger.info({ flag: input.flag, percent: input.percent }, 'flag set');
+        return { previous: r.rows[0].previous ?? 0, percent: input.percent, at: new Date(r.rows[0].updated_at).toISOString() };
+      });
+    },
+
+    /** Reads every gate once. A gate that cannot be read gives value null and the error (the workflow treats it as inconclusive). */
+    async readGates(input: { urlEnv: string; gates: Gate[] }): Promise<GateValue[]> {
+      return Promise.all(
+        input.gates.map(async (g) => {
+          try {
+            return { gate: g.name, value: await readGate(input.urlEnv, g) };
+          } catch (e) {
+            return { gate: g.name, value: null, error: (e as Error).message.slice(0, 300) };
+          }
+        }),
+      );
+    },
+  };
+}

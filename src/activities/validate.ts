@@ -1,0 +1,216 @@
+// Validate phase: row counts, exact chunked checksums through the mapping, SQL assertions and orphan checks.
+// Read-only, so no compensation; a failed check fails the phase and the workflow rolls back.
+import type { PoolClient } from 'pg';
+import { TIDEMARK_SCHEMA } from '../db/names';
+import { quoteIdent, quoteTable } from '../db/quote';
+import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery } from '../db/sql/checksum';
+import { sourceFrom } from '../db/sql/copy';
+import { inTransaction, withClient } from '../db/tx';
+import type { ResolvedCopyJob, ValidationCheck } from '../plan/types';
+import type { ValidationCheckResult, ValidationReport } from '../workflows/messages';
+import { resolveMapping } from './copy/mapping';
+import { activityBody, cancellationSignal, currentRun, heartbeat, targetPool, type ActivityDeps } from './common';
+import { Context, CancelledFailure } from '@temporalio/activity';
+
+export interface ValidationInput {
+  urlEnv: string;
+  check: ValidationCheck;
+  /** The copy job a rowCount/checksum check refers to. */
+  job?: ResolvedCopyJob;
+}
+
+export interface ChecksumDifference {
+  key: string;
+  source: Record<string, unknown> | null;
+  target: Record<string, unknown> | null;
+}
+
+interface ChecksumHeartbeat {
+  cursor: string | null;
+  chunks: number;
+  rowsChecked: number;
+  mismatchedChunks: number;
+  differences: ChecksumDifference[];
+}
+
+const MAX_REPORTED_DIFFERENCES = 100;
+
+/** A short name for a check, used in reports and messages. */
+export function checkName(check: ValidationCheck): string {
+  if (check.rowCount) return `rowCount ${check.rowCount.copy}`;
+  if (check.checksum) return `checksum ${check.checksum.copy}`;
+  if (check.sql) return check.sql.name;
+  if (check.orphans) return check.orphans.name ?? `orphans ${check.orphans.table}.${check.orphans.column}`;
+  return 'unknown check';
+}
+
+function withinTolerance(source: number, target: number, tolerance: number | string | undefined): { ok: boolean; allowed: number } {
+  let allowed = 0;
+  if (typeof tolerance === 'number') allowed = tolerance;
+  else if (typeof tolerance === 'string') allowed = (source * parseFloat(tolerance)) / 100;
+  return { ok: Math.abs(source - target) <= allowed, allowed };
+}
+
+function compare(value: unknown, spec: { expect?: unknown; max?: number; min?: number }): { ok: boolean; why: string } {
+  const shown = value === null || value === undefined ? 'NULL' : String(value);
+  if (spec.expect !== undefined) {
+    const equal =
+      spec.expect === null
+        ? value === null || value === undefined
+        : typeof spec.expect === 'number'
+          ? Number(value) === spec.expect
+          : typeof spec.expect === 'boolean'
+            ? value === spec.expect || String(value) === String(spec.expect)
+            : String(value) === String(spec.expect);
+    if (!equal) return { ok: false, why: `got ${shown}, expected ${String(spec.expect)}` };
+  }
+  const n = Number(value);
+  if (spec.max !== undefined && !(n <= spec.max)) return { ok: false, why: `got ${shown}, more than the maximum ${spec.max}` };
+  if (spec.min !== undefined && !(n >= spec.min)) return { ok: false, why: `got ${shown}, less than the minimum ${spec.min}` };
+  return { ok: true, why: `got ${shown}` };
+}
+
+export function createValidateActivities(deps: ActivityDeps) {
+  return {
+    async runValidationCheck(input: ValidationInput): Promise<ValidationCheckResult> {
+      const { check } = input;
+      const name = checkName(check);
+      return activityBody(`validation "${name}"`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        return withClient(pool, async (c) => {
+          if (check.rowCount) return rowCount(c, input, name);
+          if (check.checksum) return checksum(c, input, name);
+          if (check.sql) return sqlAssertion(c, check.sql, name);
+          if (check.orphans) return orphans(c, check.orphans, name);
+          throw new Error('empty validation check');
+        });
+      });
+    },
+
+    /** Keeps a report (validation, preflight…) with the migration in the target database. */
+    async recordReport(input: { urlEnv: string; migration: string; kind: string; report: unknown }): Promise<void> {
+      return activityBody('recording report', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const { workflowId, runId } = currentRun();
+        await pool.query(`INSERT INTO ${quoteIdent(TIDEMARK_SCHEMA)}.reports (migration, workflow_id, run_id, kind, report) VALUES ($1, $2, $3, $4, $5)`, [
+          input.migration,
+          workflowId,
+          runId,
+          input.kind,
+          JSON.stringify(input.report),
+        ]);
+      });
+    },
+  };
+}
+
+async function rowCount(c: PoolClient, input: ValidationInput, name: string): Promise<ValidationCheckResult> {
+  const m = await resolveMapping(c, input.job!);
+  const { source, target } = await inTransaction(c, { isolation: 'repeatable read', readOnly: true }, async (tx) => {
+    const r = await tx.query(
+      `SELECT (SELECT count(*) FROM ${sourceFrom(m)})::float8 AS source, (SELECT count(*) FROM ${quoteTable(m.target)})::float8 AS target`,
+    );
+    return r.rows[0] as { source: number; target: number };
+  });
+  const tol = input.check.rowCount!.tolerance;
+  const { ok, allowed } = withinTolerance(source, target, tol);
+  const diff = target - source;
+  return {
+    check: name,
+    kind: 'rowCount',
+    ok,
+    message: `source ${source} rows, target ${target} rows (difference ${diff >= 0 ? '+' : ''}${diff}${tol !== undefined ? `, tolerance ${tol} = ${Math.floor(allowed)} rows` : ''})`,
+    details: { source, target, difference: diff, tolerance: tol ?? 0 },
+  };
+}
+
+async function checksum(c: PoolClient, input: ValidationInput, name: string): Promise<ValidationCheckResult> {
+  const m = await resolveMapping(c, input.job!);
+  const size = input.check.checksum!.chunkSize;
+  const signal = cancellationSignal();
+  let prev: ChecksumHeartbeat | undefined;
+  try {
+    prev = Context.current().info.heartbeatDetails as ChecksumHeartbeat | undefined;
+  } catch {
+    prev = undefined;
+  }
+  const state: ChecksumHeartbeat = prev ?? { cursor: null, chunks: 0, rowsChecked: 0, mismatchedChunks: 0, differences: [] };
+  const started = Date.now();
+  let sourceRows = 0;
+  let targetRows = 0;
+  for (;;) {
+    if (signal?.aborted) throw new CancelledFailure('cancelled');
+    // One snapshot per chunk: sync triggers write both sides in the same transaction, so live writes cannot make a
+    // chunk differ half-way.
+    const chunk = await inTransaction(c, { isolation: 'repeatable read', readOnly: true }, async (tx) => {
+      const endQ = chunkEndQuery(m, state.cursor, size);
+      const end = ((await tx.query(endQ.text, endQ.values)).rows[0]?.k as string | undefined) ?? null;
+      const dq = chunkDigestQuery(m, { after: state.cursor, upTo: end });
+      const d = (await tx.query(dq.text, dq.values)).rows[0] as { source_rows: number; source_digest: string | null; target_rows: number; target_digest: string | null };
+      let diffs: ChecksumDifference[] = [];
+      if (d.source_digest !== d.target_digest || d.source_rows !== d.target_rows) {
+        const room = Math.max(1, MAX_REPORTED_DIFFERENCES - state.differences.length);
+        const q = chunkDiffQuery(m, { after: state.cursor, upTo: end }, room);
+        diffs = (await tx.query(q.text, q.values)).rows as ChecksumDifference[];
+      }
+      return { end, d, diffs };
+    });
+    state.chunks++;
+    state.rowsChecked += chunk.d.source_rows;
+    sourceRows += chunk.d.source_rows;
+    targetRows += chunk.d.target_rows;
+    if (chunk.diffs.length || chunk.d.source_digest !== chunk.d.target_digest) {
+      state.mismatchedChunks++;
+      for (const diff of chunk.diffs) if (state.differences.length < MAX_REPORTED_DIFFERENCES) state.differences.push(diff);
+    }
+    state.cursor = chunk.end;
+    heartbeat({ ...state, rowsPerSecond: Math.round((sourceRows * 1000) / Math.max(1, Date.now() - started)) });
+    if (chunk.end === null) break;
+  }
+  const ok = state.mismatchedChunks === 0;
+  const keys = state.differences.map((d) => d.key);
+  return {
+    check: name,
+    kind: 'checksum',
+    ok,
+    message: ok
+      ? `${state.rowsChecked} rows identical in ${state.chunks} chunks`
+      : `${state.mismatchedChunks} of ${state.chunks} chunks differ; differing keys: ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ` … (${keys.length} reported)` : ''}`,
+    details: { chunks: state.chunks, rowsChecked: state.rowsChecked, mismatchedChunks: state.mismatchedChunks, differences: state.differences, durationMs: Date.now() - started },
+  };
+}
+
+async function sqlAssertion(c: PoolClient, spec: NonNullable<ValidationCheck['sql']>, name: string): Promise<ValidationCheckResult> {
+  const value = await inTransaction(c, { readOnly: true, statementTimeoutMs: 10 * 60_000 }, async (tx) => {
+    const r = await tx.query({ text: spec.query, rowMode: 'array' });
+    return r.rows[0]?.[0] ?? null;
+  });
+  const { ok, why } = compare(value, spec);
+  return { check: name, kind: 'sql', ok, message: why, details: { value } };
+}
+
+async function orphans(c: PoolClient, spec: NonNullable<ValidationCheck['orphans']>, name: string): Promise<ValidationCheckResult> {
+  const col = quoteIdent(spec.column);
+  const ref = quoteIdent(spec.references.column);
+  const r = await inTransaction(c, { readOnly: true }, (tx) =>
+    tx.query(
+      `SELECT count(*)::float8 AS n, (array_agg(c.${col}::text ORDER BY c.${col}))[1:5] AS examples
+         FROM ${quoteTable(spec.table)} AS c
+        WHERE c.${col} IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM ${quoteTable(spec.references.table)} AS p WHERE p.${ref} = c.${col})`,
+    ),
+  );
+  const { n, examples } = r.rows[0] as { n: number; examples: string[] | null };
+  const ok = n <= spec.max;
+  return {
+    check: name,
+    kind: 'orphans',
+    ok,
+    message: `${n} row(s) of ${spec.table} reference a missing ${spec.references.table}.${spec.references.column}${n ? ` (e.g. ${(examples ?? []).join(', ')})` : ''}${spec.max ? `, at most ${spec.max} allowed` : ''}`,
+    details: { orphans: n, examples: examples ?? [] },
+  };
+}
+
+export function summarize(checks: ValidationCheckResult[]): ValidationReport {
+  return { ok: checks.every((c) => c.ok), checks, at: new Date().toISOString() };
+}

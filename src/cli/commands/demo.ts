@@ -1,0 +1,111 @@
+// `tidemark demo`: seeds a sample database, starts a Temporal dev server (Web UI included) and a worker, runs the
+// meetings example end to end with auto-approval and short soaks, and prints each phase and a summary.
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { TidemarkClient } from '../../client';
+import { meetingsExampleDir, seedMeetings } from '../../demo/meetings';
+import { portOpen, startDevServer, waitForTemporal, type DevServer } from '../../infra/devserver';
+import { findPostgres, recreateDatabase } from '../../infra/postgres';
+import { createLogger } from '../../logger';
+import { formatDuration } from '../../plan/durations';
+import { loadPlan } from '../../plan/load';
+import type { ResolvedPlan } from '../../plan/types';
+import { startWorker } from '../../worker';
+import { workflowIdFor } from '../../workflows/messages';
+import { follow } from '../context';
+import { EXIT } from '../errors';
+import { webUiUrl } from '../format';
+import { stateDir, untilSignal } from './servers';
+
+const DEMO_DB = 'tidemark_demo';
+const DEMO_QUEUE = 'tidemark-demo';
+
+/** The example plan with durations a person can watch: short soaks and delay, archived tables kept. */
+export function shortenForDemo(plan: ResolvedPlan, soakMs: number): ResolvedPlan {
+  return {
+    ...plan,
+    backup: { ...plan.backup, dir: join(stateDir(), 'backups') },
+    traffic: plan.traffic && { ...plan.traffic, stages: plan.traffic.stages.map((s) => ({ ...s, soak: Math.min(s.soak, soakMs) })) },
+    cleanup: plan.cleanup && { ...plan.cleanup, after: Math.min(plan.cleanup.after, soakMs), dropAfter: undefined },
+  };
+}
+
+export function registerDemoCommand(program: Command): void {
+  program
+    .command('demo')
+    .description('run the meetings example end to end on a sample database (auto-approved, short soaks)')
+    .option('--rows <n>', 'meetings to generate', '5000')
+    .option('--soak <duration-ms>', 'soak per traffic stage and cleanup delay, in ms', '2000')
+    .option('--keep', 'keep the Temporal server, Web UI and worker running afterwards (Ctrl-C to stop)')
+    .action(async (o: { rows: string; soak: string; keep?: boolean }) => {
+      const log = (s: string) => console.log(s);
+      const rows = Number(o.rows);
+      const pg = await findPostgres();
+      log(`PostgreSQL: ${pg.source === 'DATABASE_URL' ? '$DATABASE_URL' : pg.source === 'local' ? '127.0.0.1:5432' : 'private cluster'}; sample database "${DEMO_DB}"`);
+      const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+      const [host, port] = address.split(':');
+      let server: DevServer | undefined;
+      if (await portOpen(host, Number(port))) {
+        await waitForTemporal(address, 10_000);
+        log(`Temporal: using the server already at ${address}`);
+      } else {
+        server = await startDevServer({ port: Number(port), uiPort: Number(port) + 1000, dbFile: join(stateDir(), 'temporal.db') });
+        log(`Temporal: dev server started at ${server.address}, Web UI ${server.uiUrl} (state in ${join(stateDir(), 'temporal.db')})`);
+      }
+      const ui = server?.uiUrl ?? process.env.TIDEMARK_UI_URL ?? `http://localhost:${Number(port) + 1000}`;
+
+      const plan = shortenForDemo(loadPlan(join(meetingsExampleDir(), 'plan.yaml')), Number(o.soak));
+      const client = await TidemarkClient.connect({ address, taskQueue: DEMO_QUEUE });
+      // An earlier demo interrupted half-way would still be running against the database about to be recreated.
+      await client.client.workflow
+        .getHandle(workflowIdFor(plan.name))
+        .terminate('superseded by a new tidemark demo run')
+        .catch(() => undefined);
+      const url = await recreateDatabase(pg.adminUrl, DEMO_DB);
+      await seedMeetings(url, rows);
+      log(`seeded ${rows.toLocaleString('en-US')} meetings and ${(rows * 2 + 3).toLocaleString('en-US')} participants`);
+      const worker = await startWorker({
+        address,
+        taskQueue: DEMO_QUEUE,
+        env: { ...process.env, [plan.database.urlEnv]: url },
+        logger: createLogger({ name: 'tidemark-worker', level: process.env.LOG_LEVEL ?? 'warn' }),
+      });
+      try {
+        const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'tidemark demo' });
+        log(`\nmigration ${plan.name} started (soaks shortened to ${formatDuration(Number(o.soak))}, approvals automatic)`);
+        log(`Web UI: ${webUiUrl(ui, client.namespace, workflowId)}\n`);
+        const final = await follow(client, workflowId);
+        await summary(url, plan, final.state, final.startedAt, final.endedAt);
+        if (final.state !== 'completed') process.exitCode = EXIT.failed;
+        if (o.keep) {
+          log(`\nserver, Web UI (${ui}) and worker keep running; Ctrl-C to stop`);
+          await untilSignal();
+        }
+      } finally {
+        await client.close();
+        await worker.shutdown();
+        await server?.stop();
+      }
+    });
+}
+
+async function summary(url: string, plan: ResolvedPlan, state: string, startedAt: string, endedAt?: string): Promise<void> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    const q = async (sql: string) => (await c.query(sql)).rows[0];
+    const v2 = await q(`SELECT count(*)::int AS n FROM meetings_v2`).catch(() => ({ n: 'gone' }));
+    const rs = await q(`SELECT count(*)::int AS n FROM room_states`).catch(() => ({ n: 'gone' }));
+    const flag = await q(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = '${plan.traffic!.flag}'`).catch(() => undefined);
+    const archived = await q(`SELECT count(*)::int AS n FROM tidemark_archive.meetings`).catch(() => undefined);
+    const hist = await q(`SELECT count(*)::int AS n FROM tidemark.history WHERE migration = '${plan.name}' AND status = 'applied'`).catch(() => ({ n: 0 }));
+    console.log(`\nsummary: ${state} in ${formatDuration(Date.parse(endedAt ?? new Date().toISOString()) - Date.parse(startedAt))}`);
+    console.log(`  meetings_v2: ${v2.n} rows; room_states: ${rs.n} rows`);
+    console.log(`  flag ${plan.traffic!.flag}: ${flag?.p ?? 'unset'}%`);
+    console.log(`  tidemark_archive.meetings: ${archived ? `${archived.n} rows (restorable)` : 'not archived'}`);
+    console.log(`  tidemark.history: ${hist.n} applied step(s)`);
+  } finally {
+    await c.end();
+  }
+}

@@ -1,0 +1,146 @@
+// Commands that act on one migration: start, status, list, approve, pause, resume, throttle, promote, abort.
+import type { Command } from 'commander';
+import { loadPlan } from '../../plan/load';
+import { userInfo } from 'node:os';
+import { renderStatus, webUiUrl } from '../format';
+import { follow, uiBase, withTidemark, type GlobalOptions } from '../context';
+import { CliError, EXIT } from '../errors';
+import type { UpdateAck } from '../../workflows/messages';
+
+const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
+
+function intOption(name: string, min: number, max: number) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new CliError(`${name} must be an integer from ${min} to ${max}, got "${v}"`, EXIT.usage);
+    return n;
+  };
+}
+
+function printAck(ack: UpdateAck, json?: boolean) {
+  if (json) console.log(JSON.stringify(ack));
+  else console.log(`${ack.message} (state: ${ack.state})`);
+}
+
+export function registerMigrationCommands(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command('start <plan>')
+    .description('validate a plan and start its migration')
+    .option('--auto-approve', 'grant every approval automatically')
+    .option('--watch', 'follow the migration until it ends')
+    .option('--json', 'print JSON')
+    .option('--by <name>', 'who starts it (shown in status)')
+    .action(async (planFile: string, o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string }) => {
+      const plan = loadPlan(planFile);
+      await withTidemark(globals(), async (c) => {
+        if (!(await c.hasWorkers()) && !o.json) {
+          console.error(`warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`);
+        }
+        const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
+        if (!o.watch) {
+          if (o.json) console.log(JSON.stringify(started));
+          else console.log(`started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(), c.namespace, started.workflowId)}`);
+          return;
+        }
+        if (!o.json) console.log(`started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(), c.namespace, started.workflowId)}`);
+        const final = await follow(c, started.workflowId, { json: o.json });
+        if (final.state !== 'completed') process.exitCode = EXIT.failed;
+      });
+    });
+
+  program
+    .command('status <id>')
+    .description('phases, progress, flag, gates and pending approval of a migration (plan name or workflow id)')
+    .option('--watch', 'follow until the migration ends')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { watch?: boolean; json?: boolean }) => {
+      await withTidemark(globals(), async (c) => {
+        if (o.watch) {
+          await follow(c, id, { json: o.json });
+          return;
+        }
+        const s = await c.status(id);
+        if (o.json) console.log(JSON.stringify(s, null, 2));
+        else console.log(renderStatus(s, s.live, uiBase(), c.namespace));
+      });
+    });
+
+  program
+    .command('list')
+    .description('every migration the server knows, newest first')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      await withTidemark(globals(), async (c) => {
+        const rows = await c.list();
+        if (o.json) return void console.log(JSON.stringify(rows, null, 2));
+        if (!rows.length) return void console.log('no migrations');
+        console.log(`${'PLAN'.padEnd(28)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED'.padEnd(20)} WORKFLOW`);
+        for (const r of rows) {
+          console.log(`${r.plan.padEnd(28)} ${(r.state ?? r.status.toLowerCase()).padEnd(17)} ${(r.phase ?? '').padEnd(10)} ${r.startTime.slice(0, 19).padEnd(20)} ${r.workflowId}`);
+        }
+      });
+    });
+
+  program
+    .command('approve <id>')
+    .description('approve what the migration is waiting for')
+    .option('--by <name>', 'who approves')
+    .option('--comment <text>', 'why')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { by?: string; comment?: string; json?: boolean }) => {
+      await withTidemark(globals(), async (c) => printAck(await c.approve(id, { by: o.by ?? who(), comment: o.comment }), o.json));
+    });
+
+  program
+    .command('pause <id>')
+    .description('hold at the next safe point (between batches or stages)')
+    .option('--reason <text>', 'why')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { reason?: string; json?: boolean }) => {
+      await withTidemark(globals(), async (c) => printAck(await c.pause(id, { by: who(), reason: o.reason }), o.json));
+    });
+
+  program
+    .command('resume <id>')
+    .description('continue a paused migration')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      await withTidemark(globals(), async (c) => printAck(await c.resume(id, { by: who() }), o.json));
+    });
+
+  program
+    .command('throttle <id>')
+    .description('change a running copy: fixed batch size and/or a delay between batches')
+    .option('--batch-size <n>', 'rows per batch (fixed; replaces the adaptive size)', intOption('--batch-size', 1, 1_000_000))
+    .option('--delay-ms <n>', 'pause between batches', intOption('--delay-ms', 0, 600_000))
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { batchSize?: number; delayMs?: number; json?: boolean }) => {
+      if (o.batchSize === undefined && o.delayMs === undefined) throw new CliError('give --batch-size and/or --delay-ms', EXIT.usage);
+      await withTidemark(globals(), async (c) => printAck(await c.throttle(id, { by: who(), batchSize: o.batchSize, delayMs: o.delayMs }), o.json));
+    });
+
+  program
+    .command('promote <id>')
+    .description('end the current soak (or cleanup delay) early and move on')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      await withTidemark(globals(), async (c) => printAck(await c.promote(id, { by: who() }), o.json));
+    });
+
+  program
+    .command('abort <id>')
+    .description('roll the migration back (compensations newest first) and wait for the rollback')
+    .option('--reason <text>', 'why')
+    .option('--restore-backup', "after the compensations, restore the backed-up tables' contents")
+    .option('--no-wait', 'return once the abort is accepted')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { reason?: string; restoreBackup?: boolean; wait: boolean; json?: boolean }) => {
+      await withTidemark(globals(), async (c) => {
+        const ack = await c.abort(id, { by: who(), reason: o.reason, restoreBackup: !!o.restoreBackup });
+        if (!o.wait) return printAck(ack, o.json);
+        if (!o.json) console.log('abort accepted; rolling back…');
+        const final = await follow(c, id, { json: o.json });
+        if (final.state !== 'rolled-back') process.exitCode = EXIT.failed;
+      });
+    });
+}

@@ -1,0 +1,247 @@
+// Typed start/approve/pause/abort/status over @temporalio/client: what the CLI, the demo and the tests use.
+import { Client, Connection, WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter, WorkflowExecutionAlreadyStartedError, type UpdateDefinition } from '@temporalio/common';
+import type { ResolvedPlan } from './plan/types';
+import {
+  abortUpdate,
+  approveUpdate,
+  DEFAULT_TASK_QUEUE,
+  pauseUpdate,
+  promoteUpdate,
+  resumeUpdate,
+  statusQuery,
+  TERMINAL_STATES,
+  throttleUpdate,
+  workflowIdFor,
+  WORKFLOW_TYPE,
+  type AbortRequest,
+  type ApproveRequest,
+  type MigrationInput,
+  type MigrationOptions,
+  type MigrationStatus,
+  type PauseRequest,
+  type PromoteRequest,
+  type ResumeRequest,
+  type ThrottleRequest,
+  type UpdateAck,
+} from './workflows/messages';
+import { TidemarkPhase, TidemarkPlan, TidemarkState } from './workflows/search-attributes';
+
+/** No migration with that plan name or workflow id (exit code 3). */
+export class MigrationNotFoundError extends Error {
+  constructor(public readonly id: string) {
+    super(`no migration "${id}" (looked for workflow ${toWorkflowId(id)})`);
+    this.name = 'MigrationNotFoundError';
+  }
+}
+
+/** The workflow (or the server, for a second start) refused the request (exit code 4). */
+export class RejectedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RejectedError';
+  }
+}
+
+export interface ClientOptions {
+  address?: string;
+  namespace?: string;
+  taskQueue?: string;
+}
+
+export interface MigrationSummary {
+  workflowId: string;
+  runId: string;
+  plan: string;
+  phase: string | null;
+  state: string | null;
+  status: string;
+  startTime: string;
+  closeTime: string | null;
+}
+
+/** Live progress of running activities, read from their last heartbeat. */
+export interface LiveProgress {
+  activity: string;
+  attempt: number;
+  details: unknown;
+}
+
+export function toWorkflowId(id: string): string {
+  return id.startsWith('tidemark-') ? id : workflowIdFor(id);
+}
+
+export class TidemarkClient {
+  private constructor(
+    readonly client: Client,
+    private readonly connection: Connection,
+    readonly taskQueue: string,
+    readonly address: string,
+    readonly namespace: string,
+  ) {}
+
+  static async connect(opts: ClientOptions = {}): Promise<TidemarkClient> {
+    const address = opts.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
+    const namespace = opts.namespace ?? process.env.TEMPORAL_NAMESPACE ?? 'default';
+    let connection: Connection;
+    try {
+      connection = await Connection.connect({ address, connectTimeout: 5000 });
+      await connection.workflowService.getSystemInfo({});
+    } catch (e) {
+      throw new Error(`cannot reach Temporal at ${address} (${(e as Error).message.split('\n')[0]}); start one with \`tidemark dev\` or set TEMPORAL_ADDRESS`);
+    }
+    const client = new Client({ connection, namespace });
+    return new TidemarkClient(client, connection, opts.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? DEFAULT_TASK_QUEUE, address, namespace);
+  }
+
+  async close(): Promise<void> {
+    await this.connection.close();
+  }
+
+  /** Starts a migration; a second start while one of the same plan runs is refused. */
+  async start(plan: ResolvedPlan, options: MigrationOptions): Promise<{ workflowId: string; runId: string }> {
+    const workflowId = workflowIdFor(plan.name);
+    const input: MigrationInput = { plan, options };
+    try {
+      const handle = await this.client.workflow.start(WORKFLOW_TYPE, {
+        taskQueue: this.taskQueue,
+        workflowId,
+        args: [input],
+        typedSearchAttributes: [
+          { key: TidemarkPlan, value: plan.name },
+          { key: TidemarkPhase, value: 'pending' },
+          { key: TidemarkState, value: 'running' },
+        ],
+        memo: { plan: plan.name, planSha256: plan.source.sha256 },
+      });
+      return { workflowId, runId: handle.firstExecutionRunId };
+    } catch (e) {
+      if (e instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new RejectedError(`migration ${plan.name} is already running (${workflowId}); abort it or wait for it to finish`);
+      }
+      throw e;
+    }
+  }
+
+  /** The newest run of a migration, or MigrationNotFoundError. */
+  async handle(id: string): Promise<WorkflowHandle> {
+    const h = this.client.workflow.getHandle(toWorkflowId(id));
+    try {
+      await h.describe();
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) throw new MigrationNotFoundError(id);
+      throw e;
+    }
+    return h;
+  }
+
+  /** Whether any worker polls the task queue (a start with none would sit waiting). */
+  async hasWorkers(): Promise<boolean> {
+    const r = await this.client.workflowService.describeTaskQueue({
+      namespace: this.namespace,
+      taskQueue: { name: this.taskQueue },
+      taskQueueType: 1, // workflow task queue
+    });
+    return (r.pollers ?? []).length > 0;
+  }
+
+  /** Status from the workflow's query, with running activities' heartbeat progress merged in. */
+  async status(id: string): Promise<MigrationStatus & { live: LiveProgress[] }> {
+    const h = await this.handle(id);
+    const [status, desc] = await Promise.all([h.query(statusQuery), h.describe()]);
+    const live: LiveProgress[] = (desc.raw.pendingActivities ?? []).map((a) => ({
+      activity: a.activityType?.name ?? 'unknown',
+      attempt: a.attempt ?? 1,
+      details: a.heartbeatDetails?.payloads?.length ? defaultPayloadConverter.fromPayload(a.heartbeatDetails.payloads[0]) : null,
+    }));
+    mergeCopyProgress(status, live);
+    return { ...status, live };
+  }
+
+  async list(): Promise<MigrationSummary[]> {
+    const out: MigrationSummary[] = [];
+    for await (const w of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}'` })) {
+      const sa = w.typedSearchAttributes;
+      out.push({
+        workflowId: w.workflowId,
+        runId: w.runId,
+        plan: sa.get(TidemarkPlan) ?? w.workflowId.replace(/^tidemark-/, ''),
+        phase: sa.get(TidemarkPhase) ?? null,
+        state: sa.get(TidemarkState) ?? null,
+        status: w.status.name,
+        startTime: w.startTime.toISOString(),
+        closeTime: w.closeTime?.toISOString() ?? null,
+      });
+      if (out.length >= 200) break;
+    }
+    return out;
+  }
+
+  private async update<A>(id: string, def: UpdateDefinition<UpdateAck, [A]>, arg: A): Promise<UpdateAck> {
+    const h = await this.handle(id);
+    try {
+      return await h.executeUpdate(def, { args: [arg] });
+    } catch (e) {
+      if (e instanceof WorkflowUpdateFailedError) throw new RejectedError(e.cause?.message ?? e.message);
+      if (e instanceof WorkflowNotFoundError || /workflow execution already completed/i.test((e as Error).message)) {
+        throw new RejectedError(`migration ${id} has already finished`);
+      }
+      throw e;
+    }
+  }
+
+  approve(id: string, req: ApproveRequest = {}) {
+    return this.update(id, approveUpdate, req);
+  }
+  pause(id: string, req: PauseRequest = {}) {
+    return this.update(id, pauseUpdate, req);
+  }
+  resume(id: string, req: ResumeRequest = {}) {
+    return this.update(id, resumeUpdate, req);
+  }
+  abort(id: string, req: AbortRequest = {}) {
+    return this.update(id, abortUpdate, req);
+  }
+  throttle(id: string, req: ThrottleRequest) {
+    return this.update(id, throttleUpdate, req);
+  }
+  promote(id: string, req: PromoteRequest = {}) {
+    return this.update(id, promoteUpdate, req);
+  }
+
+  /** Polls status until the migration reaches a terminal state; calls onStatus on every poll. */
+  async waitForEnd(id: string, onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void, pollMs = 1000): Promise<MigrationStatus> {
+    for (;;) {
+      const s = await this.status(id);
+      onStatus?.(s);
+      if (TERMINAL_STATES.includes(s.state)) return s;
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+}
+
+interface CopyBeat {
+  job: string;
+  rowsCopied: number;
+  rowsPerSecond: number;
+  batchSize: number;
+  throttleReason: string | null;
+  paused: boolean;
+}
+
+/** Folds the copy activities' heartbeats into the status's per-job progress (rows, rate, ETA, batch, throttle). */
+export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[]): void {
+  for (const job of status.copy) {
+    if (job.done) continue;
+    const beats = live.filter((l) => l.activity === 'copyRange' && (l.details as CopyBeat | null)?.job === job.job).map((l) => l.details as CopyBeat);
+    if (!beats.length) continue;
+    const running = beats.reduce((n, b) => n + b.rowsCopied, 0);
+    job.rowsCopied += running;
+    job.rowsPerSecond = beats.reduce((n, b) => n + b.rowsPerSecond, 0);
+    job.batchSize = beats[0].batchSize;
+    job.throttleReason = beats.find((b) => b.throttleReason)?.throttleReason ?? null;
+    job.paused = beats.some((b) => b.paused);
+    const remaining = Math.max(0, job.estimatedTotal - job.rowsCopied);
+    job.etaSeconds = job.rowsPerSecond > 0 ? Math.round(remaining / job.rowsPerSecond) : null;
+  }
+}

@@ -1,0 +1,98 @@
+// Creates tidemark's own bookkeeping objects (SPEC §5) in a target database, idempotently and once per pool.
+import type { Pool } from 'pg';
+import { FLAGS_CHANNEL, TIDEMARK_SCHEMA } from './names';
+import { quoteIdent, quoteLiteral } from './quote';
+import { withAdvisoryLock } from './tx';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+
+export const BOOTSTRAP_DDL: string[] = [
+  `CREATE SCHEMA IF NOT EXISTS ${S}`,
+  `CREATE TABLE IF NOT EXISTS ${S}.history (
+     id bigserial PRIMARY KEY,
+     migration text NOT NULL,
+     workflow_id text NOT NULL,
+     run_id text NOT NULL,
+     step_id text NOT NULL,
+     checksum text NOT NULL,
+     down_checksum text NOT NULL,
+     transactional boolean NOT NULL,
+     applied_at timestamptz NOT NULL DEFAULT now(),
+     duration_ms integer,
+     status text NOT NULL DEFAULT 'applied' CHECK (status IN ('applied', 'rolled-back')),
+     rolled_back_at timestamptz,
+     UNIQUE (run_id, step_id)
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${S}.flags (
+     name text PRIMARY KEY,
+     rollout_percentage integer NOT NULL DEFAULT 0 CHECK (rollout_percentage BETWEEN 0 AND 100),
+     updated_at timestamptz NOT NULL DEFAULT now(),
+     updated_by text
+   )`,
+  `CREATE OR REPLACE FUNCTION ${S}.notify_flag_change() RETURNS trigger LANGUAGE plpgsql AS $tidemark$
+   BEGIN
+     PERFORM pg_notify(${quoteLiteral(FLAGS_CHANNEL)},
+       json_build_object('name', NEW.name, 'rollout_percentage', NEW.rollout_percentage, 'updated_at', NEW.updated_at)::text);
+     RETURN NULL;
+   END $tidemark$`,
+  `DROP TRIGGER IF EXISTS flags_notify ON ${S}.flags`,
+  `CREATE TRIGGER flags_notify AFTER INSERT OR UPDATE ON ${S}.flags FOR EACH ROW EXECUTE FUNCTION ${S}.notify_flag_change()`,
+  `CREATE TABLE IF NOT EXISTS ${S}.copy_progress (
+     run_id text NOT NULL,
+     workflow_id text NOT NULL,
+     job text NOT NULL,
+     range_index integer NOT NULL,
+     range_after text,
+     range_up_to text,
+     cursor text,
+     rows_copied bigint NOT NULL DEFAULT 0,
+     batches bigint NOT NULL DEFAULT 0,
+     done boolean NOT NULL DEFAULT false,
+     updated_at timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (run_id, job, range_index)
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${S}.copy_control (
+     run_id text PRIMARY KEY,
+     paused boolean NOT NULL DEFAULT false,
+     pause_reason text,
+     batch_size integer,
+     delay_ms integer,
+     updated_at timestamptz NOT NULL DEFAULT now()
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${S}.reports (
+     id bigserial PRIMARY KEY,
+     migration text NOT NULL,
+     workflow_id text NOT NULL,
+     run_id text NOT NULL,
+     kind text NOT NULL,
+     report jsonb NOT NULL,
+     created_at timestamptz NOT NULL DEFAULT now()
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${S}.archive (
+     original_schema text NOT NULL,
+     table_name text NOT NULL,
+     archived_name text NOT NULL,
+     migration text NOT NULL,
+     run_id text NOT NULL,
+     archived_at timestamptz NOT NULL DEFAULT now(),
+     drop_after timestamptz,
+     dropped_at timestamptz,
+     restored_at timestamptz,
+     PRIMARY KEY (run_id, original_schema, table_name)
+   )`,
+];
+
+const done = new WeakMap<Pool, Promise<void>>();
+
+/** Ensures the tidemark schema exists; concurrent workers serialize on an advisory lock. */
+export function ensureTidemarkSchema(pool: Pool): Promise<void> {
+  let p = done.get(pool);
+  if (!p) {
+    p = withAdvisoryLock(pool, 'tidemark:bootstrap', async (c) => {
+      for (const ddl of BOOTSTRAP_DDL) await c.query(ddl);
+    });
+    p.catch(() => done.delete(pool));
+    done.set(pool, p);
+  }
+  return p;
+}

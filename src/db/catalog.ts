@@ -1,0 +1,75 @@
+// Reads what the database says about tables (columns, types, keys, size); the inspector never writes.
+import type { Pool, PoolClient } from 'pg';
+import { parseTableRef, type TableRef } from './quote';
+
+type Queryable = Pool | PoolClient;
+
+export interface ColumnInfo {
+  name: string;
+  /** format_type() of the column, e.g. `numeric(12,2)`, usable in a cast. */
+  type: string;
+  notNull: boolean;
+  hasDefault: boolean;
+  generated: boolean;
+}
+
+export async function tableExists(db: Queryable, ref: TableRef | string): Promise<boolean> {
+  const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  const r = await db.query(
+    `SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')`,
+    [t.schema, t.name],
+  );
+  return r.rowCount! > 0;
+}
+
+export async function tableColumns(db: Queryable, ref: TableRef | string): Promise<ColumnInfo[]> {
+  const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  const r = await db.query(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS "notNull",
+            a.atthasdef AS "hasDefault", a.attgenerated <> '' AS generated
+       FROM pg_attribute a
+       JOIN pg_class c ON c.oid = a.attrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+      ORDER BY a.attnum`,
+    [t.schema, t.name],
+  );
+  return r.rows as ColumnInfo[];
+}
+
+/** True when `column` alone is covered by a unique index (or primary key) of the table. */
+export async function hasUniqueIndexOn(db: Queryable, ref: TableRef | string, column: string): Promise<boolean> {
+  const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  const r = await db.query(
+    `SELECT 1
+       FROM pg_index i
+       JOIN pg_class c ON c.oid = i.indrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+      WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid
+        AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $3`,
+    [t.schema, t.name, column],
+  );
+  return r.rowCount! > 0;
+}
+
+/** The planner's row estimate (cheap; refreshed by ANALYZE/autovacuum), never negative. */
+export async function estimatedRows(db: Queryable, ref: TableRef | string): Promise<number> {
+  const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  const r = await db.query(
+    `SELECT c.reltuples::float8 AS n, pg_relation_size(c.oid)::float8 AS bytes, c.relpages::float8 AS pages
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+    [t.schema, t.name],
+  );
+  if (!r.rowCount) return 0;
+  const { n, bytes, pages } = r.rows[0] as { n: number; bytes: number; pages: number };
+  // Scale the last estimate by how much the table grew since it was taken, as the planner does.
+  if (n < 0 || pages <= 0) return n < 0 ? Math.round(bytes / 100) : Math.max(0, Math.round(n));
+  return Math.max(0, Math.round((n / pages) * (bytes / 8192)));
+}
+
+export async function serverVersionNum(db: Queryable): Promise<number> {
+  const r = await db.query(`SELECT current_setting('server_version_num')::int AS v`);
+  return r.rows[0].v as number;
+}

@@ -1,0 +1,32 @@
+// Every name tidemark creates in a database comes from here, so cleanup can always find it again.
+import { createHash } from 'node:crypto';
+
+export const TIDEMARK_SCHEMA = 'tidemark';
+export const ARCHIVE_SCHEMA = 'tidemark_archive';
+export const FLAGS_CHANNEL = 'tidemark_flags';
+/** Session setting set while tidemark itself writes a table, so sync triggers do not echo the write back. */
+export const SYNC_GUARD_SETTING = 'tidemark.syncing';
+
+const MAX_IDENT = 63;
+
+/** Keeps generated names within PostgreSQL's 63-byte limit while staying unique. */
+function bounded(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_IDENT) return name;
+  const hash = createHash('sha256').update(name).digest('hex').slice(0, 8);
+  return name.slice(0, MAX_IDENT - 9) + '_' + hash;
+}
+
+function slug(s: string): string {
+  return s.toLowerCase().replace(/[^a-z0-9_]+/g, '_');
+}
+
+export type SyncDirection = 'forward' | 'reverse';
+
+/** Trigger (and its function) that copies writes of one side of a copy job to the other. */
+export function syncTriggerName(job: string, direction: SyncDirection, kind: 'row' | 'truncate' = 'row'): string {
+  return bounded(`tidemark_sync_${slug(job)}_${direction}${kind === 'truncate' ? '_truncate' : ''}`);
+}
+
+export function syncFunctionName(job: string, direction: SyncDirection): string {
+  return bounded(`tidemark_sync_${slug(job)}_${direction}_fn`);
+}

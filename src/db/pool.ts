@@ -1,0 +1,47 @@
+// Connection pools keyed by the environment variable that names the database, so no URL ever leaves the worker.
+import { Pool } from 'pg';
+
+export class MissingDatabaseUrlError extends Error {
+  constructor(public readonly envVar: string) {
+    super(`environment variable ${envVar} is not set on the worker; it must hold the database connection string`);
+    this.name = 'MissingDatabaseUrlError';
+  }
+}
+
+/** Removes any password from a connection string so it can be shown. */
+export function redactUrl(url: string): string {
+  return url.replace(/(\/\/[^:/?#@]+):[^@/?#]*@/, '$1:***@').replace(/([?&]password=)[^&]*/i, '$1***');
+}
+
+export class PoolRegistry {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(
+    private readonly env: NodeJS.ProcessEnv = process.env,
+    private readonly max = 10,
+  ) {}
+
+  /** The connection string held by `envVar`; throws a clear error when it is unset. */
+  url(envVar: string): string {
+    const url = this.env[envVar];
+    if (!url) throw new MissingDatabaseUrlError(envVar);
+    return url;
+  }
+
+  get(envVar: string): Pool {
+    let pool = this.pools.get(envVar);
+    if (!pool) {
+      pool = new Pool({ connectionString: this.url(envVar), max: this.max, application_name: 'tidemark' });
+      // An idle client losing its connection must not crash the worker; the next query reconnects.
+      pool.on('error', () => undefined);
+      this.pools.set(envVar, pool);
+    }
+    return pool;
+  }
+
+  async closeAll(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
+  }
+}

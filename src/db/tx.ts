@@ -1,0 +1,66 @@
+// Small helpers that give out a client, a transaction or an advisory lock and always give it back.
+import type { Pool, PoolClient } from 'pg';
+
+export async function withClient<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    return await fn(client);
+  } catch (e) {
+    // A client whose connection failed must not go back into the pool.
+    if (e instanceof Error && !(e as { code?: string }).code) broken = e;
+    throw e;
+  } finally {
+    client.release(broken);
+  }
+}
+
+export interface TxOptions {
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+  readOnly?: boolean;
+  /** SET LOCAL lock_timeout for this transaction only (never on the pool). */
+  lockTimeoutMs?: number;
+  statementTimeoutMs?: number;
+  /** SET LOCAL settings applied at the start of the transaction. */
+  settings?: Record<string, string>;
+}
+
+export async function inTransaction<T>(client: PoolClient, opts: TxOptions, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  const mode = [opts.isolation ? `ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : '', opts.readOnly ? 'READ ONLY' : '']
+    .filter(Boolean)
+    .join(' ');
+  await client.query(`BEGIN ${mode}`);
+  try {
+    if (opts.lockTimeoutMs !== undefined) {
+      await client.query(`SELECT set_config('lock_timeout', $1, true)`, [`${Math.max(0, Math.round(opts.lockTimeoutMs))}ms`]);
+    }
+    if (opts.statementTimeoutMs !== undefined) {
+      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${Math.round(opts.statementTimeoutMs)}ms`]);
+    }
+    for (const [k, v] of Object.entries(opts.settings ?? {})) {
+      await client.query(`SELECT set_config($1, $2, true)`, [k, v]);
+    }
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw e;
+  }
+}
+
+export async function withTransaction<T>(pool: Pool, opts: TxOptions, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, (c) => inTransaction(c, opts, fn));
+}
+
+/** Session-level advisory lock keyed by a text name; released even when fn throws. */
+export async function withAdvisoryLock<T>(pool: Pool, key: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (c) => {
+    await c.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [key]);
+    try {
+      return await fn(c);
+    } finally {
+      await c.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [key]).catch(() => undefined);
+    }
+  });
+}

@@ -1,0 +1,137 @@
+// Pure checks on a parsed plan document: turns zod issues and cross-field rules into `path: message` lines.
+import type { z } from 'zod';
+import { planSchema, type PlanDocument } from './schema';
+
+export interface PlanError {
+  path: string;
+  message: string;
+}
+
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out ? `.${String(seg)}` : String(seg);
+  }
+  return out || '(plan)';
+}
+
+export function formatPlanError(e: PlanError): string {
+  return `${e.path}: ${e.message}`;
+}
+
+const PASSWORD_URL = /[a-z][a-z0-9+.-]*:\/\/[^\s/@:]+:[^\s@/]*@/i;
+const PASSWORD_KV = /\b(?:host|hostaddr|dbname|user)\s*=\s*\S+[^\n]*\bpassword\s*=\s*\S+/i;
+
+/** Every string in the document that carries a password: plans never hold secrets. */
+export function findSecrets(doc: unknown, path: PropertyKey[] = []): PlanError[] {
+  if (typeof doc === 'string') {
+    return PASSWORD_URL.test(doc) || PASSWORD_KV.test(doc)
+      ? [{ path: formatPath(path), message: 'contains a connection string with a password; plans must not carry secrets — put the URL in the worker\'s environment and name the variable in database.urlEnv' }]
+      : [];
+  }
+  if (Array.isArray(doc)) return doc.flatMap((v, i) => findSecrets(v, [...path, i]));
+  if (doc && typeof doc === 'object') return Object.entries(doc).flatMap(([k, v]) => findSecrets(v, [...path, k]));
+  return [];
+}
+
+function zodIssuesToErrors(issues: z.core.$ZodIssue[]): PlanError[] {
+  const out: PlanError[] = [];
+  for (const iss of issues) {
+    if (iss.code === 'unrecognized_keys') {
+      for (const key of iss.keys) out.push({ path: formatPath([...iss.path, key]), message: 'unknown key' });
+    } else {
+      out.push({ path: formatPath(iss.path), message: iss.message });
+    }
+  }
+  return out;
+}
+
+const requiredMessage = (iss: { code: string; input?: unknown }) =>
+  iss.code === 'invalid_type' && iss.input === undefined ? 'required' : undefined;
+
+/** Parses a raw document (from YAML or JSON) and applies every rule that needs no file system. */
+export function validatePlanDocument(raw: unknown): { plan?: PlanDocument; errors: PlanError[] } {
+  const errors: PlanError[] = findSecrets(raw);
+  const parsed = planSchema.safeParse(raw, { error: requiredMessage });
+  if (!parsed.success) {
+    errors.push(...zodIssuesToErrors(parsed.error.issues));
+    return { errors };
+  }
+  errors.push(...crossFieldErrors(parsed.data));
+  return errors.length ? { errors } : { plan: parsed.data, errors };
+}
+
+function duplicates<T>(items: T[], key: (t: T) => string): Set<string> {
+  const seen = new Set<string>();
+  const dup = new Set<string>();
+  for (const it of items) {
+    const k = key(it);
+    if (seen.has(k)) dup.add(k);
+    seen.add(k);
+  }
+  return dup;
+}
+
+function crossFieldErrors(plan: PlanDocument): PlanError[] {
+  const errors: PlanError[] = [];
+  const err = (path: PropertyKey[], message: string) => errors.push({ path: formatPath(path), message });
+
+  const dupSteps = duplicates(plan.schema, (s) => s.id);
+  plan.schema.forEach((s, i) => dupSteps.has(s.id) && err(['schema', i, 'id'], `duplicate step id "${s.id}"`));
+
+  const jobNames = new Set(plan.copy.map((j) => j.name));
+  const dupJobs = duplicates(plan.copy, (j) => j.name);
+  plan.copy.forEach((job, i) => {
+    const p = ['copy', i];
+    if (dupJobs.has(job.name)) err([...p, 'name'], `duplicate copy job name "${job.name}"`);
+    if (job.from && job.query) err(p, 'give either from or query, not both');
+    if (!job.from && !job.query) err([...p, 'from'], 'required (or give query)');
+    if (job.query && !/^\s*(select|with|values|table)\b/i.test(job.query)) err([...p, 'query'], 'must be a SELECT');
+    if (job.query && !job.columns) err([...p, 'columns'], 'required for a query source (target column: expression over the query row)');
+    if (job.from && job.to === job.from) err([...p, 'to'], 'must differ from from');
+    if (job.columns && !(job.key in job.columns)) err([...p, 'columns'], `must map the key column "${job.key}"`);
+    if (job.sync === 'bidirectional' && !job.from) err([...p, 'sync'], 'bidirectional sync needs a table source (from)');
+    if (job.reverse && job.sync !== 'bidirectional') err([...p, 'reverse'], 'only used with sync: bidirectional');
+    if (job.query && job.sync && job.sync !== 'none' && !job.syncFrom?.length)
+      err([...p, 'syncFrom'], 'required to sync a query source: list the tables it reads and the key expression for each');
+    if (job.syncFrom && !job.query) err([...p, 'syncFrom'], 'only used with a query source');
+    if (job.maxBatchSize !== undefined && job.maxBatchSize < job.batchSize) err([...p, 'maxBatchSize'], 'must be at least batchSize');
+  });
+
+  plan.validate.forEach((v, i) => {
+    const keys = Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined);
+    if (keys.length !== 1) {
+      err(['validate', i], 'each check needs exactly one of rowCount, checksum, sql, orphans');
+      return;
+    }
+    const ref = v.rowCount?.copy ?? v.checksum?.copy;
+    if (ref !== undefined && !jobNames.has(ref)) err(['validate', i, keys[0], 'copy'], `no copy job named "${ref}"`);
+    if (v.sql && v.sql.expect === undefined && v.sql.max === undefined && v.sql.min === undefined)
+      err(['validate', i, 'sql'], 'needs expect, max or min');
+  });
+
+  if (plan.traffic) {
+    const stages = plan.traffic.stages;
+    stages.forEach((s, i) => {
+      if (i > 0 && s.percent <= stages[i - 1].percent) err(['traffic', 'stages', i, 'percent'], 'must be greater than the previous stage');
+    });
+    if (stages.length && stages[stages.length - 1].percent !== 100)
+      err(['traffic', 'stages', stages.length - 1, 'percent'], 'the last stage must reach 100');
+    plan.traffic.gates.forEach((g, i) => {
+      const sources = ['sql', 'prometheus', 'http'].filter((k) => (g as Record<string, unknown>)[k] !== undefined);
+      if (sources.length !== 1) err(['traffic', 'gates', i], 'needs exactly one of sql, prometheus, http');
+      if (g.max === undefined && g.min === undefined) err(['traffic', 'gates', i], 'needs max or min');
+      if (g.database && !g.sql) err(['traffic', 'gates', i, 'database'], 'only used with sql');
+      for (const k of ['prometheus', 'http'] as const) {
+        const src = g[k];
+        if (src && !src.url === !src.urlEnv) err(['traffic', 'gates', i, k], 'needs exactly one of url, urlEnv');
+      }
+    });
+  }
+  if (plan.approvals.includes('traffic') && !plan.traffic) err(['approvals'], 'traffic approval without a traffic section');
+  if (plan.approvals.includes('cleanup') && !plan.cleanup) err(['approvals'], 'cleanup approval without a cleanup section');
+  if (plan.cleanup?.dropAfter !== undefined && !plan.cleanup.archive.length)
+    err(['cleanup', 'dropAfter'], 'only used with archive');
+  return errors;
+}

@@ -1,0 +1,65 @@
+// Builds the worker's dependencies (pools, logger, activities) and runs it on the tidemark task queue.
+import { NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
+import { createActivities, type ActivityDeps } from './activities';
+import { PoolRegistry } from './db/pool';
+import { ensureSearchAttributes } from './infra/devserver';
+import { createLogger, type Logger } from './logger';
+import { DEFAULT_TASK_QUEUE } from './workflows/messages';
+
+export interface WorkerOptions {
+  address?: string;
+  namespace?: string;
+  taskQueue?: string;
+  /** Environment the activities read connection strings from (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+  logger?: Logger;
+  /** Pre-built workflow bundle (tests bundle once per file); default: bundle src/workflows at start. */
+  workflowBundle?: WorkflowBundle;
+  binaries?: ActivityDeps['binaries'];
+  maxConcurrentActivities?: number;
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  /** Resolves when the worker has stopped. */
+  done: Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+export function workflowsPath(): string {
+  return require.resolve('./workflows');
+}
+
+export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWorker> {
+  const address = opts.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
+  const namespace = opts.namespace ?? process.env.TEMPORAL_NAMESPACE ?? 'default';
+  const taskQueue = opts.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? DEFAULT_TASK_QUEUE;
+  const logger = opts.logger ?? createLogger({ name: 'tidemark-worker' });
+  await ensureSearchAttributes(address, namespace);
+  const connection = await NativeConnection.connect({ address });
+  const pools = new PoolRegistry(opts.env ?? process.env);
+  const worker = await Worker.create({
+    connection,
+    namespace,
+    taskQueue,
+    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: workflowsPath() }),
+    activities: createActivities({ pools, logger, binaries: opts.binaries }),
+    maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
+    // Give a running copy time to finish its batch and report its cursor when the worker stops.
+    shutdownGraceTime: '10s',
+  });
+  logger.info({ address, namespace, taskQueue }, 'worker started');
+  const done = worker.run().finally(async () => {
+    await pools.closeAll();
+    await connection.close().catch(() => undefined);
+    logger.info('worker stopped');
+  });
+  return {
+    worker,
+    done,
+    async shutdown() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await done;
+    },
+  };
+}

@@ -1,0 +1,176 @@
+// Every message the migration workflow understands, defined once and imported by the workflow, the client and tests.
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { PhaseName, ResolvedPlan } from '../plan/types';
+
+export const WORKFLOW_TYPE = 'migrationWorkflow';
+export const DEFAULT_TASK_QUEUE = 'tidemark';
+export const workflowIdFor = (planName: string): string => `tidemark-${planName}`;
+
+export type MigrationState =
+  | 'running'
+  | 'paused'
+  | 'waiting-approval'
+  | 'rolling-back'
+  | 'rolled-back'
+  | 'completed'
+  | 'failed';
+
+export const TERMINAL_STATES: readonly MigrationState[] = ['completed', 'rolled-back', 'failed'];
+
+export interface MigrationOptions {
+  /** Grant every approval automatically (recorded as approved by "auto"). */
+  autoApprove: boolean;
+  /** Who started the run (free text, shown in status). */
+  startedBy?: string;
+}
+
+export interface MigrationInput {
+  plan: ResolvedPlan;
+  options: MigrationOptions;
+}
+
+export type PhaseStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';
+
+export interface PhaseRecord {
+  name: PhaseName;
+  status: PhaseStatus;
+  startedAt?: string;
+  endedAt?: string;
+  result?: unknown;
+  error?: string;
+}
+
+export interface CopyJobProgress {
+  job: string;
+  rowsCopied: number;
+  estimatedTotal: number;
+  rowsPerSecond: number;
+  etaSeconds: number | null;
+  batchSize: number;
+  ranges: number;
+  rangesDone: number;
+  throttleReason: string | null;
+  paused: boolean;
+  done: boolean;
+}
+
+export interface GateReading {
+  gate: string;
+  value: number | null;
+  ok: boolean | null;
+  error?: string;
+  at: string;
+  consecutiveBreaches: number;
+}
+
+export interface TrafficStatus {
+  flag: string;
+  percent: number;
+  stageIndex: number | null;
+  stages: { percent: number; soakMs: number; approval: boolean }[];
+  soakEndsAt: string | null;
+  gates: GateReading[];
+}
+
+export interface PendingApproval {
+  /** What waits: a phase name or `traffic:<percent>%`. */
+  gate: string;
+  since: string;
+  timeoutAt: string;
+}
+
+export interface ApprovalRecord {
+  gate: string;
+  by: string;
+  comment?: string;
+  at: string;
+}
+
+export interface CompensationRecord {
+  id: string;
+  phase: PhaseName;
+  description: string;
+  status: 'registered' | 'running' | 'done' | 'failed' | 'dropped';
+  error?: string;
+  at?: string;
+}
+
+export interface ValidationCheckResult {
+  check: string;
+  kind: 'rowCount' | 'checksum' | 'sql' | 'orphans';
+  ok: boolean;
+  message: string;
+  details?: unknown;
+}
+
+export interface ValidationReport {
+  ok: boolean;
+  checks: ValidationCheckResult[];
+  at: string;
+}
+
+export interface MigrationStatus {
+  plan: string;
+  workflowId: string;
+  state: MigrationState;
+  phase: PhaseName | null;
+  startedAt: string;
+  updatedAt: string;
+  endedAt?: string;
+  phases: PhaseRecord[];
+  copy: CopyJobProgress[];
+  throttle: { batchSize?: number; delayMs?: number };
+  traffic: TrafficStatus | null;
+  pendingApproval: PendingApproval | null;
+  approvals: ApprovalRecord[];
+  paused: { reason?: string; by?: string; at: string } | null;
+  validation: ValidationReport | null;
+  backup: unknown;
+  compensations: CompensationRecord[];
+  /** Why the migration is rolling back or failed. */
+  error: string | null;
+  /** Waiting for a durable timer (cleanup delay, drop delay), if any. */
+  waitingUntil: { what: string; until: string } | null;
+  events: { at: string; message: string }[];
+}
+
+export interface ApproveRequest {
+  by?: string;
+  comment?: string;
+  /** Optional: the gate being approved; rejected if it is not the one pending. */
+  gate?: string;
+}
+export interface PauseRequest {
+  by?: string;
+  reason?: string;
+}
+export interface ResumeRequest {
+  by?: string;
+}
+export interface AbortRequest {
+  by?: string;
+  reason?: string;
+  /** After compensations, restore the backed-up tables from the backup dump. */
+  restoreBackup?: boolean;
+}
+export interface ThrottleRequest {
+  by?: string;
+  batchSize?: number;
+  delayMs?: number;
+}
+export interface PromoteRequest {
+  by?: string;
+}
+export interface UpdateAck {
+  accepted: true;
+  state: MigrationState;
+  message: string;
+}
+
+export const approveUpdate = defineUpdate<UpdateAck, [ApproveRequest]>('approve');
+export const pauseUpdate = defineUpdate<UpdateAck, [PauseRequest]>('pause');
+export const resumeUpdate = defineUpdate<UpdateAck, [ResumeRequest]>('resume');
+export const abortUpdate = defineUpdate<UpdateAck, [AbortRequest]>('abort');
+export const throttleUpdate = defineUpdate<UpdateAck, [ThrottleRequest]>('throttle');
+export const promoteUpdate = defineUpdate<UpdateAck, [PromoteRequest]>('promote');
+export const statusQuery = defineQuery<MigrationStatus>('status');
