@@ -88,7 +88,7 @@ export class TidemarkClient {
       connection = await Connection.connect({ address, connectTimeout: 5000 });
       await connection.workflowService.getSystemInfo({});
     } catch (e) {
-      throw new Error(`cannot reach Temporal at ${address} (${(e as Error).message.split('\n')[0]}); start one with \`tidemark dev\` or set TEMPORAL_ADDRESS`);
+      throw new Error(`cannot reach Temporal at ${address} (${(e as Error).message.split('\n')[0]}); start one with \`tidemark dev\` or set TEMPORAL_ADDRESS`, { cause: e });
     }
     const client = new Client({ connection, namespace });
     return new TidemarkClient(client, connection, opts.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? DEFAULT_TASK_QUEUE, address, namespace);

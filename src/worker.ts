@@ -45,6 +45,9 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ pools, logger, binaries: opts.binaries }),
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
+    // Progress (rows copied, throttle reason) reaches `status` through heartbeats: send them every few seconds.
+    maxHeartbeatThrottleInterval: '2s',
+    defaultHeartbeatThrottleInterval: '2s',
     // Give a running copy time to finish its batch and report its cursor when the worker stops.
     shutdownGraceTime: '10s',
   });

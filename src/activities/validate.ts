@@ -176,7 +176,7 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string): Pr
     message: ok
       ? `${state.rowsChecked} rows identical in ${state.chunks} chunks`
       : `${state.mismatchedChunks} of ${state.chunks} chunks differ; differing keys: ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ` … (${keys.length} reported)` : ''}`,
-    details: { chunks: state.chunks, rowsChecked: state.rowsChecked, mismatchedChunks: state.mismatchedChunks, differences: state.differences, durationMs: Date.now() - started },
+    details: { chunks: state.chunks, rowsChecked: state.rowsChecked, sourceRows, targetRows, mismatchedChunks: state.mismatchedChunks, differences: state.differences, durationMs: Date.now() - started },
   };
 }
 

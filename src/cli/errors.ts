@@ -26,7 +26,8 @@ export function exitCodeFor(e: unknown): number {
 
 /** The lines to print for an error: one per plan problem, otherwise one line. */
 export function errorLines(e: unknown): string[] {
-  if (e instanceof InvalidPlanError) return [`error: invalid plan ${e.file}:`, ...e.errors.map((x) => `  ${x.path}: ${x.message}`)];
+  // One line per problem, each naming the file and the path inside it.
+  if (e instanceof InvalidPlanError) return e.errors.map((x) => `error: ${e.file}: ${x.path}: ${x.message}`);
   if (e instanceof RejectedError) return [`rejected: ${e.message}`];
   if (isPgError(e)) return [`error: ${formatPgError(e)}`];
   const msg = e instanceof Error ? e.message : String(e);

@@ -30,7 +30,7 @@ export async function main(argv: string[]): Promise<void> {
   // The SDK's own chatter (worker state changes, bundling) only at warn level unless asked for.
   Runtime.install({ logger: new DefaultLogger((process.env.TEMPORAL_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
   const program = buildProgram();
-  let code: number = EXIT.ok;
+  let code: number;
   try {
     await program.parseAsync(argv);
     code = typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;

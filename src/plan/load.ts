@@ -32,12 +32,12 @@ function parseText(file: string, text: string): { raw?: unknown; errors: PlanErr
       return { errors: [{ path: '(plan)', message: `invalid JSON: ${(e as Error).message}` }] };
     }
   }
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
     return {
       errors: doc.errors.map((e) => ({
         path: '(plan)',
-        message: `invalid YAML at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0]}`,
+        message: `invalid YAML at line ${e.linePos?.[0]?.line ?? '?'}, column ${e.linePos?.[0]?.col ?? '?'}: ${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`,
       })),
     };
   }
@@ -67,7 +67,7 @@ function readSql(baseDir: string, file: string): SqlSource | string {
     if (!statSync(abs).isFile()) return `not a file: ${file}`;
     text = readFileSync(abs, 'utf8');
   } catch {
-    return `file not found: ${file} (looked in ${abs})`;
+    return `file not found: ${file}`;
   }
   if (!text.trim()) return `file is empty: ${file}`;
   return { path: file, sql: text, sha256: sha256(text) };

@@ -193,6 +193,8 @@ class MigrationRun {
   }
 
   private async copyPhase(): Promise<unknown> {
+    // Settings given before the copy began (a throttle while waiting for approval) apply from the first batch.
+    await this.writeCopyControl();
     const stop = { done: false };
     const pusher = this.pushCopyControl(stop);
     try {
@@ -250,20 +252,24 @@ class MigrationRun {
 
   /** Keeps the copy's control row (pause, throttle) in the database in step with the workflow's state. */
   private async pushCopyControl(stop: { done: boolean }): Promise<void> {
-    let pushed = -1;
+    let pushed = this.controlVersion;
     while (!stop.done) {
       await condition(() => this.controlVersion !== pushed || stop.done);
       if (stop.done) break;
       const version = this.controlVersion;
-      await acts.setCopyControl({
-        urlEnv: this.plan.database.urlEnv,
-        paused: this.status.paused !== null,
-        reason: this.status.paused?.reason,
-        batchSize: this.status.throttle.batchSize,
-        delayMs: this.status.throttle.delayMs,
-      });
+      await this.writeCopyControl();
       pushed = version;
     }
+  }
+
+  private writeCopyControl(): Promise<void> {
+    return acts.setCopyControl({
+      urlEnv: this.plan.database.urlEnv,
+      paused: this.status.paused !== null,
+      reason: this.status.paused?.reason,
+      batchSize: this.status.throttle.batchSize,
+      delayMs: this.status.throttle.delayMs,
+    });
   }
 
   private validationChecks(): ValidationCheck[] {

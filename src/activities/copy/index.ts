@@ -7,7 +7,7 @@ import { isRetryablePgError } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import { COPY_GUARD, copyBatchQuery, dropSyncDdl, forwardTriggerDdl, reverseTriggerDdl, sourceFrom, type CopyMapping } from '../../db/sql/copy';
-import { inTransaction, withClient, withTransaction } from '../../db/tx';
+import { inTransaction, withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { activityBody, cancellationSignal, currentRun, heartbeat, sleepMs, targetPool, type ActivityDeps } from '../common';
 import { resolveMapping } from './mapping';

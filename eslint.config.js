@@ -1,0 +1,38 @@
+// Lint rules. The one that matters most: workflow code is deterministic orchestration and must not do I/O, so
+// database, logging, file-system and process modules are banned there.
+const js = require('@eslint/js');
+const tseslint = require('typescript-eslint');
+
+const ioModules = ['pg', 'pg-connection-string', 'pino', 'yaml', 'zod', 'commander', '@temporalio/activity', '@temporalio/client', '@temporalio/worker'];
+const nodeBuiltins = ['fs', 'fs/promises', 'child_process', 'net', 'http', 'https', 'os', 'path', 'crypto', 'dns', 'worker_threads', 'stream'];
+
+module.exports = tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', '.tools/**', 'coverage/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-require-imports': 'off',
+    },
+  },
+  {
+    files: ['src/workflows/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [...ioModules, ...nodeBuiltins, ...nodeBuiltins.map((m) => `node:${m}`)].map((name) => ({
+            name,
+            message: 'workflow code must stay deterministic: do I/O in an activity',
+          })),
+          patterns: [
+            { group: ['**/activities', '**/activities/*'], allowTypeImports: true, message: 'import activity types only (import type)' },
+            { group: ['**/db/*', '**/infra/*', '**/cli/*', '**/logger'], message: 'workflow code must not import I/O modules' },
+          ],
+        },
+      ],
+    },
+  },
+  { files: ['**/*.js'], languageOptions: { globals: { require: 'readonly', module: 'writable', __dirname: 'readonly', process: 'readonly', console: 'readonly' } } },
+);

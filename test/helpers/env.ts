@@ -1,0 +1,105 @@
+// Test fixtures over real services: a fresh database per test, a worker per test file on its own task queue, a client.
+import { bundleWorkflowCode, DefaultLogger, Runtime, type WorkflowBundle } from '@temporalio/worker';
+import { randomBytes } from 'node:crypto';
+import { Client } from 'pg';
+import { TidemarkClient } from '../../src/client';
+import { dropDatabase, recreateDatabase } from '../../src/infra/postgres';
+import { createLogger } from '../../src/logger';
+import { startWorker, type RunningWorker, type WorkerOptions } from '../../src/worker';
+
+export const temporalAddress = (): string => process.env.TIDEMARK_TEST_TEMPORAL_ADDRESS!;
+export const pgAdmin = (): string => process.env.TIDEMARK_TEST_PG_ADMIN!;
+
+let runtimeInstalled = false;
+function quietRuntime() {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  try {
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
+  } catch {
+    // already installed in this process
+  }
+}
+
+export interface TestDb {
+  name: string;
+  url: string;
+  /** The env var a plan's database.urlEnv names to reach this database. */
+  urlEnv: string;
+  query<T = Record<string, unknown>>(sql: string, values?: unknown[]): Promise<T[]>;
+  drop(): Promise<void>;
+}
+
+/** Everything a test file needs: a worker on its own task queue, a client, and fresh databases on demand. */
+export class Harness {
+  readonly taskQueue = `test-${randomBytes(4).toString('hex')}`;
+  readonly env: NodeJS.ProcessEnv = { ...process.env };
+  client!: TidemarkClient;
+  worker?: RunningWorker;
+  private dbs: TestDb[] = [];
+  private static bundle?: Promise<WorkflowBundle>;
+
+  async start(opts: Partial<WorkerOptions> = {}): Promise<this> {
+    quietRuntime();
+    Harness.bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') });
+    this.worker = await this.startWorker(opts);
+    this.client = await TidemarkClient.connect({ address: temporalAddress(), taskQueue: this.taskQueue });
+    return this;
+  }
+
+  async startWorker(opts: Partial<WorkerOptions> = {}): Promise<RunningWorker> {
+    return startWorker({
+      address: temporalAddress(),
+      taskQueue: this.taskQueue,
+      env: this.env,
+      logger: createLogger({ name: 'test-worker', level: process.env.TEST_LOG_LEVEL ?? 'warn' }),
+      workflowBundle: await Harness.bundle,
+      ...opts,
+    });
+  }
+
+  async db(label = 'db'): Promise<TestDb> {
+    const name = `tm_${label.replace(/[^a-z0-9]/g, '_')}_${randomBytes(3).toString('hex')}`;
+    const url = await recreateDatabase(pgAdmin(), name);
+    const urlEnv = `TM_${name.toUpperCase()}`;
+    this.env[urlEnv] = url;
+    const db: TestDb = {
+      name,
+      url,
+      urlEnv,
+      query: async <T>(sql: string, values?: unknown[]) => {
+        const c = new Client({ connectionString: url });
+        await c.connect();
+        try {
+          return (await c.query(sql, values)).rows as T[];
+        } finally {
+          await c.end();
+        }
+      },
+      drop: () => dropDatabase(pgAdmin(), name),
+    };
+    this.dbs.push(db);
+    return db;
+  }
+
+  async stop(): Promise<void> {
+    await this.client?.close().catch(() => undefined);
+    await this.worker?.shutdown().catch(() => undefined);
+    if (!process.env.TIDEMARK_KEEP_TEST_DBS) for (const d of this.dbs) await d.drop().catch(() => undefined);
+  }
+}
+
+export async function eventually<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}

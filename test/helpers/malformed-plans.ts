@@ -1,0 +1,82 @@
+// Plans that are wrong in one way each, with the exact error their path should get. Shared by the loader's unit
+// tests and the CLI test that checks nothing reaches a database.
+export const VALID_PLAN = {
+  name: 'orders-v2',
+  database: { urlEnv: 'DATABASE_URL' },
+  schema: [{ id: '001', up: 'sql/up.sql', down: 'sql/down.sql' }],
+  copy: [{ name: 'orders', from: 'orders', to: 'orders_v2', key: 'id', columns: { id: 'id', total: 'amount_cents / 100.0' } }],
+  validate: [{ rowCount: { copy: 'orders' } }],
+  traffic: { flag: 'use_orders_v2', stages: [{ percent: 10, soak: '1m' }, { percent: 100, soak: '1m' }] },
+  cleanup: { after: '1h', archive: ['orders'] },
+};
+
+export const SQL_FILES = { 'sql/up.sql': 'CREATE TABLE orders_v2 (id bigint primary key, total numeric);', 'sql/down.sql': 'DROP TABLE orders_v2;' };
+
+type Doc = Record<string, unknown>;
+const clone = (): Doc => JSON.parse(JSON.stringify(VALID_PLAN));
+const edit = (f: (d: Doc & typeof VALID_PLAN) => void) => {
+  const d = clone() as Doc & typeof VALID_PLAN;
+  f(d);
+  return d;
+};
+
+export interface MalformedCase {
+  title: string;
+  doc: Doc | string;
+  files?: Record<string, string>;
+  format?: 'yaml' | 'json';
+  /** Every `path: message` the loader must report (in order). */
+  errors: string[];
+}
+
+export const MALFORMED: MalformedCase[] = [
+  { title: 'missing name', doc: edit((d) => delete (d as Doc).name), errors: ['name: required'] },
+  { title: 'name with capitals', doc: edit((d) => (d.name = 'Orders')), errors: ['name: must match [a-z0-9][a-z0-9-]*'] },
+  { title: 'missing database url variable', doc: edit((d) => ((d.database as Doc) = {})), errors: ['database.urlEnv: required'] },
+  {
+    title: 'a duration that is not one',
+    doc: edit((d) => (d.traffic.stages[0].soak = '10 minutes')),
+    errors: ['traffic.stages[0].soak: "10 minutes" is not a duration (use e.g. 500ms, 30s, 10m, 1h, 7d)'],
+  },
+  { title: 'unknown top-level key', doc: edit((d) => ((d as Doc).colums = {})), errors: ['colums: unknown key'] },
+  { title: 'unknown key in a copy job', doc: edit((d) => ((d.copy[0] as Doc).batchsize = 10)), errors: ['copy[0].batchsize: unknown key'] },
+  {
+    title: 'a password in a connection string',
+    doc: edit((d) => ((d as Doc).description = 'copied from postgres://app:s3cret@db.internal:5432/shop')),
+    errors: [
+      "description: contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv",
+    ],
+  },
+  {
+    title: 'a missing SQL file',
+    doc: edit((d) => (d.schema[0].up = 'sql/missing.sql')),
+    errors: ['schema[0].up: file not found: sql/missing.sql'],
+  },
+  { title: 'a copy job without its key', doc: edit((d) => delete (d.copy[0] as Doc).key), errors: ['copy[0].key: required'] },
+  {
+    title: 'a check naming a copy job that does not exist',
+    doc: edit((d) => (d.validate[0].rowCount.copy = 'order')),
+    errors: ['validate[0].rowCount.copy: no copy job named "order"'],
+  },
+  {
+    title: 'a rollout that never reaches 100 %',
+    doc: edit((d) => (d.traffic.stages[1].percent = 90)),
+    errors: ['traffic.stages[1].percent: the last stage must reach 100'],
+  },
+  { title: 'an approval for a phase that does not exist', doc: edit((d) => ((d as Doc).approvals = ['deploy'])), errors: ['approvals[0]: Invalid option: expected one of "preflight"|"backup"|"schema"|"copy"|"validate"|"traffic"|"cleanup"'] },
+  { title: 'a number where a string belongs (JSON)', doc: edit((d) => ((d.copy[0] as Doc).to = 42)), format: 'json', errors: ['copy[0].to: Invalid input: expected string, received number'] },
+  { title: 'broken YAML', doc: 'name: orders-v2\ndatabase: [urlEnv: X\n', errors: ['(plan): invalid YAML at line 3, column 1: Flow sequence in block collection must be sufficiently indented and end with a ]'] },
+  {
+    title: 'several problems at once',
+    doc: edit((d) => {
+      delete (d as Doc).name;
+      d.lockTimeout = 'soon' as never;
+      (d.copy[0] as Doc).sync = 'both';
+    }),
+    errors: [
+      'name: required',
+      'lockTimeout: "soon" is not a duration (use e.g. 500ms, 30s, 10m, 1h, 7d)',
+      'copy[0].sync: Invalid option: expected one of "none"|"forward"|"bidirectional"',
+    ],
+  },
+];

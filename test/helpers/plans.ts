@@ -1,0 +1,48 @@
+// Plans for tests: the meetings example pointed at a test database with short soaks, or plans written on the fly.
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { stringify } from 'yaml';
+import { seedMeetings, meetingsExampleDir } from '../../src/demo/meetings';
+import { loadPlan } from '../../src/plan/load';
+import type { ResolvedPlan } from '../../src/plan/types';
+import type { TestDb } from './env';
+
+export function tempDir(prefix = 'tidemark-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Writes a plan document and its SQL files into a fresh directory; returns the plan's path. */
+export function writePlan(doc: unknown, files: Record<string, string> = {}, format: 'yaml' | 'json' = 'yaml'): string {
+  const dir = tempDir();
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, name)), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+  const file = join(dir, `plan.${format}`);
+  writeFileSync(file, typeof doc === 'string' ? doc : format === 'json' ? JSON.stringify(doc, null, 2) : stringify(doc));
+  return file;
+}
+
+export interface MeetingsOptions {
+  rows?: number;
+  soakMs?: number;
+  cleanupAfterMs?: number;
+  approvals?: ResolvedPlan['approvals'];
+}
+
+/** The meetings example against a seeded test database, with soaks short enough for a test. */
+export async function meetingsPlan(db: TestDb, o: MeetingsOptions = {}): Promise<ResolvedPlan> {
+  await seedMeetings(db.url, o.rows ?? 3000);
+  const plan = loadPlan(join(meetingsExampleDir(), 'plan.yaml'));
+  const soak = o.soakMs ?? 200;
+  return {
+    ...plan,
+    name: `meetings-${db.name.replace(/_/g, '-')}`,
+    database: { urlEnv: db.urlEnv },
+    approvals: o.approvals ?? plan.approvals,
+    backup: { ...plan.backup, dir: tempDir('tidemark-backup-') },
+    traffic: plan.traffic && { ...plan.traffic, stages: plan.traffic.stages.map((s) => ({ ...s, soak })) },
+    cleanup: plan.cleanup && { ...plan.cleanup, after: o.cleanupAfterMs ?? 100, dropAfter: undefined },
+  };
+}

@@ -1,0 +1,92 @@
+// Operator control through updates: approval gates hold the workflow, a needless approve is refused (exit 4),
+// pause holds the copy at a batch boundary and resume finishes it.
+import { tableExists } from '../helpers/db-assert';
+import { runCli } from '../helpers/cli';
+import { eventually, Harness } from '../helpers/env';
+import { meetingsPlan } from '../helpers/plans';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+
+test('an approval gate holds the workflow in waiting-approval until approve; approve with nothing pending exits 4', async () => {
+  const db = await h.db('approval');
+  const plan = await meetingsPlan(db, { rows: 200, approvals: ['schema'], soakMs: 60_000 });
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  const cli = (...args: string[]) => runCli(args, { TIDEMARK_TASK_QUEUE: h.taskQueue });
+
+  const waiting = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    return s.state === 'waiting-approval' ? s : undefined;
+  }, 'waiting-approval');
+  expect(waiting.pendingApproval?.gate).toBe('schema');
+  // Held: nothing of the schema phase has happened.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect((await h.client.status(workflowId)).state).toBe('waiting-approval');
+  expect(await tableExists(db, 'meetings_v2')).toBe(false);
+
+  const status = await cli('status', plan.name);
+  expect(status.stderr).toBe('');
+  expect(status.code).toBe(0);
+  expect(status.stdout).toContain('waiting for approval of schema');
+
+  const approved = await cli('approve', plan.name, '--by', 'alice', '--comment', 'looks good');
+  expect(approved.stderr).toBe('');
+  expect(approved.code).toBe(0);
+  expect(approved.stdout).toContain('approved schema');
+
+  await eventually(async () => (await h.client.status(workflowId)).traffic?.percent === 10, 'traffic at 10%');
+  expect(await tableExists(db, 'meetings_v2')).toBe(true);
+  const s = await h.client.status(workflowId);
+  expect(s.approvals).toEqual([expect.objectContaining({ gate: 'schema', by: 'alice', comment: 'looks good' })]);
+
+  // Nothing is pending now: the workflow refuses, the CLI says why on one line and exits 4.
+  const again = await cli('approve', plan.name);
+  expect(again.code).toBe(4);
+  expect(again.stderr.trim()).toBe('rejected: nothing is waiting for approval');
+  // A refused update changes nothing.
+  expect((await h.client.status(workflowId)).approvals).toHaveLength(1);
+
+  expect((await cli('status', 'no-such-plan')).code).toBe(3);
+  await h.client.abort(workflowId, { reason: 'test over' });
+  await h.client.waitForEnd(workflowId);
+});
+
+test('pause holds the copy at a batch boundary; resume finishes it', async () => {
+  const db = await h.db('pause');
+  const base = await meetingsPlan(db, { rows: 30_000, approvals: ['copy'] });
+  const plan = { ...base, traffic: { ...base.traffic!, stages: base.traffic!.stages.map((s) => ({ ...s, approval: false })) } };
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await eventually(async () => (await h.client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval');
+  // Slow the copy down (fixed batches, a delay between them) so it is still running when we pause it.
+  await h.client.throttle(workflowId, { batchSize: 200, delayMs: 30 });
+  await h.client.approve(workflowId, { by: 'test' });
+  await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000, 'some rows copied', 60_000, 50);
+
+  await h.client.pause(workflowId, { reason: 'maintenance window' });
+  const copied = async () => Number((await db.query<{ n: string }>(`SELECT sum(rows_copied) AS n FROM tidemark.copy_progress WHERE job = 'meetings'`))[0].n);
+  // The copy stops at its next batch boundary and stays there.
+  const held = await eventually(async () => {
+    const a = await copied();
+    await new Promise((r) => setTimeout(r, 1200));
+    return (await copied()) === a ? a : undefined;
+  }, 'the copy to hold');
+  expect(held % 200).toBe(0);
+  expect(held).toBeLessThan(30_000);
+  const paused = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    return s.copy[0]?.paused ? s : undefined;
+  }, 'status to show the pause');
+  expect(paused.paused?.reason).toBe('maintenance window');
+  expect(paused.copy[0].throttleReason).toBe('paused: maintenance window');
+  await new Promise((r) => setTimeout(r, 1000));
+  expect(await copied()).toBe(held);
+
+  await h.client.resume(workflowId);
+  await h.client.throttle(workflowId, { delayMs: 0 });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('completed');
+  expect(final.copy[0]).toMatchObject({ job: 'meetings', rowsCopied: 30_000, done: true });
+  const [{ n }] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM meetings_v2`);
+  expect(n).toBe(30_000);
+});

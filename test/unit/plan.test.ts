@@ -1,0 +1,37 @@
+// The plan loader: valid plans resolve with SQL embedded; every malformed plan names each problem with its path.
+import { createHash } from 'node:crypto';
+import { InvalidPlanError, loadPlan } from '../../src/plan/load';
+import { MALFORMED, SQL_FILES, VALID_PLAN } from '../helpers/malformed-plans';
+import { writePlan } from '../helpers/plans';
+
+test('a valid plan resolves with defaults, durations in ms and each SQL file embedded with its sha256', () => {
+  const plan = loadPlan(writePlan(VALID_PLAN, SQL_FILES));
+  expect(plan.schema[0].up).toEqual({ path: 'sql/up.sql', sql: SQL_FILES['sql/up.sql'], sha256: createHash('sha256').update(SQL_FILES['sql/up.sql']).digest('hex') });
+  expect(plan.traffic!.stages).toEqual([
+    { percent: 10, soak: 60_000, approval: false },
+    { percent: 100, soak: 60_000, approval: false },
+  ]);
+  expect(plan.cleanup).toMatchObject({ after: 3_600_000, archive: ['orders'] });
+  expect(plan.lockTimeout).toBe(2000);
+  expect(plan.copy[0]).toMatchObject({ sync: 'forward', batchSize: 5000, targetBatchMs: 200, parallel: 1 });
+  expect(plan.approvals).toEqual([]);
+});
+
+test('the same plan as JSON resolves identically', () => {
+  const fromYaml = loadPlan(writePlan(VALID_PLAN, SQL_FILES));
+  const fromJson = loadPlan(writePlan(VALID_PLAN, SQL_FILES, 'json'));
+  const strip = (p: typeof fromYaml) => ({ ...p, source: undefined, backup: { ...p.backup, dir: undefined } });
+  expect(strip(fromJson)).toEqual(strip(fromYaml));
+});
+
+test.each(MALFORMED.map((c) => [c.title, c] as const))('%s is rejected with its path', (_title, c) => {
+  const file = writePlan(c.doc, c.files ?? SQL_FILES, c.format);
+  let err: unknown;
+  try {
+    loadPlan(file);
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(InvalidPlanError);
+  expect((err as InvalidPlanError).errors.map((e) => `${e.path}: ${e.message}`)).toEqual(c.errors);
+});
