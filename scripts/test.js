@@ -6,10 +6,17 @@ const { execFileSync, spawnSync } = require('node:child_process');
 const { join } = require('node:path');
 
 const root = join(__dirname, '..');
-const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+const run = (cmd, args) => {
+  try {
+    execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  } catch (e) {
+    console.error(`tidemark tests: ${[cmd, ...args].join(' ')} failed`);
+    process.exit(e.status || 1);
+  }
+};
 
 run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
-run(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js'), 'src', 'test', 'bench', 'scripts']);
+run(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js'), '.']);
 const { temporalCli, temporalTestServer } = require(join(root, 'dist', 'infra', 'tools.js'));
 console.error(`tidemark tests: Temporal CLI at ${temporalCli()}, test server at ${temporalTestServer()}`);
 
