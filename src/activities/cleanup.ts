@@ -21,13 +21,13 @@ export interface ArchiveInput {
 
 export function createCleanupActivities(deps: ActivityDeps) {
   return {
-    async dropSyncTriggers(input: { urlEnv: string; jobs: string[]; lockTimeoutMs: number }): Promise<string[]> {
+    async dropSyncTriggers(input: { urlEnv: string; jobs: { name: string; querySources: number }[]; lockTimeoutMs: number }): Promise<string[]> {
       return activityBody('dropping sync triggers', async () => {
         const pool = await targetPool(deps, input.urlEnv);
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          for (const job of input.jobs) for (const stmt of dropSyncDdl(job)) await c.query(stmt);
+          for (const job of input.jobs) for (const stmt of dropSyncDdl(job.name, job.querySources)) await c.query(stmt);
         });
-        return input.jobs;
+        return input.jobs.map((j) => j.name);
       });
     },
 

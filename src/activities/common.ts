@@ -14,7 +14,7 @@ export interface ActivityDeps {
 }
 
 /** Failure types the workflow treats as final (never retried). */
-export const NON_RETRYABLE_TYPES = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed'];
+export const NON_RETRYABLE_TYPES = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
 
 export function currentRun(): { workflowId: string; runId: string } {
   try {
@@ -38,6 +38,8 @@ export function toFailure(e: unknown, context: string): unknown {
   if (e instanceof MissingDatabaseUrlError) return ApplicationFailure.nonRetryable(e.message, 'MissingDatabaseUrl');
   if ((e as Error)?.name === 'CancelledFailure' || (e as Error)?.name === 'AbortError') return e;
   const msg = `${context}: ${formatPgError(e)}`;
+  // Programming errors do not heal on retry: fail at once with the message instead of retrying for hours.
+  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) return ApplicationFailure.nonRetryable(msg, 'InternalError');
   if (isRetryablePgError(e)) return ApplicationFailure.retryable(msg, 'RetryableDbError');
   if (isPgError(e)) return ApplicationFailure.nonRetryable(msg, 'SqlError', { code: (e as { code?: string }).code });
   return ApplicationFailure.retryable(msg, 'ActivityError');

@@ -30,3 +30,8 @@ export function syncTriggerName(job: string, direction: SyncDirection, kind: 'ro
 export function syncFunctionName(job: string, direction: SyncDirection): string {
   return bounded(`tidemark_sync_${slug(job)}_${direction}_fn`);
 }
+
+/** Trigger and function replaying writes of the i-th table a query source reads (`syncFrom[i]`). */
+export function querySyncName(job: string, index: number, what: 'trigger' | 'function'): string {
+  return bounded(`tidemark_sync_${slug(job)}_from${index}${what === 'function' ? '_fn' : ''}`);
+}

@@ -36,7 +36,7 @@ import {
 import { errorMessage, Saga, type CompensationAction } from './saga';
 import { TidemarkPhase, TidemarkPlan, TidemarkState } from './search-attributes';
 
-const NON_RETRYABLE = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed'];
+const NON_RETRYABLE = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
 
 const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] => ({
   initialInterval: '1s',
@@ -54,7 +54,7 @@ const flagActs = proxyActivities<Activities>({ startToCloseTimeout: '20s', retry
 /** Long, heartbeating work: the copy and the checksum resume from their checkpoint on a new attempt. */
 const longActs = proxyActivities<Activities>({
   startToCloseTimeout: '30d',
-  heartbeatTimeout: '20s',
+  heartbeatTimeout: '15s',
   retry: retry({ maximumAttempts: undefined }),
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
@@ -284,6 +284,7 @@ class MigrationRun {
       await this.safePoint();
       const ref = check.rowCount?.copy ?? check.checksum?.copy;
       const job = ref ? this.plan.copy.find((j) => j.name === ref) : undefined;
+      if (ref && !job) throw ApplicationFailure.nonRetryable(`validation refers to copy job "${ref}", which the plan does not have`, 'PlanRuntimeError');
       const args = { urlEnv: this.plan.database.urlEnv, check, job };
       const r = check.checksum ? await longActs.runValidationCheck(args) : await acts.runValidationCheck(args);
       results.push(r);
@@ -382,9 +383,9 @@ class MigrationRun {
     if (c?.after) await this.durableWait('cleanup delay', c.after, true);
     await this.safePoint();
     if (this.plan.approvals.includes('cleanup')) await this.requireApproval('cleanup');
-    const jobs = this.plan.copy.filter((j) => j.sync !== 'none').map((j) => j.name);
+    const jobs = this.plan.copy.filter((j) => j.sync !== 'none').map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
     if (jobs.length) await acts.dropSyncTriggers({ urlEnv, jobs, lockTimeoutMs });
-    const result: Record<string, unknown> = { syncTriggersDropped: jobs };
+    const result: Record<string, unknown> = { syncTriggersDropped: jobs.map((j) => j.name) };
     if (c?.archive.length) {
       const args = { urlEnv, migration: this.plan.name, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter };
       const { archived } = await acts.archiveTables(args);

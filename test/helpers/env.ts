@@ -39,15 +39,16 @@ export class Harness {
   private dbs: TestDb[] = [];
   private static bundle?: Promise<WorkflowBundle>;
 
-  async start(opts: Partial<WorkerOptions> = {}): Promise<this> {
+  /** Starts the in-process worker (unless `worker: false`: the test runs its own, e.g. as a child process) and a client. */
+  async start(opts: Partial<WorkerOptions> & { worker?: boolean } = {}): Promise<this> {
     quietRuntime();
-    Harness.bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') });
-    this.worker = await this.startWorker(opts);
+    if (opts.worker !== false) this.worker = await this.startWorker(opts);
     this.client = await TidemarkClient.connect({ address: temporalAddress(), taskQueue: this.taskQueue });
     return this;
   }
 
   async startWorker(opts: Partial<WorkerOptions> = {}): Promise<RunningWorker> {
+    Harness.bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') });
     return startWorker({
       address: temporalAddress(),
       taskQueue: this.taskQueue,

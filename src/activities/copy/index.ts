@@ -6,7 +6,7 @@ import { estimatedRows, tableExists } from '../../db/catalog';
 import { isRetryablePgError } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
-import { COPY_GUARD, copyBatchQuery, dropSyncDdl, forwardTriggerDdl, reverseTriggerDdl, sourceFrom, type CopyMapping } from '../../db/sql/copy';
+import { COPY_GUARD, copyBatchQuery, dropSyncDdl, forwardTriggerDdl, querySyncTriggerDdl, reverseTriggerDdl, sourceFrom, type CopyMapping } from '../../db/sql/copy';
 import { inTransaction, withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { activityBody, cancellationSignal, currentRun, heartbeat, sleepMs, targetPool, type ActivityDeps } from '../common';
@@ -101,6 +101,7 @@ export function createCopyActivities(deps: ActivityDeps) {
         const nonEmpty = await pool.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(mapping.target)}) AS x`);
         const ddl: string[] = [];
         if (input.job.sync !== 'none' && mapping.source.kind === 'table') ddl.push(...forwardTriggerDdl(mapping));
+        if (input.job.sync !== 'none' && mapping.source.kind === 'query') ddl.push(...querySyncTriggerDdl(mapping));
         if (input.job.sync === 'bidirectional') ddl.push(...reverseTriggerDdl(mapping));
         if (ddl.length) {
           await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
@@ -121,7 +122,7 @@ export function createCopyActivities(deps: ActivityDeps) {
       return activityBody(`undoing copy job "${input.job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         return withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          for (const stmt of dropSyncDdl(input.job.name)) await c.query(stmt);
+          for (const stmt of dropSyncDdl(input.job.name, input.job.syncFrom?.length ?? 0)) await c.query(stmt);
           if (input.emptyTarget && (await tableExists(c, input.job.to))) {
             await c.query(`TRUNCATE ${quoteTable(input.job.to)}`);
             return `sync triggers dropped, ${input.job.to} emptied`;

@@ -80,5 +80,6 @@ export async function resolveMapping(db: Queryable, job: ResolvedCopyJob): Promi
     columns,
     reverse,
     lockRows: job.sync !== 'none',
+    syncFrom: (job.syncFrom ?? []).map((s) => ({ table: parseTableRef(s.table), keyExpr: s.key })),
   };
 }

@@ -1,7 +1,7 @@
 // Pure SQL builders for the copy engine: batched keyset copy, sync triggers and their removal.
 // Each returns text (and values where there are any); identifiers only ever pass through quoteIdent.
 import { quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../quote';
-import { SYNC_GUARD_SETTING, TIDEMARK_SCHEMA, syncFunctionName, syncTriggerName, type SyncDirection } from '../names';
+import { SYNC_GUARD_SETTING, TIDEMARK_SCHEMA, querySyncName, syncFunctionName, syncTriggerName, type SyncDirection } from '../names';
 
 export interface MappedColumn {
   /** Target column name. */
@@ -35,6 +35,8 @@ export interface CopyMapping {
   reverse: ReverseColumn[];
   /** Lock the batch's source rows (FOR SHARE); needed whenever sync triggers run during the copy. */
   lockRows: boolean;
+  /** Query sources: the tables whose writes are replayed, each with the expression giving the target key. */
+  syncFrom: { table: TableRef; keyExpr: string }[];
 }
 
 export interface Query {
@@ -101,11 +103,13 @@ export function copyBatchQuery(m: CopyMapping, b: BatchBounds): Query {
     values.push(b.upTo);
     where.push(`${k} <= $${values.length}::${m.keyType}`);
   }
+  // A synced query source never overwrites: its triggers recompute a key from the committed state, which is newer
+  // than anything this batch read (rows that join in after the batch's snapshot are not locked by it).
+  const conflict = m.source.kind === 'query' && m.lockRows ? `ON CONFLICT (${quoteIdent(m.key)}) DO NOTHING` : upsertTail([m.key], m.columns.map((c) => c.target));
   const text =
     `WITH batch AS (SELECT ${k} AS __tidemark_key, ${mappedSelectList(m)} FROM ${sourceFrom(m)}` +
     `${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} LIMIT $1${m.lockRows ? ' FOR SHARE OF s' : ''}), ` +
-    `ins AS (INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${targetList(m)} FROM batch ` +
-    `${upsertTail([m.key], m.columns.map((c) => c.target))}) ` +
+    `ins AS (INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${targetList(m)} FROM batch ${conflict}) ` +
     `SELECT (SELECT count(*) FROM batch)::int AS rows, (SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key`;
   return { text, values };
 }
@@ -190,10 +194,53 @@ END`;
   ];
 }
 
-/** Removes both directions' triggers and functions; safe to run twice and when a table is already gone. */
-export function dropSyncDdl(job: string): string[] {
+/**
+ * Query sources: a write to any table the query reads recomputes the target rows of the keys it touches (old and
+ * new): delete, then insert whatever the query now yields for that key. Exact when the batch can lock what it reads
+ * (no aggregates or outer joins in the query) — see copyBatchQuery.
+ */
+export function querySyncTriggerDdl(m: CopyMapping): string[] {
+  if (m.source.kind !== 'query') throw new Error('query sync triggers need a query source');
+  const query = stripSemicolon(m.source.sql);
+  const tgt = quoteTable(m.target);
+  const key = quoteIdent(m.key);
+  const out: string[] = [];
+  m.syncFrom.forEach((src, i) => {
+    const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(m.job, i, 'function'))}`;
+    const trg = quoteIdent(querySyncName(m.job, i, 'trigger'));
+    const body = `
+DECLARE
+  k_old ${m.keyType};
+  k_new ${m.keyType};
+  k ${m.keyType};
+BEGIN
+  IF ${GUARD_ACTIVE} THEN RETURN NULL; END IF;
+  ${setGuard(m.job)}
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN SELECT (${src.keyExpr}) INTO k_old FROM (SELECT OLD.*) AS s; END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN SELECT (${src.keyExpr}) INTO k_new FROM (SELECT NEW.*) AS s; END IF;
+  FOR k IN SELECT DISTINCT x FROM (VALUES (k_old), (k_new)) AS v(x) WHERE x IS NOT NULL LOOP
+    DELETE FROM ${tgt} WHERE ${key} = k;
+    INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s WHERE s.${key} = k
+    ${upsertTail([m.key], m.columns.map((c) => c.target))};
+  END LOOP;
+  ${setGuard('')}
+  RETURN NULL;
+END`;
+    out.push(
+      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $tidemark$${body}$tidemark$`,
+      `DROP TRIGGER IF EXISTS ${trg} ON ${quoteTable(src.table)}`,
+      `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${quoteTable(src.table)} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+    );
+  });
+  return out;
+}
+
+/** Removes every sync trigger and function of a job; safe to run twice and when a table is already gone. */
+export function dropSyncDdl(job: string, querySources = 0): string[] {
   // DROP FUNCTION … CASCADE removes the triggers that use it, wherever their table now lives.
-  return (['forward', 'reverse'] as const).map((dir) => `DROP FUNCTION IF EXISTS ${functionRef(job, dir)}() CASCADE`);
+  const fns = [functionRef(job, 'forward'), functionRef(job, 'reverse')];
+  for (let i = 0; i < querySources; i++) fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, i, 'function'))}`);
+  return fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`);
 }
 
 /** Guard value the copy sets for its own transactions, so reverse triggers ignore the copy's writes. */
