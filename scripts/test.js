@@ -15,7 +15,7 @@ const run = (cmd, args) => {
   }
 };
 
-run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
+run(process.execPath, [join(root, 'scripts', 'build.js')]);
 run(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js'), '.']);
 const { temporalCli, temporalTestServer } = require(join(root, 'dist', 'infra', 'tools.js'));
 console.error(`tidemark tests: Temporal CLI at ${temporalCli()}, test server at ${temporalTestServer()}`);

@@ -1,5 +1,7 @@
 // Builds the worker's dependencies (pools, logger, activities) and runs it on the tidemark task queue.
-import { NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
+import { NativeConnection, Worker, type WorkflowBundle, type WorkflowBundleOption } from '@temporalio/worker';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createActivities, type ActivityDeps } from './activities';
 import { PoolRegistry } from './db/pool';
 import { ensureSearchAttributes } from './infra/devserver';
@@ -30,6 +32,12 @@ export function workflowsPath(): string {
   return require.resolve('./workflows');
 }
 
+/** The workflow bundle made at build time (dist/workflow-bundle.js), when running from dist. */
+function prebuiltBundle(): WorkflowBundleOption | undefined {
+  const codePath = join(__dirname, 'workflow-bundle.js');
+  return existsSync(codePath) ? { codePath } : undefined;
+}
+
 export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWorker> {
   const address = opts.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
   const namespace = opts.namespace ?? process.env.TEMPORAL_NAMESPACE ?? 'default';
@@ -42,7 +50,7 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     connection,
     namespace,
     taskQueue,
-    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: workflowsPath() }),
+    ...((opts.workflowBundle ?? prebuiltBundle()) ? { workflowBundle: opts.workflowBundle ?? prebuiltBundle() } : { workflowsPath: workflowsPath() }),
     activities: createActivities({ pools, logger, binaries: opts.binaries }),
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
     // Progress (rows copied, throttle reason) reaches `status` through heartbeats: send them every few seconds.

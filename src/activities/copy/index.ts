@@ -6,7 +6,21 @@ import { estimatedRows, tableExists } from '../../db/catalog';
 import { isRetryablePgError } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
-import { COPY_GUARD, copyBatchQuery, dropSyncDdl, forwardTriggerDdl, querySyncTriggerDdl, reverseTriggerDdl, sourceFrom, type CopyMapping } from '../../db/sql/copy';
+import {
+  COPY_SETTINGS,
+  dropSyncDdl,
+  forwardTriggerDdl,
+  pruneQuery,
+  querySyncTriggerDdl,
+  reconcileQuery,
+  reverseTriggerDdl,
+  slowConflictMode,
+  sourceFrom,
+  targetHasRowsQuery,
+  type ConflictMode,
+  type CopyMapping,
+} from '../../db/sql/copy';
+import { batcherFor, INTEGER_KEY_TYPES, type BatchResult, type PlannedBatch } from './batcher';
 import { inTransaction, withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { activityBody, cancellationSignal, currentRun, heartbeat, sleepMs, targetPool, type ActivityDeps } from '../common';
@@ -16,6 +30,8 @@ import { Throttler } from './throttler';
 const S = quoteIdent(TIDEMARK_SCHEMA);
 const MIN_BATCH = 50;
 const DEFAULT_MAX_BATCH = 50_000;
+/** Batch duration to aim for while other sessions are busy. */
+const SHARED_BATCH_MS = 10;
 
 export interface CopyJobInput {
   urlEnv: string;
@@ -84,7 +100,6 @@ interface Control {
   delay_ms: number | null;
 }
 
-const INTEGER_TYPES = new Set(['smallint', 'integer', 'bigint']);
 
 export function createCopyActivities(deps: ActivityDeps) {
   async function readControl(db: Pool | PoolClient, runId: string): Promise<Control> {
@@ -177,7 +192,7 @@ async function estimateSourceRows(pool: Pool, m: CopyMapping): Promise<number> {
 /** parts-1 key values splitting the source into ranges of about equal size. */
 async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: number): Promise<string[]> {
   const k = `s.${quoteIdent(m.key)}`;
-  if (INTEGER_TYPES.has(m.keyType)) {
+  if (INTEGER_KEY_TYPES.has(m.keyType)) {
     const r = await pool.query(`SELECT min(${k})::text AS lo, max(${k})::text AS hi FROM ${sourceFrom(m)}`);
     if (r.rows[0].lo === null) return [];
     const lo = BigInt(r.rows[0].lo);
@@ -203,6 +218,8 @@ function adaptBatch(current: number, elapsedMs: number, targetMs: number, max: n
   return Math.round(Math.min(max, Math.max(MIN_BATCH, bounded)));
 }
 
+const sqlState = (e: unknown) => (e as { code?: string }).code;
+
 async function copyRangeImpl(
   deps: ActivityDeps,
   input: CopyRangeInput,
@@ -214,6 +231,9 @@ async function copyRangeImpl(
   const mapping = await resolveMapping(pool, job);
   const signal = cancellationSignal();
   const key = [runId, job.name, range.index];
+  const checkCancelled = () => {
+    if (signal?.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
+  };
 
   // The checkpoint row is written in the same transaction as each batch, so it is never ahead of or behind the data.
   await pool.query(
@@ -237,12 +257,13 @@ async function copyRangeImpl(
   let rowsThisAttempt = 0;
   let adaptive = previous?.batchSize ?? job.batchSize;
   const maxBatch = job.maxBatchSize ?? Math.max(DEFAULT_MAX_BATCH, job.batchSize);
-  let throttledRounds = 0;
+  const slowMode = slowConflictMode(mapping);
+  let backoffRounds = 0;
   let lockFailures = 0;
 
   const client = await pool.connect();
-  const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
-  const throttler = new Throttler(pool, () => [pid]);
+  const throttler = await Throttler.acquire(pool);
+  const batcher = batcherFor(mapping, range);
   let details: CopyHeartbeat = {
     job: job.name,
     rangeIndex: range.index,
@@ -258,40 +279,80 @@ async function copyRangeImpl(
   };
   // Heartbeat on a timer too, so a long batch or a pause never looks like a dead worker.
   const keepAlive = setInterval(() => heartbeat(details), 2000);
-  throttler.start();
   let broken: Error | undefined;
-  try {
-    for (;;) {
-      if (signal?.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
-      let control = await readControl(client, runId);
-      while (control.paused) {
-        details = { ...details, paused: true, throttleReason: `paused${control.pause_reason ? `: ${control.pause_reason}` : ''}` };
-        heartbeat(details);
-        await sleepMs(500, signal);
-        if (signal?.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
-        control = await readControl(client, runId);
-      }
-      const limit = control.batch_size ?? adaptive;
-      const t0 = performance.now();
-      let res: { rows: number; last_key: string | null };
+
+  // Table sources under sync reconcile each batch against deletes that raced it (see "Why the copy is exact").
+  const reconcile = mapping.syncing && mapping.source.kind === 'table';
+
+  /** One batch and its checkpoint in one transaction; the fast path first, the conflict-aware statement if needed. */
+  const runBatch = async (batch: PlannedBatch) => {
+    let modes: ConflictMode[] = ['fail', slowMode];
+    if (mapping.syncing && batch.upTo !== null) {
+      const q = targetHasRowsQuery(mapping, batch.after, batch.upTo);
+      if ((await client.query(q.text, q.values)).rows[0].x) modes = [slowMode];
+    }
+    for (const mode of modes) {
       try {
-        res = await inTransaction(client, { lockTimeoutMs: input.lockTimeoutMs, settings: COPY_GUARD }, async (c) => {
-          const q = copyBatchQuery(mapping, { after: cursor, upTo: range.upTo, limit });
-          const r = (await c.query(q.text, q.values)).rows[0] as { rows: number; last_key: string | null };
-          if (r.rows > 0) {
-            await c.query(
-              `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
-                WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-              [...key, r.last_key, r.rows],
-            );
+        return await inTransaction(client, { lockTimeoutMs: input.lockTimeoutMs, settings: COPY_SETTINGS }, async (c) => {
+          const q = batch.query(mode);
+          const res = batcher.result(batch, await c.query(q.text, q.values));
+          if (reconcile && res.cursor !== null && res.cursor !== batch.after) {
+            const check = reconcileQuery(mapping, batch.after, res.cursor);
+            if (!(await c.query(check.text, check.values)).rows[0].same) {
+              const prune = pruneQuery(mapping, batch.after, res.cursor);
+              await c.query(prune.text, prune.values);
+            }
           }
-          return r;
+          await c.query(
+            `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
+              WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+            [...key, res.cursor, res.rows],
+          );
+          return res;
         });
       } catch (e) {
+        // A sync trigger already wrote one of these keys: redo the batch in the mode that handles it.
+        if (mode === 'fail' && sqlState(e) === '23505') continue;
+        throw e;
+      }
+    }
+    throw new Error('unreachable');
+  };
+
+  // Operator settings are read at most twice a second: a pause or throttle lands within one batch plus half a second.
+  let control: Control | undefined;
+  let controlReadAt = 0;
+  const currentControl = async () => {
+    if (!control || Date.now() - controlReadAt > 500) {
+      control = await readControl(client, runId);
+      controlReadAt = Date.now();
+    }
+    return control;
+  };
+  try {
+    for (;;) {
+      checkCancelled();
+      let ctl = await currentControl();
+      while (ctl.paused) {
+        details = { ...details, paused: true, throttleReason: `paused${ctl.pause_reason ? `: ${ctl.pause_reason}` : ''}` };
+        heartbeat(details);
+        await sleepMs(500, signal);
+        checkCancelled();
+        controlReadAt = 0;
+        ctl = await currentControl();
+      }
+      const size = ctl.batch_size ?? adaptive;
+      const batch = await batcher.next(client, cursor, size);
+      if (!batch) break;
+      let res: BatchResult;
+      let elapsed: number;
+      try {
+        ({ value: res, ms: elapsed } = await throttler.paced(() => runBatch(batch)));
+      } catch (e) {
         // Lock waits and deadlocks with the application: back off with a smaller batch instead of failing.
-        if (isRetryablePgError(e) && (e as { code?: string }).code && ++lockFailures <= 30) {
-          adaptive = Math.max(MIN_BATCH, Math.floor(limit / 2));
-          details = { ...details, batchSize: adaptive, throttleReason: `lock conflict (${(e as { code?: string }).code}); retrying with ${adaptive} rows` };
+        if (isRetryablePgError(e) && sqlState(e) && ++lockFailures <= 30) {
+          adaptive = Math.max(MIN_BATCH, Math.floor(size / 2));
+          details = { ...details, batchSize: adaptive, throttleReason: `lock conflict (${sqlState(e)}); retrying with ${adaptive} rows` };
           heartbeat(details);
           await sleepMs(Math.min(5000, 100 * 2 ** Math.min(lockFailures, 6)), signal);
           continue;
@@ -299,21 +360,21 @@ async function copyRangeImpl(
         throw e;
       }
       lockFailures = 0;
-      const elapsed = performance.now() - t0;
-      batches += res.rows > 0 ? 1 : 0;
-      if (res.rows === 0) break;
-      cursor = res.last_key;
+      batches++;
+      cursor = res.cursor;
       rowsCopied += res.rows;
       rowsThisAttempt += res.rows;
 
-      adaptive = adaptBatch(limit, elapsed, job.targetBatchMs, maxBatch);
       const decision = throttler.decision;
-      let delay = control.delay_ms ?? 0;
-      if (decision.throttle) {
-        throttledRounds++;
+      // Sharing the server: short bursts, so the application's queries never wait long behind a batch.
+      const targetMs = decision.duty ? Math.min(job.targetBatchMs, SHARED_BATCH_MS) : job.targetBatchMs;
+      if (res.rows > 0) adaptive = adaptBatch(size, elapsed, targetMs, maxBatch);
+      let delay = ctl.delay_ms ?? 0;
+      if (decision.throttle && !decision.duty) {
+        backoffRounds++;
         adaptive = Math.max(MIN_BATCH, Math.floor(adaptive / 2));
-        delay += Math.min(5000, 100 * 2 ** Math.min(throttledRounds, 6));
-      } else throttledRounds = 0;
+        delay += Math.min(5000, 100 * 2 ** Math.min(backoffRounds, 6));
+      } else backoffRounds = 0;
 
       const secs = (Date.now() - started) / 1000;
       details = {
@@ -321,9 +382,9 @@ async function copyRangeImpl(
         cursor,
         rowsCopied,
         batches,
-        batchSize: control.batch_size ?? adaptive,
+        batchSize: ctl.batch_size ?? adaptive,
         rowsPerSecond: secs > 0 ? Math.round(rowsThisAttempt / secs) : 0,
-        throttleReason: decision.throttle ? decision.reason : control.delay_ms ? `operator delay ${control.delay_ms}ms` : null,
+        throttleReason: decision.throttle ? decision.reason : ctl.delay_ms ? `operator delay ${ctl.delay_ms}ms` : null,
         paused: false,
         updatedAt: new Date().toISOString(),
       };
@@ -332,11 +393,11 @@ async function copyRangeImpl(
     }
     await client.query(`UPDATE ${S}.copy_progress SET done = true, updated_at = now() WHERE run_id = $1 AND job = $2 AND range_index = $3`, key);
   } catch (e) {
-    if (e instanceof Error && !(e as { code?: string }).code && !(e instanceof CancelledFailure)) broken = e;
+    if (e instanceof Error && !sqlState(e) && !(e instanceof CancelledFailure)) broken = e;
     throw e;
   } finally {
     clearInterval(keepAlive);
-    throttler.stop();
+    throttler.release();
     client.release(broken);
   }
   const durationMs = Date.now() - started;

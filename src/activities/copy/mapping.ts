@@ -79,7 +79,8 @@ export async function resolveMapping(db: Queryable, job: ResolvedCopyJob): Promi
     keyType,
     columns,
     reverse,
-    lockRows: job.sync !== 'none',
+    syncing: job.sync !== 'none',
+    lockRows: job.sync !== 'none' && !job.from,
     syncFrom: (job.syncFrom ?? []).map((s) => ({ table: parseTableRef(s.table), keyExpr: s.key })),
   };
 }

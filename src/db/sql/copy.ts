@@ -33,7 +33,9 @@ export interface CopyMapping {
   columns: MappedColumn[];
   /** Source columns written back from the target under bidirectional sync. */
   reverse: ReverseColumn[];
-  /** Lock the batch's source rows (FOR SHARE); needed whenever sync triggers run during the copy. */
+  /** Sync triggers run during the copy (sync is not none). */
+  syncing: boolean;
+  /** Lock the batch's source rows (FOR SHARE): synced query sources, whose rows cannot be reconciled by key. */
   lockRows: boolean;
   /** Query sources: the tables whose writes are replayed, each with the expression giving the target key. */
   syncFrom: { table: TableRef; keyExpr: string }[];
@@ -71,47 +73,119 @@ function upsertTail(keyCols: string[], cols: string[]): string {
   return sets.length ? `ON CONFLICT ${target} DO UPDATE SET ${sets.join(', ')}` : `ON CONFLICT ${target} DO NOTHING`;
 }
 
-export interface BatchBounds {
-  /** Exclusive lower bound (the cursor); null for the start of the key space. */
-  after: string | null;
-  /** Inclusive upper bound of the range; null for the end of the key space. */
-  upTo: string | null;
-  limit: number;
+/**
+ * How a batch treats a key the target already holds (a sync trigger wrote it ahead of the cursor):
+ * - `fail`: plain INSERT, the fast path — most batches meet no such key; on a unique violation the batch is redone
+ * - `update`: upsert, so batch and trigger converge on the source's current row (table sources)
+ * - `nothing`: keep the target's row (synced query sources: their triggers write from newer state than the batch read)
+ */
+export type ConflictMode = 'fail' | 'update' | 'nothing';
+
+function conflictClause(m: CopyMapping, mode: ConflictMode): string {
+  if (mode === 'fail') return '';
+  if (mode === 'nothing') return ` ON CONFLICT (${quoteIdent(m.key)}) DO NOTHING`;
+  return ` ${upsertTail([m.key], m.columns.map((c) => c.target))}`;
+}
+
+/** The mode to fall back to when the fast path meets a key the target already holds. */
+export function slowConflictMode(m: CopyMapping): ConflictMode {
+  // Synced sources never overwrite: a trigger-written row is at least as new as what the batch read.
+  return m.syncing ? 'nothing' : 'update';
+}
+
+/** Whether the target already holds rows in the interval (written by triggers ahead of the cursor). */
+export function targetHasRowsQuery(m: CopyMapping, after: string | null, upTo: string): Query {
+  const values: unknown[] = [];
+  const where = keyBounds(m, after, upTo, values).map((w) => w.replace(/^s\./, 't.'));
+  return { text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t WHERE ${where.join(' AND ')}) AS x`, values };
+}
+
+/** Source and target row counts over an interval, read in one fresh snapshot: equal means no stale target row. */
+export function reconcileQuery(m: CopyMapping, after: string | null, upTo: string): Query {
+  const values: unknown[] = [];
+  const sWhere = keyBounds(m, after, upTo, values);
+  const tWhere = sWhere.map((w) => w.replace(/^s\./, 't.'));
+  return {
+    text: `SELECT (SELECT count(*) FROM ${sourceFrom(m)} WHERE ${sWhere.join(' AND ')}) = (SELECT count(*) FROM ${quoteTable(m.target)} AS t WHERE ${tWhere.join(' AND ')}) AS same`,
+    values,
+  };
+}
+
+/** Deletes target rows of an interval whose source row no longer exists (deleted after the batch's snapshot). */
+export function pruneQuery(m: CopyMapping, after: string | null, upTo: string): Query {
+  const values: unknown[] = [];
+  const tWhere = keyBounds(m, after, upTo, values).map((w) => w.replace(/^s\./, 't.'));
+  const k = quoteIdent(m.key);
+  return {
+    text: `DELETE FROM ${quoteTable(m.target)} AS t WHERE ${tWhere.join(' AND ')} AND NOT EXISTS (SELECT 1 FROM ${sourceFrom(m)} WHERE s.${k} = t.${k})`,
+    values,
+  };
+}
+
+function keyBounds(m: CopyMapping, after: string | null, upTo: string | null, values: unknown[]): string[] {
+  const k = `s.${quoteIdent(m.key)}`;
+  const where: string[] = [];
+  if (after !== null) {
+    values.push(after);
+    where.push(`${k} > $${values.length}::${m.keyType}`);
+  }
+  if (upTo !== null) {
+    values.push(upTo);
+    where.push(`${k} <= $${values.length}::${m.keyType}`);
+  }
+  return where;
+}
+
+/*
+ * Why the copy is exact while the application writes (table sources). The sync triggers are installed and committed
+ * before any batch runs, so every write from then on is replayed into the target in its own transaction; a batch
+ * copies what its snapshot shows. Three races remain, and each is closed without locking source rows (row locks
+ * would write a WAL record per copied row and cost a third of the copy's speed):
+ *  - a newer version written by a trigger must not be overwritten by the batch's older one: the batch never
+ *    overwrites (plain INSERT, or ON CONFLICT DO NOTHING when the interval already holds trigger-written rows), and
+ *    a trigger whose key the batch has inserted but not committed waits on the unique index, then overwrites it;
+ *  - a row deleted after the batch's snapshot must not be resurrected: after inserting, the batch compares source and
+ *    target row counts over its interval in a fresh snapshot and deletes target rows whose source row is gone
+ *    (reconcileQuery, pruneQuery);
+ *  - a delete that commits between that check and the batch's commit: the delete trigger first upserts the old row,
+ *    which waits on the batch's uncommitted index entry, then deletes it — so it always runs after the batch.
+ * Query sources lock what they read instead (FOR SHARE), see querySyncTriggerDdl.
+ */
+
+/**
+ * One batch over a key interval (integer keys): every source row with after < key <= upTo, written through the
+ * mapping. No ORDER BY, LIMIT or CTE — as cheap as the database's own INSERT … SELECT. Rows written = rowCount.
+ */
+export function rangeBatchQuery(m: CopyMapping, after: string | null, upTo: string, mode: ConflictMode): Query {
+  const values: unknown[] = [];
+  const where = keyBounds(m, after, upTo, values);
+  const text =
+    `INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM ${sourceFrom(m)} ` +
+    `WHERE ${where.join(' AND ')}${m.lockRows ? ' FOR SHARE OF s' : ''}${conflictClause(m, mode)}`;
+  return { text, values };
 }
 
 /**
- * One batch: reads the next `limit` source rows after the cursor in key order, writes them through the mapping into
- * the target (upsert), and returns how many it read and the last key.
- *
- * Why a concurrent write cannot be lost or undone (the sync triggers are installed and committed before any batch):
- * with `lockRows` the batch takes FOR SHARE on the rows it reads. A DELETE or UPDATE of one of those rows therefore
- * waits until the batch has committed, and its sync trigger then deletes or rewrites the freshly copied target row:
- * the batch cannot resurrect a row deleted while it ran, nor write an older version over a newer one. A write that
- * committed before the lock was taken is seen by the batch (READ COMMITTED re-reads the locked row's latest version;
- * a deleted row is skipped). Rows inserted after the batch's snapshot reach the target through the trigger, and the
- * upsert makes a batch and a trigger writing the same key converge on the source's current row.
+ * One batch of the next `limit` rows in key order (any orderable key): returns how many rows it read and the last key.
  */
-export function copyBatchQuery(m: CopyMapping, b: BatchBounds): Query {
-  const values: unknown[] = [b.limit];
-  const where: string[] = [];
+export function limitBatchQuery(m: CopyMapping, after: string | null, upTo: string | null, limit: number, mode: ConflictMode): Query {
+  const values: unknown[] = [limit];
+  const where = keyBounds(m, after, upTo, values);
   const k = `s.${quoteIdent(m.key)}`;
-  if (b.after !== null) {
-    values.push(b.after);
-    where.push(`${k} > $${values.length}::${m.keyType}`);
-  }
-  if (b.upTo !== null) {
-    values.push(b.upTo);
-    where.push(`${k} <= $${values.length}::${m.keyType}`);
-  }
-  // A synced query source never overwrites: its triggers recompute a key from the committed state, which is newer
-  // than anything this batch read (rows that join in after the batch's snapshot are not locked by it).
-  const conflict = m.source.kind === 'query' && m.lockRows ? `ON CONFLICT (${quoteIdent(m.key)}) DO NOTHING` : upsertTail([m.key], m.columns.map((c) => c.target));
   const text =
     `WITH batch AS (SELECT ${k} AS __tidemark_key, ${mappedSelectList(m)} FROM ${sourceFrom(m)}` +
     `${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} LIMIT $1${m.lockRows ? ' FOR SHARE OF s' : ''}), ` +
-    `ins AS (INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${targetList(m)} FROM batch ${conflict}) ` +
+    `ins AS (INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${targetList(m)} FROM batch${conflictClause(m, mode)}) ` +
     `SELECT (SELECT count(*) FROM batch)::int AS rows, (SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key`;
   return { text, values };
+}
+
+/** min and max key of the source (as text), for range batching; null when the source is empty. */
+export function keyExtentQuery(m: CopyMapping, after: string | null, upTo: string | null): Query {
+  const values: unknown[] = [];
+  const where = keyBounds(m, after, upTo, values);
+  const k = `s.${quoteIdent(m.key)}`;
+  return { text: `SELECT min(${k})::text AS lo, max(${k})::text AS hi FROM ${sourceFrom(m)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`, values };
 }
 
 function functionRef(job: string, dir: SyncDirection): string {
@@ -138,6 +212,10 @@ BEGIN
     DELETE FROM ${tgt};
   ELSE
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.${key} IS DISTINCT FROM NEW.${key}) THEN
+      -- Touch the old key first: if a copy batch has inserted it and not committed yet, this waits for that batch,
+      -- so the delete below always lands after it (see "Why the copy is exact").
+      INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (SELECT OLD.*) AS s
+      ON CONFLICT (${key}) DO UPDATE SET ${key} = EXCLUDED.${key};
       DELETE FROM ${tgt} WHERE ${key} = OLD.${key};
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
@@ -197,7 +275,7 @@ END`;
 /**
  * Query sources: a write to any table the query reads recomputes the target rows of the keys it touches (old and
  * new): delete, then insert whatever the query now yields for that key. Exact when the batch can lock what it reads
- * (no aggregates or outer joins in the query) — see copyBatchQuery.
+ * (no aggregates or outer joins in the query): batches take FOR SHARE on what they read.
  */
 export function querySyncTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'query') throw new Error('query sync triggers need a query source');
@@ -243,5 +321,9 @@ export function dropSyncDdl(job: string, querySources = 0): string[] {
   return fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`);
 }
 
-/** Guard value the copy sets for its own transactions, so reverse triggers ignore the copy's writes. */
-export const COPY_GUARD = { [SYNC_GUARD_SETTING]: 'copy' } as const;
+/**
+ * Settings of the copy's own transactions: the guard makes reverse triggers ignore the copy's writes; asynchronous
+ * commit is safe because each batch commits its rows and its cursor together — a server crash loses both, and the
+ * copy redoes them — and it spares the application's commits from waiting behind the copy's WAL flushes.
+ */
+export const COPY_SETTINGS = { [SYNC_GUARD_SETTING]: 'copy', synchronous_commit: 'off' } as const;

@@ -1,0 +1,108 @@
+// Shared pieces of the benchmarks: a scratch database, a Temporal dev server, a worker child process whose peak RSS
+// is read from /proc, running a plan to the end, and pgbench as a live workload. Requires `npm run build` first.
+const { spawn, execFileSync } = require('node:child_process');
+const { readFileSync, mkdtempSync, writeFileSync } = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
+const { Client } = require('pg');
+
+const root = join(__dirname, '..');
+const dist = (p) => require(join(root, 'dist', p));
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : fallback;
+}
+
+async function sql(url, text, values) {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+async function timed(fn) {
+  const t0 = performance.now();
+  const r = await fn();
+  return { ms: performance.now() - t0, r };
+}
+
+/** A worker in its own process, so its memory can be measured alone. */
+function startWorkerProcess(address, taskQueue, env) {
+  const child = spawn(process.execPath, [join(root, 'bin', 'tidemark'), 'worker'], {
+    env: { ...process.env, ...env, TEMPORAL_ADDRESS: address, TIDEMARK_TASK_QUEUE: taskQueue, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  return {
+    child,
+    /** Peak resident set size so far (VmHWM), in MB. */
+    peakRssMb() {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      return m ? Number(m[1]) / 1024 : NaN;
+    },
+    stop() {
+      return new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+      });
+    },
+  };
+}
+
+/** Writes a plan and its SQL files into a temporary folder and loads it. */
+function makePlan(doc, files) {
+  const dir = mkdtempSync(join(tmpdir(), 'tidemark-bench-'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  writeFileSync(join(dir, 'plan.json'), JSON.stringify(doc));
+  return dist('plan/load').loadPlan(join(dir, 'plan.json'));
+}
+
+async function runToEnd(client, plan) {
+  const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'bench' });
+  const final = await client.waitForEnd(workflowId, undefined, 250);
+  if (final.state !== 'completed') throw new Error(`${plan.name} ended ${final.state}: ${final.error}`);
+  const handle = await client.handle(workflowId);
+  const desc = await handle.describe();
+  return { final, historyLength: desc.historyLength };
+}
+
+function phaseMs(status, name) {
+  const p = status.phases.find((x) => x.name === name);
+  return Date.parse(p.endedAt) - Date.parse(p.startedAt);
+}
+
+/** pgbench against `url` for `seconds`; returns TPS and p99 latency (ms) from its per-transaction log. */
+function pgbench(url, seconds, clients = 4) {
+  const pgbenchBin = dist('db/pgtools').findPgTool('pgbench') ?? 'pgbench';
+  const dir = mkdtempSync(join(tmpdir(), 'tidemark-pgbench-'));
+  const env = { ...process.env, ...dist('db/pgtools').libpqEnv(url) };
+  return new Promise((resolve, reject) => {
+    const child = spawn(pgbenchBin, ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-l', '--log-prefix', join(dir, 'log')], {
+      env,
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`pgbench exited ${code}: ${out.slice(-400)}`));
+      const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
+      const lat = execFileSync('sh', ['-c', `cat ${join(dir, 'log')}.* | awk '{print $3}' | sort -n`], { encoding: 'utf8', maxBuffer: 1 << 28 })
+        .trim()
+        .split('\n')
+        .map(Number);
+      const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] / 1000;
+      resolve({ tps, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), transactions: lat.length });
+    });
+  });
+}
+
+const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+
+module.exports = { root, dist, arg, sql, timed, startWorkerProcess, makePlan, runToEnd, phaseMs, pgbench, fmt };

@@ -1,0 +1,95 @@
+// Plans the copy's batches. Integer keys are copied by key interval (no ORDER BY/LIMIT: as cheap as one INSERT …
+// SELECT per batch), the interval sized from the key density seen so far; other keys by LIMIT in key order.
+import type { PoolClient } from 'pg';
+import { keyExtentQuery, limitBatchQuery, rangeBatchQuery, type ConflictMode, type CopyMapping, type Query } from '../../db/sql/copy';
+
+export const INTEGER_KEY_TYPES = new Set(['smallint', 'integer', 'bigint']);
+
+export interface PlannedBatch {
+  after: string | null;
+  /** Inclusive end of the interval (range batches). */
+  upTo: string | null;
+  limit: number;
+  query(mode: ConflictMode): Query;
+}
+
+export interface BatchResult {
+  rows: number;
+  /** The cursor after this batch (the last key it covered). */
+  cursor: string | null;
+}
+
+export interface Batcher {
+  /** The next batch after `cursor` of about `size` rows, or null when the range is done. */
+  next(c: PoolClient, cursor: string | null, size: number): Promise<PlannedBatch | null>;
+  /** Reads a batch's outcome from its query result. */
+  result(batch: PlannedBatch, r: { rowCount: number | null; rows: Record<string, unknown>[] }): BatchResult;
+}
+
+export function batcherFor(m: CopyMapping, range: { after: string | null; upTo: string | null }): Batcher {
+  return INTEGER_KEY_TYPES.has(m.keyType) ? new KeyIntervalBatcher(m, range) : new LimitBatcher(m, range);
+}
+
+class LimitBatcher implements Batcher {
+  private finished = false;
+  constructor(
+    private readonly m: CopyMapping,
+    private readonly range: { after: string | null; upTo: string | null },
+  ) {}
+
+  async next(_c: PoolClient, cursor: string | null, size: number): Promise<PlannedBatch | null> {
+    if (this.finished) return null;
+    const { m, range } = this;
+    return { after: cursor, upTo: range.upTo, limit: size, query: (mode) => limitBatchQuery(m, cursor, range.upTo, size, mode) };
+  }
+
+  result(batch: PlannedBatch, r: { rows: Record<string, unknown>[] }): BatchResult {
+    const row = r.rows[0] as { rows: number; last_key: string | null };
+    if (row.rows === 0) this.finished = true;
+    return { rows: row.rows, cursor: row.last_key ?? batch.after };
+  }
+}
+
+class KeyIntervalBatcher implements Batcher {
+  /** Last key this range must reach; extended if rows with higher keys arrive before the end (open ranges). */
+  private upper: bigint | undefined;
+  /** Rows per key unit, learnt from the batches so far. */
+  private density = 1;
+
+  constructor(
+    private readonly m: CopyMapping,
+    private readonly range: { after: string | null; upTo: string | null },
+  ) {}
+
+  private async extent(c: PoolClient, after: string | null): Promise<{ lo: bigint; hi: bigint } | null> {
+    const q = keyExtentQuery(this.m, after, this.range.upTo);
+    const r = (await c.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
+    return r.lo === null ? null : { lo: BigInt(r.lo), hi: BigInt(r.hi!) };
+  }
+
+  async next(c: PoolClient, cursor: string | null, size: number): Promise<PlannedBatch | null> {
+    if (this.upper === undefined || cursor === null || BigInt(cursor) >= this.upper) {
+      // First batch, or the planned end is reached: look (again) for rows beyond it.
+      const e = await this.extent(c, cursor);
+      if (!e) return null;
+      this.upper = e.hi;
+      if (cursor === null) cursor = (e.lo - 1n).toString();
+    }
+    const start = BigInt(cursor);
+    const span = BigInt(Math.max(1, Math.ceil(size / this.density)));
+    const end = start + span < this.upper ? start + span : this.upper;
+    const after = cursor;
+    const upTo = end.toString();
+    const m = this.m;
+    return { after, upTo, limit: size, query: (mode) => rangeBatchQuery(m, after, upTo, mode) };
+  }
+
+  result(batch: PlannedBatch, r: { rowCount: number | null }): BatchResult {
+    const rows = r.rowCount ?? 0;
+    const span = Number(BigInt(batch.upTo!) - BigInt(batch.after!));
+    // Smooth the density so one sparse stretch does not blow the next interval up.
+    const seen = Math.max(rows, 0.5) / Math.max(span, 1);
+    this.density = Math.min(1e6, Math.max(1e-6, 0.5 * this.density + 0.5 * seen));
+    return { rows, cursor: batch.upTo };
+  }
+}
