@@ -3,7 +3,7 @@
 import type { PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../db/names';
 import { quoteIdent } from '../db/quote';
-import { splitStatements } from '../db/sql/split';
+import { parseStatements } from '../plan/lint';
 import { inTransaction, withClient } from '../db/tx';
 import type { SchemaStep } from '../plan/types';
 import { activityBody, currentRun, targetPool, type ActivityDeps } from './common';
@@ -33,7 +33,8 @@ async function runScript(c: PoolClient, sql: string, transactional: boolean, loc
   }
   await c.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
   try {
-    for (const stmt of splitStatements(sql)) await c.query(stmt);
+    // Split with PostgreSQL's own parser: CREATE INDEX CONCURRENTLY must be sent on its own.
+    for (const stmt of await parseStatements(sql)) await c.query(stmt.text);
   } finally {
     await c.query('RESET lock_timeout').catch(() => undefined);
   }

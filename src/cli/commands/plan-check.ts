@@ -1,5 +1,9 @@
-// `tidemark plan check <plan>`: validates a plan and says what it would do, touching no database.
+// `tidemark plan check <plan> [--rehearse]`: validates a plan, reviews its SQL, and optionally rehearses it.
 import type { Command } from 'commander';
+import { Pool } from 'pg';
+import { lintPlan, type LintFinding, type LintSeverity } from '../../plan/lint';
+import { rehearsePlan, type RehearsalReport } from '../../rehearsal';
+import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
 import { loadPlan } from '../../plan/load';
 import type { ResolvedPlan } from '../../plan/types';
@@ -27,15 +31,66 @@ export function describePlan(p: ResolvedPlan): string[] {
   return lines;
 }
 
+const MARK: Record<LintSeverity, string> = { error: 'ERROR  ', danger: 'DANGER ', warning: 'warning' };
+
+export function describeLint(findings: LintFinding[]): string[] {
+  if (!findings.length) return ['SQL review: no destructive or locking changes found'];
+  const lines = [`SQL review: ${findings.length} finding(s)`];
+  for (const f of findings) {
+    lines.push(`  ${MARK[f.severity]} ${f.at} (${f.file}:${f.line}, statement ${f.statement}): ${f.message}`);
+    lines.push(`           why:     ${f.why}`);
+    lines.push(`           instead: ${f.instead}`);
+  }
+  return lines;
+}
+
+export function describeRehearsal(r: RehearsalReport): string[] {
+  const lines = ['rehearsal against the database (inside a transaction that is rolled back):'];
+  const counts = (s: string) => r.preflight.findings.filter((f) => f.status === s).length;
+  lines.push(`  preflight: ${r.preflight.ok ? 'ok' : 'FAILED'} (${counts('ok')} ok, ${counts('warn')} warning(s), ${counts('fail')} failure(s))`);
+  for (const f of r.preflight.findings.filter((x) => x.status !== 'ok')) lines.push(`    ${f.status.padEnd(4)} ${f.check}: ${f.message}`);
+  for (const s of r.steps) {
+    lines.push(`  step ${s.id}: ${s.outcome === 'ok' ? 'ok' : s.outcome.toUpperCase()} — ${s.message}`);
+    for (const g of s.difference?.gone ?? []) lines.push(`      missing afterwards: ${g}`);
+    for (const a of s.difference?.added ?? []) lines.push(`      left behind:        ${a}`);
+  }
+  if (!r.steps.length) lines.push('  no schema steps to rehearse');
+  lines.push(`  database unchanged by the rehearsal: ${r.unchanged ? 'yes' : 'NO'}`);
+  return lines;
+}
+
 export function registerPlanCommands(program: Command): void {
   const plan = program.command('plan').description('work with plan files');
   plan
     .command('check <plan>')
-    .description('validate a plan file and print what it would do (no database is touched)')
-    .option('--json', 'print the resolved plan as JSON')
-    .action(async (file: string, o: { json?: boolean }) => {
+    .description('validate a plan, review its SQL for destructive or locking changes; --rehearse also tries it against the database')
+    .option('--rehearse', "run preflight and each step's up → down → up against the database in a transaction that is rolled back")
+    .option('--strict', 'fail (exit 1) on any finding, not only on errors')
+    .option('--json', 'print JSON')
+    .action(async (file: string, o: { rehearse?: boolean; strict?: boolean; json?: boolean }) => {
       const p = loadPlan(file);
-      if (o.json) console.log(JSON.stringify(p, null, 2));
-      else console.log(describePlan(p).join('\n'));
+      let ok: boolean;
+      let report: unknown;
+      const lines = describePlan(p);
+      if (o.rehearse) {
+        const url = process.env[p.database.urlEnv];
+        if (!url) throw new CliError(`set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`, EXIT.usage);
+        const pool = new Pool({ connectionString: url, max: 2, application_name: 'tidemark' });
+        try {
+          const r = await rehearsePlan(pool, p);
+          report = { plan: p.name, ...r };
+          ok = r.ok && r.unchanged && !(o.strict && r.lint.length);
+          lines.push('', ...describeLint(r.lint), '', ...describeRehearsal(r));
+        } finally {
+          await pool.end();
+        }
+      } else {
+        const lint = await lintPlan(p);
+        report = { plan: p.name, lint };
+        ok = !lint.some((f) => f.severity === 'error') && !(o.strict && lint.length);
+        lines.push('', ...describeLint(lint));
+      }
+      console.log(o.json ? JSON.stringify(report, null, 2) : lines.join('\n'));
+      if (!ok) process.exitCode = EXIT.failed;
     });
 }

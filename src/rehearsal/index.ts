@@ -1,0 +1,96 @@
+// Plan rehearsal (`tidemark plan check --rehearse`): preflight, then each schema step up → down → up inside one
+// transaction that is rolled back, checking that down restores exactly the schema up started from.
+import type { Pool, PoolClient } from 'pg';
+import { runPreflightChecks, type PreflightReport } from '../activities/preflight';
+import { formatPgError } from '../db/errors';
+import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
+import { lintPlan, type LintFinding } from '../plan/lint';
+import type { ResolvedPlan } from '../plan/types';
+
+export type StepOutcome = 'ok' | 'failed' | 'not-rehearsable' | 'not-reached';
+
+export interface RehearsalStep {
+  id: string;
+  outcome: StepOutcome;
+  message: string;
+  /** Schema lines the step left behind or lost, when down does not undo up. */
+  difference?: { gone: string[]; added: string[] };
+}
+
+export interface RehearsalReport {
+  ok: boolean;
+  lint: LintFinding[];
+  preflight: PreflightReport;
+  steps: RehearsalStep[];
+  /** The database's schema is the same after the rehearsal as before it. */
+  unchanged: boolean;
+}
+
+export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<RehearsalReport> {
+  const lint = await lintPlan(plan);
+  const preflight = await runPreflightChecks(pool, plan);
+  const steps: RehearsalStep[] = [];
+  const c = await pool.connect();
+  let unchanged = false;
+  try {
+    const before = await schemaFingerprint(c);
+    await c.query('BEGIN');
+    try {
+      await c.query(`SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '300s', true)`, [`${plan.lockTimeout}ms`]);
+      let stopped = false;
+      for (const step of plan.schema) {
+        if (stopped) {
+          steps.push({ id: step.id, outcome: 'not-reached', message: 'not rehearsed: an earlier step failed' });
+          continue;
+        }
+        if (!step.transactional) {
+          steps.push({ id: step.id, outcome: 'not-rehearsable', message: 'runs outside a transaction (transactional: false), so it cannot be rolled back; later steps are rehearsed without it' });
+          continue;
+        }
+        const result = await rehearseStep(c, step.id, step.up.sql, step.down.sql);
+        steps.push(result);
+        if (result.outcome === 'failed') stopped = true;
+      }
+    } finally {
+      await c.query('ROLLBACK');
+    }
+    const diff = fingerprintDiff(before, await schemaFingerprint(c));
+    unchanged = diff.gone.length === 0 && diff.added.length === 0;
+  } finally {
+    c.release();
+  }
+  const ok = preflight.ok && steps.every((s) => s.outcome !== 'failed') && !lint.some((f) => f.severity === 'error');
+  return { ok, lint, preflight, steps, unchanged };
+}
+
+async function attempt(c: PoolClient, sql: string): Promise<string | null> {
+  await c.query('SAVEPOINT tidemark_rehearse');
+  try {
+    await c.query(sql);
+    await c.query('RELEASE SAVEPOINT tidemark_rehearse');
+    return null;
+  } catch (e) {
+    await c.query('ROLLBACK TO SAVEPOINT tidemark_rehearse');
+    return formatPgError(e);
+  }
+}
+
+async function rehearseStep(c: PoolClient, id: string, up: string, down: string): Promise<RehearsalStep> {
+  const s0 = await schemaFingerprint(c);
+  const upErr = await attempt(c, up);
+  if (upErr) return { id, outcome: 'failed', message: `up fails: ${upErr}` };
+  const s1 = await schemaFingerprint(c);
+  const downErr = await attempt(c, down);
+  if (downErr) return { id, outcome: 'failed', message: `down fails after up: ${downErr}` };
+  const afterDown = fingerprintDiff(s0, await schemaFingerprint(c));
+  if (afterDown.gone.length || afterDown.added.length) {
+    return { id, outcome: 'failed', message: 'down does not undo up', difference: afterDown };
+  }
+  const againErr = await attempt(c, up);
+  if (againErr) return { id, outcome: 'failed', message: `up fails when applied again after down: ${againErr}` };
+  const again = fingerprintDiff(s1, await schemaFingerprint(c));
+  if (again.gone.length || again.added.length) {
+    return { id, outcome: 'failed', message: 'up after down gives a different schema than the first up', difference: again };
+  }
+  return { id, outcome: 'ok', message: 'up, down (schema restored exactly), up again' };
+}
