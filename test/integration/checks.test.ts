@@ -1,0 +1,201 @@
+// Trustworthy checks: exact validation naming the differing keys, validation that does not flap under live writes,
+// backups that restore, rehearsal that catches a bad down, and preflight that refuses clearly.
+import { TidemarkClient } from '../../src/client';
+import type { ResolvedPlan } from '../../src/plan/types';
+import { runCli } from '../helpers/cli';
+import { allTableContents, schemaDump, tableExists } from '../helpers/db-assert';
+import { eventually, Harness, temporalAddress, type TestDb } from '../helpers/env';
+import { meetingsPlan, writePlan } from '../helpers/plans';
+import { meetingsSourceOps, startWorkload } from '../helpers/writers';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+
+async function waitForGate(client: TidemarkClient, workflowId: string, gate: string) {
+  return eventually(async () => {
+    const s = await client.status(workflowId);
+    if (['rolled-back', 'failed', 'completed'].includes(s.state)) throw new Error(`migration ${s.state}: ${s.error}`);
+    return s.pendingApproval?.gate === gate ? s : undefined;
+  }, `approval of ${gate}`, 120_000);
+}
+
+/** The meetings job only, forward sync, checked by row count and checksum. */
+async function meetingsChecked(db: TestDb, rows: number, approvals: ResolvedPlan['approvals'], chunkSize = 1000): Promise<ResolvedPlan> {
+  const base = await meetingsPlan(db, { rows, approvals });
+  return {
+    ...base,
+    copy: [{ ...base.copy[0], sync: 'forward' }],
+    validate: [{ rowCount: { copy: 'meetings' } }, { checksum: { copy: 'meetings', chunkSize } }],
+    cleanup: undefined,
+  };
+}
+
+test('a target with one changed value, one missing row and one extra row: validation names exactly those keys and rolls back', async () => {
+  const db = await h.db('corrupt');
+  const plan = await meetingsChecked(db, 5000, ['validate']);
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await waitForGate(h.client, workflowId, 'validate');
+  // Corrupt the target behind the sync triggers' back (the guard setting keeps them out of it).
+  await db.query(`
+    BEGIN;
+    SELECT set_config('tidemark.syncing', 'test', true);
+    UPDATE meetings_v2 SET title = 'tampered' WHERE id = 1234;
+    DELETE FROM meetings_v2 WHERE id = 2345;
+    INSERT INTO meetings_v2 SELECT 999999, title, meeting_type, room_type, status, host_id, max_participants, created_at, updated_at FROM meetings_v2 WHERE id = 1;
+    COMMIT;`);
+  await h.client.approve(workflowId);
+  const final = await h.client.waitForEnd(workflowId);
+
+  expect(final.state).toBe('rolled-back');
+  const checksum = final.validation!.checks.find((c) => c.kind === 'checksum')!;
+  expect(checksum.ok).toBe(false);
+  const diffs = (checksum.details as { differences: { key: string; source: Record<string, unknown> | null; target: Record<string, unknown> | null }[] }).differences;
+  expect(diffs.map((d) => d.key)).toEqual(['1234', '2345', '999999']);
+  expect(diffs[0].source?.title).toBe('Meeting 1234');
+  expect(diffs[0].target?.title).toBe('tampered');
+  expect(diffs[1]).toMatchObject({ source: expect.objectContaining({ id: 2345 }), target: null });
+  expect(diffs[2]).toMatchObject({ source: null, target: expect.objectContaining({ id: 999999 }) });
+  const rowCount = final.validation!.checks.find((c) => c.kind === 'rowCount')!;
+  expect(rowCount.message).toBe('source 5000 rows, target 5000 rows (difference +0)');
+  expect(final.error).toMatch(/validation failed — checksum meetings: 3 of 6 chunks differ; differing keys: 1234, 2345, 999999/);
+  expect(await tableExists(db, 'meetings_v2')).toBe(false);
+  // The report is kept with the migration.
+  const [report] = await db.query<{ ok: boolean; keys: string[] }>(
+    `SELECT (report->>'ok')::boolean AS ok, ARRAY(SELECT d->>'key' FROM jsonb_array_elements(report->'checks'->1->'details'->'differences') d) AS keys
+       FROM tidemark.reports WHERE workflow_id = $1 AND kind = 'validation'`,
+    [workflowId],
+  );
+  expect(report).toEqual({ ok: false, keys: ['1234', '2345', '999999'] });
+});
+
+test('validation under concurrent writes, with sync triggers active, passes without flapping', async () => {
+  const db = await h.db('noflap');
+  const rows = 20_000;
+  const plan = await meetingsChecked(db, rows, ['validate', 'traffic'], 200);
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await waitForGate(h.client, workflowId, 'validate');
+  const writers = startWorkload(db.url, meetingsSourceOps(() => rows), { opsPerSecond: 400, concurrency: 6 });
+  try {
+    await h.client.approve(workflowId);
+    const atTraffic = await waitForGate(h.client, workflowId, 'traffic');
+    const stats = await writers.stop();
+    expect(atTraffic.validation?.ok).toBe(true);
+    const checksum = atTraffic.validation!.checks[1];
+    expect(checksum.message).toMatch(/^\d+ rows identical in \d+ chunks$/);
+    expect((checksum.details as { chunks: number }).chunks).toBeGreaterThan(50);
+    expect(stats.inserts + stats.updates + stats.deletes).toBeGreaterThan(50);
+  } finally {
+    await writers.stop().catch(() => undefined);
+  }
+  await h.client.abort(workflowId, { reason: 'test over' });
+  await h.client.waitForEnd(workflowId);
+});
+
+test('abort --restore-backup puts back the pre-migration contents a step destroyed', async () => {
+  const db = await h.db('restore');
+  const base = await meetingsPlan(db, { rows: 2000, soakMs: 60_000 });
+  const lossy = {
+    id: '000_normalize_titles',
+    transactional: true,
+    up: { path: 'lossy.up.sql', sql: `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`, sha256: 'x' },
+    down: { path: 'lossy.down.sql', sql: 'SELECT 1; -- nothing can undo this', sha256: 'y' },
+  };
+  const plan = { ...base, schema: [lossy, ...base.schema] };
+  const before = await allTableContents(db);
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventually(async () => (await h.client.status(workflowId)).traffic?.percent === 10, 'traffic at 10%');
+  expect(await allTableContents(db)).not.toEqual(before);
+
+  const r = await runCli(['abort', plan.name, '--restore-backup', '--reason', 'bad data'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/backup restored into meetings, meeting_participants/);
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(await allTableContents(db)).toEqual(before);
+});
+
+test('rehearsal catches a down that does not undo its up, and leaves the database unchanged', async () => {
+  const db = await h.db('rehearse');
+  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10), (2, 20);`);
+  const file = writePlan(
+    {
+      name: 'orders-audit',
+      database: { urlEnv: 'DATABASE_URL' },
+      backup: { enabled: false },
+      schema: [
+        { id: '001_audit', up: 'sql/001.up.sql', down: 'sql/001.down.sql' },
+        { id: '002_index', up: 'sql/002.up.sql', down: 'sql/002.down.sql' },
+      ],
+    },
+    {
+      'sql/001.up.sql': 'CREATE TABLE orders_audit (id bigint PRIMARY KEY, order_id bigint NOT NULL);\nALTER TABLE orders ADD COLUMN audited boolean;',
+      'sql/001.down.sql': 'DROP TABLE orders_audit;',
+      'sql/002.up.sql': 'CREATE INDEX orders_audit_order_idx ON orders_audit (order_id);',
+      'sql/002.down.sql': 'DROP INDEX orders_audit_order_idx;',
+    },
+  );
+  const schemaBefore = schemaDump(db);
+  const contentsBefore = await allTableContents(db);
+  const r = await runCli(['plan', 'check', file, '--rehearse'], { DATABASE_URL: db.url });
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(1);
+  expect(r.stdout).toContain('step 001_audit: FAILED — down does not undo up');
+  expect(r.stdout).toContain('left behind:        column public.orders.audited boolean');
+  expect(r.stdout).toContain('step 002_index: NOT-REACHED');
+  expect(r.stdout).toContain('database unchanged by the rehearsal: yes');
+  expect(schemaDump(db)).toBe(schemaBefore);
+  expect(await allTableContents(db)).toEqual(contentsBefore);
+});
+
+describe('preflight refuses clearly and changes nothing', () => {
+  async function runToEnd(client: TidemarkClient, plan: ResolvedPlan) {
+    const { workflowId } = await client.start(plan, { autoApprove: true });
+    return client.waitForEnd(workflowId);
+  }
+
+  test('when pg_dump is missing', async () => {
+    const queue = `${h.taskQueue}-nodump`;
+    const worker = await h.startWorker({ taskQueue: queue, binaries: { pgDump: '/nonexistent/pg_dump' } });
+    const client = await TidemarkClient.connect({ address: temporalAddress(), taskQueue: queue });
+    try {
+      const db = await h.db('nodump');
+      const plan = await meetingsPlan(db, { rows: 100 });
+      const schemaBefore = schemaDump(db);
+      const final = await runToEnd(client, plan);
+      expect(final.state).toBe('rolled-back');
+      expect(final.phases[0]).toMatchObject({ name: 'preflight', status: 'failed' });
+      expect(final.error).toContain('pg_dump: pg_dump not found (install the PostgreSQL client programs or set TIDEMARK_PG_BIN)');
+      expect(schemaDump(db)).toBe(schemaBefore);
+    } finally {
+      await client.close();
+      await worker.shutdown();
+    }
+  });
+
+  test('when the copy key is not unique', async () => {
+    const db = await h.db('dupkey');
+    await db.query(`CREATE TABLE events (id bigint NOT NULL, name text); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (2, 'c');`);
+    const plan = (await import('../../src/plan/load')).loadPlan(
+      writePlan(
+        { name: 'events-v2', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }], copy: [{ name: 'events', from: 'events', to: 'events_v2', key: 'id' }] },
+        { 'up.sql': 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);', 'down.sql': 'DROP TABLE events_v2;' },
+      ),
+    );
+    const final = await runToEnd(h.client, plan);
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toBe('preflight failed: copy events: key: events.id is not a unique, non-null key: 2 (2×)');
+    expect(await tableExists(db, 'events_v2')).toBe(false);
+  });
+
+  test('when a declared fail check finds rows', async () => {
+    const db = await h.db('failcheck');
+    const base = await meetingsPlan(db, { rows: 100 });
+    const plan = { ...base, preflight: { ...base.preflight, checks: [{ name: 'orphaned participants', sql: base.preflight.checks[1].sql, severity: 'fail' as const }] } };
+    const final = await runToEnd(h.client, plan);
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toBe('preflight failed: orphaned participants: 3 row(s) found');
+    expect(await tableExists(db, 'meetings_v2')).toBe(false);
+  });
+});
