@@ -1,10 +1,11 @@
 // Validate phase: row counts, exact chunked checksums through the mapping, SQL assertions and orphan checks.
 // Read-only, so no compensation; a failed check fails the phase and the workflow rolls back.
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../db/names';
 import { quoteIdent, quoteTable } from '../db/quote';
-import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery } from '../db/sql/checksum';
-import { sourceFrom } from '../db/sql/copy';
+import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, type ChunkBounds } from '../db/sql/checksum';
+import { keyExtentQuery, sourceFrom, type CopyMapping } from '../db/sql/copy';
+import { INTEGER_KEY_TYPES } from './copy/batcher';
 import { inTransaction, withClient } from '../db/tx';
 import type { ResolvedCopyJob, ValidationCheck } from '../plan/types';
 import type { ValidationCheckResult, ValidationReport } from '../workflows/messages';
@@ -79,7 +80,7 @@ export function createValidateActivities(deps: ActivityDeps) {
         const pool = await targetPool(deps, input.urlEnv);
         return withClient(pool, async (c) => {
           if (check.rowCount) return rowCount(c, input, name);
-          if (check.checksum) return checksum(c, input, name);
+          if (check.checksum) return checksum(c, input, name, pool);
           if (check.sql) return sqlAssertion(c, check.sql, name);
           if (check.orphans) return orphans(c, check.orphans, name);
           throw new Error('empty validation check');
@@ -124,7 +125,60 @@ async function rowCount(c: PoolClient, input: ValidationInput, name: string): Pr
   };
 }
 
-async function checksum(c: PoolClient, input: ValidationInput, name: string): Promise<ValidationCheckResult> {
+/** Hands out the chunks to compare, in key order: key intervals for integer keys, OFFSET steps otherwise. */
+async function chunkPlanner(c: PoolClient, m: CopyMapping, size: number, resumeAfter: string | null): Promise<{ parallel: number; next: () => Promise<ChunkBounds | null> }> {
+  if (INTEGER_KEY_TYPES.has(m.keyType)) {
+    const q = keyExtentQuery(m, null, null);
+    const e = (await c.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
+    const n = (await c.query(`SELECT count(*)::float8 AS n FROM ${sourceFrom(m)}`)).rows[0].n as number;
+    if (e.lo === null) return { parallel: 1, next: oneChunk(resumeAfter) };
+    const lo = BigInt(e.lo);
+    const hi = BigInt(e.hi!);
+    const span = BigInt(Math.max(1, Math.ceil((size * Number(hi - lo + 1n)) / Math.max(1, n))));
+    let after: bigint | null = resumeAfter === null ? null : BigInt(resumeAfter);
+    let finished = false;
+    return {
+      parallel: 2,
+      next: async () => {
+        if (finished) return null;
+        const end = (after ?? lo - 1n) + span;
+        // The first chunk is open below and the last open above, so target rows outside the source's keys are compared too.
+        if (end >= hi) {
+          finished = true;
+          return { after: after === null ? null : after.toString(), upTo: null };
+        }
+        const chunk = { after: after === null ? null : after.toString(), upTo: end.toString() };
+        after = end;
+        return chunk;
+      },
+    };
+  }
+  let after = resumeAfter;
+  let finished = false;
+  return {
+    parallel: 1,
+    next: async () => {
+      if (finished) return null;
+      const q = chunkEndQuery(m, after, size);
+      const end = ((await c.query(q.text, q.values)).rows[0]?.k as string | undefined) ?? null;
+      const chunk = { after, upTo: end };
+      if (end === null) finished = true;
+      after = end;
+      return chunk;
+    },
+  };
+}
+
+function oneChunk(after: string | null): () => Promise<ChunkBounds | null> {
+  let given = false;
+  return async () => {
+    if (given) return null;
+    given = true;
+    return { after, upTo: null };
+  };
+}
+
+async function checksum(c: PoolClient, input: ValidationInput, name: string, pool: Pool): Promise<ValidationCheckResult> {
   const m = await resolveMapping(c, input.job!);
   const size = input.check.checksum!.chunkSize;
   const signal = cancellationSignal();
@@ -134,41 +188,59 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string): Pr
   } catch {
     prev = undefined;
   }
+  // Resumes after the last chunk below which everything was compared (chunks finish out of order when parallel).
   const state: ChecksumHeartbeat = prev ?? { cursor: null, chunks: 0, rowsChecked: 0, mismatchedChunks: 0, differences: [] };
+  const differences = new Map(state.differences.map((d) => [d.key, d]));
   const started = Date.now();
   let sourceRows = 0;
   let targetRows = 0;
-  for (;;) {
-    if (signal?.aborted) throw new CancelledFailure('cancelled');
+  const planner = await chunkPlanner(c, m, size, state.cursor);
+  const pending: { bounds: ChunkBounds; done: boolean }[] = [];
+
+  const compare = async (tx: PoolClient, bounds: ChunkBounds) => {
     // One snapshot per chunk: sync triggers write both sides in the same transaction, so live writes cannot make a
     // chunk differ half-way.
-    const chunk = await inTransaction(c, { isolation: 'repeatable read', readOnly: true }, async (tx) => {
-      const endQ = chunkEndQuery(m, state.cursor, size);
-      const end = ((await tx.query(endQ.text, endQ.values)).rows[0]?.k as string | undefined) ?? null;
-      const dq = chunkDigestQuery(m, { after: state.cursor, upTo: end });
-      const d = (await tx.query(dq.text, dq.values)).rows[0] as { source_rows: number; source_digest: string | null; target_rows: number; target_digest: string | null };
+    return inTransaction(tx, { isolation: 'repeatable read', readOnly: true }, async (t) => {
+      const dq = chunkDigestQuery(m, bounds);
+      const d = (await t.query(dq.text, dq.values)).rows[0] as { source_rows: number; source_digest: string; target_rows: number; target_digest: string };
       let diffs: ChecksumDifference[] = [];
       if (d.source_digest !== d.target_digest || d.source_rows !== d.target_rows) {
-        const room = Math.max(1, MAX_REPORTED_DIFFERENCES - state.differences.length);
-        const q = chunkDiffQuery(m, { after: state.cursor, upTo: end }, room);
-        diffs = (await tx.query(q.text, q.values)).rows as ChecksumDifference[];
+        const q = chunkDiffQuery(m, bounds, Math.max(1, MAX_REPORTED_DIFFERENCES - differences.size));
+        diffs = (await t.query(q.text, q.values)).rows as ChecksumDifference[];
       }
-      return { end, d, diffs };
+      return { d, diffs, differs: d.source_digest !== d.target_digest || d.source_rows !== d.target_rows };
     });
-    state.chunks++;
-    state.rowsChecked += chunk.d.source_rows;
-    sourceRows += chunk.d.source_rows;
-    targetRows += chunk.d.target_rows;
-    if (chunk.diffs.length || chunk.d.source_digest !== chunk.d.target_digest) {
-      state.mismatchedChunks++;
-      for (const diff of chunk.diffs) if (state.differences.length < MAX_REPORTED_DIFFERENCES) state.differences.push(diff);
+  };
+
+  const lane = async (tx: PoolClient) => {
+    for (;;) {
+      if (signal?.aborted) throw new CancelledFailure('cancelled');
+      const bounds = await planner.next();
+      if (!bounds) return;
+      const entry = { bounds, done: false };
+      pending.push(entry);
+      const r = await compare(tx, bounds);
+      entry.done = true;
+      state.chunks++;
+      state.rowsChecked += r.d.source_rows;
+      sourceRows += r.d.source_rows;
+      targetRows += r.d.target_rows;
+      if (r.differs) state.mismatchedChunks++;
+      for (const diff of r.diffs) if (differences.size < MAX_REPORTED_DIFFERENCES) differences.set(diff.key, diff);
+      while (pending.length && pending[0].done) state.cursor = pending.shift()!.bounds.upTo ?? state.cursor;
+      heartbeat({ ...state, differences: [...differences.values()], rowsPerSecond: Math.round((sourceRows * 1000) / Math.max(1, Date.now() - started)) });
     }
-    state.cursor = chunk.end;
-    heartbeat({ ...state, rowsPerSecond: Math.round((sourceRows * 1000) / Math.max(1, Date.now() - started)) });
-    if (chunk.end === null) break;
+  };
+
+  const extra = planner.parallel > 1 ? await pool.connect() : undefined;
+  try {
+    await Promise.all([lane(c), ...(extra ? [lane(extra)] : [])]);
+  } finally {
+    extra?.release();
   }
   const ok = state.mismatchedChunks === 0;
-  const keys = state.differences.map((d) => d.key);
+  const found = [...differences.values()].sort((a, b) => compareKeys(a.key, b.key));
+  const keys = found.map((d) => d.key);
   return {
     check: name,
     kind: 'checksum',
@@ -176,8 +248,15 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string): Pr
     message: ok
       ? `${state.rowsChecked} rows identical in ${state.chunks} chunks`
       : `${state.mismatchedChunks} of ${state.chunks} chunks differ; differing keys: ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ` … (${keys.length} reported)` : ''}`,
-    details: { chunks: state.chunks, rowsChecked: state.rowsChecked, sourceRows, targetRows, mismatchedChunks: state.mismatchedChunks, differences: state.differences, durationMs: Date.now() - started },
+    details: { chunks: state.chunks, rowsChecked: state.rowsChecked, sourceRows, targetRows, mismatchedChunks: state.mismatchedChunks, differences: found, durationMs: Date.now() - started },
   };
+}
+
+/** Numeric keys in numeric order, anything else as text. */
+function compareKeys(a: string, b: string): number {
+  const x = Number(a);
+  const y = Number(b);
+  return Number.isFinite(x) && Number.isFinite(y) ? x - y : a < b ? -1 : a > b ? 1 : 0;
 }
 
 async function sqlAssertion(c: PoolClient, spec: NonNullable<ValidationCheck['sql']>, name: string): Promise<ValidationCheckResult> {

@@ -41,18 +41,18 @@ export function chunkEndQuery(m: CopyMapping, after: string | null, size: number
 
 /**
  * Digest of one key range on both sides, computed in the caller's transaction (REPEATABLE READ, so both sides are read
- * from one snapshot). md5 over the ordered per-row md5s: exact up to hash collisions, and sensitive to keys and order.
+ * from one snapshot): the row count and the sum of a 64-bit hash of each row's full text (key included). Any changed,
+ * missing or extra row changes the digest unless another change cancels it exactly — a 2^-64 coincidence — and a
+ * differing chunk is then compared row by row (chunkDiffQuery), which reports nothing it cannot show.
  */
 export function chunkDigestQuery(m: CopyMapping, b: ChunkBounds): Query {
   const values: unknown[] = [];
   const sWhere = rangeWhere('s', m, b, values);
   const tWhere = rangeWhere('t', m, b, values);
-  const sk = `s.${quoteIdent(m.key)}`;
-  const tk = `t.${quoteIdent(m.key)}`;
   const text =
     `SELECT src.n AS source_rows, src.d AS source_digest, tgt.n AS target_rows, tgt.d AS target_digest FROM ` +
-    `(SELECT count(*)::int AS n, md5(string_agg(md5(${sourceRowText(m)}), '' ORDER BY ${sk})) AS d FROM ${sourceFrom(m)}${sWhere}) AS src, ` +
-    `(SELECT count(*)::int AS n, md5(string_agg(md5(${targetRowText(m)}), '' ORDER BY ${tk})) AS d FROM ${quoteTable(m.target)} AS t${tWhere}) AS tgt`;
+    `(SELECT count(*)::int AS n, coalesce(sum(hashtextextended(${sourceRowText(m)}, 0)), 0)::text AS d FROM ${sourceFrom(m)}${sWhere}) AS src, ` +
+    `(SELECT count(*)::int AS n, coalesce(sum(hashtextextended(${targetRowText(m)}, 0)), 0)::text AS d FROM ${quoteTable(m.target)} AS t${tWhere}) AS tgt`;
   // rangeWhere numbered the target's parameters after the source's; both use the same bounds.
   return { text, values };
 }
