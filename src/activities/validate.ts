@@ -126,7 +126,12 @@ async function rowCount(c: PoolClient, input: ValidationInput, name: string): Pr
 }
 
 /** Hands out the chunks to compare, in key order: key intervals for integer keys, OFFSET steps otherwise. */
-async function chunkPlanner(c: PoolClient, m: CopyMapping, size: number, resumeAfter: string | null): Promise<{ parallel: number; next: () => Promise<ChunkBounds | null> }> {
+async function chunkPlanner(
+  c: PoolClient,
+  m: CopyMapping,
+  size: number,
+  resumeAfter: string | null,
+): Promise<{ parallel: number; next: () => Promise<ChunkBounds | null> }> {
   if (INTEGER_KEY_TYPES.has(m.keyType)) {
     const q = keyExtentQuery(m, null, null);
     const e = (await c.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
@@ -135,21 +140,21 @@ async function chunkPlanner(c: PoolClient, m: CopyMapping, size: number, resumeA
     const lo = BigInt(e.lo);
     const hi = BigInt(e.hi!);
     const span = BigInt(Math.max(1, Math.ceil((size * Number(hi - lo + 1n)) / Math.max(1, n))));
-    let after: bigint | null = resumeAfter === null ? null : BigInt(resumeAfter);
+    let next: bigint | null = resumeAfter === null ? null : BigInt(resumeAfter);
     let finished = false;
     return {
       parallel: 2,
       next: async () => {
         if (finished) return null;
-        const end = (after ?? lo - 1n) + span;
+        const end = (next ?? lo - 1n) + span;
+        const from = next === null ? null : next.toString();
         // The first chunk is open below and the last open above, so target rows outside the source's keys are compared too.
         if (end >= hi) {
           finished = true;
-          return { after: after === null ? null : after.toString(), upTo: null };
+          return { after: from, upTo: null };
         }
-        const chunk = { after: after === null ? null : after.toString(), upTo: end.toString() };
-        after = end;
-        return chunk;
+        next = end;
+        return { after: from, upTo: end.toString() };
       },
     };
   }
