@@ -31,7 +31,7 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
   const preflight = await runPreflightChecks(pool, plan);
   const steps: RehearsalStep[] = [];
   const c = await pool.connect();
-  let unchanged = false;
+  let unchanged: boolean;
   try {
     const before = await schemaFingerprint(c);
     await c.query('BEGIN');
