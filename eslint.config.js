@@ -34,5 +34,14 @@ module.exports = tseslint.config(
       ],
     },
   },
-  { files: ['**/*.js'], languageOptions: { globals: { require: 'readonly', module: 'writable', __dirname: 'readonly', process: 'readonly', console: 'readonly', performance: 'readonly' } } },
+  {
+    files: ['**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        ['require', '__dirname', 'process', 'console', 'performance', 'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'URL', 'Buffer', 'fetch']
+          .map((g) => [g, 'readonly'])
+          .concat([['module', 'writable']]),
+      ),
+    },
+  },
 );

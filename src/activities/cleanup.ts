@@ -3,9 +3,12 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { ARCHIVE_SCHEMA, TIDEMARK_SCHEMA } from '../db/names';
 import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
-import { dropSyncDdl } from '../db/sql/copy';
+import { dropSyncDdl, reverseTriggerDdl, type CopyMapping } from '../db/sql/copy';
+import type { PoolClient } from 'pg';
+import type { TableRef } from '../db/quote';
+import { resolveMapping } from './copy/mapping';
 import { withTransaction } from '../db/tx';
-import type { SqlSource } from '../plan/types';
+import type { ResolvedCopyJob, SqlSource } from '../plan/types';
 import { activityBody, currentRun, targetPool, type ActivityDeps } from './common';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -17,6 +20,17 @@ export interface ArchiveInput {
   tables: string[];
   lockTimeoutMs: number;
   dropAfterMs?: number;
+  /**
+   * Bidirectional copy jobs whose source is among the tables: their reverse sync follows the table into (and out of)
+   * the archive, so writes on the new path keep reaching the old table until it is dropped.
+   */
+  followers?: ResolvedCopyJob[];
+}
+
+/** Re-points a job's reverse sync at wherever its source table now is (same transaction as the move). */
+async function repointReverseSync(c: PoolClient, job: ResolvedCopyJob, source: TableRef, mapping: CopyMapping): Promise<void> {
+  const moved: CopyMapping = { ...mapping, source: { kind: 'table', table: source } };
+  for (const stmt of reverseTriggerDdl(moved)) await c.query(stmt);
 }
 
 export function createCleanupActivities(deps: ActivityDeps) {
@@ -38,6 +52,10 @@ export function createCleanupActivities(deps: ActivityDeps) {
         const { runId } = currentRun();
         const archived: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          // Mappings are resolved while the sources are still in place.
+          const followers = await Promise.all(
+            (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from)).map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
+          );
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
@@ -55,6 +73,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
             );
             archived.push(t);
           }
+          for (const f of followers) await repointReverseSync(c, f.job, { schema: ARCHIVE_SCHEMA, name: parseTableRef(f.job.from!).name }, f.mapping);
         });
         deps.logger.info({ archived }, 'tables archived');
         return { archived };
@@ -75,6 +94,10 @@ export function createCleanupActivities(deps: ActivityDeps) {
             await c.query(`ALTER TABLE ${A}.${quoteIdent(ref.name)} SET SCHEMA ${quoteIdent(ref.schema)}`);
             await c.query(`UPDATE ${S}.archive SET restored_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`, [runId, ref.schema, ref.name]);
             restored.push(t);
+          }
+          for (const job of (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from))) {
+            // Back in place: the reverse sync writes to the original table again.
+            await repointReverseSync(c, job, parseTableRef(job.from!), await resolveMapping(c, job));
           }
         });
         return restored.length ? `moved back: ${restored.join(', ')}` : 'nothing archived';

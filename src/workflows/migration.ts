@@ -383,11 +383,15 @@ class MigrationRun {
     if (c?.after) await this.durableWait('cleanup delay', c.after, true);
     await this.safePoint();
     if (this.plan.approvals.includes('cleanup')) await this.requireApproval('cleanup');
-    const jobs = this.plan.copy.filter((j) => j.sync !== 'none').map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
-    if (jobs.length) await acts.dropSyncTriggers({ urlEnv, jobs, lockTimeoutMs });
-    const result: Record<string, unknown> = { syncTriggersDropped: jobs.map((j) => j.name) };
+    // Until archived tables are dropped, an abort must still find every write made on the new path in the old table:
+    // bidirectional jobs whose source is archived keep their sync (it follows the table into the archive).
+    const synced = this.plan.copy.filter((j) => j.sync !== 'none');
+    const followers = c?.dropAfter !== undefined ? synced.filter((j) => j.sync === 'bidirectional' && j.from && c.archive.includes(j.from)) : [];
+    const dropNow = synced.filter((j) => !followers.includes(j)).map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
+    if (dropNow.length) await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs });
+    const result: Record<string, unknown> = { syncTriggersDropped: dropNow.map((j) => j.name) };
     if (c?.archive.length) {
-      const args = { urlEnv, migration: this.plan.name, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter };
+      const args = { urlEnv, migration: this.plan.name, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter, followers };
       const { archived } = await acts.archiveTables(args);
       this.register('cleanup', `move ${c.archive.join(', ')} back from tidemark_archive`, { kind: 'restoreArchivedTables', tables: c.archive });
       this.event(`archived ${archived.join(', ')}`);
@@ -398,6 +402,9 @@ class MigrationRun {
       // Never shortened by promote: after this drop there is no way back.
       await this.durableWait('drop of archived tables', c.dropAfter, false);
       await this.safePoint();
+      if (followers.length) {
+        await acts.dropSyncTriggers({ urlEnv, jobs: followers.map((j) => ({ name: j.name, querySources: 0 })), lockTimeoutMs });
+      }
       const args = { urlEnv, migration: this.plan.name, tables: c.archive, lockTimeoutMs };
       result.dropped = (await acts.dropArchivedTables(args)).dropped;
       this.saga.drop((a) => a.kind === 'restoreArchivedTables');
@@ -538,8 +545,10 @@ class MigrationRun {
         const step = this.plan.schema.find((s) => s.id === a.stepId)!;
         return undoActs.revertSchemaStep({ urlEnv, migration: this.plan.name, step, lockTimeoutMs });
       }
-      case 'restoreArchivedTables':
-        return undoActs.restoreArchivedTables({ urlEnv, migration: this.plan.name, tables: a.tables, lockTimeoutMs });
+      case 'restoreArchivedTables': {
+        const followers = this.plan.copy.filter((j) => j.sync === 'bidirectional' && j.from && a.tables.includes(j.from));
+        return undoActs.restoreArchivedTables({ urlEnv, migration: this.plan.name, tables: a.tables, lockTimeoutMs, followers });
+      }
     }
   }
 

@@ -39,7 +39,7 @@ test('a target with one changed value, one missing row and one extra row: valida
   // Corrupt the target behind the sync triggers' back (the guard setting keeps them out of it).
   await db.query(`
     BEGIN;
-    SELECT set_config('tidemark.syncing', 'test', true);
+    SELECT set_config('tidemark.syncing', 'meetings', true);
     UPDATE meetings_v2 SET title = 'tampered' WHERE id = 1234;
     DELETE FROM meetings_v2 WHERE id = 2345;
     INSERT INTO meetings_v2 SELECT 999999, title, meeting_type, room_type, status, host_id, max_participants, created_at, updated_at FROM meetings_v2 WHERE id = 1;

@@ -7,7 +7,7 @@ import { isRetryablePgError } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import {
-  COPY_SETTINGS,
+  copySettings,
   dropSyncDdl,
   forwardTriggerDdl,
   pruneQuery,
@@ -293,7 +293,7 @@ async function copyRangeImpl(
     }
     for (const mode of modes) {
       try {
-        return await inTransaction(client, { lockTimeoutMs: input.lockTimeoutMs, settings: COPY_SETTINGS }, async (c) => {
+        return await inTransaction(client, { lockTimeoutMs: input.lockTimeoutMs, settings: copySettings(job.name) }, async (c) => {
           const q = batch.query(mode);
           const res = batcher.result(batch, await c.query(q.text, q.values));
           if (reconcile && res.cursor !== null && res.cursor !== batch.after) {

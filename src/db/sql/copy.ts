@@ -46,8 +46,18 @@ export interface Query {
   values: unknown[];
 }
 
-const GUARD_ACTIVE = `coalesce(current_setting(${quoteLiteral(SYNC_GUARD_SETTING)}, true), '') <> ''`;
-const setGuard = (value: string) => `PERFORM set_config(${quoteLiteral(SYNC_GUARD_SETTING)}, ${quoteLiteral(value)}, true);`;
+/*
+ * The sync guard: a session setting holding the comma-separated jobs whose sync writes are in progress. A trigger of
+ * job J skips when J is already in it (J's own write coming back: no ping-pong), adds J while it writes, and puts the
+ * previous value back afterwards — so another job's triggers still see the write (chained syncs stay in step) and an
+ * outer write's guard is not lost. The copy of J sets it to J for its own transactions.
+ */
+const GUARD = quoteLiteral(SYNC_GUARD_SETTING);
+const guardDeclare = 'guard_prev text := coalesce(current_setting(' + GUARD + ", true), '');";
+const guardEnter = (job: string) =>
+  `IF position(${quoteLiteral(`,${job},`)} in ',' || guard_prev || ',') > 0 THEN RETURN NULL; END IF;
+  PERFORM set_config(${GUARD}, CASE WHEN guard_prev = '' THEN ${quoteLiteral(job)} ELSE guard_prev || ${quoteLiteral(`,${job}`)} END, true);`;
+const guardLeave = `PERFORM set_config(${GUARD}, guard_prev, true);`;
 
 export function sourceFrom(m: CopyMapping): string {
   return m.source.kind === 'table' ? `${quoteTable(m.source.table)} AS s` : `(${stripSemicolon(m.source.sql)}) AS s`;
@@ -205,9 +215,10 @@ export function forwardTriggerDdl(m: CopyMapping): string[] {
   const fn = functionRef(m.job, 'forward');
   const trg = quoteIdent(syncTriggerName(m.job, 'forward'));
   const body = `
+DECLARE
+  ${guardDeclare}
 BEGIN
-  IF ${GUARD_ACTIVE} THEN RETURN NULL; END IF;
-  ${setGuard(m.job)}
+  ${guardEnter(m.job)}
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM ${tgt};
   ELSE
@@ -223,7 +234,7 @@ BEGIN
       ${upsertTail([m.key], m.columns.map((c) => c.target))};
     END IF;
   END IF;
-  ${setGuard('')}
+  ${guardLeave}
   RETURN NULL;
 END`;
   return [
@@ -246,9 +257,10 @@ export function reverseTriggerDdl(m: CopyMapping): string[] {
   const cols = m.reverse.map((r) => quoteIdent(r.source)).join(', ');
   const exprs = m.reverse.map((r) => `(${r.expr}) AS ${quoteIdent(r.source)}`).join(', ');
   const body = `
+DECLARE
+  ${guardDeclare}
 BEGIN
-  IF ${GUARD_ACTIVE} THEN RETURN NULL; END IF;
-  ${setGuard(m.job)}
+  ${guardEnter(m.job)}
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM ${src};
   ELSE
@@ -260,7 +272,7 @@ BEGIN
       ${upsertTail([m.key], m.reverse.map((r) => r.source))};
     END IF;
   END IF;
-  ${setGuard('')}
+  ${guardLeave}
   RETURN NULL;
 END`;
   return [
@@ -288,12 +300,12 @@ export function querySyncTriggerDdl(m: CopyMapping): string[] {
     const trg = quoteIdent(querySyncName(m.job, i, 'trigger'));
     const body = `
 DECLARE
+  ${guardDeclare}
   k_old ${m.keyType};
   k_new ${m.keyType};
   k ${m.keyType};
 BEGIN
-  IF ${GUARD_ACTIVE} THEN RETURN NULL; END IF;
-  ${setGuard(m.job)}
+  ${guardEnter(m.job)}
   IF TG_OP IN ('UPDATE', 'DELETE') THEN SELECT (${src.keyExpr}) INTO k_old FROM (SELECT OLD.*) AS s; END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN SELECT (${src.keyExpr}) INTO k_new FROM (SELECT NEW.*) AS s; END IF;
   FOR k IN SELECT DISTINCT x FROM (VALUES (k_old), (k_new)) AS v(x) WHERE x IS NOT NULL LOOP
@@ -301,7 +313,7 @@ BEGIN
     INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s WHERE s.${key} = k
     ${upsertTail([m.key], m.columns.map((c) => c.target))};
   END LOOP;
-  ${setGuard('')}
+  ${guardLeave}
   RETURN NULL;
 END`;
     out.push(
@@ -322,8 +334,10 @@ export function dropSyncDdl(job: string, querySources = 0): string[] {
 }
 
 /**
- * Settings of the copy's own transactions: the guard makes reverse triggers ignore the copy's writes; asynchronous
+ * Settings of a copy job's own transactions: the guard makes its reverse trigger ignore the copy's writes; asynchronous
  * commit is safe because each batch commits its rows and its cursor together — a server crash loses both, and the
  * copy redoes them — and it spares the application's commits from waiting behind the copy's WAL flushes.
  */
-export const COPY_SETTINGS = { [SYNC_GUARD_SETTING]: 'copy', synchronous_commit: 'off' } as const;
+export function copySettings(job: string): Record<string, string> {
+  return { [SYNC_GUARD_SETTING]: job, synchronous_commit: 'off' };
+}
