@@ -5,6 +5,7 @@ import { registerDemoCommand } from './commands/demo';
 import { registerMigrationCommands } from './commands/migration-commands';
 import { registerPlanCommands } from './commands/plan-check';
 import { registerServerCommands } from './commands/servers';
+import { createLogger, sdkLogFunction } from '../logger';
 import type { GlobalOptions } from './context';
 import { CliError, errorLines, EXIT, exitCodeFor } from './errors';
 
@@ -27,8 +28,9 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // The SDK's own chatter (worker state changes, bundling) only at warn level unless asked for.
-  Runtime.install({ logger: new DefaultLogger((process.env.TEMPORAL_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
+  // The SDK's own log goes through pino too; its chatter (worker state changes) only at warn level unless asked for.
+  const sdkLevel = (process.env.TEMPORAL_LOG_LEVEL?.toUpperCase() as 'WARN' | undefined) ?? 'WARN';
+  Runtime.install({ logger: new DefaultLogger(sdkLevel, sdkLogFunction(createLogger({ name: 'temporal-sdk' }))) });
   const program = buildProgram();
   let code: number;
   try {
