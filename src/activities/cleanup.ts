@@ -20,6 +20,8 @@ export interface ArchiveInput {
   tables: string[];
   lockTimeoutMs: number;
   dropAfterMs?: number;
+  /** First run of the workflow's chain. */
+  runId?: string;
   /**
    * Bidirectional copy jobs whose source is among the tables: their reverse sync follows the table into (and out of)
    * the archive, so writes on the new path keep reaching the old table until it is dropped.
@@ -49,7 +51,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
     async archiveTables(input: ArchiveInput): Promise<{ archived: string[] }> {
       return activityBody('archiving old tables', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun();
+        const { runId } = currentRun(input.runId);
         const archived: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           // Mappings are resolved while the sources are still in place.
@@ -84,7 +86,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
     async restoreArchivedTables(input: ArchiveInput): Promise<string> {
       return activityBody('restoring archived tables', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun();
+        const { runId } = currentRun(input.runId);
         const restored: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           for (const t of input.tables) {
@@ -108,7 +110,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
     async dropArchivedTables(input: ArchiveInput): Promise<{ dropped: string[] }> {
       return activityBody('dropping archived tables', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun();
+        const { runId } = currentRun(input.runId);
         const dropped: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           for (const t of input.tables) {

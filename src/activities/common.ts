@@ -16,10 +16,14 @@ export interface ActivityDeps {
 /** Failure types the workflow treats as final (never retried). */
 export const NON_RETRYABLE_TYPES = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
 
-export function currentRun(): { workflowId: string; runId: string } {
+/**
+ * The migration this activity works for. `runId` is the first run of the workflow's chain when the workflow passes it
+ * (bookkeeping rows must still be found after it continued as new); otherwise the current run.
+ */
+export function currentRun(runId?: string): { workflowId: string; runId: string } {
   try {
     const wf = Context.current().info.workflowExecution;
-    if (wf) return { workflowId: wf.workflowId, runId: wf.runId };
+    if (wf) return { workflowId: wf.workflowId, runId: runId ?? wf.runId };
   } catch {
     // not inside an activity
   }

@@ -13,6 +13,8 @@ const S = quoteIdent(TIDEMARK_SCHEMA);
 export interface SchemaStepInput {
   urlEnv: string;
   migration: string;
+  /** First run of the workflow's chain. */
+  runId?: string;
   step: SchemaStep;
   lockTimeoutMs: number;
 }
@@ -47,7 +49,7 @@ export function createSchemaActivities(deps: ActivityDeps) {
       const { step } = input;
       return activityBody(`schema step ${step.id} (up)`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { workflowId, runId } = currentRun();
+        const { workflowId, runId } = currentRun(input.runId);
         const t0 = Date.now();
         return withClient(pool, async (c) => {
           const done = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [runId, step.id]);
@@ -79,7 +81,7 @@ export function createSchemaActivities(deps: ActivityDeps) {
       const { step } = input;
       return activityBody(`schema step ${step.id} (down)`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun();
+        const { runId } = currentRun(input.runId);
         return withClient(pool, async (c) => {
           const h = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [runId, step.id]);
           if (h.rowCount && h.rows[0].status === 'rolled-back') return `${step.id}: already rolled back`;
@@ -90,7 +92,7 @@ export function createSchemaActivities(deps: ActivityDeps) {
               `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, status, rolled_back_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, 'rolled-back', now())
                ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'rolled-back', rolled_back_at = now()`,
-              [input.migration, currentRun().workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional],
+              [input.migration, currentRun(input.runId).workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional],
             );
           if (step.transactional) {
             await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {

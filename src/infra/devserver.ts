@@ -22,8 +22,8 @@ export interface DevServerOptions {
   dbFile?: string;
   headless?: boolean;
   namespace?: string;
-  /** Where the server's own output goes (default: discarded). */
-  logFile?: string;
+  /** Server dynamic config values (`--dynamic-config-value KEY=JSON`). */
+  dynamicConfig?: Record<string, unknown>;
 }
 
 export function freePort(): Promise<number> {
@@ -85,6 +85,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     args.push('--db-filename', opts.dbFile);
   }
   for (const sa of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${sa.name}=Keyword`);
+  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const child = spawn(temporalCli(), args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {

@@ -27,6 +27,18 @@ export interface MigrationOptions {
 export interface MigrationInput {
   plan: ResolvedPlan;
   options: MigrationOptions;
+  /** Set by the workflow itself when it continues as new (long gated soaks): where it was and what it had done. */
+  resume?: ResumeState;
+}
+
+/** Everything a run carries into the next one when it continues as new. Plain JSON. */
+export interface ResumeState {
+  status: MigrationStatus;
+  saga: { record: CompensationRecord; action: unknown }[];
+  approvedGate: string | null;
+  controlVersion: number;
+  /** The soak in progress: stage, when it ends (epoch ms), consecutive breaches and next reading per gate. */
+  soak: { stageIndex: number; endsAt: number; breaches: Record<string, number>; due: Record<string, number> };
 }
 
 export type PhaseStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';

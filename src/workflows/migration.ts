@@ -2,9 +2,12 @@
 // messages validated before they touch state, and a rollback that always runs to the end.
 import {
   ActivityCancellationType,
+  allHandlersFinished,
   ApplicationFailure,
   CancellationScope,
   condition,
+  ContinueAsNew,
+  continueAsNew,
   isCancellation,
   proxyActivities,
   setHandler,
@@ -30,10 +33,11 @@ import {
   type MigrationInput,
   type MigrationState,
   type MigrationStatus,
+  type ResumeState,
   type UpdateAck,
   type ValidationCheckResult,
 } from './messages';
-import { errorMessage, Saga, type CompensationAction } from './saga';
+import { errorMessage, Saga, type CompensationAction, type SagaEntry } from './saga';
 import { TidemarkPhase, TidemarkPlan, TidemarkState } from './search-attributes';
 
 const NON_RETRYABLE = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
@@ -65,6 +69,8 @@ const undoActs = proxyActivities<Activities>({ startToCloseTimeout: '15m', retry
 
 const PHASES: PhaseName[] = ['preflight', 'backup', 'schema', 'copy', 'validate', 'traffic', 'cleanup'];
 const MAX_EVENTS = 100;
+/** Continue as new past this many history events even if the server does not suggest it yet. */
+const HISTORY_EVENTS_LIMIT = 10_000;
 
 /** Thrown inside the workflow when it must roll back for a reason of its own (a gate, an approval timeout). */
 class RollbackRequested extends Error {}
@@ -78,7 +84,10 @@ export async function migrationWorkflow(input: MigrationInput): Promise<Migratio
 class MigrationRun {
   private readonly plan: ResolvedPlan;
   private readonly status: MigrationStatus;
-  private readonly saga = new Saga();
+  private readonly saga: Saga;
+  private readonly resumed: ResumeState | undefined;
+  /** The first run of this workflow's chain: the key of its bookkeeping rows, stable across continue-as-new. */
+  private readonly runKey = workflowInfo().firstExecutionRunId;
   private readonly mainScope = new CancellationScope();
   private abortRequest: (AbortRequest & { at: string }) | null = null;
   private approvedGate: string | null = null;
@@ -90,7 +99,13 @@ class MigrationRun {
   constructor(private readonly input: MigrationInput) {
     this.plan = input.plan;
     const info = workflowInfo();
-    this.status = {
+    this.resumed = input.resume;
+    this.saga = new Saga((input.resume?.saga as SagaEntry[] | undefined) ?? []);
+    if (input.resume) {
+      this.approvedGate = input.resume.approvedGate;
+      this.controlVersion = input.resume.controlVersion;
+    }
+    this.status = input.resume?.status ?? {
       plan: this.plan.name,
       workflowId: info.workflowId,
       state: 'running',
@@ -117,11 +132,13 @@ class MigrationRun {
 
   async run(): Promise<MigrationStatus> {
     this.installHandlers();
-    this.event(`started${this.input.options.startedBy ? ` by ${this.input.options.startedBy}` : ''}${this.input.options.autoApprove ? ' with auto-approval' : ''}`);
+    if (this.resumed) this.event('continued as a new run (history kept short)');
+    else this.event(`started${this.input.options.startedBy ? ` by ${this.input.options.startedBy}` : ''}${this.input.options.autoApprove ? ' with auto-approval' : ''}`);
     this.publish();
     try {
       await this.mainScope.run(() => this.forward());
     } catch (err) {
+      if (err instanceof ContinueAsNew) throw err;
       return this.rollBack(err);
     }
     this.setState('completed');
@@ -149,24 +166,30 @@ class MigrationRun {
 
   private async phase(name: PhaseName, body: () => Promise<unknown>, skip = false): Promise<void> {
     const rec = this.status.phases.find((x) => x.name === name)!;
+    // A continued run skips what its predecessors finished and resumes the phase that was running.
+    if (rec.status === 'completed' || rec.status === 'skipped') return;
+    const continuing = rec.status === 'running';
     if (skip) {
       rec.status = 'skipped';
       return;
     }
-    await this.safePoint();
-    // Cleanup asks for its approval after its retention delay, not before it.
-    if (name !== 'cleanup' && this.plan.approvals.includes(name)) await this.requireApproval(name);
-    rec.status = 'running';
-    rec.startedAt = nowIso();
-    this.status.phase = name;
-    this.event(`phase ${name} started`);
-    this.publish();
+    if (!continuing) {
+      await this.safePoint();
+      // Cleanup asks for its approval after its retention delay, not before it.
+      if (name !== 'cleanup' && this.plan.approvals.includes(name)) await this.requireApproval(name);
+      rec.status = 'running';
+      rec.startedAt = nowIso();
+      this.status.phase = name;
+      this.event(`phase ${name} started`);
+      this.publish();
+    }
     try {
       rec.result = await body();
       rec.status = 'completed';
       rec.endedAt = nowIso();
       this.event(`phase ${name} completed`);
     } catch (err) {
+      if (err instanceof ContinueAsNew) throw err;
       rec.status = isCancellation(err) ? 'cancelled' : 'failed';
       rec.error = this.reasonFor(err);
       rec.endedAt = nowIso();
@@ -180,7 +203,7 @@ class MigrationRun {
     const applied: string[] = [];
     for (const step of this.plan.schema) {
       await this.safePoint();
-      const args = { urlEnv: this.plan.database.urlEnv, migration: this.plan.name, step, lockTimeoutMs: this.plan.lockTimeout };
+      const args = { urlEnv: this.plan.database.urlEnv, migration: this.plan.name, runId: this.runKey, step, lockTimeoutMs: this.plan.lockTimeout };
       // A non-transactional step can fail half-way (CREATE INDEX CONCURRENTLY leaves an invalid index), so its undo
       // is registered before it runs; a transactional step either commits whole or leaves nothing, so after.
       if (!step.transactional) this.register('schema', `run ${step.down.path} (undo ${step.id})`, { kind: 'revertSchemaStep', stepId: step.id });
@@ -302,40 +325,57 @@ class MigrationRun {
 
   private async trafficPhase(): Promise<unknown> {
     const t = this.plan.traffic!;
-    this.status.traffic = {
-      flag: t.flag,
-      percent: 0,
-      stageIndex: null,
-      stages: t.stages.map((s) => ({ percent: s.percent, soakMs: s.soak, approval: s.approval })),
-      soakEndsAt: null,
-      gates: [],
-    };
-    // Registered before the first change: whatever happens next, a rollback puts traffic back on the old path.
-    this.register('traffic', `set flag ${t.flag} to 0%`, { kind: 'resetFlag', flag: t.flag });
+    const carried = this.resumed?.soak;
+    if (!carried) {
+      this.status.traffic = {
+        flag: t.flag,
+        percent: 0,
+        stageIndex: null,
+        stages: t.stages.map((s) => ({ percent: s.percent, soakMs: s.soak, approval: s.approval })),
+        soakEndsAt: null,
+        gates: [],
+      };
+      // Registered before the first change: whatever happens next, a rollback puts traffic back on the old path.
+      this.register('traffic', `set flag ${t.flag} to 0%`, { kind: 'resetFlag', flag: t.flag });
+    }
+    const traffic = this.status.traffic!;
     for (const [i, stage] of t.stages.entries()) {
+      if (carried && i < carried.stageIndex) continue;
+      if (carried && i === carried.stageIndex) {
+        // The flag is already at this stage's percentage: pick the soak up where the previous run left it.
+        await this.soak(i, stage, t.gates, carried);
+        continue;
+      }
       await this.safePoint();
       if (stage.approval) await this.requireApproval(`traffic:${stage.percent}%`);
       await flagActs.setFlag({ urlEnv: this.plan.database.urlEnv, flag: t.flag, percent: stage.percent, by: this.status.workflowId });
-      this.status.traffic.percent = stage.percent;
-      this.status.traffic.stageIndex = i;
+      traffic.percent = stage.percent;
+      traffic.stageIndex = i;
       this.event(`flag ${t.flag} at ${stage.percent}%`);
       this.publish();
-      await this.soak(stage, t.gates);
+      await this.soak(i, stage, t.gates);
     }
-    return { flag: t.flag, percent: this.status.traffic.percent };
+    return { flag: t.flag, percent: traffic.percent };
   }
 
-  /** Holds a stage for its soak on a durable timer, reading gates on their intervals; promote ends it early. */
-  private async soak(stage: Stage, gates: Gate[]): Promise<void> {
+  /**
+   * Holds a stage for its soak on a durable timer, reading gates on their intervals; promote ends it early. A long
+   * gated soak continues as new when the history grows, carrying the soak's end, breaches and schedule along.
+   */
+  private async soak(stageIndex: number, stage: Stage, gates: Gate[], carried?: ResumeState['soak']): Promise<void> {
     const traffic = this.status.traffic!;
-    const end = Date.now() + stage.soak;
+    const end = carried?.endsAt ?? Date.now() + stage.soak;
     traffic.soakEndsAt = new Date(end).toISOString();
     this.promoteRequested = false;
     this.soaking = true;
-    const breaches = new Map<string, number>();
-    const due = new Map(gates.map((g) => [g.name, Date.now() + Math.min(g.interval, stage.soak)]));
+    const breaches = new Map<string, number>(Object.entries(carried?.breaches ?? {}));
+    const due = new Map(gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]));
     try {
       while (Date.now() < end && !this.promoteRequested) {
+        const info = workflowInfo();
+        if (info.continueAsNewSuggested || info.historyLength >= HISTORY_EVENTS_LIMIT) {
+          await this.continueAsNew({ stageIndex, endsAt: end, breaches: Object.fromEntries(breaches), due: Object.fromEntries(due) });
+        }
         const next = Math.min(end, ...due.values());
         await condition(() => this.promoteRequested, Math.max(1, next - Date.now()));
         if (this.promoteRequested) break;
@@ -353,6 +393,19 @@ class MigrationRun {
       traffic.soakEndsAt = null;
     }
     if (this.promoteRequested) this.event(`soak at ${stage.percent}% ended early by promote`);
+  }
+
+  private async continueAsNew(soak: ResumeState['soak']): Promise<never> {
+    // Updates in flight finish first, so nothing an operator sent is lost between runs.
+    await condition(allHandlersFinished);
+    const resume: ResumeState = {
+      status: this.status,
+      saga: this.saga.snapshot(),
+      approvedGate: this.approvedGate,
+      controlVersion: this.controlVersion,
+      soak,
+    };
+    return continueAsNew<typeof migrationWorkflow>({ ...this.input, resume });
   }
 
   private async judgeGate(g: Gate, value: number | null, error: string | undefined, breaches: Map<string, number>): Promise<void> {
@@ -391,7 +444,7 @@ class MigrationRun {
     if (dropNow.length) await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs });
     const result: Record<string, unknown> = { syncTriggersDropped: dropNow.map((j) => j.name) };
     if (c?.archive.length) {
-      const args = { urlEnv, migration: this.plan.name, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter, followers };
+      const args = { urlEnv, migration: this.plan.name, runId: this.runKey, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter, followers };
       const { archived } = await acts.archiveTables(args);
       this.register('cleanup', `move ${c.archive.join(', ')} back from tidemark_archive`, { kind: 'restoreArchivedTables', tables: c.archive });
       this.event(`archived ${archived.join(', ')}`);
@@ -405,7 +458,7 @@ class MigrationRun {
       if (followers.length) {
         await acts.dropSyncTriggers({ urlEnv, jobs: followers.map((j) => ({ name: j.name, querySources: 0 })), lockTimeoutMs });
       }
-      const args = { urlEnv, migration: this.plan.name, tables: c.archive, lockTimeoutMs };
+      const args = { urlEnv, migration: this.plan.name, runId: this.runKey, tables: c.archive, lockTimeoutMs };
       result.dropped = (await acts.dropArchivedTables(args)).dropped;
       this.saga.drop((a) => a.kind === 'restoreArchivedTables');
       this.event(`archived tables dropped: ${c.archive.join(', ')}`);
@@ -543,11 +596,11 @@ class MigrationRun {
       }
       case 'revertSchemaStep': {
         const step = this.plan.schema.find((s) => s.id === a.stepId)!;
-        return undoActs.revertSchemaStep({ urlEnv, migration: this.plan.name, step, lockTimeoutMs });
+        return undoActs.revertSchemaStep({ urlEnv, migration: this.plan.name, runId: this.runKey, step, lockTimeoutMs });
       }
       case 'restoreArchivedTables': {
         const followers = this.plan.copy.filter((j) => j.sync === 'bidirectional' && j.from && a.tables.includes(j.from));
-        return undoActs.restoreArchivedTables({ urlEnv, migration: this.plan.name, tables: a.tables, lockTimeoutMs, followers });
+        return undoActs.restoreArchivedTables({ urlEnv, migration: this.plan.name, runId: this.runKey, tables: a.tables, lockTimeoutMs, followers });
       }
     }
   }

@@ -15,9 +15,15 @@ export interface SagaEntry {
 }
 
 export class Saga {
-  private seq = 0;
+  constructor(
+    private readonly entries: SagaEntry[] = [],
+    private seq = entries.length,
+  ) {}
 
-  constructor(private readonly entries: SagaEntry[] = []) {}
+  /** Plain data to carry across continue-as-new. */
+  snapshot(): SagaEntry[] {
+    return this.entries;
+  }
 
   /** Registers an undo; returns the record shown in status. */
   add(phase: PhaseName, description: string, action: CompensationAction): CompensationRecord {
