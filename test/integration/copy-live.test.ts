@@ -140,7 +140,8 @@ test('a query source merging two tables copies exactly, and replays writes to ei
     async (pool: import('pg').Pool, rnd: () => number) => {
       // A user without a profile gains one: the merged row appears.
       const id = 10 * (1 + Math.floor(rnd() * 1999));
-      await pool.query(`INSERT INTO profiles VALUES ($1, 'late profile', 'VN') ON CONFLICT DO NOTHING`, [id]);
+      // (only if the user still exists: another writer may have deleted it)
+      await pool.query(`INSERT INTO profiles SELECT id, 'late profile', 'VN' FROM users WHERE id = $1 ON CONFLICT DO NOTHING`, [id]);
     },
     async (pool: import('pg').Pool, rnd: () => number) => {
       await pool.query(`DELETE FROM users WHERE id = $1`, [1 + Math.floor(rnd() * 20000)]);
