@@ -35,9 +35,10 @@ export function startWorkload(url: string, ops: Op[], opts: { concurrency?: numb
       try {
         await op(pool, rnd, stats);
       } catch (e) {
-        // Deadlocks and serialization failures with the copy are the application's to retry, as real ones would.
+        // Deadlocks, serialization failures and races between the writers themselves (a key taken, a parent deleted)
+        // are the application's to retry, as real ones would.
         const code = (e as { code?: string }).code;
-        if (code === '40P01' || code === '40001' || code === '55P03' || code === '23505') stats.retries++;
+        if (code === '40P01' || code === '40001' || code === '55P03' || code === '23505' || code === '23503') stats.retries++;
         else throw e;
       }
       await new Promise((r) => setTimeout(r, pauseMs * (0.5 + rnd())));
