@@ -49,7 +49,8 @@ export function createTrafficActivities(deps: ActivityDeps) {
       });
     }
     const src = g.prometheus ?? g.http!;
-    const base = src.url ?? deps.pools.url(src.urlEnv!);
+    const base = src.url ?? process.env[src.urlEnv!];
+    if (!base) throw new Error(`environment variable ${src.urlEnv} (the gate's urlEnv) is not set on the worker`);
     const url = g.prometheus ? `${base.replace(/\/$/, '')}/api/v1/query?query=${encodeURIComponent(g.prometheus.query)}` : base;
     const res = await fetch(url, { signal: AbortSignal.timeout(g.timeout), headers: { accept: 'application/json' } });
     if (!res.ok) throw new Error(`HTTP ${res.status} from the gate endpoint`);
