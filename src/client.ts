@@ -1,6 +1,6 @@
 // Typed start/approve/pause/abort/status over @temporalio/client: what the CLI, the demo and the tests use.
 import { Client, Connection, WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
-import { defaultPayloadConverter, WorkflowExecutionAlreadyStartedError, type UpdateDefinition } from '@temporalio/common';
+import { ApplicationFailure, defaultPayloadConverter, WorkflowExecutionAlreadyStartedError, type UpdateDefinition } from '@temporalio/common';
 import type { ResolvedPlan } from './plan/types';
 import {
   abortUpdate,
@@ -145,9 +145,17 @@ export class TidemarkClient {
     return (r.pollers ?? []).length > 0;
   }
 
-  /** Status from the workflow's query, with running activities' heartbeat progress merged in. */
+  /**
+   * Status from the workflow's query, with running activities' heartbeat progress merged in. A finished migration's
+   * status comes from its result (or its failure's details), so it needs no worker.
+   */
   async status(id: string): Promise<MigrationStatus & { live: LiveProgress[] }> {
     const h = await this.handle(id);
+    const first = await h.describe();
+    if (first.status.name !== 'RUNNING') {
+      const final = await finalStatus(h);
+      if (final) return { ...final, live: [] };
+    }
     const [status, desc] = await Promise.all([h.query(statusQuery), h.describe()]);
     const live: LiveProgress[] = (desc.raw.pendingActivities ?? []).map((a) => ({
       activity: a.activityType?.name ?? 'unknown',
@@ -217,6 +225,17 @@ export class TidemarkClient {
       if (TERMINAL_STATES.includes(s.state)) return s;
       await new Promise((r) => setTimeout(r, pollMs));
     }
+  }
+}
+
+/** The status a closed migration left: its result, or the details of the failure it ended with. */
+async function finalStatus(h: WorkflowHandle): Promise<MigrationStatus | undefined> {
+  try {
+    return (await h.result()) as MigrationStatus;
+  } catch (e) {
+    const cause = (e as { cause?: unknown }).cause;
+    if (cause instanceof ApplicationFailure && cause.details?.[0]) return cause.details[0] as MigrationStatus;
+    return undefined;
   }
 }
 

@@ -576,7 +576,8 @@ class MigrationRun {
     }
     this.publish();
     if (isCancellation(err) && !this.abortRequest) throw err;
-    throw ApplicationFailure.nonRetryable(this.status.error!, failures.length ? 'RollbackFailed' : 'MigrationRolledBack');
+    // The final status rides along as the failure's details: `tidemark status` can show it with no worker running.
+    throw ApplicationFailure.nonRetryable(this.status.error!, failures.length ? 'RollbackFailed' : 'MigrationRolledBack', this.status);
   }
 
   private async compensate(a: CompensationAction): Promise<string | void> {

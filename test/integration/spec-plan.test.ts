@@ -92,8 +92,15 @@ test('the SPEC §2 plan runs through `tidemark start --auto-approve` and its tar
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('migration orders-v2 (tidemark-orders-v2): COMPLETED');
   } finally {
-    worker.kill('SIGTERM');
+    await new Promise((resolve) => {
+      worker.once('exit', resolve);
+      worker.kill('SIGTERM');
+    });
   }
+  // With no worker left, status still reads the finished migration (from its result).
+  const after = await runCli(['status', 'orders-v2', '--json'], env);
+  expect(after.code).toBe(0);
+  expect(JSON.parse(after.stdout)).toMatchObject({ plan: 'orders-v2', state: 'completed', traffic: { percent: 100 } });
   expect(
     await exceptBothWays(
       db,
