@@ -29,8 +29,6 @@ function planFor(name, urlEnv, target) {
 
 async function main() {
   const { findPostgres, recreateDatabase } = b.dist('infra/postgres');
-  const { startDevServer } = b.dist('infra/devserver');
-  const { TidemarkClient } = b.dist('client');
   const pg = await findPostgres();
   const url = await recreateDatabase(pg.adminUrl, 'tidemark_bench');
   console.error(`generating ${b.fmt(rows)} rows…`);
@@ -47,12 +45,7 @@ async function main() {
   const base = await b.timed(() => b.sql(url, `INSERT INTO bench_baseline ${MAPPED_SELECT}`));
   const baseRps = rows / (base.ms / 1000);
 
-  const server = await startDevServer({ headless: true });
-  const taskQueue = 'tidemark-bench';
-  const env = { BENCH_DATABASE_URL: url };
-  const worker = b.startWorkerProcess(server.address, taskQueue, env);
-  const client = await TidemarkClient.connect({ address: server.address, taskQueue });
-  try {
+  await b.withStack('tidemark-bench', { BENCH_DATABASE_URL: url }, async ({ client, worker }) => {
     await b.sql(url, 'CHECKPOINT');
     const run = await b.runToEnd(client, planFor('bench-copy', 'BENCH_DATABASE_URL', 'bench_target'));
     const copyMs = b.phaseMs(run.final, 'copy');
@@ -75,17 +68,7 @@ async function main() {
     );
     if (process.env.BENCH_DEBUG) console.error(JSON.stringify({ alone, during }));
     console.log(`worker peak RSS: ${b.fmt(worker.peakRssMb(), 0)} MB (target < 300 MB)`);
-  } finally {
-    await client.close();
-    await worker.stop();
-    await server.stop();
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.error(`bench/copy failed: ${e.message}`);
-    process.exit(1);
-  },
-);
+b.runBench('bench/copy', main);

@@ -103,6 +103,31 @@ function pgbench(url, seconds, clients = 4) {
   });
 }
 
+/** A Temporal dev server, a worker process and a client for the time of `fn`; everything stopped afterwards. */
+async function withStack(taskQueue, env, fn) {
+  const server = await dist('infra/devserver').startDevServer({ headless: true });
+  const worker = startWorkerProcess(server.address, taskQueue, env);
+  const client = await dist('client').TidemarkClient.connect({ address: server.address, taskQueue });
+  try {
+    return await fn({ client, worker });
+  } finally {
+    await client.close();
+    await worker.stop();
+    await server.stop();
+  }
+}
+
+/** Runs a benchmark's main: exit 0 on success, a one-line error and exit 1 otherwise. */
+function runBench(name, main) {
+  main().then(
+    () => process.exit(0),
+    (e) => {
+      console.error(`${name} failed: ${e.message}`);
+      process.exit(1);
+    },
+  );
+}
+
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
-module.exports = { root, dist, arg, sql, timed, startWorkerProcess, makePlan, runToEnd, phaseMs, pgbench, fmt };
+module.exports = { root, dist, arg, sql, timed, startWorkerProcess, withStack, runBench, makePlan, runToEnd, phaseMs, pgbench, fmt };

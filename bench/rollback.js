@@ -8,8 +8,6 @@ const rows = Number(b.arg('rows', '1000000'));
 
 async function main() {
   const { findPostgres, recreateDatabase } = b.dist('infra/postgres');
-  const { startDevServer } = b.dist('infra/devserver');
-  const { TidemarkClient } = b.dist('client');
   const { FlagReader } = b.dist('flags');
   const { seedMeetings, meetingsExampleDir } = b.dist('demo/meetings');
   const { loadPlan } = b.dist('plan/load');
@@ -31,12 +29,9 @@ async function main() {
     cleanup: undefined,
   };
 
-  const server = await startDevServer({ headless: true });
-  const worker = b.startWorkerProcess(server.address, 'tidemark-bench-rollback', { BENCH_DATABASE_URL: url });
-  const client = await TidemarkClient.connect({ address: server.address, taskQueue: 'tidemark-bench-rollback' });
   const appPool = new Pool({ connectionString: url, max: 2 });
   const reader = await new FlagReader(appPool).start();
-  try {
+  await b.withStack('tidemark-bench-rollback', { BENCH_DATABASE_URL: url }, async ({ client }) => {
     const { workflowId } = await client.start(plan, { autoApprove: true });
     for (;;) {
       const s = await client.status(workflowId);
@@ -64,19 +59,9 @@ async function main() {
     console.log(`abort → flag at 0 in the database: ${b.fmt(flagZeroAt - t0)} ms (target ≤ 2000)`);
     console.log(`flag at 0 → the application's reader sees it (LISTEN/NOTIFY): ${b.fmt(readerAt - flagZeroAt)} ms (target ≤ 1000)`);
     console.log(`abort → ${final.state}, every compensation done, ${b.fmt(rows)}-row migration: ${(Math.max(0, doneAt - t0) / 1000).toFixed(1)} s (target ≤ 60 s)`);
-  } finally {
-    await reader.close();
-    await appPool.end();
-    await client.close();
-    await worker.stop();
-    await server.stop();
-  }
+  });
+  await reader.close();
+  await appPool.end();
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.error(`bench/rollback failed: ${e.message}`);
-    process.exit(1);
-  },
-);
+b.runBench('bench/rollback', main);

@@ -9,8 +9,6 @@ const chunk = Number(b.arg('chunk', '10000'));
 
 async function main() {
   const { findPostgres, recreateDatabase } = b.dist('infra/postgres');
-  const { startDevServer } = b.dist('infra/devserver');
-  const { TidemarkClient } = b.dist('client');
   const pg = await findPostgres();
   const url = await recreateDatabase(pg.adminUrl, 'tidemark_bench_validate');
   console.error(`generating ${b.fmt(rows)} rows…`);
@@ -20,10 +18,7 @@ async function main() {
      INSERT INTO src SELECT g, g % 9973, (g * 37) % 100000, (ARRAY['open','paid','void'])[1 + g % 3], 'note ' || g, timestamptz '2025-01-01' + g * interval '1 second' FROM generate_series(1, ${rows}) g;`,
   );
   await b.sql(url, 'VACUUM ANALYZE src');
-  const server = await startDevServer({ headless: true });
-  const worker = b.startWorkerProcess(server.address, 'tidemark-bench-validate', { BENCH_DATABASE_URL: url });
-  const client = await TidemarkClient.connect({ address: server.address, taskQueue: 'tidemark-bench-validate' });
-  try {
+  await b.withStack('tidemark-bench-validate', { BENCH_DATABASE_URL: url }, async ({ client }) => {
     const plan = b.makePlan(
       {
         name: 'bench-validate',
@@ -58,17 +53,7 @@ async function main() {
     console.log(`checksum (exact, ${b.fmt(chunk)}-row chunks, source through the mapping vs target): ${b.fmt(checkRps)} rows/s`);
     console.log(`  vs the copy: ${b.fmt(copyRps)} rows/s → ratio ${(checkRps / copyRps).toFixed(2)} (target ≥ 0.50)`);
     console.log(`  vs SELECT count(*): ${b.fmt(countRps)} rows/s → ratio ${(checkRps / countRps).toFixed(3)}`);
-  } finally {
-    await client.close();
-    await worker.stop();
-    await server.stop();
-  }
+  });
 }
 
-main().then(
-  () => process.exit(0),
-  (e) => {
-    console.error(`bench/validate failed: ${e.message}`);
-    process.exit(1);
-  },
-);
+b.runBench('bench/validate', main);

@@ -202,36 +202,48 @@ function functionRef(job: string, dir: SyncDirection): string {
   return `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(syncFunctionName(job, dir))}`;
 }
 
-/**
- * Forward sync: every write to the source table is replayed into the target through the mapping, in the same
- * transaction. The guard setting stops the target's reverse trigger from echoing it back (no ping-pong), and lets
- * the copy's own writes pass without firing anything.
- */
-export function forwardTriggerDdl(m: CopyMapping): string[] {
-  if (m.source.kind !== 'table') throw new Error('forward triggers need a table source');
-  const src = quoteTable(m.source.table);
-  const tgt = quoteTable(m.target);
-  const key = quoteIdent(m.key);
-  const fn = functionRef(m.job, 'forward');
-  const trg = quoteIdent(syncTriggerName(m.job, 'forward'));
+interface RowSync {
+  job: string;
+  direction: SyncDirection;
+  /** Table whose writes are replayed, and the table they are replayed into. */
+  from: string;
+  to: string;
+  key: string;
+  /** Columns written on `to`, each an expression over the `from` row. */
+  columns: { name: string; expr: string }[];
+  /**
+   * Before deleting a key, touch it with an upsert: if a copy batch has inserted it and not committed yet, this waits
+   * for that batch, so the delete lands after it (see "Why the copy is exact"). Needed where batches write: forward.
+   */
+  waitForBatch: boolean;
+}
+
+/** A row trigger (and a TRUNCATE trigger) replaying every write on one table into another, in the same transaction. */
+function rowSyncDdl(r: RowSync): string[] {
+  const key = quoteIdent(r.key);
+  const fn = functionRef(r.job, r.direction);
+  const trg = quoteIdent(syncTriggerName(r.job, r.direction));
+  const truncateTrg = quoteIdent(syncTriggerName(r.job, r.direction, 'truncate'));
+  const cols = r.columns.map((c) => quoteIdent(c.name)).join(', ');
+  const exprs = r.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.name)}`).join(', ');
+  const touch = r.waitForBatch
+    ? `INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT OLD.*) AS s ON CONFLICT (${key}) DO UPDATE SET ${key} = EXCLUDED.${key};
+      `
+    : '';
   const body = `
 DECLARE
   ${guardDeclare}
 BEGIN
-  ${guardEnter(m.job)}
+  ${guardEnter(r.job)}
   IF TG_OP = 'TRUNCATE' THEN
-    DELETE FROM ${tgt};
+    DELETE FROM ${r.to};
   ELSE
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.${key} IS DISTINCT FROM NEW.${key}) THEN
-      -- Touch the old key first: if a copy batch has inserted it and not committed yet, this waits for that batch,
-      -- so the delete below always lands after it (see "Why the copy is exact").
-      INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (SELECT OLD.*) AS s
-      ON CONFLICT (${key}) DO UPDATE SET ${key} = EXCLUDED.${key};
-      DELETE FROM ${tgt} WHERE ${key} = OLD.${key};
+      ${touch}DELETE FROM ${r.to} WHERE ${key} = OLD.${key};
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-      INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (SELECT NEW.*) AS s
-      ${upsertTail([m.key], m.columns.map((c) => c.target))};
+      INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT NEW.*) AS s
+      ${upsertTail([r.key], r.columns.map((c) => c.name))};
     END IF;
   END IF;
   ${guardLeave}
@@ -239,49 +251,39 @@ BEGIN
 END`;
   return [
     `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $tidemark$${body}$tidemark$`,
-    `DROP TRIGGER IF EXISTS ${trg} ON ${src}`,
-    `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${src} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
-    `DROP TRIGGER IF EXISTS ${quoteIdent(syncTriggerName(m.job, 'forward', 'truncate'))} ON ${src}`,
-    `CREATE TRIGGER ${quoteIdent(syncTriggerName(m.job, 'forward', 'truncate'))} AFTER TRUNCATE ON ${src} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+    `DROP TRIGGER IF EXISTS ${trg} ON ${r.from}`,
+    `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${r.from} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+    `DROP TRIGGER IF EXISTS ${truncateTrg} ON ${r.from}`,
+    `CREATE TRIGGER ${truncateTrg} AFTER TRUNCATE ON ${r.from} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
   ];
+}
+
+/** Forward sync: every write to the source table is replayed into the target through the mapping. */
+export function forwardTriggerDdl(m: CopyMapping): string[] {
+  if (m.source.kind !== 'table') throw new Error('forward triggers need a table source');
+  return rowSyncDdl({
+    job: m.job,
+    direction: 'forward',
+    from: quoteTable(m.source.table),
+    to: quoteTable(m.target),
+    key: m.key,
+    columns: m.columns.map((c) => ({ name: c.target, expr: c.expr })),
+    waitForBatch: true,
+  });
 }
 
 /** Reverse sync (bidirectional): writes made on the target are replayed into the source through `reverse`. */
 export function reverseTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'table') throw new Error('reverse triggers need a table source');
-  const src = quoteTable(m.source.table);
-  const tgt = quoteTable(m.target);
-  const key = quoteIdent(m.key);
-  const fn = functionRef(m.job, 'reverse');
-  const trg = quoteIdent(syncTriggerName(m.job, 'reverse'));
-  const cols = m.reverse.map((r) => quoteIdent(r.source)).join(', ');
-  const exprs = m.reverse.map((r) => `(${r.expr}) AS ${quoteIdent(r.source)}`).join(', ');
-  const body = `
-DECLARE
-  ${guardDeclare}
-BEGIN
-  ${guardEnter(m.job)}
-  IF TG_OP = 'TRUNCATE' THEN
-    DELETE FROM ${src};
-  ELSE
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.${key} IS DISTINCT FROM NEW.${key}) THEN
-      DELETE FROM ${src} WHERE ${key} = OLD.${key};
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-      INSERT INTO ${src} (${cols}) SELECT ${exprs} FROM (SELECT NEW.*) AS t
-      ${upsertTail([m.key], m.reverse.map((r) => r.source))};
-    END IF;
-  END IF;
-  ${guardLeave}
-  RETURN NULL;
-END`;
-  return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $tidemark$${body}$tidemark$`,
-    `DROP TRIGGER IF EXISTS ${trg} ON ${tgt}`,
-    `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${tgt} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
-    `DROP TRIGGER IF EXISTS ${quoteIdent(syncTriggerName(m.job, 'reverse', 'truncate'))} ON ${tgt}`,
-    `CREATE TRIGGER ${quoteIdent(syncTriggerName(m.job, 'reverse', 'truncate'))} AFTER TRUNCATE ON ${tgt} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
-  ];
+  return rowSyncDdl({
+    job: m.job,
+    direction: 'reverse',
+    from: quoteTable(m.target),
+    to: quoteTable(m.source.table),
+    key: m.key,
+    columns: m.reverse.map((r) => ({ name: r.source, expr: r.expr })),
+    waitForBatch: false,
+  });
 }
 
 /**
