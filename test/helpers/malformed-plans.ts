@@ -1,7 +1,7 @@
 // Plans that are wrong in one way each, with the exact error their path should get. Shared by the loader's unit
 // tests and the CLI test that checks nothing reaches a database.
 export const VALID_PLAN = {
-  name: 'orders-v2',
+  name: 'orders-v2-refused',
   database: { urlEnv: 'DATABASE_URL' },
   schema: [{ id: '001', up: 'sql/up.sql', down: 'sql/down.sql' }],
   copy: [{ name: 'orders', from: 'orders', to: 'orders_v2', key: 'id', columns: { id: 'id', total: 'amount_cents / 100.0' } }],

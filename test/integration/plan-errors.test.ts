@@ -29,7 +29,7 @@ test(`${MALFORMED.length} malformed plans are each refused with a clear error an
     }
   }
   // Nothing reached Temporal or the database.
-  await expect(h.client.handle('orders-v2')).rejects.toBeInstanceOf(MigrationNotFoundError);
+  await expect(h.client.handle('orders-v2-refused')).rejects.toBeInstanceOf(MigrationNotFoundError);
   expect(schemaDump(db)).toBe(schemaBefore);
   expect(await allTableContents(db)).toEqual(contentsBefore);
   const [{ n }] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname LIKE 'tidemark%'`);
