@@ -71,7 +71,7 @@ export function renderStatus(s: MigrationStatus, live: LiveProgress[] = [], uiBa
   if (comp.length && ['rolling-back', 'rolled-back', 'failed'].includes(s.state)) {
     lines.push('  compensations (newest first):');
     for (const c of [...comp].reverse()) lines.push(`    ${c.status.padEnd(10)} ${c.description}${c.error ? ` — ${c.error}` : ''}`);
-  } else if (comp.length) {
+  } else if (comp.length && s.state !== 'completed') {
     lines.push(`  ${comp.length} compensation(s) registered (run on abort)`);
   }
   if (uiBase) lines.push(`  Web UI: ${webUiUrl(uiBase, namespace, s.workflowId)}`);

@@ -150,7 +150,11 @@ class MigrationRun {
 
   private async forward(): Promise<void> {
     const p = this.plan;
-    await this.phase('preflight', () => acts.runPreflight({ plan: p }));
+    await this.phase('preflight', async () => {
+      const report = await acts.runPreflight({ plan: p });
+      for (const f of report.findings.filter((x) => x.status === 'warn')) this.event(`preflight warning — ${f.check}: ${f.message}`);
+      return report;
+    });
     await this.phase('backup', async () => {
       if (!p.backup.enabled) return undefined;
       const b = await backupActs.createBackup({ plan: p });
