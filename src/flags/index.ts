@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Pool, PoolClient } from 'pg';
+import { quoteIdent } from '../db/quote';
 
 export const FLAGS_CHANNEL = 'tidemark_flags';
 
@@ -102,7 +103,7 @@ export class FlagReader extends EventEmitter {
   }
 
   private async reload(): Promise<void> {
-    const table = `"${this.opts.schema.replace(/"/g, '""')}".flags`;
+    const table = `${quoteIdent(this.opts.schema)}.flags`;
     try {
       const r = await this.pool.query(`SELECT name, rollout_percentage FROM ${table}`);
       for (const row of r.rows as { name: string; rollout_percentage: number }[]) this.set(row.name, row.rollout_percentage);

@@ -1,6 +1,6 @@
 // Pure SQL builders for exact validation: chunk digests of the source seen through the mapping and of the target,
 // and the row-level diff that narrows a differing chunk to its keys.
-import { quoteIdent, quoteTable } from '../quote';
+import { quoteIdent, quoteLiteral, quoteTable } from '../quote';
 import { sourceFrom, type CopyMapping, type Query } from './copy';
 
 export interface ChunkBounds {
@@ -62,8 +62,8 @@ export function chunkDiffQuery(m: CopyMapping, b: ChunkBounds, limit: number): Q
   const values: unknown[] = [limit];
   const sWhere = rangeWhere('s', m, b, values);
   const tWhere = rangeWhere('t', m, b, values);
-  const srcJson = `json_build_object(${m.columns.map((c) => `'${c.target.replace(/'/g, "''")}', (${c.expr})::${c.type}`).join(', ')})`;
-  const tgtJson = `json_build_object(${m.columns.map((c) => `'${c.target.replace(/'/g, "''")}', t.${quoteIdent(c.target)}`).join(', ')})`;
+  const srcJson = `json_build_object(${m.columns.map((c) => `${quoteLiteral(c.target)}, (${c.expr})::${c.type}`).join(', ')})`;
+  const tgtJson = `json_build_object(${m.columns.map((c) => `${quoteLiteral(c.target)}, t.${quoteIdent(c.target)}`).join(', ')})`;
   const text =
     `SELECT coalesce(src.k, tgt.k)::text AS key, src.j AS source, tgt.j AS target FROM ` +
     `(SELECT s.${quoteIdent(m.key)} AS k, ${sourceRowText(m)} AS r, ${srcJson} AS j FROM ${sourceFrom(m)}${sWhere}) AS src ` +

@@ -1,0 +1,83 @@
+// SQL builders are pure: exact text for a known mapping, identifiers always quoted, values always parameters.
+import { parseDuration, formatDuration } from '../../src/plan/durations';
+import { parseTableRef, quoteIdent, quoteLiteral, quoteTable } from '../../src/db/quote';
+import { syncTriggerName } from '../../src/db/names';
+import { limitBatchQuery, pruneQuery, rangeBatchQuery, reconcileQuery, type CopyMapping } from '../../src/db/sql/copy';
+import { chunkDigestQuery } from '../../src/db/sql/checksum';
+
+const m: CopyMapping = {
+  job: 'orders',
+  source: { kind: 'table', table: { schema: 'public', name: 'orders' } },
+  target: { schema: 'public', name: 'orders_v2' },
+  key: 'id',
+  keyType: 'bigint',
+  columns: [
+    { target: 'id', expr: 'id', type: 'bigint' },
+    { target: 'amount', expr: 'amount_cents / 100.0', type: 'numeric(12,2)' },
+  ],
+  reverse: [],
+  syncing: true,
+  lockRows: false,
+  syncFrom: [],
+};
+
+test('identifiers are quoted with doubled quotes, literals with doubled apostrophes', () => {
+  expect(quoteIdent('orders')).toBe('"orders"');
+  expect(quoteIdent('we"ird')).toBe('"we""ird"');
+  expect(quoteTable('sales.Orders')).toBe('"sales"."Orders"');
+  expect(parseTableRef('orders')).toEqual({ schema: 'public', name: 'orders' });
+  expect(quoteLiteral("it's")).toBe("'it''s'");
+  expect(() => quoteIdent('')).toThrow('empty SQL identifier');
+});
+
+test('a key-interval batch is one INSERT … SELECT with its bounds as parameters', () => {
+  expect(rangeBatchQuery(m, '100', '200', 'fail')).toEqual({
+    text: 'INSERT INTO "public"."orders_v2" ("id", "amount") SELECT (id) AS "id", (amount_cents / 100.0) AS "amount" FROM "public"."orders" AS s WHERE s."id" > $1::bigint AND s."id" <= $2::bigint',
+    values: ['100', '200'],
+  });
+  expect(rangeBatchQuery(m, '100', '200', 'nothing').text).toMatch(/ ON CONFLICT \("id"\) DO NOTHING$/);
+  expect(rangeBatchQuery(m, '100', '200', 'update').text).toMatch(/ ON CONFLICT \("id"\) DO UPDATE SET "amount" = EXCLUDED\."amount"$/);
+});
+
+test('a limit batch returns its row count and last key; synced query sources lock what they read', () => {
+  const q = limitBatchQuery(m, null, null, 500, 'fail');
+  expect(q.values).toEqual([500]);
+  expect(q.text).toContain('ORDER BY s."id" LIMIT $1)');
+  expect(q.text).toContain('(SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key');
+  const query: CopyMapping = { ...m, source: { kind: 'query', sql: 'SELECT id, amount_cents FROM orders;' }, lockRows: true };
+  expect(limitBatchQuery(query, '7', null, 10, 'nothing').text).toContain('FROM (SELECT id, amount_cents FROM orders) AS s WHERE s."id" > $2::bigint ORDER BY s."id" LIMIT $1 FOR SHARE OF s');
+});
+
+test('reconcile compares counts over the interval; prune deletes target rows whose source is gone', () => {
+  expect(reconcileQuery(m, '0', '10')).toEqual({
+    text: 'SELECT (SELECT count(*) FROM "public"."orders" AS s WHERE s."id" > $1::bigint AND s."id" <= $2::bigint) = (SELECT count(*) FROM "public"."orders_v2" AS t WHERE t."id" > $1::bigint AND t."id" <= $2::bigint) AS same',
+    values: ['0', '10'],
+  });
+  expect(pruneQuery(m, '0', '10').text).toBe(
+    'DELETE FROM "public"."orders_v2" AS t WHERE t."id" > $1::bigint AND t."id" <= $2::bigint AND NOT EXISTS (SELECT 1 FROM "public"."orders" AS s WHERE s."id" = t."id")',
+  );
+});
+
+test('a checksum chunk hashes each row of both sides, the source cast to the target column types', () => {
+  const q = chunkDigestQuery(m, { after: '0', upTo: '1000' });
+  expect(q.values).toEqual(['0', '1000', '0', '1000']);
+  expect(q.text).toContain('hashtextextended(ROW((id)::bigint, (amount_cents / 100.0)::numeric(12,2))::text, 0)');
+  expect(q.text).toContain('hashtextextended(ROW(t."id", t."amount")::text, 0)');
+});
+
+test('generated names fit PostgreSQL\'s 63 bytes and stay distinct', () => {
+  const long = 'a'.repeat(80);
+  expect(Buffer.byteLength(syncTriggerName(long, 'forward'))).toBeLessThanOrEqual(63);
+  expect(syncTriggerName(long, 'forward')).not.toBe(syncTriggerName(long, 'reverse'));
+  expect(syncTriggerName('room-states', 'forward')).toBe('tidemark_sync_room_states_forward');
+});
+
+test('durations', () => {
+  expect(parseDuration('500ms')).toBe(500);
+  expect(parseDuration('1h30m')).toBe(5_400_000);
+  expect(parseDuration('7d')).toBe(604_800_000);
+  expect(parseDuration('10 minutes')).toBeUndefined();
+  expect(parseDuration('')).toBeUndefined();
+  expect(formatDuration(90_000)).toBe('1m30s');
+  expect(formatDuration(86_400_000 * 2)).toBe('2d');
+});
