@@ -2,7 +2,7 @@
 // with no write lost, rollback after cut-over (even once the old table is archived), and multi-day soaks on the
 // time-skipping test server.
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import { Pool } from 'pg';
 import { createActivities } from '../../src/activities';
 import { PoolRegistry } from '../../src/db/pool';
@@ -179,7 +179,7 @@ test('multi-day soaks, a two-day retention delay and a week before the drop run 
     const worker = await Worker.create({
       connection: env.nativeConnection,
       taskQueue: 'timeskip',
-      workflowBundle: await (await import('@temporalio/worker')).bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows') }),
+      workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') }),
       activities: createActivities({ pools: new PoolRegistry(h.env), logger: createLogger({ level: 'warn' }) }),
     });
     const t0 = Date.now();
