@@ -13,8 +13,6 @@ export interface ActivityDeps {
   binaries?: { pgDump?: string; pgRestore?: string };
 }
 
-/** Failure types the workflow treats as final (never retried). */
-export const NON_RETRYABLE_TYPES = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
 
 /**
  * The migration this activity works for. `runId` is the first run of the workflow's chain when the workflow passes it

@@ -40,6 +40,7 @@ import {
 import { errorMessage, Saga, type CompensationAction, type SagaEntry } from './saga';
 import { TidemarkPhase, TidemarkPlan, TidemarkState } from './search-attributes';
 
+/** Failure types never retried (activities also mark them non-retryable themselves). */
 const NON_RETRYABLE = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
 
 const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] => ({
