@@ -166,7 +166,11 @@ class MigrationRun {
     await this.phase('copy', () => this.copyPhase(), p.copy.length === 0);
     await this.phase('validate', () => this.validatePhase(), this.validationChecks().length === 0);
     await this.phase('traffic', () => this.trafficPhase(), !p.traffic);
-    await this.phase('cleanup', () => this.cleanupPhase(), !p.cleanup && !p.copy.some((j) => j.sync !== 'none'));
+    // Without a cleanup section nothing is archived or dropped: the sync triggers stay, keeping the tables in step.
+    await this.phase('cleanup', () => this.cleanupPhase(), !p.cleanup);
+    if (!p.cleanup && p.copy.some((j) => j.sync !== 'none')) {
+      this.event('no cleanup section: sync triggers left in place, so both tables stay in step; a plan with a cleanup section removes them');
+    }
   }
 
   private async phase(name: PhaseName, body: () => Promise<unknown>, skip = false): Promise<void> {

@@ -226,8 +226,13 @@ function rowSyncDdl(r: RowSync): string[] {
   const truncateTrg = quoteIdent(syncTriggerName(r.job, r.direction, 'truncate'));
   const cols = r.columns.map((c) => quoteIdent(c.name)).join(', ');
   const exprs = r.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.name)}`).join(', ');
+  // The touch must never make the application's delete fail: should the old row collide with another unique index
+  // of the target (a reused e-mail, say), it is skipped.
   const touch = r.waitForBatch
-    ? `INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT OLD.*) AS s ON CONFLICT (${key}) DO UPDATE SET ${key} = EXCLUDED.${key};
+    ? `BEGIN
+        INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT OLD.*) AS s ON CONFLICT (${key}) DO UPDATE SET ${key} = EXCLUDED.${key};
+      EXCEPTION WHEN unique_violation OR not_null_violation OR check_violation OR foreign_key_violation THEN NULL;
+      END;
       `
     : '';
   const body = `
