@@ -28,16 +28,7 @@ function planFor(name, urlEnv, target) {
 }
 
 async function main() {
-  const { findPostgres, recreateDatabase } = b.dist('infra/postgres');
-  const pg = await findPostgres();
-  const url = await recreateDatabase(pg.adminUrl, 'tidemark_bench');
-  console.error(`generating ${b.fmt(rows)} rows…`);
-  await b.sql(
-    url,
-    `CREATE TABLE bench_source (id bigint PRIMARY KEY, account_id bigint NOT NULL, amount_cents bigint NOT NULL, status text NOT NULL, note text, created_at timestamptz NOT NULL);
-     INSERT INTO bench_source SELECT g, g % 9973, (g * 37) % 100000, (ARRAY['open','paid','void'])[1 + g % 3], 'note ' || g, timestamptz '2025-01-01' + g * interval '1 second' FROM generate_series(1, ${rows}) g;`,
-  );
-  await b.sql(url, 'VACUUM ANALYZE bench_source');
+  const url = await b.generatedTable('tidemark_bench', 'bench_source', rows);
 
   // Baseline: the database's own speed for this mapping.
   await b.sql(url, TARGET_DDL('bench_baseline'));

@@ -103,6 +103,20 @@ function pgbench(url, seconds, clients = 4) {
   });
 }
 
+/** A fresh scratch database holding `table` with `rows` generated rows (integer key, numbers, text, timestamps). */
+async function generatedTable(database, table, rows) {
+  const { findPostgres, recreateDatabase } = dist('infra/postgres');
+  const url = await recreateDatabase((await findPostgres()).adminUrl, database);
+  console.error(`generating ${fmt(rows)} rows…`);
+  await sql(
+    url,
+    `CREATE TABLE ${table} (id bigint PRIMARY KEY, account_id bigint NOT NULL, amount_cents bigint NOT NULL, status text NOT NULL, note text, created_at timestamptz NOT NULL);
+     INSERT INTO ${table} SELECT g, g % 9973, (g * 37) % 100000, (ARRAY['open','paid','void'])[1 + g % 3], 'note ' || g, timestamptz '2025-01-01' + g * interval '1 second' FROM generate_series(1, ${Math.floor(Number(rows))}) g;`,
+  );
+  await sql(url, `VACUUM ANALYZE ${table}`);
+  return url;
+}
+
 /** A Temporal dev server, a worker process and a client for the time of `fn`; everything stopped afterwards. */
 async function withStack(taskQueue, env, fn) {
   const server = await dist('infra/devserver').startDevServer({ headless: true });
@@ -130,4 +144,4 @@ function runBench(name, main) {
 
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
-module.exports = { root, dist, arg, sql, timed, startWorkerProcess, withStack, runBench, makePlan, runToEnd, phaseMs, pgbench, fmt };
+module.exports = { root, dist, arg, sql, timed, generatedTable, startWorkerProcess, withStack, runBench, makePlan, runToEnd, phaseMs, pgbench, fmt };

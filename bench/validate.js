@@ -8,16 +8,7 @@ const rows = Number(b.arg('rows', '1000000'));
 const chunk = Number(b.arg('chunk', '10000'));
 
 async function main() {
-  const { findPostgres, recreateDatabase } = b.dist('infra/postgres');
-  const pg = await findPostgres();
-  const url = await recreateDatabase(pg.adminUrl, 'tidemark_bench_validate');
-  console.error(`generating ${b.fmt(rows)} rows…`);
-  await b.sql(
-    url,
-    `CREATE TABLE src (id bigint PRIMARY KEY, account_id bigint NOT NULL, amount_cents bigint NOT NULL, status text NOT NULL, note text, created_at timestamptz NOT NULL);
-     INSERT INTO src SELECT g, g % 9973, (g * 37) % 100000, (ARRAY['open','paid','void'])[1 + g % 3], 'note ' || g, timestamptz '2025-01-01' + g * interval '1 second' FROM generate_series(1, ${rows}) g;`,
-  );
-  await b.sql(url, 'VACUUM ANALYZE src');
+  const url = await b.generatedTable('tidemark_bench_validate', 'src', rows);
   await b.withStack('tidemark-bench-validate', { BENCH_DATABASE_URL: url }, async ({ client }) => {
     const plan = b.makePlan(
       {
