@@ -40,7 +40,6 @@ async function main() {
     await b.sql(url, 'CHECKPOINT');
     const run = await b.runToEnd(client, planFor('bench-copy', 'BENCH_DATABASE_URL', 'bench_target'));
     const copyMs = b.phaseMs(run.final, 'copy');
-    if (process.env.BENCH_DEBUG) console.error(JSON.stringify(run.final.phases.find((p) => p.name === 'copy')), JSON.stringify(run.final.events.slice(-12)));
     const copyRps = rows / (copyMs / 1000);
     console.log(`copy: tidemark ${b.fmt(copyRps)} rows/s (${parallel} range(s)) vs single INSERT … SELECT ${b.fmt(baseRps)} rows/s → ratio ${(copyRps / baseRps).toFixed(2)} (target ≥ 0.80)`);
     console.log(`history: ${run.historyLength} events for ${b.fmt(rows)} rows → ${b.fmt((run.historyLength * 1e6) / rows, 1)} events per million rows (target ≤ 100)`);
@@ -57,7 +56,6 @@ async function main() {
       `live workload (pgbench, 4 clients, ${seconds}s): TPS ${b.fmt(during.tps)} during the copy vs ${b.fmt(alone.tps)} alone → ${(during.tps / alone.tps).toFixed(2)} (target ≥ 0.80); ` +
         `p99 ${during.p99.toFixed(1)} ms vs ${alone.p99.toFixed(1)} ms → ${(during.p99 / alone.p99).toFixed(2)} (target ≤ 1.50)`,
     );
-    if (process.env.BENCH_DEBUG) console.error(JSON.stringify({ alone, during }));
     console.log(`worker peak RSS: ${b.fmt(worker.peakRssMb(), 0)} MB (target < 300 MB)`);
   });
 }

@@ -8,11 +8,6 @@ export class MissingDatabaseUrlError extends Error {
   }
 }
 
-/** Removes any password from a connection string so it can be shown. */
-export function redactUrl(url: string): string {
-  return url.replace(/(\/\/[^:/?#@]+):[^@/?#]*@/, '$1:***@').replace(/([?&]password=)[^&]*/i, '$1***');
-}
-
 export class PoolRegistry {
   private readonly pools = new Map<string, Pool>();
 

@@ -10,7 +10,9 @@ import { EventEmitter } from 'node:events';
 import type { Pool, PoolClient } from 'pg';
 import { quoteIdent } from '../db/quote';
 
-export const FLAGS_CHANNEL = 'tidemark_flags';
+import { FLAGS_CHANNEL } from '../db/names';
+
+export { FLAGS_CHANNEL };
 
 /**
  * The subject's bucket for a flag, 0..99: stable (the same inputs always give the same bucket) and monotonic in use —

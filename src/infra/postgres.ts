@@ -5,7 +5,6 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { parse as parseConnectionString } from 'pg-connection-string';
 import { quoteIdent } from '../db/quote';
 import { projectRoot } from './tools';
 
@@ -117,8 +116,4 @@ export async function dropDatabase(adminUrl: string, name: string): Promise<void
   } finally {
     await c.end();
   }
-}
-
-export function databaseOf(url: string): string {
-  return parseConnectionString(url).database ?? '';
 }
