@@ -228,7 +228,12 @@ class MigrationRun {
     // Settings given before the copy began (a throttle while waiting for approval) apply from the first batch.
     await this.writeCopyControl();
     const stop = { done: false };
-    const pusher = this.pushCopyControl(stop);
+    // The pusher's wait rejects the moment an abort cancels the scope, while the copy is still winding down: its
+    // rejection must be handled from the start, or the workflow task fails and the abort is lost.
+    let pushFailure: unknown;
+    const pusher = this.pushCopyControl(stop).catch((err) => {
+      if (!isCancellation(err)) pushFailure = err;
+    });
     try {
       for (const job of this.plan.copy) {
         await this.safePoint();
@@ -236,8 +241,9 @@ class MigrationRun {
       }
     } finally {
       stop.done = true;
-      await pusher.catch(() => undefined);
+      await pusher;
     }
+    if (pushFailure) this.event(`pause/throttle settings could not be passed to the copy: ${errorMessage(pushFailure)}`);
     return { jobs: this.status.copy.map((c) => ({ job: c.job, rows: c.rowsCopied })) };
   }
 
@@ -267,7 +273,9 @@ class MigrationRun {
     this.event(`copy ${job.name}: ${ranges.length} range(s), about ${estimatedRows} rows`);
     const started = Date.now();
     let rows = 0;
-    await Promise.all(
+    // allSettled, not all: on an abort every range's activity must have stopped (its cancellation completed) before
+    // the compensations touch the tables it writes.
+    const outcomes = await Promise.allSettled(
       ranges.map(async (range) => {
         const r = await longActs.copyRange({ ...base, range, estimatedRows: Math.ceil(estimatedRows / ranges.length) });
         rows += r.rowsCopied;
@@ -275,6 +283,8 @@ class MigrationRun {
         progress.rowsCopied = rows;
       }),
     );
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) throw failed.reason;
     progress.done = true;
     progress.etaSeconds = 0;
     progress.estimatedTotal = Math.max(progress.estimatedTotal, rows);

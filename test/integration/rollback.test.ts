@@ -1,4 +1,6 @@
-// Rollback: an abort mid-traffic and a failed validation both return the database to exactly where it started.
+// Rollback: an abort mid-copy (running or paused), an abort mid-traffic and a failed validation all return the
+// database to exactly where it started.
+import { runCli } from '../helpers/cli';
 import { allTableContents, flagPercent, schemaDump, tableExists } from '../helpers/db-assert';
 import { eventually, Harness } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
@@ -65,4 +67,43 @@ test('a failing validation assertion rolls the migration back on its own', async
   expect(await tableExists(db, 'meetings_v2')).toBe(false);
   expect(await tableExists(db, 'room_states')).toBe(false);
   expect(schemaDump(db)).toBe(schemaBefore);
+});
+
+describe.each([
+  ['running', false],
+  ['paused', true],
+])('an abort while the copy is %s', (_label, pauseFirst) => {
+  test('stops every copy range and restores the schema and every table', async () => {
+    const db = await h.db(pauseFirst ? 'abortpausedcopy' : 'abortcopy');
+    const base = await meetingsPlan(db, { rows: 30_000, approvals: ['copy'] });
+    const plan = { ...base, copy: base.copy.map((j) => ({ ...j, parallel: 2 })) };
+    const schemaBefore = schemaDump(db);
+    const contentsBefore = await allTableContents(db);
+
+    const { workflowId } = await h.client.start(plan, { autoApprove: false });
+    await eventually(async () => (await h.client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval');
+    await h.client.throttle(workflowId, { batchSize: 200, delayMs: 30 });
+    await h.client.approve(workflowId, { by: 'test' });
+    await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000, 'some rows copied', 60_000, 50);
+    if (pauseFirst) {
+      await h.client.pause(workflowId, { reason: 'look first' });
+      await eventually(async () => (await h.client.status(workflowId)).copy[0]?.paused, 'the copy to pause');
+    }
+
+    // Through the CLI, as an operator would: accepted, exit 0, and the migration ends rolled back.
+    const abort = await runCli(['abort', plan.name, '--reason', 'wrong mapping'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+    expect(abort.stderr).toBe('');
+    expect(abort.code).toBe(0);
+    const final = await h.client.waitForEnd(workflowId);
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toMatch(/wrong mapping/);
+    expect(final.phases.find((p) => p.name === 'copy')?.status).toBe('cancelled');
+    expect(final.phases.find((p) => p.name === 'validate')?.status).toBe('pending');
+    expect(final.compensations.every((c) => c.status === 'done')).toBe(true);
+    expect(schemaDump(db)).toBe(schemaBefore);
+    expect(await allTableContents(db)).toEqual(contentsBefore);
+    // No range is still writing after the rollback reported done.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await tableExists(db, 'meetings_v2')).toBe(false);
+  });
 });
