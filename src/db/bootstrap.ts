@@ -82,10 +82,26 @@ export const BOOTSTRAP_DDL: string[] = [
    )`,
 ];
 
+const TABLES = ['history', 'flags', 'copy_progress', 'copy_control', 'reports', 'archive'];
+
 const done = new WeakMap<Pool, Promise<void>>();
 
-/** Ensures the tidemark schema exists; concurrent workers serialize on an advisory lock. */
-export function ensureTidemarkSchema(pool: Pool): Promise<void> {
+/**
+ * Ensures the tidemark schema exists; concurrent workers serialize on an advisory lock. After the first bootstrap
+ * through a pool, each call costs one catalog lookup, so a database dropped and re-created under a running worker
+ * (a test environment reset, a restore) is bootstrapped again instead of failing on a missing table.
+ */
+export async function ensureTidemarkSchema(pool: Pool): Promise<void> {
+  const previous = done.get(pool);
+  if (previous) {
+    await previous;
+    const r = await pool.query(`SELECT bool_and(to_regclass($1 || '.' || t) IS NOT NULL) AS ok FROM unnest($2::text[]) t`, [
+      quoteIdent(TIDEMARK_SCHEMA),
+      TABLES,
+    ]);
+    if (r.rows[0].ok) return;
+    if (done.get(pool) === previous) done.delete(pool);
+  }
   let p = done.get(pool);
   if (!p) {
     p = withAdvisoryLock(pool, 'tidemark:bootstrap', async (c) => {

@@ -4,7 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { meetingsExampleDir } from '../../src/demo/meetings';
 import { exceptBothWays, flagPercent, tableExists } from '../helpers/db-assert';
-import { Harness } from '../helpers/env';
+import { recreateDatabase } from '../../src/infra/postgres';
+import { Harness, pgAdmin } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
 
 const MEETINGS_MAPPING = `SELECT id, title, meeting_type,
@@ -83,4 +84,21 @@ test('the meetings example runs through all seven phases and leaves the new tabl
   // Visible in the Web UI's list through the search attributes.
   const listed = (await h.client.list()).find((m) => m.workflowId === workflowId);
   expect(listed).toMatchObject({ plan: plan.name, phase: 'cleanup', state: 'completed' });
+});
+
+test('a database dropped and re-created under a running worker gets tidemark’s own tables again', async () => {
+  const db = await h.db('recreated');
+  const plan = await meetingsPlan(db, { rows: 300 });
+  const first = await h.client.start(plan, { autoApprove: true });
+  expect((await h.client.waitForEnd(first.workflowId)).state).toBe('completed');
+
+  // Same name, same connection string: the worker's pool is the one that bootstrapped the old database.
+  await recreateDatabase(pgAdmin(), db.name);
+  const again = await meetingsPlan(db, { rows: 300 });
+  const second = await h.client.start(again, { autoApprove: true });
+  const final = await h.client.waitForEnd(second.workflowId);
+  expect(final.error).toBeNull();
+  expect(final.state).toBe('completed');
+  const history = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tidemark.history WHERE workflow_id = $1`, [second.workflowId]);
+  expect(history[0].n).toBe(2);
 });
