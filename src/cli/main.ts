@@ -30,7 +30,9 @@ export function buildProgram(): Command {
 export async function main(argv: string[]): Promise<void> {
   // The SDK's own log goes through pino too; its chatter (worker state changes) only at warn level unless asked for.
   const sdkLevel = (process.env.TEMPORAL_LOG_LEVEL?.toUpperCase() as 'WARN' | undefined) ?? 'WARN';
-  Runtime.install({ logger: new DefaultLogger(sdkLevel, sdkLogFunction(createLogger({ name: 'temporal-sdk' }))) });
+  // No shutdown signals for the SDK: its default turns SIGINT/SIGTERM into "shut the workers down", which leaves
+  // `status --watch` (no worker) deaf to them. The commands that run workers handle signals themselves.
+  Runtime.install({ logger: new DefaultLogger(sdkLevel, sdkLogFunction(createLogger({ name: 'temporal-sdk' }))), shutdownSignals: [] });
   const program = buildProgram();
   let code: number;
   try {

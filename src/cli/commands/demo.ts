@@ -14,7 +14,7 @@ import type { ResolvedPlan } from '../../plan/types';
 import { startWorker } from '../../worker';
 import { workflowIdFor } from '../../workflows/messages';
 import { follow } from '../context';
-import { EXIT } from '../errors';
+import { CliError, EXIT } from '../errors';
 import { webUiUrl } from '../format';
 import { stateDir, untilSignal } from './servers';
 
@@ -75,7 +75,12 @@ export function registerDemoCommand(program: Command): void {
         const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'tidemark demo' });
         log(`\nmigration ${plan.name} started (soaks shortened to ${formatDuration(Number(o.soak))}, approvals automatic)`);
         log(`Web UI: ${webUiUrl(ui, client.namespace, workflowId)}\n`);
-        const final = await follow(client, workflowId);
+        // Interrupted: stop the worker and the server this command started (below), the migration stays in Temporal.
+        const interrupted = untilSignal().then((sig) => {
+          throw new CliError(`interrupted by ${sig}; migration ${workflowId} keeps its state in the Temporal server`, EXIT.failed);
+        });
+        interrupted.catch(() => undefined);
+        const final = await Promise.race([follow(client, workflowId), interrupted]);
         await summary(url, plan, final.state, final.startedAt, final.endedAt);
         if (final.state !== 'completed') process.exitCode = EXIT.failed;
         if (o.keep) {
@@ -94,12 +99,12 @@ async function summary(url: string, plan: ResolvedPlan, state: string, startedAt
   const c = new Client({ connectionString: url });
   await c.connect();
   try {
-    const q = async (sql: string) => (await c.query(sql)).rows[0];
+    const q = async (sql: string, values: unknown[] = []) => (await c.query(sql, values)).rows[0];
     const v2 = await q(`SELECT count(*)::int AS n FROM meetings_v2`).catch(() => ({ n: 'gone' }));
     const rs = await q(`SELECT count(*)::int AS n FROM room_states`).catch(() => ({ n: 'gone' }));
-    const flag = await q(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = '${plan.traffic!.flag}'`).catch(() => undefined);
+    const flag = await q(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = $1`, [plan.traffic!.flag]).catch(() => undefined);
     const archived = await q(`SELECT count(*)::int AS n FROM tidemark_archive.meetings`).catch(() => undefined);
-    const hist = await q(`SELECT count(*)::int AS n FROM tidemark.history WHERE migration = '${plan.name}' AND status = 'applied'`).catch(() => ({ n: 0 }));
+    const hist = await q(`SELECT count(*)::int AS n FROM tidemark.history WHERE migration = $1 AND status = 'applied'`, [plan.name]).catch(() => ({ n: 0 }));
     console.log(`\nsummary: ${state} in ${formatDuration(Date.parse(endedAt ?? new Date().toISOString()) - Date.parse(startedAt))}`);
     console.log(`  meetings_v2: ${v2.n} rows; room_states: ${rs.n} rows`);
     console.log(`  flag ${plan.traffic!.flag}: ${flag?.p ?? 'unset'}%`);
