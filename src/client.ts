@@ -156,7 +156,15 @@ export class TidemarkClient {
       const final = await finalStatus(h);
       if (final) return { ...final, live: [] };
     }
-    const [status, desc] = await Promise.all([h.query(statusQuery), h.describe()]);
+    let status: MigrationStatus;
+    try {
+      status = await h.query(statusQuery);
+    } catch (e) {
+      // A query is answered by a worker: none running, or a workflow task failing, leaves it unanswered.
+      const hint = (await this.hasWorkers().catch(() => true)) ? '' : `; no worker polls task queue "${this.taskQueue}" (start one: tidemark worker)`;
+      throw new Error(`cannot read the status of ${h.workflowId}: ${(e as Error).message}${hint}`, { cause: e });
+    }
+    const desc = await h.describe();
     const live: LiveProgress[] = (desc.raw.pendingActivities ?? []).map((a) => ({
       activity: a.activityType?.name ?? 'unknown',
       attempt: a.attempt ?? 1,
@@ -217,13 +225,33 @@ export class TidemarkClient {
     return this.update(id, promoteUpdate, req);
   }
 
-  /** Polls status until the migration reaches a terminal state; calls onStatus on every poll. */
-  async waitForEnd(id: string, onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void, pollMs = 1000): Promise<MigrationStatus> {
+  /**
+   * Polls status until the migration reaches a terminal state; calls onStatus on every poll. A status that cannot be
+   * read for a while (worker restarting, server briefly away) is retried for up to `patienceMs`, told to onRetry.
+   */
+  async waitForEnd(
+    id: string,
+    onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void,
+    pollMs = 1000,
+    { onRetry, patienceMs = 10 * 60_000 }: { onRetry?: (e: Error) => void; patienceMs?: number } = {},
+  ): Promise<MigrationStatus> {
+    let failingSince: number | undefined;
     for (;;) {
-      const s = await this.status(id);
-      onStatus?.(s);
-      if (TERMINAL_STATES.includes(s.state)) return s;
-      await new Promise((r) => setTimeout(r, pollMs));
+      let s: (MigrationStatus & { live: LiveProgress[] }) | undefined;
+      try {
+        s = await this.status(id);
+        failingSince = undefined;
+      } catch (e) {
+        if (e instanceof MigrationNotFoundError) throw e;
+        failingSince ??= Date.now();
+        if (Date.now() - failingSince > patienceMs) throw e;
+        onRetry?.(e as Error);
+      }
+      if (s) {
+        onStatus?.(s);
+        if (TERMINAL_STATES.includes(s.state)) return s;
+      }
+      await new Promise((r) => setTimeout(r, s ? pollMs : Math.max(pollMs, 2000)));
     }
   }
 }
@@ -260,6 +288,7 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
     job.batchSize = beats[0].batchSize;
     job.throttleReason = beats.find((b) => b.throttleReason)?.throttleReason ?? null;
     job.paused = beats.some((b) => b.paused);
+    if (job.paused) job.rowsPerSecond = 0;
     const remaining = Math.max(0, job.estimatedTotal - job.rowsCopied);
     job.etaSeconds = job.rowsPerSecond > 0 ? Math.round(remaining / job.rowsPerSecond) : null;
   }

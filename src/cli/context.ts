@@ -10,8 +10,14 @@ export interface GlobalOptions {
   taskQueue?: string;
 }
 
-export function uiBase(): string {
-  return process.env.TIDEMARK_UI_URL ?? 'http://localhost:8233';
+/**
+ * Where links to the Web UI point: $TIDEMARK_UI_URL, else, for a server on this machine, the port `tidemark dev` gives
+ * its UI (the gRPC port + 1000: 7233 → 8233), else http://localhost:8233.
+ */
+export function uiBase(address = process.env.TEMPORAL_ADDRESS): string {
+  if (process.env.TIDEMARK_UI_URL) return process.env.TIDEMARK_UI_URL;
+  const m = /^(localhost|127\.0\.0\.1):(\d+)$/.exec(address ?? '');
+  return m ? `http://localhost:${Number(m[2]) + 1000}` : 'http://localhost:8233';
 }
 
 export async function withTidemark<T>(g: GlobalOptions, fn: (c: TidemarkClient) => Promise<T>): Promise<T> {
@@ -36,13 +42,15 @@ export async function follow(
   let seen = 0;
   let lastStatus: (MigrationStatus & { live: LiveProgress[] }) | undefined;
   let progressShown = false;
+  let retrying = false;
   await c.waitForEnd(id, (s) => {
+    retrying = false;
     lastStatus = s as MigrationStatus & { live: LiveProgress[] };
     opts.onStatus?.(lastStatus);
     if (opts.json) return;
-    // Events are a bounded log: find where we left off by timestamp+text rather than index.
-    const fresh = s.events.length >= seen ? s.events.slice(seen) : s.events;
-    seen = s.events.length;
+    // Events are a bounded log (the newest 100): what is new is told by its sequence number, not its index.
+    const fresh = s.events.filter((e) => e.seq > seen);
+    seen = Math.max(seen, ...s.events.map((e) => e.seq));
     if (fresh.length && progressShown) {
       out.write('\r\x1b[K');
       progressShown = false;
@@ -54,10 +62,19 @@ export async function follow(
       out.write(`\r\x1b[K  copying ${copying.job}: ${copying.rowsCopied.toLocaleString('en-US')} rows (${pct}%), ${copying.rowsPerSecond.toLocaleString('en-US')} rows/s`);
       progressShown = true;
     }
+  }, 1000, {
+    onRetry: (e) => {
+      // Said once per outage, on stderr: stdout stays the migration's own story (or JSON).
+      if (retrying) return;
+      retrying = true;
+      if (progressShown) out.write('\r\x1b[K');
+      progressShown = false;
+      process.stderr.write(`status not readable, retrying: ${e.message}\n`);
+    },
   });
   if (progressShown) out.write('\r\x1b[K');
   const final = lastStatus!;
   if (opts.json) out.write(JSON.stringify(final, null, 2) + '\n');
-  else out.write('\n' + renderStatus(final, final.live, uiBase(), c.namespace) + '\n');
+  else out.write('\n' + renderStatus(final, final.live, uiBase(c.address), c.namespace) + '\n');
   return final;
 }

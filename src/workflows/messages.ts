@@ -143,7 +143,8 @@ export interface MigrationStatus {
   error: string | null;
   /** Waiting for a durable timer (cleanup delay, drop delay), if any. */
   waitingUntil: { what: string; until: string } | null;
-  events: { at: string; message: string }[];
+  /** The newest events (at most 100); `seq` counts from 1 over the whole migration, so a reader can tell what is new. */
+  events: { seq: number; at: string; message: string }[];
 }
 
 export interface ApproveRequest {

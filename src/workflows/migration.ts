@@ -185,7 +185,11 @@ class MigrationRun {
     if (!continuing) {
       await this.safePoint();
       // Cleanup asks for its approval after its retention delay, not before it.
-      if (name !== 'cleanup' && this.plan.approvals.includes(name)) await this.requireApproval(name);
+      if (name !== 'cleanup' && this.plan.approvals.includes(name)) {
+        // Waiting for approval of a phase shows that phase (state waiting-approval), in status and in the Web UI.
+        this.status.phase = name;
+        await this.requireApproval(name);
+      }
       rec.status = 'running';
       rec.startedAt = nowIso();
       this.status.phase = name;
@@ -753,7 +757,8 @@ class MigrationRun {
   }
 
   private event(message: string): void {
-    this.status.events.push({ at: nowIso(), message });
+    const seq = (this.status.events.at(-1)?.seq ?? 0) + 1;
+    this.status.events.push({ seq, at: nowIso(), message });
     if (this.status.events.length > MAX_EVENTS) this.status.events.splice(0, this.status.events.length - MAX_EVENTS);
     this.status.updatedAt = nowIso();
   }

@@ -39,10 +39,10 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
         if (!o.watch) {
           if (o.json) console.log(JSON.stringify(started));
-          else console.log(`started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(), c.namespace, started.workflowId)}`);
+          else console.log(`started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`);
           return;
         }
-        if (!o.json) console.log(`started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(), c.namespace, started.workflowId)}`);
+        if (!o.json) console.log(`started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`);
         const final = await follow(c, started.workflowId, { json: o.json });
         if (final.state !== 'completed') process.exitCode = EXIT.failed;
       });
@@ -56,12 +56,14 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .action(async (id: string, o: { watch?: boolean; json?: boolean }) => {
       await withTidemark(globals(), async (c) => {
         if (o.watch) {
-          await follow(c, id, { json: o.json });
+          // Like `start --watch`: the exit code says whether the migration completed.
+          const final = await follow(c, id, { json: o.json });
+          if (final.state !== 'completed') process.exitCode = EXIT.failed;
           return;
         }
         const s = await c.status(id);
         if (o.json) console.log(JSON.stringify(s, null, 2));
-        else console.log(renderStatus(s, s.live, uiBase(), c.namespace));
+        else console.log(renderStatus(s, s.live, uiBase(c.address), c.namespace));
       });
     });
 

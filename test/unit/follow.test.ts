@@ -1,0 +1,76 @@
+// `start --watch` / `status --watch`: every event is printed once, also after the status's bounded event log (the
+// newest 100) starts dropping old ones, and an unreadable status is retried instead of ending the watch.
+import { PassThrough } from 'node:stream';
+import type { LiveProgress, TidemarkClient } from '../../src/client';
+import { follow } from '../../src/cli/context';
+import type { MigrationStatus } from '../../src/workflows/messages';
+
+type Status = MigrationStatus & { live: LiveProgress[] };
+
+function statusWith(events: number, state: MigrationStatus['state'] = 'running'): Status {
+  const all = Array.from({ length: events }, (_, i) => ({ seq: i + 1, at: '2026-01-01T00:00:00.000Z', message: `event ${i + 1}` }));
+  return {
+    plan: 'p',
+    workflowId: 'tidemark-p',
+    state,
+    phase: 'traffic',
+    startedAt: '2026-01-01T00:00:00.000Z',
+    updatedAt: '2026-01-01T00:00:00.000Z',
+    phases: [],
+    copy: [],
+    throttle: {},
+    traffic: null,
+    pendingApproval: null,
+    approvals: [],
+    paused: null,
+    validation: null,
+    backup: null,
+    compensations: [],
+    error: null,
+    waitingUntil: null,
+    events: all.slice(-100),
+    live: [],
+  };
+}
+
+/** Stands in for the Temporal client: replays the statuses a real waitForEnd would have polled. */
+function replaying(polls: (Status | Error)[]): TidemarkClient {
+  return {
+    address: 'localhost:7233',
+    namespace: 'default',
+    async waitForEnd(_id: string, onStatus: (s: Status) => void, _poll: number, o: { onRetry?: (e: Error) => void }) {
+      let last: Status | undefined;
+      for (const p of polls) {
+        if (p instanceof Error) o.onRetry?.(p);
+        else onStatus((last = p));
+      }
+      return last!;
+    },
+  } as unknown as TidemarkClient;
+}
+
+test('every event is printed exactly once, in order, past the 100 the status keeps', async () => {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d) => (text += d));
+  const final = await follow(replaying([statusWith(3), statusWith(90), statusWith(160), statusWith(161), statusWith(250, 'completed')]), 'p', { out });
+  expect(final.state).toBe('completed');
+  const printed = [...text.matchAll(/ {2}event (\d+)\n/g)].map((m) => Number(m[1]));
+  expect(printed).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
+});
+
+test('an unreadable status is retried, said once on stderr, and the watch goes on', async () => {
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d) => (text += d));
+  const errors: string[] = [];
+  const spy = jest.spyOn(process.stderr, 'write').mockImplementation((s) => (errors.push(String(s)), true));
+  try {
+    const final = await follow(replaying([statusWith(2), new Error('no worker'), new Error('no worker'), statusWith(4, 'rolled-back')]), 'p', { out });
+    expect(final.state).toBe('rolled-back');
+  } finally {
+    spy.mockRestore();
+  }
+  expect(errors).toEqual(['status not readable, retrying: no worker\n']);
+  expect([...text.matchAll(/ {2}event (\d+)\n/g)].map((m) => Number(m[1]))).toEqual([1, 2, 3, 4]);
+});
