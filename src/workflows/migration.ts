@@ -464,7 +464,11 @@ class MigrationRun {
     const synced = this.plan.copy.filter((j) => j.sync !== 'none');
     const followers = c?.dropAfter !== undefined ? synced.filter((j) => j.sync === 'bidirectional' && j.from && c.archive.includes(j.from)) : [];
     const dropNow = synced.filter((j) => !followers.includes(j)).map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
-    if (dropNow.length) await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs });
+    if (dropNow.length) {
+      await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs });
+      // Without dropAfter the migration ends with this phase, so nothing is left that could roll back to the old tables.
+      this.event(`sync triggers dropped: ${dropNow.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`);
+    }
     const result: Record<string, unknown> = { syncTriggersDropped: dropNow.map((j) => j.name) };
     if (c?.archive.length) {
       const args = { urlEnv, migration: this.plan.name, runId: this.runKey, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter, followers };
