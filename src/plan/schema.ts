@@ -13,12 +13,12 @@ const duration = z.string().transform((s, ctx) => {
   return ms;
 });
 
-const ident = z
-  .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_$]*$/, 'must be an SQL identifier (letters, digits, _; not starting with a digit)');
+// Names are used exactly as written and always quoted, so any PostgreSQL name works (mixed case, spaces, …) except
+// one holding a double quote; a table reference splits on its one dot into schema and table.
+const ident = z.string().regex(/^[^"\0]{1,63}$/, 'must be a name of 1 to 63 characters without double quotes');
 const tableName = z
   .string()
-  .regex(/^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$/, 'must be a table name: table or schema.table');
+  .regex(/^[^".\0]{1,63}(\.[^".\0]{1,63})?$/, 'must be a table name: table or schema.table (no double quotes; one dot at most)');
 const envVar = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
 const sqlText = z.string().trim().min(1, 'must not be empty');
 const filePath = z.string().trim().min(1, 'must be a file path');

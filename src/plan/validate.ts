@@ -41,7 +41,9 @@ function zodIssuesToErrors(issues: z.core.$ZodIssue[]): PlanError[] {
     if (iss.code === 'unrecognized_keys') {
       for (const key of iss.keys) out.push({ path: formatPath([...iss.path, key]), message: 'unknown key' });
     } else {
-      out.push({ path: formatPath(iss.path), message: iss.message });
+      // A bad record key (a column name in columns/reverse): say what is wrong with it, not just "invalid key".
+      const inner = iss.code === 'invalid_key' ? iss.issues[0]?.message : undefined;
+      out.push({ path: formatPath(iss.path), message: inner ?? iss.message });
     }
   }
   return out;

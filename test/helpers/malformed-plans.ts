@@ -67,6 +67,16 @@ export const MALFORMED: MalformedCase[] = [
   { title: 'a number where a string belongs (JSON)', doc: edit((d) => ((d.copy[0] as Doc).to = 42)), format: 'json', errors: ['copy[0].to: Invalid input: expected string, received number'] },
   { title: 'broken YAML', doc: 'name: orders-v2\ndatabase: [urlEnv: X\n', errors: ['(plan): invalid YAML at line 3, column 1: Flow sequence in block collection must be sufficiently indented and end with a ]'] },
   {
+    title: 'a column name with a double quote',
+    doc: edit((d) => ((d.copy[0] as Doc).columns = { id: 'id', 'to"tal': 'amount_cents' })),
+    errors: ['copy[0].columns.to"tal: must be a name of 1 to 63 characters without double quotes'],
+  },
+  {
+    title: 'a table reference with two dots',
+    doc: edit((d) => (d.copy[0].from = 'db.public.orders')),
+    errors: ['copy[0].from: must be a table name: table or schema.table (no double quotes; one dot at most)'],
+  },
+  {
     title: 'several problems at once',
     doc: edit((d) => {
       delete (d as Doc).name;

@@ -24,6 +24,22 @@ test('the same plan as JSON resolves identically', () => {
   expect(strip(fromJson)).toEqual(strip(fromYaml));
 });
 
+test('names are taken exactly as written: mixed case, spaces and other schemas are fine', () => {
+  const plan = loadPlan(
+    writePlan(
+      {
+        ...VALID_PLAN,
+        copy: [{ name: 'events', from: 'Sales Ops.CustomerEvents', to: 'Sales Ops.customer events v2', key: 'Event ID', columns: { 'Event ID': '"Event ID"', 'User Name': 'upper("User Name")' } }],
+        validate: [],
+        cleanup: { after: '1h', archive: ['Sales Ops.CustomerEvents'] },
+      },
+      SQL_FILES,
+    ),
+  );
+  expect(plan.copy[0]).toMatchObject({ from: 'Sales Ops.CustomerEvents', to: 'Sales Ops.customer events v2', key: 'Event ID' });
+  expect(plan.cleanup!.archive).toEqual(['Sales Ops.CustomerEvents']);
+});
+
 test.each(MALFORMED.map((c) => [c.title, c] as const))('%s is rejected with its path', (_title, c) => {
   const file = writePlan(c.doc, c.files ?? SQL_FILES, c.format);
   let err: unknown;
