@@ -11,6 +11,7 @@ import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
 import { inTransaction } from '../db/tx';
 import type { ResolvedPlan } from '../plan/types';
 import { formatDuration } from '../plan/durations';
+import { createdTables, parseStatements } from '../plan/lint';
 import { activityBody, type ActivityDeps } from './common';
 import { ApplicationFailure } from '@temporalio/activity';
 
@@ -95,6 +96,7 @@ export async function runPreflightChecks(pool: Pool, plan: ResolvedPlan, opts: P
       await checkConnections(c, plan, add);
       await checkLocksAndTransactions(c, plan, add);
       await checkCopyKeys(c, plan, add);
+      await checkCopyTargets(c, plan, add);
       await checkArchive(c, plan, add);
       await checkFlag(c, plan, add);
       await runPlanChecks(c, plan, add);
@@ -206,6 +208,36 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
       add(check, 'fail', `${job.from}.${job.key} is not a unique, non-null key: ${ex}`);
     } else {
       add(check, 'warn', `${job.from}.${job.key} holds unique values but has no unique index; the copy could miss rows if duplicates appear`);
+    }
+  }
+}
+
+/**
+ * Each copy target exists now or a schema step creates it; otherwise the copy would fail only after the backup and
+ * the schema steps ran. Steps are read with PostgreSQL's parser; a step that could create tables out of sight (a DO
+ * block, a function call) or does not parse turns a missing target into a warning, not a failure.
+ */
+async function checkCopyTargets(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  const created = new Map<string, string>();
+  let opaque = false;
+  for (const step of plan.schema) {
+    try {
+      const stmts = await parseStatements(step.up.sql);
+      for (const t of createdTables(stmts)) created.set(t, step.id);
+      if (stmts.some((st) => ['DoStmt', 'CallStmt', 'ExecuteStmt', 'SelectStmt'].includes(st.kind))) opaque = true;
+    } catch {
+      opaque = true;
+    }
+  }
+  for (const job of plan.copy) {
+    const check = `copy ${job.name}: target`;
+    const ref = parseTableRef(job.to);
+    if ((await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(ref)])).rows[0].x) {
+      add(check, 'ok', `${job.to} exists`);
+    } else if (created.has(ref.name)) {
+      add(check, 'ok', `${job.to} is created by schema step ${created.get(ref.name)}`);
+    } else {
+      add(check, opaque ? 'warn' : 'fail', `${job.to} does not exist and no schema step creates it${opaque ? ' (unless a DO block or function call does)' : ''}`);
     }
   }
 }

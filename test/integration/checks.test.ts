@@ -189,6 +189,23 @@ describe('preflight refuses clearly and changes nothing', () => {
     expect(await tableExists(db, 'events_v2')).toBe(false);
   });
 
+  test('when a copy target does not exist and no schema step creates it', async () => {
+    const db = await h.db('notarget');
+    await db.query(`CREATE TABLE events (id bigint PRIMARY KEY, name text); INSERT INTO events VALUES (1, 'a');`);
+    const plan = (await import('../../src/plan/load')).loadPlan(
+      writePlan(
+        { name: 'events-v3', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }], copy: [{ name: 'events', from: 'events', to: 'events_v3', key: 'id' }] },
+        // A typo'd target name: the step creates events_v2, the copy writes to events_v3.
+        { 'up.sql': 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);', 'down.sql': 'DROP TABLE events_v2;' },
+      ),
+    );
+    const final = await runToEnd(h.client, plan);
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toBe('preflight failed: copy events: target: events_v3 does not exist and no schema step creates it');
+    expect(final.phases.find((p) => p.name === 'schema')?.status).toBe('pending');
+    expect(await tableExists(db, 'events_v2')).toBe(false);
+  });
+
   test('when a declared fail check finds rows', async () => {
     const db = await h.db('failcheck');
     const base = await meetingsPlan(db, { rows: 100 });
