@@ -29,6 +29,34 @@ export interface ArchiveInput {
   followers?: ResolvedCopyJob[];
 }
 
+interface KeptSequence {
+  schema: string;
+  name: string;
+  column: string;
+}
+
+/**
+ * Sequences the table owns (serial columns). ALTER TABLE … SET SCHEMA would carry them into the archive and the final
+ * DROP TABLE would drop them, yet the new table usually takes its ids from the same sequence (a default, or the
+ * application's nextval('…_seq')). So they are released (OWNED BY NONE) and stay where they are; a restore owns them
+ * again.
+ */
+async function releaseOwnedSequences(c: PoolClient, table: TableRef): Promise<KeptSequence[]> {
+  const r = await c.query(
+    `SELECT sn.nspname AS schema, s.relname AS name, a.attname AS column
+       FROM pg_depend d
+       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+       JOIN pg_namespace sn ON sn.oid = s.relnamespace
+       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+        AND d.refobjid = $1::regclass AND d.deptype = 'a'`,
+    [quoteTable(table)],
+  );
+  const kept = r.rows as KeptSequence[];
+  for (const q of kept) await c.query(`ALTER SEQUENCE ${quoteTable(q)} OWNED BY NONE`);
+  return kept;
+}
+
 /** Re-points a job's reverse sync at wherever its source table now is (same transaction as the move). */
 async function repointReverseSync(c: PoolClient, job: ResolvedCopyJob, source: TableRef, mapping: CopyMapping): Promise<void> {
   const moved: CopyMapping = { ...mapping, source: { kind: 'table', table: source } };
@@ -66,13 +94,15 @@ export function createCleanupActivities(deps: ActivityDeps) {
             if (!present.rows[0].x && already.rows[0].x) continue; // archived by an earlier attempt
             if (!present.rows[0].x) throw ApplicationFailure.nonRetryable(`cannot archive ${t}: it does not exist`, 'PlanRuntimeError');
             if (already.rows[0].x) throw ApplicationFailure.nonRetryable(`cannot archive ${t}: ${ARCHIVE_SCHEMA}.${ref.name} already exists`, 'PlanRuntimeError');
+            const kept = await releaseOwnedSequences(c, ref);
             await c.query(`ALTER TABLE ${quoteTable(ref)} SET SCHEMA ${A}`);
             await c.query(
-              `INSERT INTO ${S}.archive (original_schema, table_name, archived_name, migration, run_id, drop_after)
-               VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8 / 1000) END)
-               ON CONFLICT (run_id, original_schema, table_name) DO UPDATE SET archived_at = now(), restored_at = NULL`,
-              [ref.schema, ref.name, `${ARCHIVE_SCHEMA}.${ref.name}`, input.migration, runId, input.dropAfterMs ?? null],
+              `INSERT INTO ${S}.archive (original_schema, table_name, archived_name, migration, run_id, drop_after, kept_sequences)
+               VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8 / 1000) END, $7)
+               ON CONFLICT (run_id, original_schema, table_name) DO UPDATE SET archived_at = now(), restored_at = NULL, kept_sequences = EXCLUDED.kept_sequences`,
+              [ref.schema, ref.name, `${ARCHIVE_SCHEMA}.${ref.name}`, input.migration, runId, input.dropAfterMs ?? null, JSON.stringify(kept)],
             );
+            if (kept.length) deps.logger.info({ table: t, sequences: kept.map((q) => `${q.schema}.${q.name}`) }, 'sequences kept in place');
             archived.push(t);
           }
           for (const f of followers) await repointReverseSync(c, f.job, { schema: ARCHIVE_SCHEMA, name: parseTableRef(f.job.from!).name }, f.mapping);
@@ -94,7 +124,16 @@ export function createCleanupActivities(deps: ActivityDeps) {
             const archived = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
             if (!archived.rows[0].x) continue;
             await c.query(`ALTER TABLE ${A}.${quoteIdent(ref.name)} SET SCHEMA ${quoteIdent(ref.schema)}`);
-            await c.query(`UPDATE ${S}.archive SET restored_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`, [runId, ref.schema, ref.name]);
+            const rec = await c.query(
+              `UPDATE ${S}.archive SET restored_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3 RETURNING kept_sequences`,
+              [runId, ref.schema, ref.name],
+            );
+            // The sequences released at the archive belong to the table again, as before the migration.
+            for (const q of (rec.rows[0]?.kept_sequences ?? []) as KeptSequence[]) {
+              if ((await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(q)])).rows[0].x) {
+                await c.query(`ALTER SEQUENCE ${quoteTable(q)} OWNED BY ${quoteTable(ref)}.${quoteIdent(q.column)}`);
+              }
+            }
             restored.push(t);
           }
           for (const job of (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from))) {

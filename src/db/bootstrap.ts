@@ -80,6 +80,8 @@ export const BOOTSTRAP_DDL: string[] = [
      restored_at timestamptz,
      PRIMARY KEY (run_id, original_schema, table_name)
    )`,
+  // Sequences the table owned, released so they stay in place while it is archived (see cleanup.ts).
+  `ALTER TABLE ${S}.archive ADD COLUMN IF NOT EXISTS kept_sequences jsonb NOT NULL DEFAULT '[]'`,
 ];
 
 const TABLES = ['history', 'flags', 'copy_progress', 'copy_control', 'reports', 'archive'];

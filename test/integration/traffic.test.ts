@@ -11,7 +11,7 @@ import { createLogger } from '../../src/logger';
 import type { Gate, ResolvedPlan } from '../../src/plan/types';
 import { WORKFLOW_TYPE } from '../../src/workflows/messages';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
-import { exceptBothWays, flagPercent, tableExists } from '../helpers/db-assert';
+import { exceptBothWays, flagPercent, schemaDump, tableExists } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
 import { driveService } from '../helpers/service-load';
@@ -130,6 +130,7 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
   const plan = await gatedPlan(db, [{ percent: 100, soak: 1000 }], [], { after: 0, archive: ['meetings'], dropAfter: 3_600_000 });
   const pool = new Pool({ connectionString: db.url, max: 8 });
   const service = await createDemoService({ pool });
+  const schemaBefore = schemaDump(db);
   const load = driveService(service.port, { maxId: () => 3000, pauseMs: 5 });
   try {
     const { workflowId } = await h.client.start(plan, { autoApprove: true });
@@ -140,8 +141,14 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
     expect(waiting.phases.find((p) => p.name === 'cleanup')?.status).toBe('running');
     expect(await tableExists(db, 'tidemark_archive.meetings')).toBe(true);
     await eventually(async () => service.flags.percentage('use_room_types') === 100, 'the service at 100%');
+    // The new path keeps creating meetings from meetings_id_seq: archiving the old table left its sequence in place.
+    const [{ seq }] = await db.query<{ seq: string }>(`SELECT to_regclass('public.meetings_id_seq')::text AS seq`);
+    expect(seq).toBe('meetings_id_seq');
+    const failedBefore = load.stats.failed;
+    const newBefore = load.stats.byPath.new ?? 0;
     await new Promise((r) => setTimeout(r, 1500));
-    expect(load.stats.byPath.new).toBeGreaterThan(50);
+    expect(load.stats.byPath.new - newBefore).toBeGreaterThan(50);
+    expect(load.stats.failed - failedBefore).toBe(0);
 
     await h.client.abort(workflowId, { reason: 'new path misbehaves after cut-over' });
     const final = await h.client.waitForEnd(workflowId);
@@ -149,6 +156,8 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
     expect(await tableExists(db, 'meetings')).toBe(true);
     expect(await tableExists(db, 'meetings_v2')).toBe(false);
     await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 5000, 20);
+    // The schema is as before, the sequence owned by meetings.id again included.
+    expect(schemaDump(db)).toBe(schemaBefore);
   } finally {
     await load.stop();
     await service.close();
