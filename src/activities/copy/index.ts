@@ -25,10 +25,10 @@ import { inTransaction, withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { activityBody, cancellationSignal, currentRun, heartbeat, sleepMs, targetPool, type ActivityDeps } from '../common';
 import { resolveMapping } from './mapping';
+import { BatchSizer, MIN_BATCH } from './sizer';
 import { Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
-const MIN_BATCH = 50;
 const DEFAULT_MAX_BATCH = 50_000;
 /** Batch duration to aim for while other sessions are busy. */
 const SHARED_BATCH_MS = 10;
@@ -212,12 +212,6 @@ async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: 
   return points;
 }
 
-function adaptBatch(current: number, elapsedMs: number, targetMs: number, max: number): number {
-  const ideal = (current * targetMs) / Math.max(elapsedMs, 1);
-  const bounded = Math.min(current * 2, Math.max(current / 2, ideal));
-  return Math.round(Math.min(max, Math.max(MIN_BATCH, bounded)));
-}
-
 const sqlState = (e: unknown) => (e as { code?: string }).code;
 
 async function copyRangeImpl(
@@ -257,6 +251,7 @@ async function copyRangeImpl(
   let rowsThisAttempt = 0;
   let adaptive = previous?.batchSize ?? job.batchSize;
   const maxBatch = job.maxBatchSize ?? Math.max(DEFAULT_MAX_BATCH, job.batchSize);
+  const sizer = new BatchSizer(job.targetBatchMs, maxBatch);
   const slowMode = slowConflictMode(mapping);
   let backoffRounds = 0;
   let lockFailures = 0;
@@ -368,7 +363,7 @@ async function copyRangeImpl(
       const decision = throttler.decision;
       // Sharing the server: short bursts, so the application's queries never wait long behind a batch.
       const targetMs = decision.duty ? Math.min(job.targetBatchMs, SHARED_BATCH_MS) : job.targetBatchMs;
-      if (res.rows > 0) adaptive = adaptBatch(size, elapsed, targetMs, maxBatch);
+      if (res.rows > 0) adaptive = sizer.next(res.rows, elapsed, size, targetMs);
       let delay = ctl.delay_ms ?? 0;
       if (decision.throttle && !decision.duty) {
         backoffRounds++;
