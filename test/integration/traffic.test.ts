@@ -3,11 +3,13 @@
 // time-skipping test server.
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
+import { join } from 'node:path';
 import { Pool } from 'pg';
 import { createActivities } from '../../src/activities';
 import { PoolRegistry } from '../../src/db/pool';
 import { temporalTestServer } from '../../src/infra/tools';
 import { createLogger } from '../../src/logger';
+import { loadPlan } from '../../src/plan/load';
 import type { Gate, ResolvedPlan } from '../../src/plan/types';
 import { WORKFLOW_TYPE } from '../../src/workflows/messages';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
@@ -167,6 +169,41 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
   expect(load.acknowledged.size).toBeGreaterThan(50);
   expect(lost).toEqual([]);
   await pool.end();
+});
+
+test('the demo service example plan, as shipped (soaks shortened), completes while the service takes reads and writes', async () => {
+  const db = await h.db('demoplan');
+  const base = await meetingsPlan(db, { rows: 3000 });
+  const example = loadPlan(join(__dirname, '..', '..', 'examples', 'demo-service', 'plan.yaml'));
+  const plan: ResolvedPlan = {
+    ...example,
+    name: `demo-plan-${db.name.replace(/_/g, '-')}`,
+    database: { urlEnv: db.urlEnv },
+    approvals: [],
+    backup: base.backup,
+    traffic: { ...example.traffic!, stages: example.traffic!.stages.map((st) => ({ ...st, soak: 700 })), gates: example.traffic!.gates.map((g) => ({ ...g, interval: 300 })) },
+    cleanup: { ...example.cleanup!, after: 100, dropAfter: undefined },
+  };
+  const pool = new Pool({ connectionString: db.url, max: 8 });
+  const service = await createDemoService({ pool });
+  const load = driveService(service.port, { maxId: () => 3000, pauseMs: 2 });
+  let final;
+  try {
+    const { workflowId } = await h.client.start(plan, { autoApprove: true });
+    final = await h.client.waitForEnd(workflowId);
+  } finally {
+    await load.stop();
+    await service.close();
+    await pool.end();
+  }
+  expect(final.error).toBeNull();
+  expect(final.state).toBe('completed');
+  expect(final.validation?.checks.every((c) => c.ok)).toBe(true);
+  expect(load.stats.ok).toBeGreaterThan(100);
+  // room_states followed every meeting the service created or changed while it was copied.
+  expect(
+    await exceptBothWays(db, `SELECT id::text FROM tidemark_archive.meetings WHERE status = 'active'`, `SELECT room_id FROM room_states`),
+  ).toEqual({ onlyInA: 0, onlyInB: 0 });
 });
 
 test('multi-day soaks, a two-day retention delay and a week before the drop run in seconds on the time-skipping server', async () => {
