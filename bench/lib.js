@@ -79,7 +79,9 @@ function phaseMs(status, name) {
 function pgbench(url, seconds, clients = 4) {
   const pgbenchBin = dist('db/pgtools').findPgTool('pgbench') ?? 'pgbench';
   const dir = mkdtempSync(join(tmpdir(), 'tidemark-pgbench-'));
-  const env = { ...process.env, ...dist('db/pgtools').libpqEnv(url) };
+  // The workload is an application, not tidemark: its sessions must not carry tidemark's application_name (which
+  // libpqEnv sets), or the copy's throttler would take them for its own and ignore them.
+  const env = { ...process.env, ...dist('db/pgtools').libpqEnv(url), PGAPPNAME: 'pgbench' };
   return new Promise((resolve, reject) => {
     const child = spawn(pgbenchBin, ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-l', '--log-prefix', join(dir, 'log')], {
       env,
