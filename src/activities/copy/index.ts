@@ -31,7 +31,7 @@ import { Throttler } from './throttler';
 const S = quoteIdent(TIDEMARK_SCHEMA);
 const DEFAULT_MAX_BATCH = 50_000;
 /** Batch duration to aim for while other sessions are busy. */
-const SHARED_BATCH_MS = 10;
+const SHARED_BATCH_MS = 5;
 
 export interface CopyJobInput {
   urlEnv: string;

@@ -3,7 +3,7 @@
 // in this worker, so watching costs the same however many ranges run. Signals, strongest first:
 //   1. sessions waiting on locks for a while          → back off hard
 //   2. the server slow to answer a trivial query      → back off hard
-//   3. other sessions busy on the server              → share: all of this worker's ranges together copy only part of
+//   3. other sessions busy on the server (or just were) → share: all of this worker's ranges together copy only part of
 //                                                       the time (duty cycle), one batch at a time, in short bursts
 // It reads pg_stat_activity only, twice a second: pg_blocking_pids() and pg_locks take the lock manager's shared
 // state, and polling them often measurably slows every other session.
@@ -121,8 +121,13 @@ export class Throttler {
   private async look(): Promise<ThrottleDecision> {
     const t0 = performance.now();
     // tidemark's own sessions (application_name tidemark: the copy ranges, the worker's pools) are not "others".
+    // Busy: running a statement, inside a transaction between statements, or idle for less than a second (a client
+    // between two transactions). Sampled twice a second, a steady workload of short transactions shows up even when
+    // few of its statements happen to be running at the instant of the look.
     const r = await this.pool.query(
-      `SELECT count(*) FILTER (WHERE state = 'active' AND coalesce(wait_event_type, '') <> 'Lock')::int AS busy,
+      `SELECT count(*) FILTER (WHERE coalesce(wait_event_type, '') <> 'Lock'
+                                 AND (state IN ('active', 'idle in transaction')
+                                      OR (state = 'idle' AND state_change > now() - interval '1 second')))::int AS busy,
               count(*) FILTER (WHERE wait_event_type = 'Lock' AND datname = current_database()
                                AND now() - state_change > make_interval(secs => $1::float8 / 1000))::int AS waiters
          FROM pg_stat_activity
