@@ -168,7 +168,8 @@ export interface AbortRequest {
 }
 export interface ThrottleRequest {
   by?: string;
-  batchSize?: number;
+  /** A fixed batch size; null goes back to the adaptive size. */
+  batchSize?: number | null;
   delayMs?: number;
 }
 export interface PromoteRequest {

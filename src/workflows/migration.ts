@@ -635,8 +635,9 @@ class MigrationRun {
 
   // ---- messages ------------------------------------------------------------------------------------------------
 
-  private ack(message: string): UpdateAck {
-    return { accepted: true, state: this.status.state, message };
+  /** `state`: what the migration is now heading to, when the update changes it (approve → running, abort → rolling-back). */
+  private ack(message: string, state: MigrationState = this.status.state): UpdateAck {
+    return { accepted: true, state, message };
   }
 
   private rejectIfFinished(): void {
@@ -654,7 +655,7 @@ class MigrationRun {
         this.approvedGate = gate;
         this.status.approvals.push({ gate, by: req.by ?? 'unknown', comment: req.comment, at: nowIso() });
         this.event(`${gate} approved by ${req.by ?? 'unknown'}${req.comment ? `: ${req.comment}` : ''}`);
-        return this.ack(`approved ${gate}`);
+        return this.ack(`approved ${gate}`, this.status.paused ? 'paused' : 'running');
       },
       {
         validator: (req) => {
@@ -703,7 +704,8 @@ class MigrationRun {
       throttleUpdate,
       (req) => {
         const t = this.status.throttle;
-        if (req.batchSize !== undefined) t.batchSize = req.batchSize;
+        if (req.batchSize === null) delete t.batchSize;
+        else if (req.batchSize !== undefined) t.batchSize = req.batchSize;
         if (req.delayMs !== undefined) t.delayMs = req.delayMs;
         this.controlVersion++;
         this.event(`throttle set${req.by ? ` by ${req.by}` : ''}: batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms`);
@@ -713,7 +715,7 @@ class MigrationRun {
         validator: (req) => {
           this.rejectIfFinished();
           if (req.batchSize === undefined && req.delayMs === undefined) throw new Error('give a batch size or a delay');
-          if (req.batchSize !== undefined && (!Number.isInteger(req.batchSize) || req.batchSize < 1 || req.batchSize > 1_000_000))
+          if (req.batchSize != null && (!Number.isInteger(req.batchSize) || req.batchSize < 1 || req.batchSize > 1_000_000))
             throw new Error('batch size must be an integer from 1 to 1000000');
           if (req.delayMs !== undefined && (!Number.isInteger(req.delayMs) || req.delayMs < 0 || req.delayMs > 600_000))
             throw new Error('delay must be an integer from 0 to 600000 ms');
@@ -742,7 +744,7 @@ class MigrationRun {
         this.abortRequest = { ...req, at: nowIso() };
         this.event(`abort requested${req.by ? ` by ${req.by}` : ''}${req.reason ? `: ${req.reason}` : ''}`);
         this.mainScope.cancel();
-        return this.ack('rolling back');
+        return this.ack('rolling back', 'rolling-back');
       },
       {
         validator: (req) => {

@@ -33,7 +33,7 @@ test('an approval gate holds the workflow in waiting-approval until approve; app
   const approved = await cli('approve', plan.name, '--by', 'alice', '--comment', 'looks good');
   expect(approved.stderr).toBe('');
   expect(approved.code).toBe(0);
-  expect(approved.stdout).toContain('approved schema');
+  expect(approved.stdout.trim()).toBe('approved schema (state: running)');
 
   await eventually(async () => (await h.client.status(workflowId)).traffic?.percent === 10, 'traffic at 10%');
   expect(await tableExists(db, 'meetings_v2')).toBe(true);
@@ -83,7 +83,11 @@ test('pause holds the copy at a batch boundary; resume finishes it', async () =>
   expect(await copied()).toBe(held);
 
   await h.client.resume(workflowId);
-  await h.client.throttle(workflowId, { delayMs: 0 });
+  // Back to adaptive batches and no delay, from the command line.
+  const adaptive = await runCli(['throttle', plan.name, '--adaptive', '--delay-ms', '0'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+  expect(adaptive.stderr).toBe('');
+  expect(adaptive.stdout.trim()).toBe('batch size adaptive, delay 0ms (state: running)');
+  expect((await h.client.status(workflowId)).throttle).toEqual({ delayMs: 0 });
   const final = await h.client.waitForEnd(workflowId);
   expect(final.state).toBe('completed');
   expect(final.copy[0]).toMatchObject({ job: 'meetings', rowsCopied: 30_000, done: true });

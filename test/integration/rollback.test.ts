@@ -94,6 +94,7 @@ describe.each([
     const abort = await runCli(['abort', plan.name, '--reason', 'wrong mapping'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
     expect(abort.stderr).toBe('');
     expect(abort.code).toBe(0);
+    expect(abort.stdout.trim()).toBe('rolling back (state: rolling-back)');
     const final = await h.client.waitForEnd(workflowId);
     expect(final.state).toBe('rolled-back');
     expect(final.error).toMatch(/wrong mapping/);

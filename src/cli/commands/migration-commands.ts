@@ -114,11 +114,14 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .command('throttle <id>')
     .description('change a running copy: fixed batch size and/or a delay between batches')
     .option('--batch-size <n>', 'rows per batch (fixed; replaces the adaptive size)', intOption('--batch-size', 1, 1_000_000))
+    .option('--adaptive', 'go back to the adaptive batch size')
     .option('--delay-ms <n>', 'pause between batches', intOption('--delay-ms', 0, 600_000))
     .option('--json', 'print JSON')
-    .action(async (id: string, o: { batchSize?: number; delayMs?: number; json?: boolean }) => {
-      if (o.batchSize === undefined && o.delayMs === undefined) throw new CliError('give --batch-size and/or --delay-ms', EXIT.usage);
-      await withTidemark(globals(), async (c) => printAck(await c.throttle(id, { by: who(), batchSize: o.batchSize, delayMs: o.delayMs }), o.json));
+    .action(async (id: string, o: { batchSize?: number; adaptive?: boolean; delayMs?: number; json?: boolean }) => {
+      if (o.adaptive && o.batchSize !== undefined) throw new CliError('give --batch-size or --adaptive, not both', EXIT.usage);
+      if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined) throw new CliError('give --batch-size, --adaptive and/or --delay-ms', EXIT.usage);
+      const batchSize = o.adaptive ? null : o.batchSize;
+      await withTidemark(globals(), async (c) => printAck(await c.throttle(id, { by: who(), batchSize, delayMs: o.delayMs }), o.json));
     });
 
   program
