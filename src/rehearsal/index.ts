@@ -17,11 +17,21 @@ export interface RehearsalStep {
   difference?: { gone: string[]; added: string[] };
 }
 
+/** A gate's or an assertion's SQL, tried once after the steps (so it may read the tables they create). */
+export interface RehearsalQuery {
+  kind: 'gate' | 'assertion';
+  name: string;
+  outcome: 'ok' | 'unreadable' | 'not-tried';
+  message: string;
+}
+
 export interface RehearsalReport {
   ok: boolean;
   lint: LintFinding[];
   preflight: PreflightReport;
   steps: RehearsalStep[];
+  /** Unreadable queries are warnings: a gate's table may only appear once the application runs. */
+  queries: RehearsalQuery[];
   /** The database's schema is the same after the rehearsal as before it. */
   unchanged: boolean;
 }
@@ -30,6 +40,7 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
   const lint = await lintPlan(plan);
   const preflight = await runPreflightChecks(pool, plan);
   const steps: RehearsalStep[] = [];
+  let queries: RehearsalQuery[] | undefined;
   const c = await pool.connect();
   let unchanged: boolean;
   try {
@@ -51,6 +62,7 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
         steps.push(result);
         if (result.outcome === 'failed') stopped = true;
       }
+      queries = await rehearseQueries(c, plan);
     } finally {
       await c.query('ROLLBACK');
     }
@@ -60,7 +72,7 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
     c.release();
   }
   const ok = preflight.ok && steps.every((s) => s.outcome !== 'failed') && !lint.some((f) => f.severity === 'error');
-  return { ok, lint, preflight, steps, unchanged };
+  return { ok, lint, preflight, steps, queries: queries ?? [], unchanged };
 }
 
 async function attempt(c: PoolClient, sql: string): Promise<string | null> {
@@ -93,4 +105,28 @@ async function rehearseStep(c: PoolClient, id: string, up: string, down: string)
     return { id, outcome: 'failed', message: 'up after down gives a different schema than the first up', difference: again };
   }
   return { id, outcome: 'ok', message: 'up, down (schema restored exactly), up again' };
+}
+
+async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<RehearsalQuery[]> {
+  const out: RehearsalQuery[] = [];
+  const run = async (kind: RehearsalQuery['kind'], name: string, sql: string) => {
+    await c.query('SAVEPOINT tidemark_rehearse');
+    try {
+      const r = await c.query(sql);
+      const value = r.rows[0] ? Object.values(r.rows[0])[0] : undefined;
+      const shown = value === undefined ? 'no row' : value === null || typeof value !== 'object' ? String(value) : JSON.stringify(value);
+      out.push({ kind, name, outcome: 'ok', message: `reads ${shown} now` });
+    } catch (e) {
+      out.push({ kind, name, outcome: 'unreadable', message: formatPgError(e) });
+    } finally {
+      await c.query('ROLLBACK TO SAVEPOINT tidemark_rehearse');
+    }
+  };
+  for (const g of plan.traffic?.gates ?? []) {
+    if (!g.sql) out.push({ kind: 'gate', name: g.name, outcome: 'not-tried', message: 'reads Prometheus or HTTP, not this database' });
+    else if (g.database) out.push({ kind: 'gate', name: g.name, outcome: 'not-tried', message: `reads the database in $${g.database.urlEnv}` });
+    else await run('gate', g.name, g.sql);
+  }
+  for (const v of plan.validate) if (v.sql) await run('assertion', v.sql.name, v.sql.query);
+  return out;
 }

@@ -128,6 +128,8 @@ test('rehearsal catches a down that does not undo its up, and leaves the databas
         { id: '001_audit', up: 'sql/001.up.sql', down: 'sql/001.down.sql' },
         { id: '002_index', up: 'sql/002.up.sql', down: 'sql/002.down.sql' },
       ],
+      validate: [{ sql: { name: 'no negative totals', query: 'SELECT count(*) FROM orders WHERE total < 0', expect: 0 } }],
+      traffic: { flag: 'audit', stages: [{ percent: 100 }], gates: [{ name: 'error rate', sql: 'SELECT rate FROM app_metrics', max: 0.1 }] },
     },
     {
       'sql/001.up.sql': 'CREATE TABLE orders_audit (id bigint PRIMARY KEY, order_id bigint NOT NULL);\nALTER TABLE orders ADD COLUMN audited boolean;',
@@ -144,6 +146,9 @@ test('rehearsal catches a down that does not undo its up, and leaves the databas
   expect(r.stdout).toContain('step 001_audit: FAILED — down does not undo up');
   expect(r.stdout).toContain('left behind:        column public.orders.audited boolean');
   expect(r.stdout).toContain('step 002_index: NOT-REACHED');
+  // Gate and assertion SQL are tried too: a gate that cannot be read would pause the rollout at run time.
+  expect(r.stdout).toContain('assertion "no negative totals": ok — reads 0 now');
+  expect(r.stdout).toContain('gate "error rate": WARNING, cannot be read now — relation "app_metrics" does not exist');
   expect(r.stdout).toContain('database unchanged by the rehearsal: yes');
   expect(schemaDump(db)).toBe(schemaBefore);
   expect(await allTableContents(db)).toEqual(contentsBefore);

@@ -34,7 +34,9 @@ export function describePlan(p: ResolvedPlan): string[] {
 const MARK: Record<LintSeverity, string> = { error: 'ERROR  ', danger: 'DANGER ', warning: 'warning' };
 
 export function describeLint(findings: LintFinding[]): string[] {
-  if (!findings.length) return ['SQL review: no destructive or locking changes found'];
+  if (!findings.length) {
+    return ['SQL review: no destructive or locking changes found (changes to tables a step creates, and a down dropping them, are not flagged)'];
+  }
   const lines = [`SQL review: ${findings.length} finding(s)`];
   for (const f of findings) {
     lines.push(`  ${MARK[f.severity]} ${f.at} (${f.file}:${f.line}, statement ${f.statement}): ${f.message}`);
@@ -48,13 +50,20 @@ export function describeRehearsal(r: RehearsalReport): string[] {
   const lines = ['rehearsal against the database (inside a transaction that is rolled back):'];
   const counts = (s: string) => r.preflight.findings.filter((f) => f.status === s).length;
   lines.push(`  preflight: ${r.preflight.ok ? 'ok' : 'FAILED'} (${counts('ok')} ok, ${counts('warn')} warning(s), ${counts('fail')} failure(s))`);
-  for (const f of r.preflight.findings.filter((x) => x.status !== 'ok')) lines.push(`    ${f.status.padEnd(4)} ${f.check}: ${f.message}`);
+  for (const f of r.preflight.findings) lines.push(`    ${f.status.padEnd(4)} ${f.check}: ${f.message}`);
   for (const s of r.steps) {
     lines.push(`  step ${s.id}: ${s.outcome === 'ok' ? 'ok' : s.outcome.toUpperCase()} — ${s.message}`);
     for (const g of s.difference?.gone ?? []) lines.push(`      missing afterwards: ${g}`);
     for (const a of s.difference?.added ?? []) lines.push(`      left behind:        ${a}`);
   }
   if (!r.steps.length) lines.push('  no schema steps to rehearse');
+  for (const q of r.queries) {
+    const mark = q.outcome === 'ok' ? 'ok' : q.outcome === 'unreadable' ? 'WARNING, cannot be read now' : 'not tried';
+    lines.push(`  ${q.kind} "${q.name}": ${mark} — ${q.message}`);
+  }
+  if (r.queries.some((q) => q.kind === 'gate' && q.outcome === 'unreadable')) {
+    lines.push('    (a gate that cannot be read during a soak pauses the rollout; fine if the application creates what it reads)');
+  }
   lines.push(`  database unchanged by the rehearsal: ${r.unchanged ? 'yes' : 'NO'}`);
   return lines;
 }
