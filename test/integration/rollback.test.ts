@@ -82,7 +82,8 @@ describe.each([
 
     const { workflowId } = await h.client.start(plan, { autoApprove: false });
     await eventually(async () => (await h.client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval');
-    await h.client.throttle(workflowId, { batchSize: 200, delayMs: 30 });
+    // Slow enough (2 ranges × 75 batches × 100 ms) that the copy is still running when the abort arrives.
+    await h.client.throttle(workflowId, { batchSize: 200, delayMs: 100 });
     await h.client.approve(workflowId, { by: 'test' });
     await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000, 'some rows copied', 60_000, 50);
     if (pauseFirst) {
@@ -94,7 +95,8 @@ describe.each([
     const abort = await runCli(['abort', plan.name, '--reason', 'wrong mapping'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
     expect(abort.stderr).toBe('');
     expect(abort.code).toBe(0);
-    expect(abort.stdout.trim()).toBe('rolling back (state: rolling-back)');
+    expect(abort.stdout).toContain('abort accepted; rolling back');
+    expect(abort.stdout).toContain('ROLLED-BACK, phase copy');
     const final = await h.client.waitForEnd(workflowId);
     expect(final.state).toBe('rolled-back');
     expect(final.error).toMatch(/wrong mapping/);
