@@ -160,6 +160,16 @@ describe('preflight refuses clearly and changes nothing', () => {
     return client.waitForEnd(workflowId);
   }
 
+  /** events → `target`; the one schema step creates events_v2. */
+  async function eventsPlan(db: TestDb, target: string): Promise<ResolvedPlan> {
+    return (await import('../../src/plan/load')).loadPlan(
+      writePlan(
+        { name: 'events-v2', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }], copy: [{ name: 'events', from: 'events', to: target, key: 'id' }] },
+        { 'up.sql': 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);', 'down.sql': 'DROP TABLE events_v2;' },
+      ),
+    );
+  }
+
   test('when pg_dump is missing', async () => {
     const queue = `${h.taskQueue}-nodump`;
     const worker = await h.startWorker({ taskQueue: queue, binaries: { pgDump: '/nonexistent/pg_dump' } });
@@ -182,13 +192,7 @@ describe('preflight refuses clearly and changes nothing', () => {
   test('when the copy key is not unique', async () => {
     const db = await h.db('dupkey');
     await db.query(`CREATE TABLE events (id bigint NOT NULL, name text); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (2, 'c');`);
-    const plan = (await import('../../src/plan/load')).loadPlan(
-      writePlan(
-        { name: 'events-v2', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }], copy: [{ name: 'events', from: 'events', to: 'events_v2', key: 'id' }] },
-        { 'up.sql': 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);', 'down.sql': 'DROP TABLE events_v2;' },
-      ),
-    );
-    const final = await runToEnd(h.client, plan);
+    const final = await runToEnd(h.client, await eventsPlan(db, 'events_v2'));
     expect(final.state).toBe('rolled-back');
     expect(final.error).toBe('preflight failed: copy events: key: events.id is not a unique, non-null key: 2 (2×)');
     expect(await tableExists(db, 'events_v2')).toBe(false);
@@ -197,14 +201,8 @@ describe('preflight refuses clearly and changes nothing', () => {
   test('when a copy target does not exist and no schema step creates it', async () => {
     const db = await h.db('notarget');
     await db.query(`CREATE TABLE events (id bigint PRIMARY KEY, name text); INSERT INTO events VALUES (1, 'a');`);
-    const plan = (await import('../../src/plan/load')).loadPlan(
-      writePlan(
-        { name: 'events-v3', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }], copy: [{ name: 'events', from: 'events', to: 'events_v3', key: 'id' }] },
-        // A typo'd target name: the step creates events_v2, the copy writes to events_v3.
-        { 'up.sql': 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);', 'down.sql': 'DROP TABLE events_v2;' },
-      ),
-    );
-    const final = await runToEnd(h.client, plan);
+    // A typo'd target name: the step creates events_v2, the copy writes to events_v3.
+    const final = await runToEnd(h.client, await eventsPlan(db, 'events_v3'));
     expect(final.state).toBe('rolled-back');
     expect(final.error).toBe('preflight failed: copy events: target: events_v3 does not exist and no schema step creates it');
     expect(final.phases.find((p) => p.name === 'schema')?.status).toBe('pending');
