@@ -57,6 +57,20 @@ async function releaseOwnedSequences(c: PoolClient, table: TableRef): Promise<Ke
   return kept;
 }
 
+/**
+ * Takes the locks a trigger change or a move needs in the order the application's own writes take them after
+ * cut-over: a write on the new table fires the reverse sync, which writes the old one. Locking the new tables first
+ * means such a write either finishes before us or waits for us whole; locking the old table first (as DROP TRIGGER
+ * or SET SCHEMA alone would) lets the two wait on each other until PostgreSQL kills one as a deadlock — often the
+ * application's.
+ */
+async function lockInAppOrder(c: PoolClient, tables: string[]): Promise<void> {
+  for (const t of tables) {
+    const ref = quoteTable(t);
+    if ((await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [ref])).rows[0].x) await c.query(`LOCK TABLE ${ref} IN ACCESS EXCLUSIVE MODE`);
+  }
+}
+
 /** Re-points a job's reverse sync at wherever its source table now is (same transaction as the move). */
 async function repointReverseSync(c: PoolClient, job: ResolvedCopyJob, source: TableRef, mapping: CopyMapping): Promise<void> {
   const moved: CopyMapping = { ...mapping, source: { kind: 'table', table: source } };
@@ -65,10 +79,17 @@ async function repointReverseSync(c: PoolClient, job: ResolvedCopyJob, source: T
 
 export function createCleanupActivities(deps: ActivityDeps) {
   return {
-    async dropSyncTriggers(input: { urlEnv: string; jobs: { name: string; querySources: number }[]; lockTimeoutMs: number }): Promise<string[]> {
+    async dropSyncTriggers(input: {
+      urlEnv: string;
+      jobs: { name: string; querySources: number }[];
+      lockTimeoutMs: number;
+      /** Tables to lock first, in this order: the new tables, then the old (see lockInAppOrder). */
+      lockFirst?: string[];
+    }): Promise<string[]> {
       return activityBody('dropping sync triggers', async () => {
         const pool = await targetPool(deps, input.urlEnv);
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          await lockInAppOrder(c, input.lockFirst ?? []);
           for (const job of input.jobs) for (const stmt of dropSyncDdl(job.name, job.querySources)) await c.query(stmt);
         });
         return input.jobs.map((j) => j.name);
@@ -86,6 +107,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
           const followers = await Promise.all(
             (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from)).map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
           );
+          await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...input.tables]);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
@@ -119,6 +141,8 @@ export function createCleanupActivities(deps: ActivityDeps) {
         const { runId } = currentRun(input.runId);
         const restored: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          const followers = (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from));
+          await lockInAppOrder(c, [...followers.map((j) => j.to), ...input.tables.map((t) => `${ARCHIVE_SCHEMA}.${parseTableRef(t).name}`)]);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
             const archived = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
@@ -136,7 +160,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
             }
             restored.push(t);
           }
-          for (const job of (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from))) {
+          for (const job of followers) {
             // Back in place: the reverse sync writes to the original table again.
             await repointReverseSync(c, job, parseTableRef(job.from!), await resolveMapping(c, job));
           }

@@ -463,9 +463,12 @@ class MigrationRun {
     // bidirectional jobs whose source is archived keep their sync (it follows the table into the archive).
     const synced = this.plan.copy.filter((j) => j.sync !== 'none');
     const followers = c?.dropAfter !== undefined ? synced.filter((j) => j.sync === 'bidirectional' && j.from && c.archive.includes(j.from)) : [];
-    const dropNow = synced.filter((j) => !followers.includes(j)).map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
+    const dropping = synced.filter((j) => !followers.includes(j));
+    const dropNow = dropping.map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
     if (dropNow.length) {
-      await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs });
+      // New tables first, then what feeds them: the order the application's writes lock them in (see cleanup.ts).
+      const lockFirst = [...dropping.map((j) => j.to), ...dropping.flatMap((j) => (j.from ? [j.from] : (j.syncFrom ?? []).map((f) => f.table)))];
+      await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs, lockFirst });
       // Without dropAfter the migration ends with this phase, so nothing is left that could roll back to the old tables.
       this.event(`sync triggers dropped: ${dropNow.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`);
     }
@@ -483,7 +486,8 @@ class MigrationRun {
       await this.durableWait('drop of archived tables', c.dropAfter, false);
       await this.safePoint();
       if (followers.length) {
-        await acts.dropSyncTriggers({ urlEnv, jobs: followers.map((j) => ({ name: j.name, querySources: 0 })), lockTimeoutMs });
+        const lockFirst = [...followers.map((j) => j.to), ...followers.map((j) => `tidemark_archive.${j.from!.split('.').pop()}`)];
+        await acts.dropSyncTriggers({ urlEnv, jobs: followers.map((j) => ({ name: j.name, querySources: 0 })), lockTimeoutMs, lockFirst });
       }
       const args = { urlEnv, migration: this.plan.name, runId: this.runKey, tables: c.archive, lockTimeoutMs };
       result.dropped = (await acts.dropArchivedTables(args)).dropped;
