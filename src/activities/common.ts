@@ -1,6 +1,6 @@
 // What every activity module shares: its dependencies, the run it belongs to, and how errors become failures.
-import { ApplicationFailure, Context } from '@temporalio/activity';
-import type { Pool } from 'pg';
+import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import type { Pool, PoolClient } from 'pg';
 import { ensureTidemarkSchema } from '../db/bootstrap';
 import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
 import { MissingDatabaseUrlError, type PoolRegistry } from '../db/pool';
@@ -83,4 +83,27 @@ export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
     }
     signal?.addEventListener('abort', done, { once: true });
   });
+}
+
+/**
+ * Runs `fn`, whose statements go through `c`, heartbeating so that a cancellation (an abort) reaches this activity
+ * while a long statement runs. On cancellation the statement is cancelled in the server (pg_cancel_backend), so its
+ * transaction rolls back rather than committing after the workflow has moved on to its rollback; the activity then
+ * reports itself cancelled.
+ */
+export async function cancellable<T>(pool: Pool, c: PoolClient, fn: () => Promise<T>): Promise<T> {
+  const signal = cancellationSignal();
+  const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+  const beat = setInterval(() => heartbeat(), 2000);
+  const cancel = () => void pool.query('SELECT pg_cancel_backend($1)', [pid]).catch(() => undefined);
+  signal?.addEventListener('abort', cancel, { once: true });
+  try {
+    return await fn();
+  } catch (e) {
+    if (signal?.aborted) throw new CancelledFailure('cancelled: the running statement was cancelled and rolled back');
+    throw e;
+  } finally {
+    clearInterval(beat);
+    signal?.removeEventListener('abort', cancel);
+  }
 }

@@ -6,7 +6,7 @@ import { quoteIdent } from '../db/quote';
 import { parseStatements } from '../plan/lint';
 import { inTransaction, withClient } from '../db/tx';
 import type { SchemaStep } from '../plan/types';
-import { activityBody, currentRun, targetPool, type ActivityDeps } from './common';
+import { activityBody, cancellable, currentRun, targetPool, type ActivityDeps } from './common';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 
@@ -60,16 +60,18 @@ export function createSchemaActivities(deps: ActivityDeps) {
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
               [input.migration, workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional, Date.now() - t0],
             );
-          if (step.transactional) {
-            // The step and its history row commit together: either both exist or neither does.
-            await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-              await runScript(tx, step.up.sql, true, input.lockTimeoutMs);
-              await record(tx);
-            });
-          } else {
-            await runScript(c, step.up.sql, false, input.lockTimeoutMs);
-            await record(c);
-          }
+          await cancellable(pool, c, async () => {
+            if (step.transactional) {
+              // The step and its history row commit together: either both exist or neither does.
+              await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
+                await runScript(tx, step.up.sql, true, input.lockTimeoutMs);
+                await record(tx);
+              });
+            } else {
+              await runScript(c, step.up.sql, false, input.lockTimeoutMs);
+              await record(c);
+            }
+          });
           deps.logger.info({ step: step.id, ms: Date.now() - t0 }, 'schema step applied');
           return { step: step.id, applied: true, alreadyDone: false, durationMs: Date.now() - t0 };
         });

@@ -63,6 +63,16 @@ const longActs = proxyActivities<Activities>({
   retry: retry({ maximumAttempts: undefined }),
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
+/**
+ * Schema steps can run for hours (CREATE INDEX CONCURRENTLY on a big table): they heartbeat, and an abort waits for
+ * the running step to be cancelled in the server before the rollback starts.
+ */
+const schemaActs = proxyActivities<Activities>({
+  startToCloseTimeout: '24h',
+  heartbeatTimeout: '30s',
+  retry: retry(),
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
 const backupActs = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '1m', retry: retry({ maximumAttempts: 3 }) });
 const gateActs = proxyActivities<Activities>({ startToCloseTimeout: '2m', retry: retry({ maximumAttempts: 2 }) });
 /** Compensations retry patiently: giving up leaves objects behind. */
@@ -217,11 +227,12 @@ class MigrationRun {
     for (const step of this.plan.schema) {
       await this.safePoint();
       const args = { urlEnv: this.plan.database.urlEnv, migration: this.plan.name, runId: this.runKey, step, lockTimeoutMs: this.plan.lockTimeout };
-      // A non-transactional step can fail half-way (CREATE INDEX CONCURRENTLY leaves an invalid index), so its undo
-      // is registered before it runs; a transactional step either commits whole or leaves nothing, so after.
-      if (!step.transactional) this.register('schema', `run ${step.down.path} (undo ${step.id})`, { kind: 'revertSchemaStep', stepId: step.id });
-      await acts.applySchemaStep(args);
-      if (step.transactional) this.register('schema', `run ${step.down.path} (undo ${step.id})`, { kind: 'revertSchemaStep', stepId: step.id });
+      // The undo is registered before the step runs: an abort can land while it runs, and the rollback must then
+      // undo whatever it left. A transactional step's history row commits with it, so its undo runs `down` only if
+      // the step committed; a non-transactional one can stop half-way (CREATE INDEX CONCURRENTLY leaves an invalid
+      // index), so its `down` always runs.
+      this.register('schema', `run ${step.down.path} (undo ${step.id})`, { kind: 'revertSchemaStep', stepId: step.id });
+      await schemaActs.applySchemaStep(args);
       applied.push(step.id);
       this.event(`schema step ${step.id} applied`);
     }

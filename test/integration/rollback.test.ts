@@ -3,7 +3,8 @@
 import { runCli } from '../helpers/cli';
 import { allTableContents, flagPercent, schemaDump, tableExists } from '../helpers/db-assert';
 import { eventually, Harness } from '../helpers/env';
-import { meetingsPlan } from '../helpers/plans';
+import { meetingsPlan, writePlan } from '../helpers/plans';
+import { loadPlan } from '../../src/plan/load';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -109,4 +110,33 @@ describe.each([
     await new Promise((r) => setTimeout(r, 1000));
     expect(await tableExists(db, 'meetings_v2')).toBe(false);
   });
+});
+
+test('an abort while a schema step is running leaves nothing of that step behind', async () => {
+  const db = await h.db('abortschema');
+  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10);`);
+  const plan = loadPlan(
+    writePlan(
+      { name: 'orders-slow-step', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '001_slow', up: 'up.sql', down: 'down.sql' }] },
+      // A step that takes a while after its DDL: the abort lands while its transaction is open.
+      { 'up.sql': 'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, total numeric NOT NULL);\nSELECT pg_sleep(6);', 'down.sql': 'DROP TABLE orders_v2;' },
+    ),
+  );
+  const schemaBefore = schemaDump(db);
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventually(async () => {
+    const [{ n }] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(6)%' AND state = 'active' AND pid <> pg_backend_pid()`);
+    return n > 0;
+  }, 'the step to be running', 60_000, 50);
+  await h.client.abort(workflowId, { reason: 'not now' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  // The step was cancelled in the server before it could commit, so its undo found nothing to undo.
+  expect(final.compensations.map((c) => [c.description, c.status])).toEqual([['run down.sql (undo 001_slow) — 001_slow: was not applied', 'done']]);
+  // Long enough for the step's transaction to have committed, had it been left running.
+  await new Promise((r) => setTimeout(r, 7000));
+  expect(await tableExists(db, 'orders_v2')).toBe(false);
+  const history = await db.query<{ status: string }>(`SELECT status FROM tidemark.history WHERE workflow_id = $1`, [workflowId]);
+  expect(history.map((r) => r.status)).not.toContain('applied');
+  expect(schemaDump(db)).toBe(schemaBefore);
 });
