@@ -96,6 +96,10 @@ export function createBackupActivities(deps: ActivityDeps) {
               if (/dumping contents of table/.test(l)) dumped++;
             },
           });
+        } catch (e) {
+          // Cancelled (an abort) or pg_dump could not start: no half-written dump is left behind.
+          await rm(tmp, { force: true });
+          throw e;
         } finally {
           clearInterval(beat);
         }
