@@ -158,7 +158,12 @@ export class TidemarkClient {
     }
     let status: MigrationStatus;
     try {
-      status = await h.query(statusQuery);
+      // The server holds a query until a worker answers it (about 30 s): say sooner that none does.
+      let timer: NodeJS.Timeout | undefined;
+      const slow = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no worker answered within ${STATUS_QUERY_TIMEOUT_MS / 1000}s`)), STATUS_QUERY_TIMEOUT_MS);
+      });
+      status = await Promise.race([h.query(statusQuery), slow]).finally(() => clearTimeout(timer));
     } catch (e) {
       // A query is answered by a worker: none running, or a workflow task failing, leaves it unanswered.
       const hint = (await this.hasWorkers().catch(() => true)) ? '' : `; no worker polls task queue "${this.taskQueue}" (start one: tidemark worker)`;
@@ -255,6 +260,8 @@ export class TidemarkClient {
     }
   }
 }
+
+const STATUS_QUERY_TIMEOUT_MS = 10_000;
 
 /** The status a closed migration left: its result, or the details of the failure it ended with. */
 async function finalStatus(h: WorkflowHandle): Promise<MigrationStatus | undefined> {
