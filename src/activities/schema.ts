@@ -27,16 +27,43 @@ export interface SchemaStepResult {
   durationMs: number;
 }
 
+/** Names the line and the statement of a script an error came from (the error stays PostgreSQL's, code and all). */
+function locate(e: unknown, line: number, statement: string): never {
+  if (e instanceof Error) {
+    const first = statement.replace(/\s+/g, ' ').trim();
+    e.message = `${e.message} (line ${line}: ${first.length > 60 ? `${first.slice(0, 57)}…` : first})`;
+    delete (e as { position?: string }).position;
+  }
+  throw e;
+}
+
 /** Runs an SQL script: in the current transaction as one multi-statement query, or statement by statement outside one. */
 async function runScript(c: PoolClient, sql: string, transactional: boolean, lockTimeoutMs: number): Promise<void> {
   if (transactional) {
-    await c.query(sql);
+    try {
+      await c.query(sql);
+    } catch (e) {
+      // PostgreSQL reports where in the whole script it failed; say which statement that is.
+      const pos = Number((e as { position?: string }).position);
+      if (!pos) throw e;
+      const stmts = await parseStatements(sql).catch(() => []);
+      const before = sql.slice(0, pos - 1);
+      const line = before.split('\n').length;
+      const stmt = [...stmts].reverse().find((st) => st.line <= line);
+      locate(e, line, stmt?.text ?? sql.split('\n')[line - 1] ?? '');
+    }
     return;
   }
   await c.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
   try {
     // Split with PostgreSQL's own parser: CREATE INDEX CONCURRENTLY must be sent on its own.
-    for (const stmt of await parseStatements(sql)) await c.query(stmt.text);
+    for (const stmt of await parseStatements(sql)) {
+      try {
+        await c.query(stmt.text);
+      } catch (e) {
+        locate(e, stmt.line, stmt.text);
+      }
+    }
   } finally {
     await c.query('RESET lock_timeout').catch(() => undefined);
   }

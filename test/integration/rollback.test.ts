@@ -140,3 +140,35 @@ test('an abort while a schema step is running leaves nothing of that step behind
   expect(history.map((r) => r.status)).not.toContain('applied');
   expect(schemaDump(db)).toBe(schemaBefore);
 });
+
+test('a schema step failing half-way rolls back, and the error names the step, the line and the statement', async () => {
+  const db = await h.db('badstep');
+  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL);`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: 'orders-bad-step',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [
+          { id: '001_ok', up: 'ok.up.sql', down: 'ok.down.sql' },
+          { id: '002_bad', up: 'bad.up.sql', down: 'bad.down.sql' },
+        ],
+      },
+      {
+        'ok.up.sql': 'ALTER TABLE orders ADD COLUMN note text;',
+        'ok.down.sql': 'ALTER TABLE orders DROP COLUMN note;',
+        'bad.up.sql': 'CREATE TABLE orders_v2 (id bigint PRIMARY KEY);\n\nINSERT INTO orders_v2 SELECT id FROM orders_old;\n',
+        'bad.down.sql': 'DROP TABLE IF EXISTS orders_v2;',
+      },
+    ),
+  );
+  const schemaBefore = schemaDump(db);
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.error).toBe(
+    'schema step 002_bad (up): relation "orders_old" does not exist (line 3: INSERT INTO orders_v2 SELECT id FROM orders_old) | code 42P01',
+  );
+  expect(schemaDump(db)).toBe(schemaBefore);
+});
