@@ -480,7 +480,7 @@ class MigrationRun {
       // New tables first, then what feeds them: the order the application's writes lock them in (see cleanup.ts).
       const lockFirst = [...dropping.map((j) => j.to), ...dropping.flatMap((j) => (j.from ? [j.from] : (j.syncFrom ?? []).map((f) => f.table)))];
       await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs, lockFirst });
-      // Without dropAfter the migration ends with this phase, so nothing is left that could roll back to the old tables.
+      // Said in the log: from here these jobs' tables drift apart (followers, kept until the drop, are not among them).
       this.event(`sync triggers dropped: ${dropNow.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`);
     }
     const result: Record<string, unknown> = { syncTriggersDropped: dropNow.map((j) => j.name) };
