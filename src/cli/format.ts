@@ -33,7 +33,9 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
   }
   if (name === 'traffic' && s.traffic) {
     const t = s.traffic;
-    return `flag ${t.flag} at ${t.percent}%${t.soakEndsAt ? `, soaking until ${t.soakEndsAt}` : ''}`;
+    // Paused, the soak's clock keeps running but the next stage waits for resume.
+    const held = s.paused && s.state !== 'rolled-back' && s.state !== 'completed' ? ' (paused: the next stage waits for resume)' : '';
+    return `flag ${t.flag} at ${t.percent}%${t.soakEndsAt ? `, soaking until ${t.soakEndsAt}` : ''}${held}`;
   }
   if (name === 'backup' && s.backup) {
     const b = s.backup as { file: string; sizeBytes: number };

@@ -3,6 +3,7 @@
 import { PassThrough } from 'node:stream';
 import type { LiveProgress, TidemarkClient } from '../../src/client';
 import { follow } from '../../src/cli/context';
+import { renderStatus } from '../../src/cli/format';
 import type { MigrationStatus } from '../../src/workflows/messages';
 
 type Status = MigrationStatus & { live: LiveProgress[] };
@@ -73,4 +74,14 @@ test('an unreadable status is retried, said once on stderr, and the watch goes o
   }
   expect(errors).toEqual(['status not readable, retrying: no worker\n']);
   expect([...text.matchAll(/ {2}event (\d+)\n/g)].map((m) => Number(m[1]))).toEqual([1, 2, 3, 4]);
+});
+
+test('a paused soak says that its clock runs on and the next stage waits', () => {
+  const s: Status = {
+    ...statusWith(1),
+    paused: { reason: 'look', at: '2026-01-01T00:00:00.000Z' },
+    phases: [{ name: 'traffic', status: 'running', startedAt: '2026-01-01T00:00:00.000Z' }],
+    traffic: { flag: 'f', percent: 10, stageIndex: 0, soakEndsAt: '2026-01-01T01:00:00.000Z', gates: [] },
+  } as Status;
+  expect(renderStatus(s)).toContain('flag f at 10%, soaking until 2026-01-01T01:00:00.000Z (paused: the next stage waits for resume)');
 });
