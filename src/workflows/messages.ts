@@ -181,6 +181,31 @@ export interface UpdateAck {
   message: string;
 }
 
+/** A migration's status before anything has happened: every phase pending, nothing copied, no flag. */
+export function initialStatus(plan: string, workflowId: string, at: string, phases: readonly PhaseName[]): MigrationStatus {
+  return {
+    plan,
+    workflowId,
+    state: 'running',
+    phase: null,
+    startedAt: at,
+    updatedAt: at,
+    phases: phases.map((name) => ({ name, status: 'pending' })),
+    copy: [],
+    throttle: {},
+    traffic: null,
+    pendingApproval: null,
+    approvals: [],
+    paused: null,
+    validation: null,
+    backup: null,
+    compensations: [],
+    error: null,
+    waitingUntil: null,
+    events: [],
+  };
+}
+
 export const approveUpdate = defineUpdate<UpdateAck, [ApproveRequest]>('approve');
 export const pauseUpdate = defineUpdate<UpdateAck, [PauseRequest]>('pause');
 export const resumeUpdate = defineUpdate<UpdateAck, [ResumeRequest]>('resume');

@@ -21,6 +21,7 @@ import type { Gate, PhaseName, ResolvedCopyJob, ResolvedPlan, Stage, ValidationC
 import {
   abortUpdate,
   approveUpdate,
+  initialStatus,
   pauseUpdate,
   promoteUpdate,
   resumeUpdate,
@@ -116,27 +117,7 @@ class MigrationRun {
       this.approvedGate = input.resume.approvedGate;
       this.controlVersion = input.resume.controlVersion;
     }
-    this.status = input.resume?.status ?? {
-      plan: this.plan.name,
-      workflowId: info.workflowId,
-      state: 'running',
-      phase: null,
-      startedAt: nowIso(),
-      updatedAt: nowIso(),
-      phases: PHASES.map((name) => ({ name, status: 'pending' })),
-      copy: [],
-      throttle: {},
-      traffic: null,
-      pendingApproval: null,
-      approvals: [],
-      paused: null,
-      validation: null,
-      backup: null,
-      compensations: [],
-      error: null,
-      waitingUntil: null,
-      events: [],
-    };
+    this.status = input.resume?.status ?? initialStatus(this.plan.name, info.workflowId, nowIso(), PHASES);
   }
 
   // ---- the runbook -------------------------------------------------------------------------------------------

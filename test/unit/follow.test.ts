@@ -4,34 +4,13 @@ import { PassThrough } from 'node:stream';
 import type { LiveProgress, TidemarkClient } from '../../src/client';
 import { follow } from '../../src/cli/context';
 import { renderStatus } from '../../src/cli/format';
-import type { MigrationStatus } from '../../src/workflows/messages';
+import { initialStatus, type MigrationStatus } from '../../src/workflows/messages';
 
 type Status = MigrationStatus & { live: LiveProgress[] };
 
 function statusWith(events: number, state: MigrationStatus['state'] = 'running'): Status {
   const all = Array.from({ length: events }, (_, i) => ({ seq: i + 1, at: '2026-01-01T00:00:00.000Z', message: `event ${i + 1}` }));
-  return {
-    plan: 'p',
-    workflowId: 'tidemark-p',
-    state,
-    phase: 'traffic',
-    startedAt: '2026-01-01T00:00:00.000Z',
-    updatedAt: '2026-01-01T00:00:00.000Z',
-    phases: [],
-    copy: [],
-    throttle: {},
-    traffic: null,
-    pendingApproval: null,
-    approvals: [],
-    paused: null,
-    validation: null,
-    backup: null,
-    compensations: [],
-    error: null,
-    waitingUntil: null,
-    events: all.slice(-100),
-    live: [],
-  };
+  return { ...initialStatus('p', 'tidemark-p', '2026-01-01T00:00:00.000Z', []), state, phase: 'traffic', events: all.slice(-100), live: [] };
 }
 
 /** Stands in for the Temporal client: replays the statuses a real waitForEnd would have polled. */
