@@ -280,6 +280,8 @@ interface CopyBeat {
   rowsPerSecond: number;
   batchSize: number;
   throttleReason: string | null;
+  lockConflicts?: number;
+  lastLockConflict?: string | null;
   paused: boolean;
 }
 
@@ -294,6 +296,8 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
     job.rowsPerSecond = beats.reduce((n, b) => n + b.rowsPerSecond, 0);
     job.batchSize = beats[0].batchSize;
     job.throttleReason = beats.find((b) => b.throttleReason)?.throttleReason ?? null;
+    job.lockConflicts = (job.lockConflicts ?? 0) + beats.reduce((n, b) => n + (b.lockConflicts ?? 0), 0);
+    job.lastLockConflict = beats.find((b) => b.lastLockConflict)?.lastLockConflict ?? job.lastLockConflict ?? null;
     job.paused = beats.some((b) => b.paused);
     if (job.paused) job.rowsPerSecond = 0;
     const remaining = Math.max(0, job.estimatedTotal - job.rowsCopied);

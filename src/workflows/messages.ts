@@ -62,6 +62,9 @@ export interface CopyJobProgress {
   ranges: number;
   rangesDone: number;
   throttleReason: string | null;
+  /** Lock timeouts and deadlocks the copy met and backed off from, and the last one. */
+  lockConflicts: number;
+  lastLockConflict: string | null;
   paused: boolean;
   done: boolean;
 }

@@ -262,6 +262,8 @@ class MigrationRun {
       ranges: ranges.length,
       rangesDone: 0,
       throttleReason: null,
+      lockConflicts: 0,
+      lastLockConflict: null,
       paused: false,
       done: false,
     };

@@ -10,6 +10,7 @@ import {
   copySettings,
   dropSyncDdl,
   forwardTriggerDdl,
+  keyExtentQuery,
   pruneQuery,
   querySyncTriggerDdl,
   reconcileQuery,
@@ -70,6 +71,9 @@ export interface CopyHeartbeat {
   batchSize: number;
   rowsPerSecond: number;
   throttleReason: string | null;
+  /** Lock timeouts and deadlocks met so far (all attempts), and the last one: a count a reader can wait on. */
+  lockConflicts: number;
+  lastLockConflict: string | null;
   paused: boolean;
   updatedAt: string;
 }
@@ -147,15 +151,24 @@ export function createCopyActivities(deps: ActivityDeps) {
       });
     },
 
-    /** Splits the key space into `parallel` ranges so several activities (and workers) can share the copy. */
+    /**
+     * Splits the key space into `parallel` ranges so several activities (and workers) can share the copy. Runs after
+     * the sync triggers are committed, and the last range ends at the highest key that exists now: any row with a
+     * higher key is written after the triggers (installing them waited for every open write on the table), so the
+     * triggers replay it. An open-ended last range would chase the application's inserts and, under a steady insert
+     * load, never finish.
+     */
     async planCopyRanges(input: CopyJobInput): Promise<{ ranges: CopyRange[]; estimatedRows: number }> {
       return activityBody(`planning copy ranges for "${input.job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         const mapping = await resolveMapping(pool, input.job);
         const estimate = await estimateSourceRows(pool, mapping);
+        const q = keyExtentQuery(mapping, null, null);
+        const extent = (await pool.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
+        if (extent.lo === null) return { ranges: [], estimatedRows: 0 };
         const parts = Math.max(1, input.job.parallel);
-        const bounds = parts > 1 ? await splitPoints(pool, mapping, parts, estimate) : [];
-        const edges = [null, ...bounds, null];
+        const bounds = parts > 1 ? await splitPoints(pool, mapping, parts, estimate, extent as { lo: string; hi: string }) : [];
+        const edges = [null, ...bounds, extent.hi];
         const ranges = edges.slice(0, -1).map((after, i) => ({ index: i, after, upTo: edges[i + 1] }));
         return { ranges, estimatedRows: estimate };
       });
@@ -190,13 +203,11 @@ async function estimateSourceRows(pool: Pool, m: CopyMapping): Promise<number> {
 }
 
 /** parts-1 key values splitting the source into ranges of about equal size. */
-async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: number): Promise<string[]> {
+async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: number, extent: { lo: string; hi: string }): Promise<string[]> {
   const k = `s.${quoteIdent(m.key)}`;
   if (INTEGER_KEY_TYPES.has(m.keyType)) {
-    const r = await pool.query(`SELECT min(${k})::text AS lo, max(${k})::text AS hi FROM ${sourceFrom(m)}`);
-    if (r.rows[0].lo === null) return [];
-    const lo = BigInt(r.rows[0].lo);
-    const hi = BigInt(r.rows[0].hi);
+    const lo = BigInt(extent.lo);
+    const hi = BigInt(extent.hi);
     const span = hi - lo;
     if (span < BigInt(parts)) return [];
     return Array.from({ length: parts - 1 }, (_, i) => (lo + (span * BigInt(i + 1)) / BigInt(parts)).toString());
@@ -269,6 +280,8 @@ async function copyRangeImpl(
     batchSize: adaptive,
     rowsPerSecond: 0,
     throttleReason: null,
+    lockConflicts: previous?.lockConflicts ?? 0,
+    lastLockConflict: previous?.lastLockConflict ?? null,
     paused: false,
     updatedAt: new Date().toISOString(),
   };
@@ -347,7 +360,8 @@ async function copyRangeImpl(
         // Lock waits and deadlocks with the application: back off with a smaller batch instead of failing.
         if (isRetryablePgError(e) && sqlState(e) && ++lockFailures <= 30) {
           adaptive = Math.max(MIN_BATCH, Math.floor(size / 2));
-          details = { ...details, batchSize: adaptive, throttleReason: `lock conflict (${sqlState(e)}); retrying with ${adaptive} rows` };
+          const why = `lock conflict (${sqlState(e)}); retrying with ${adaptive} rows`;
+          details = { ...details, batchSize: adaptive, throttleReason: why, lockConflicts: details.lockConflicts + 1, lastLockConflict: why };
           heartbeat(details);
           await sleepMs(Math.min(5000, 100 * 2 ** Math.min(lockFailures, 6)), signal);
           continue;

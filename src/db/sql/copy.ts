@@ -190,12 +190,17 @@ export function limitBatchQuery(m: CopyMapping, after: string | null, upTo: stri
   return { text, values };
 }
 
-/** min and max key of the source (as text), for range batching; null when the source is empty. */
+/**
+ * Lowest and highest key of the source (as text), for range batching and range planning; null when the source is
+ * empty. ORDER BY … LIMIT 1 rather than min()/max(): it works for every orderable key type (uuid has no max()) and
+ * reads one end of the key's index either way.
+ */
 export function keyExtentQuery(m: CopyMapping, after: string | null, upTo: string | null): Query {
   const values: unknown[] = [];
   const where = keyBounds(m, after, upTo, values);
   const k = `s.${quoteIdent(m.key)}`;
-  return { text: `SELECT min(${k})::text AS lo, max(${k})::text AS hi FROM ${sourceFrom(m)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`, values };
+  const scan = (dir: string) => `(SELECT ${k}::text FROM ${sourceFrom(m)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} ${dir} LIMIT 1)`;
+  return { text: `SELECT ${scan('ASC')} AS lo, ${scan('DESC')} AS hi`, values };
 }
 
 function functionRef(job: string, dir: SyncDirection): string {
