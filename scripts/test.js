@@ -17,9 +17,19 @@ const run = (cmd, args) => {
 
 run(process.execPath, [join(root, 'scripts', 'build.js')]);
 run(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js'), '.']);
+run(process.execPath, [
+  join(root, 'node_modules', 'prettier', 'bin', 'prettier.cjs'),
+  '--check',
+  '--log-level',
+  'warn',
+  '.',
+]);
 const { temporalCli, temporalTestServer } = require(join(root, 'dist', 'infra', 'tools.js'));
 console.error(`tidemark tests: Temporal CLI at ${temporalCli()}, test server at ${temporalTestServer()}`);
 
 const jest = join(root, 'node_modules', 'jest', 'bin', 'jest.js');
-const r = spawnSync(process.execPath, [jest, '--maxWorkers=2', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
+const r = spawnSync(process.execPath, [jest, '--maxWorkers=2', ...process.argv.slice(2)], {
+  cwd: root,
+  stdio: 'inherit',
+});
 process.exit(r.status ?? 1);
