@@ -3,8 +3,31 @@
 const js = require('@eslint/js');
 const tseslint = require('typescript-eslint');
 
-const ioModules = ['pg', 'pg-connection-string', 'pino', 'yaml', 'zod', 'commander', '@temporalio/activity', '@temporalio/client', '@temporalio/worker'];
-const nodeBuiltins = ['fs', 'fs/promises', 'child_process', 'net', 'http', 'https', 'os', 'path', 'crypto', 'dns', 'worker_threads', 'stream'];
+const ioModules = [
+  'pg',
+  'pg-connection-string',
+  'pino',
+  'yaml',
+  'zod',
+  'commander',
+  '@temporalio/activity',
+  '@temporalio/client',
+  '@temporalio/worker',
+];
+const nodeBuiltins = [
+  'fs',
+  'fs/promises',
+  'child_process',
+  'net',
+  'http',
+  'https',
+  'os',
+  'path',
+  'crypto',
+  'dns',
+  'worker_threads',
+  'stream',
+];
 
 module.exports = tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.tools/**', 'coverage/**'] },
@@ -27,8 +50,15 @@ module.exports = tseslint.config(
             message: 'workflow code must stay deterministic: do I/O in an activity',
           })),
           patterns: [
-            { group: ['**/activities', '**/activities/*'], allowTypeImports: true, message: 'import activity types only (import type)' },
-            { group: ['**/db/*', '**/infra/*', '**/cli/*', '**/logger'], message: 'workflow code must not import I/O modules' },
+            {
+              group: ['**/activities', '**/activities/*'],
+              allowTypeImports: true,
+              message: 'import activity types only (import type)',
+            },
+            {
+              group: ['**/db/*', '**/infra/*', '**/cli/*', '**/logger'],
+              message: 'workflow code must not import I/O modules',
+            },
           ],
         },
       ],
@@ -38,7 +68,20 @@ module.exports = tseslint.config(
     files: ['**/*.js'],
     languageOptions: {
       globals: Object.fromEntries(
-        ['require', '__dirname', 'process', 'console', 'performance', 'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'URL', 'Buffer', 'fetch']
+        [
+          'require',
+          '__dirname',
+          'process',
+          'console',
+          'performance',
+          'setTimeout',
+          'clearTimeout',
+          'setInterval',
+          'clearInterval',
+          'URL',
+          'Buffer',
+          'fetch',
+        ]
           .map((g) => [g, 'readonly'])
           .concat([['module', 'writable']]),
       ),

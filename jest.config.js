@@ -1,6 +1,11 @@
 // Unit tests are pure; integration tests share one Temporal dev server (started in global setup) and each test
 // creates its own PostgreSQL database.
-const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } }] };
+const transform = {
+  '^.+\\.ts$': [
+    '@swc/jest',
+    { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' }, module: { type: 'commonjs' } },
+  ],
+};
 
 module.exports = {
   testTimeout: 180_000,

@@ -83,11 +83,15 @@ function pgbench(url, seconds, clients = 4) {
   // libpqEnv sets), or the copy's throttler would take them for its own and ignore them.
   const env = { ...process.env, ...dist('db/pgtools').libpqEnv(url), PGAPPNAME: 'pgbench' };
   return new Promise((resolve, reject) => {
-    const child = spawn(pgbenchBin, ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-l', '--log-prefix', join(dir, 'log')], {
-      env,
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      pgbenchBin,
+      ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-l', '--log-prefix', join(dir, 'log')],
+      {
+        env,
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -95,7 +99,10 @@ function pgbench(url, seconds, clients = 4) {
     child.on('exit', (code) => {
       if (code !== 0) return reject(new Error(`pgbench exited ${code}: ${out.slice(-400)}`));
       const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
-      const lat = execFileSync('sh', ['-c', `cat ${join(dir, 'log')}.* | awk '{print $3}' | sort -n`], { encoding: 'utf8', maxBuffer: 1 << 28 })
+      const lat = execFileSync('sh', ['-c', `cat ${join(dir, 'log')}.* | awk '{print $3}' | sort -n`], {
+        encoding: 'utf8',
+        maxBuffer: 1 << 28,
+      })
         .trim()
         .split('\n')
         .map(Number);
@@ -146,4 +153,19 @@ function runBench(name, main) {
 
 const fmt = (n, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
-module.exports = { root, dist, arg, sql, timed, generatedTable, startWorkerProcess, withStack, runBench, makePlan, runToEnd, phaseMs, pgbench, fmt };
+module.exports = {
+  root,
+  dist,
+  arg,
+  sql,
+  timed,
+  generatedTable,
+  startWorkerProcess,
+  withStack,
+  runBench,
+  makePlan,
+  runToEnd,
+  phaseMs,
+  pgbench,
+  fmt,
+};

@@ -25,7 +25,13 @@ async function main() {
     backup: { ...example.backup, enabled: false },
     copy: [{ ...example.copy[0], batchSize: 5000, maxBatchSize: 100000, parallel: 2 }],
     validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: { ...example.traffic, stages: [{ percent: 10, soak: 600_000, approval: false }, { percent: 100, soak: 1000, approval: false }] },
+    traffic: {
+      ...example.traffic,
+      stages: [
+        { percent: 10, soak: 600_000, approval: false },
+        { percent: 100, soak: 1000, approval: false },
+      ],
+    },
     cleanup: undefined,
   };
 
@@ -46,7 +52,10 @@ async function main() {
     await client.abort(workflowId, { reason: 'benchmark' });
     let flagZeroAt;
     for (;;) {
-      const [row] = await b.sql(url, `SELECT rollout_percentage AS p, extract(epoch FROM updated_at) * 1000 AS at FROM tidemark.flags WHERE name = 'use_room_types'`);
+      const [row] = await b.sql(
+        url,
+        `SELECT rollout_percentage AS p, extract(epoch FROM updated_at) * 1000 AS at FROM tidemark.flags WHERE name = 'use_room_types'`,
+      );
       if (row.p === 0) {
         flagZeroAt = Number(row.at);
         break;
@@ -57,8 +66,12 @@ async function main() {
     const final = await client.waitForEnd(workflowId, undefined, 100);
     const doneAt = Date.parse(final.endedAt);
     console.log(`abort → flag at 0 in the database: ${b.fmt(flagZeroAt - t0)} ms (target ≤ 2000)`);
-    console.log(`flag at 0 → the application's reader sees it (LISTEN/NOTIFY): ${b.fmt(readerAt - flagZeroAt)} ms (target ≤ 1000)`);
-    console.log(`abort → ${final.state}, every compensation done, ${b.fmt(rows)}-row migration: ${(Math.max(0, doneAt - t0) / 1000).toFixed(1)} s (target ≤ 60 s)`);
+    console.log(
+      `flag at 0 → the application's reader sees it (LISTEN/NOTIFY): ${b.fmt(readerAt - flagZeroAt)} ms (target ≤ 1000)`,
+    );
+    console.log(
+      `abort → ${final.state}, every compensation done, ${b.fmt(rows)}-row migration: ${(Math.max(0, doneAt - t0) / 1000).toFixed(1)} s (target ≤ 60 s)`,
+    );
   });
   await reader.close();
   await appPool.end();

@@ -22,7 +22,14 @@ async function main() {
             from: 'src',
             to: 'dst',
             key: 'id',
-            columns: { id: 'id', account_id: 'account_id', amount: 'amount_cents / 100.0', status: 'upper(status)', note: 'note', created_at: 'created_at' },
+            columns: {
+              id: 'id',
+              account_id: 'account_id',
+              amount: 'amount_cents / 100.0',
+              status: 'upper(status)',
+              note: 'note',
+              created_at: 'created_at',
+            },
             batchSize: 5000,
             maxBatchSize: 100000,
             targetBatchMs: 300,
@@ -32,7 +39,8 @@ async function main() {
         validate: [{ checksum: { copy: 'bench', chunkSize: chunk } }],
       },
       {
-        'up.sql': 'CREATE TABLE dst (id bigint PRIMARY KEY, account_id bigint NOT NULL, amount numeric(12,2) NOT NULL, status text NOT NULL, note text, created_at timestamptz NOT NULL)',
+        'up.sql':
+          'CREATE TABLE dst (id bigint PRIMARY KEY, account_id bigint NOT NULL, amount numeric(12,2) NOT NULL, status text NOT NULL, note text, created_at timestamptz NOT NULL)',
         'down.sql': 'DROP TABLE dst',
       },
     );
@@ -41,7 +49,9 @@ async function main() {
     const checkRps = rows / (b.phaseMs(run.final, 'validate') / 1000);
     const count = await b.timed(() => b.sql(url, 'SELECT count(*) FROM dst'));
     const countRps = rows / (count.ms / 1000);
-    console.log(`checksum (exact, ${b.fmt(chunk)}-row chunks, source through the mapping vs target): ${b.fmt(checkRps)} rows/s`);
+    console.log(
+      `checksum (exact, ${b.fmt(chunk)}-row chunks, source through the mapping vs target): ${b.fmt(checkRps)} rows/s`,
+    );
     console.log(`  vs the copy: ${b.fmt(copyRps)} rows/s → ratio ${(checkRps / copyRps).toFixed(2)} (target ≥ 0.50)`);
     console.log(`  vs SELECT count(*): ${b.fmt(countRps)} rows/s → ratio ${(checkRps / countRps).toFixed(3)}`);
   });

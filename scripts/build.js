@@ -6,10 +6,16 @@ const { writeFileSync } = require('node:fs');
 const { join } = require('node:path');
 
 const root = join(__dirname, '..');
-execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
+execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+  cwd: root,
+  stdio: 'inherit',
+});
 
 const { bundleWorkflowCode, DefaultLogger } = require('@temporalio/worker');
-bundleWorkflowCode({ workflowsPath: join(root, 'dist', 'workflows', 'index.js'), logger: new DefaultLogger('WARN') }).then(
+bundleWorkflowCode({
+  workflowsPath: join(root, 'dist', 'workflows', 'index.js'),
+  logger: new DefaultLogger('WARN'),
+}).then(
   ({ code }) => writeFileSync(join(root, 'dist', 'workflow-bundle.js'), code),
   (e) => {
     console.error(`bundling workflows failed: ${e.message}`);

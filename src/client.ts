@@ -1,6 +1,17 @@
 // Typed start/approve/pause/abort/status over @temporalio/client: what the CLI, the demo and the tests use.
-import { Client, Connection, WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
-import { ApplicationFailure, defaultPayloadConverter, WorkflowExecutionAlreadyStartedError, type UpdateDefinition } from '@temporalio/common';
+import {
+  Client,
+  Connection,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import {
+  ApplicationFailure,
+  defaultPayloadConverter,
+  WorkflowExecutionAlreadyStartedError,
+  type UpdateDefinition,
+} from '@temporalio/common';
 import type { ResolvedPlan } from './plan/types';
 import {
   abortUpdate,
@@ -88,10 +99,19 @@ export class TidemarkClient {
       connection = await Connection.connect({ address, connectTimeout: 5000 });
       await connection.workflowService.getSystemInfo({});
     } catch (e) {
-      throw new Error(`cannot reach Temporal at ${address} (${(e as Error).message.split('\n')[0]}); start one with \`tidemark dev\` or set TEMPORAL_ADDRESS`, { cause: e });
+      throw new Error(
+        `cannot reach Temporal at ${address} (${(e as Error).message.split('\n')[0]}); start one with \`tidemark dev\` or set TEMPORAL_ADDRESS`,
+        { cause: e },
+      );
     }
     const client = new Client({ connection, namespace });
-    return new TidemarkClient(client, connection, opts.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? DEFAULT_TASK_QUEUE, address, namespace);
+    return new TidemarkClient(
+      client,
+      connection,
+      opts.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? DEFAULT_TASK_QUEUE,
+      address,
+      namespace,
+    );
   }
 
   async close(): Promise<void> {
@@ -117,7 +137,9 @@ export class TidemarkClient {
       return { workflowId, runId: handle.firstExecutionRunId };
     } catch (e) {
       if (e instanceof WorkflowExecutionAlreadyStartedError) {
-        throw new RejectedError(`migration ${plan.name} is already running (${workflowId}); abort it or wait for it to finish`);
+        throw new RejectedError(
+          `migration ${plan.name} is already running (${workflowId}); abort it or wait for it to finish`,
+        );
       }
       throw e;
     }
@@ -161,19 +183,26 @@ export class TidemarkClient {
       // The server holds a query until a worker answers it (about 30 s): say sooner that none does.
       let timer: NodeJS.Timeout | undefined;
       const slow = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no worker answered within ${STATUS_QUERY_TIMEOUT_MS / 1000}s`)), STATUS_QUERY_TIMEOUT_MS);
+        timer = setTimeout(
+          () => reject(new Error(`no worker answered within ${STATUS_QUERY_TIMEOUT_MS / 1000}s`)),
+          STATUS_QUERY_TIMEOUT_MS,
+        );
       });
       status = await Promise.race([h.query(statusQuery), slow]).finally(() => clearTimeout(timer));
     } catch (e) {
       // A query is answered by a worker: none running, or a workflow task failing, leaves it unanswered.
-      const hint = (await this.hasWorkers().catch(() => true)) ? '' : `; no worker polls task queue "${this.taskQueue}" (start one: tidemark worker)`;
+      const hint = (await this.hasWorkers().catch(() => true))
+        ? ''
+        : `; no worker polls task queue "${this.taskQueue}" (start one: tidemark worker)`;
       throw new Error(`cannot read the status of ${h.workflowId}: ${(e as Error).message}${hint}`, { cause: e });
     }
     const desc = await h.describe();
     const live: LiveProgress[] = (desc.raw.pendingActivities ?? []).map((a) => ({
       activity: a.activityType?.name ?? 'unknown',
       attempt: a.attempt ?? 1,
-      details: a.heartbeatDetails?.payloads?.length ? defaultPayloadConverter.fromPayload(a.heartbeatDetails.payloads[0]) : null,
+      details: a.heartbeatDetails?.payloads?.length
+        ? defaultPayloadConverter.fromPayload(a.heartbeatDetails.payloads[0])
+        : null,
     }));
     mergeCopyProgress(status, live);
     return { ...status, live };
@@ -289,7 +318,9 @@ interface CopyBeat {
 export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[]): void {
   for (const job of status.copy) {
     if (job.done) continue;
-    const beats = live.filter((l) => l.activity === 'copyRange' && (l.details as CopyBeat | null)?.job === job.job).map((l) => l.details as CopyBeat);
+    const beats = live
+      .filter((l) => l.activity === 'copyRange' && (l.details as CopyBeat | null)?.job === job.job)
+      .map((l) => l.details as CopyBeat);
     if (!beats.length) continue;
     const running = beats.reduce((n, b) => n + b.rowsCopied, 0);
     job.rowsCopied += running;

@@ -50,7 +50,9 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     connection,
     namespace,
     taskQueue,
-    ...((opts.workflowBundle ?? prebuiltBundle()) ? { workflowBundle: opts.workflowBundle ?? prebuiltBundle() } : { workflowsPath: workflowsPath() }),
+    ...((opts.workflowBundle ?? prebuiltBundle())
+      ? { workflowBundle: opts.workflowBundle ?? prebuiltBundle() }
+      : { workflowsPath: workflowsPath() }),
     activities: createActivities({ pools, logger, binaries: opts.binaries }),
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
     // Progress (rows copied, throttle reason) reaches `status` through heartbeats: send them every few seconds.

@@ -79,7 +79,12 @@ async function createDemoService({ pool, flag = 'use_room_types', port = 0 }) {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
       return res.end(
         ['# TYPE demo_requests_total counter', '# TYPE demo_errors_total counter']
-          .concat(Object.entries(totals).flatMap(([p, t]) => [`demo_requests_total{path="${p}"} ${t.requests}`, `demo_errors_total{path="${p}"} ${t.errors}`]))
+          .concat(
+            Object.entries(totals).flatMap(([p, t]) => [
+              `demo_requests_total{path="${p}"} ${t.requests}`,
+              `demo_errors_total{path="${p}"} ${t.errors}`,
+            ]),
+          )
           .join('\n') + '\n',
       );
     }
@@ -110,15 +115,17 @@ async function createDemoService({ pool, flag = 'use_room_types', port = 0 }) {
                  VALUES (nextval('meetings_id_seq'), $1, $2::text, ${ROOM_TYPE}, 'active', md5($3)::uuid, 10, now(), now()) RETURNING id`,
                 [b.title ?? 'untitled', b.meeting_type ?? null, String(user)],
               )
-            : await pool.query(`INSERT INTO meetings (title, meeting_type, host_id) VALUES ($1, $2, md5($3)::uuid) RETURNING id`, [
-                b.title ?? 'untitled',
-                b.meeting_type ?? null,
-                String(user),
-              ]);
+            : await pool.query(
+                `INSERT INTO meetings (title, meeting_type, host_id) VALUES ($1, $2, md5($3)::uuid) RETURNING id`,
+                [b.title ?? 'untitled', b.meeting_type ?? null, String(user)],
+              );
         out = [201, { path, id: Number(r.rows[0].id) }];
       } else if (req.method === 'PUT' && m[1]) {
         const b = await body(req);
-        const r = await pool.query(`UPDATE ${table} SET title = $1, updated_at = now() WHERE id = $2`, [b.title ?? '', m[1]]);
+        const r = await pool.query(`UPDATE ${table} SET title = $1, updated_at = now() WHERE id = $2`, [
+          b.title ?? '',
+          m[1],
+        ]);
         out = r.rowCount ? [200, { path, id: Number(m[1]) }] : [404, { path, error: 'no such meeting' }];
       } else out = [405, { error: 'method not allowed' }];
       count(path, false);
@@ -147,7 +154,10 @@ module.exports = { createDemoService, errorRateSql };
 if (require.main === module) {
   const pool = new Pool({ connectionString: process.env.DATABASE_URL, max: 10 });
   createDemoService({ pool, port: Number(process.env.PORT ?? 8080) }).then(
-    (s) => console.error(`demo service on http://127.0.0.1:${s.port} (flag use_room_types at ${s.flags.percentage('use_room_types')}%)`),
+    (s) =>
+      console.error(
+        `demo service on http://127.0.0.1:${s.port} (flag use_room_types at ${s.flags.percentage('use_room_types')}%)`,
+      ),
     (e) => {
       console.error(`demo service failed to start: ${e.message}`);
       process.exit(1);

@@ -50,9 +50,11 @@ function tablePattern(t: string): string {
 }
 
 function tool(deps: ActivityDeps, name: 'pg_dump' | 'pg_restore' | 'psql'): string {
-  const configured = name === 'pg_dump' ? deps.binaries?.pgDump : name === 'pg_restore' ? deps.binaries?.pgRestore : undefined;
+  const configured =
+    name === 'pg_dump' ? deps.binaries?.pgDump : name === 'pg_restore' ? deps.binaries?.pgRestore : undefined;
   const path = configured ?? findPgTool(name);
-  if (!path) throw ApplicationFailure.nonRetryable(`${name} not found on the worker (set TIDEMARK_PG_BIN)`, 'BackupFailed');
+  if (!path)
+    throw ApplicationFailure.nonRetryable(`${name} not found on the worker (set TIDEMARK_PG_BIN)`, 'BackupFailed');
   return path;
 }
 
@@ -80,11 +82,20 @@ export function createBackupActivities(deps: ActivityDeps) {
         const file = join(plan.backup.dir, `${plan.name}-${stamp}-${runId.slice(0, 8)}.dump`);
         const tmp = `${file}.partial`;
         const tables = plan.backup.tables?.length ? plan.backup.tables : undefined;
-        const args = ['-Fc', '--no-password', '--verbose', '-f', tmp, ...(tables ?? []).flatMap((t) => ['-t', tablePattern(t)])];
+        const args = [
+          '-Fc',
+          '--no-password',
+          '--verbose',
+          '-f',
+          tmp,
+          ...(tables ?? []).flatMap((t) => ['-t', tablePattern(t)]),
+        ];
 
         let dumped = 0;
         const beat = setInterval(async () => {
-          const size = await stat(tmp).then((s) => s.size).catch(() => 0);
+          const size = await stat(tmp)
+            .then((s) => s.size)
+            .catch(() => 0);
           heartbeat({ tablesDumped: dumped, bytesWritten: size });
         }, 2000);
         let res;
@@ -105,7 +116,12 @@ export function createBackupActivities(deps: ActivityDeps) {
         }
         if (res.code !== 0) {
           await rm(tmp, { force: true });
-          const err = res.stderr.split('\n').filter((l) => /error|fatal/i.test(l)).slice(0, 3).join(' ') || res.stderr.slice(-300);
+          const err =
+            res.stderr
+              .split('\n')
+              .filter((l) => /error|fatal/i.test(l))
+              .slice(0, 3)
+              .join(' ') || res.stderr.slice(-300);
           throw ApplicationFailure.retryable(`pg_dump exited with ${res.code}: ${err.trim()}`, 'BackupError');
         }
 
@@ -113,14 +129,20 @@ export function createBackupActivities(deps: ActivityDeps) {
         const list = await runTool(pgRestore, ['--list', tmp], { env: {} });
         if (list.code !== 0) {
           await rm(tmp, { force: true });
-          throw ApplicationFailure.retryable(`pg_restore --list could not read the dump: ${list.stderr.trim().slice(0, 300)}`, 'BackupError');
+          throw ApplicationFailure.retryable(
+            `pg_restore --list could not read the dump: ${list.stderr.trim().slice(0, 300)}`,
+            'BackupError',
+          );
         }
         const toc = list.stdout.split('\n').filter((l) => /^\d+;/.test(l));
         for (const t of tables ?? []) {
           const ref = parseTableRef(t);
           if (!toc.some((l) => l.includes(`TABLE DATA ${ref.schema} ${ref.name} `))) {
             await rm(tmp, { force: true });
-            throw ApplicationFailure.nonRetryable(`backup verification failed: the dump holds no data for ${t}`, 'BackupFailed');
+            throw ApplicationFailure.nonRetryable(
+              `backup verification failed: the dump holds no data for ${t}`,
+              'BackupFailed',
+            );
           }
         }
         await rename(tmp, file);
@@ -142,9 +164,21 @@ export function createBackupActivities(deps: ActivityDeps) {
         };
         const metadataFile = `${file}.json`;
         await writeFile(metadataFile, JSON.stringify(meta, null, 2) + '\n');
-        const pruned = plan.backup.retain !== undefined ? await prune(plan.backup.dir, plan.name, basename(file), plan.backup.retain) : [];
+        const pruned =
+          plan.backup.retain !== undefined
+            ? await prune(plan.backup.dir, plan.name, basename(file), plan.backup.retain)
+            : [];
         deps.logger.info({ file, size, tables: meta.tables }, 'backup written and verified');
-        return { file, metadataFile, sizeBytes: size, sha256, tables: meta.tables, tocEntries: toc.length, durationMs: meta.durationMs, pruned };
+        return {
+          file,
+          metadataFile,
+          sizeBytes: size,
+          sha256,
+          tables: meta.tables,
+          tocEntries: toc.length,
+          durationMs: meta.durationMs,
+          pruned,
+        };
       });
     },
 
@@ -152,28 +186,44 @@ export function createBackupActivities(deps: ActivityDeps) {
      * Puts the backed-up contents of the plan's tables back: in one transaction, empties each table and reloads it
      * from the dump (pg_restore --data-only piped into psql --single-transaction), so readers never see it empty.
      */
-    async restoreBackup(input: { plan: ResolvedPlan; file: string; sha256: string }): Promise<{ tables: string[]; durationMs: number }> {
+    async restoreBackup(input: {
+      plan: ResolvedPlan;
+      file: string;
+      sha256: string;
+    }): Promise<{ tables: string[]; durationMs: number }> {
       const { plan } = input;
       return activityBody('restoring backup', async () => {
         const url = deps.pools.url(plan.database.urlEnv);
         const t0 = Date.now();
         if ((await fileSha256(input.file)) !== input.sha256) {
-          throw ApplicationFailure.nonRetryable(`backup ${input.file} does not match its recorded sha256; refusing to restore`, 'BackupFailed');
+          throw ApplicationFailure.nonRetryable(
+            `backup ${input.file} does not match its recorded sha256; refusing to restore`,
+            'BackupFailed',
+          );
         }
         const tables = tablesToRestore(plan);
         if (!tables.length) return { tables, durationMs: 0 };
         const pgRestore = tool(deps, 'pg_restore');
         const psql = findPgTool('psql');
-        if (!psql) throw ApplicationFailure.nonRetryable('psql not found on the worker (set TIDEMARK_PG_BIN)', 'BackupFailed');
-        const args = ['--data-only', '-f', '-', ...tables.flatMap((t) => ['-n', parseTableRef(t).schema, '-t', parseTableRef(t).name]), input.file];
+        if (!psql)
+          throw ApplicationFailure.nonRetryable('psql not found on the worker (set TIDEMARK_PG_BIN)', 'BackupFailed');
+        const args = [
+          '--data-only',
+          '-f',
+          '-',
+          ...tables.flatMap((t) => ['-n', parseTableRef(t).schema, '-t', parseTableRef(t).name]),
+          input.file,
+        ];
         const script = await runTool(pgRestore, args, { env: {} });
-        if (script.code !== 0) throw ApplicationFailure.retryable(`pg_restore failed: ${script.stderr.trim().slice(0, 300)}`, 'BackupError');
+        if (script.code !== 0)
+          throw ApplicationFailure.retryable(`pg_restore failed: ${script.stderr.trim().slice(0, 300)}`, 'BackupError');
         const sql = `SET lock_timeout = '${Math.max(1000, plan.lockTimeout)}ms';\nTRUNCATE ${tables.map((t) => quoteTable(t)).join(', ')};\n${script.stdout}`;
         const res = await runTool(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], {
           env: libpqEnv(url),
           stdin: Readable.from([sql]),
         });
-        if (res.code !== 0) throw ApplicationFailure.retryable(`restore failed: ${res.stderr.trim().slice(0, 500)}`, 'BackupError');
+        if (res.code !== 0)
+          throw ApplicationFailure.retryable(`restore failed: ${res.stderr.trim().slice(0, 500)}`, 'BackupError');
         deps.logger.info({ tables, file: input.file }, 'backup restored');
         return { tables, durationMs: Date.now() - t0 };
       });

@@ -67,12 +67,18 @@ async function releaseOwnedSequences(c: PoolClient, table: TableRef): Promise<Ke
 async function lockInAppOrder(c: PoolClient, tables: string[]): Promise<void> {
   for (const t of tables) {
     const ref = quoteTable(t);
-    if ((await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [ref])).rows[0].x) await c.query(`LOCK TABLE ${ref} IN ACCESS EXCLUSIVE MODE`);
+    if ((await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [ref])).rows[0].x)
+      await c.query(`LOCK TABLE ${ref} IN ACCESS EXCLUSIVE MODE`);
   }
 }
 
 /** Re-points a job's reverse sync at wherever its source table now is (same transaction as the move). */
-async function repointReverseSync(c: PoolClient, job: ResolvedCopyJob, source: TableRef, mapping: CopyMapping): Promise<void> {
+async function repointReverseSync(
+  c: PoolClient,
+  job: ResolvedCopyJob,
+  source: TableRef,
+  mapping: CopyMapping,
+): Promise<void> {
   const moved: CopyMapping = { ...mapping, source: { kind: 'table', table: source } };
   for (const stmt of reverseTriggerDdl(moved)) await c.query(stmt);
 }
@@ -105,7 +111,9 @@ export function createCleanupActivities(deps: ActivityDeps) {
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           // Mappings are resolved while the sources are still in place.
           const followers = await Promise.all(
-            (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from)).map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
+            (input.followers ?? [])
+              .filter((j) => j.from && input.tables.includes(j.from))
+              .map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
           );
           await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...input.tables]);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
@@ -114,20 +122,43 @@ export function createCleanupActivities(deps: ActivityDeps) {
             const already = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
             const present = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(ref)]);
             if (!present.rows[0].x && already.rows[0].x) continue; // archived by an earlier attempt
-            if (!present.rows[0].x) throw ApplicationFailure.nonRetryable(`cannot archive ${t}: it does not exist`, 'PlanRuntimeError');
-            if (already.rows[0].x) throw ApplicationFailure.nonRetryable(`cannot archive ${t}: ${ARCHIVE_SCHEMA}.${ref.name} already exists`, 'PlanRuntimeError');
+            if (!present.rows[0].x)
+              throw ApplicationFailure.nonRetryable(`cannot archive ${t}: it does not exist`, 'PlanRuntimeError');
+            if (already.rows[0].x)
+              throw ApplicationFailure.nonRetryable(
+                `cannot archive ${t}: ${ARCHIVE_SCHEMA}.${ref.name} already exists`,
+                'PlanRuntimeError',
+              );
             const kept = await releaseOwnedSequences(c, ref);
             await c.query(`ALTER TABLE ${quoteTable(ref)} SET SCHEMA ${A}`);
             await c.query(
               `INSERT INTO ${S}.archive (original_schema, table_name, archived_name, migration, run_id, drop_after, kept_sequences)
                VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $6::float8 / 1000) END, $7)
                ON CONFLICT (run_id, original_schema, table_name) DO UPDATE SET archived_at = now(), restored_at = NULL, kept_sequences = EXCLUDED.kept_sequences`,
-              [ref.schema, ref.name, `${ARCHIVE_SCHEMA}.${ref.name}`, input.migration, runId, input.dropAfterMs ?? null, JSON.stringify(kept)],
+              [
+                ref.schema,
+                ref.name,
+                `${ARCHIVE_SCHEMA}.${ref.name}`,
+                input.migration,
+                runId,
+                input.dropAfterMs ?? null,
+                JSON.stringify(kept),
+              ],
             );
-            if (kept.length) deps.logger.info({ table: t, sequences: kept.map((q) => `${q.schema}.${q.name}`) }, 'sequences kept in place');
+            if (kept.length)
+              deps.logger.info(
+                { table: t, sequences: kept.map((q) => `${q.schema}.${q.name}`) },
+                'sequences kept in place',
+              );
             archived.push(t);
           }
-          for (const f of followers) await repointReverseSync(c, f.job, { schema: ARCHIVE_SCHEMA, name: parseTableRef(f.job.from!).name }, f.mapping);
+          for (const f of followers)
+            await repointReverseSync(
+              c,
+              f.job,
+              { schema: ARCHIVE_SCHEMA, name: parseTableRef(f.job.from!).name },
+              f.mapping,
+            );
         });
         deps.logger.info({ archived }, 'tables archived');
         return { archived };
@@ -142,7 +173,10 @@ export function createCleanupActivities(deps: ActivityDeps) {
         const restored: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           const followers = (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from));
-          await lockInAppOrder(c, [...followers.map((j) => j.to), ...input.tables.map((t) => `${ARCHIVE_SCHEMA}.${parseTableRef(t).name}`)]);
+          await lockInAppOrder(c, [
+            ...followers.map((j) => j.to),
+            ...input.tables.map((t) => `${ARCHIVE_SCHEMA}.${parseTableRef(t).name}`),
+          ]);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
             const archived = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
@@ -179,7 +213,10 @@ export function createCleanupActivities(deps: ActivityDeps) {
           for (const t of input.tables) {
             const ref = parseTableRef(t);
             await c.query(`DROP TABLE IF EXISTS ${A}.${quoteIdent(ref.name)}`);
-            await c.query(`UPDATE ${S}.archive SET dropped_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`, [runId, ref.schema, ref.name]);
+            await c.query(
+              `UPDATE ${S}.archive SET dropped_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`,
+              [runId, ref.schema, ref.name],
+            );
             dropped.push(t);
           }
         });

@@ -13,7 +13,6 @@ export interface ActivityDeps {
   binaries?: { pgDump?: string; pgRestore?: string };
 }
 
-
 /**
  * The migration this activity works for. `runId` is the first run of the workflow's chain when the workflow passes it
  * (bookkeeping rows must still be found after it continued as new); otherwise the current run.
@@ -41,7 +40,8 @@ export function toFailure(e: unknown, context: string): unknown {
   if ((e as Error)?.name === 'CancelledFailure' || (e as Error)?.name === 'AbortError') return e;
   const msg = `${context}: ${formatPgError(e)}`;
   // Programming errors do not heal on retry: fail at once with the message instead of retrying for hours.
-  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) return ApplicationFailure.nonRetryable(msg, 'InternalError');
+  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError)
+    return ApplicationFailure.nonRetryable(msg, 'InternalError');
   if (isRetryablePgError(e)) return ApplicationFailure.retryable(msg, 'RetryableDbError');
   if (isPgError(e)) return ApplicationFailure.nonRetryable(msg, 'SqlError', { code: (e as { code?: string }).code });
   return ApplicationFailure.retryable(msg, 'ActivityError');

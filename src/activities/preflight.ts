@@ -62,7 +62,11 @@ export interface PreflightOptions {
 }
 
 /** Runs every preflight check against the database; shared by the workflow's activity and `plan check --rehearse`. */
-export async function runPreflightChecks(pool: Pool, plan: ResolvedPlan, opts: PreflightOptions = {}): Promise<PreflightReport> {
+export async function runPreflightChecks(
+  pool: Pool,
+  plan: ResolvedPlan,
+  opts: PreflightOptions = {},
+): Promise<PreflightReport> {
   const findings: Finding[] = [];
   const add = (check: string, status: FindingStatus, message: string) => findings.push({ check, status, message });
   let serverVersion = 'unknown';
@@ -79,15 +83,21 @@ export async function runPreflightChecks(pool: Pool, plan: ResolvedPlan, opts: P
       const v = await serverVersionNum(c);
       serverVersion = (await c.query('SHOW server_version')).rows[0].server_version;
       add('connectivity', 'ok', `connected to ${(await c.query('SELECT current_database() AS d')).rows[0].d}`);
-      add('server version', v >= MIN_SERVER_VERSION ? 'ok' : 'fail', v >= MIN_SERVER_VERSION ? `PostgreSQL ${serverVersion}` : `PostgreSQL ${serverVersion} is older than 11`);
+      add(
+        'server version',
+        v >= MIN_SERVER_VERSION ? 'ok' : 'fail',
+        v >= MIN_SERVER_VERSION ? `PostgreSQL ${serverVersion}` : `PostgreSQL ${serverVersion} is older than 11`,
+      );
       const serverMajor = Math.floor(v / 10000);
 
       if (plan.backup.enabled) {
         for (const tool of ['pg_dump', 'pg_restore'] as const) {
           const path = (tool === 'pg_dump' ? opts.binaries?.pgDump : opts.binaries?.pgRestore) ?? findPgTool(tool);
           const ver = path ? await toolMajorVersion(path) : undefined;
-          if (!path || !ver) add(tool, 'fail', `${tool} not found (install the PostgreSQL client programs or set TIDEMARK_PG_BIN)`);
-          else if (ver.major < serverMajor) add(tool, 'fail', `${ver.text} is older than the server (${serverMajor}); it cannot dump this database`);
+          if (!path || !ver)
+            add(tool, 'fail', `${tool} not found (install the PostgreSQL client programs or set TIDEMARK_PG_BIN)`);
+          else if (ver.major < serverMajor)
+            add(tool, 'fail', `${ver.text} is older than the server (${serverMajor}); it cannot dump this database`);
           else add(tool, 'ok', `${ver.text} at ${path}`);
         }
         await checkBackupSpace(c, plan, add);
@@ -116,7 +126,9 @@ async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add) {
   if (plan.backup.tables?.length) {
     bytes = 0;
     for (const t of plan.backup.tables) {
-      const r = await c.query(`SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)::float8 AS b`, [quoteTable(t)]);
+      const r = await c.query(`SELECT coalesce(pg_total_relation_size(to_regclass($1)), 0)::float8 AS b`, [
+        quoteTable(t),
+      ]);
       bytes += r.rows[0].b;
     }
   } else {
@@ -129,8 +141,10 @@ async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add) {
     // A custom-format dump is compressed and excludes indexes; half the on-disk size is a safe upper estimate.
     const estimate = Math.ceil(bytes / 2);
     const mb = (n: number) => `${(n / 1048576).toFixed(1)} MB`;
-    if (free < estimate) add('backup space', 'fail', `${mb(free)} free in ${dir}, dump estimated at up to ${mb(estimate)}`);
-    else if (free < estimate * 3) add('backup space', 'warn', `only ${mb(free)} free in ${dir} for a dump of up to ${mb(estimate)}`);
+    if (free < estimate)
+      add('backup space', 'fail', `${mb(free)} free in ${dir}, dump estimated at up to ${mb(estimate)}`);
+    else if (free < estimate * 3)
+      add('backup space', 'warn', `only ${mb(free)} free in ${dir} for a dump of up to ${mb(estimate)}`);
     else add('backup space', 'ok', `${mb(free)} free in ${dir}, dump estimated at up to ${mb(estimate)}`);
   } catch (e) {
     add('backup space', 'warn', `cannot read free space of ${dir}: ${(e as Error).message}`);
@@ -144,8 +158,10 @@ async function checkConnections(c: PoolClient, plan: ResolvedPlan, add: Add) {
   );
   const { active, max } = r.rows[0] as { active: number; max: number };
   const limit = plan.preflight.maxActiveConnections;
-  if (limit !== undefined && active > limit) add('connections', 'fail', `${active} active connections, plan allows at most ${limit}`);
-  else if (active > 0.8 * max) add('connections', 'warn', `${active} of max_connections ${max} in use; the copy needs a few more`);
+  if (limit !== undefined && active > limit)
+    add('connections', 'fail', `${active} active connections, plan allows at most ${limit}`);
+  else if (active > 0.8 * max)
+    add('connections', 'warn', `${active} of max_connections ${max} in use; the copy needs a few more`);
   else add('connections', 'ok', `${active} of ${max} connections in use`);
 }
 
@@ -166,7 +182,11 @@ async function checkLocksAndTransactions(c: PoolClient, plan: ResolvedPlan, add:
   if (locks.rowCount) {
     for (const l of locks.rows.slice(0, 5)) {
       const strong = ['ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'].includes(l.mode);
-      add('locks', strong ? 'fail' : 'warn', `pid ${l.pid} holds ${l.mode} on ${l.relname} (${l.state ?? 'unknown state'}, transaction open ${formatDuration(l.age_ms ?? 0)}); DDL and sync triggers would wait behind it`);
+      add(
+        'locks',
+        strong ? 'fail' : 'warn',
+        `pid ${l.pid} holds ${l.mode} on ${l.relname} (${l.state ?? 'unknown state'}, transaction open ${formatDuration(l.age_ms ?? 0)}); DDL and sync triggers would wait behind it`,
+      );
     }
   } else add('locks', 'ok', 'no blocking locks on the tables involved');
 
@@ -178,7 +198,12 @@ async function checkLocksAndTransactions(c: PoolClient, plan: ResolvedPlan, add:
     [maxAge],
   );
   if (long.rowCount) {
-    for (const t of long.rows) add('long transactions', 'warn', `pid ${t.pid} has a transaction open for ${formatDuration(t.age_ms)} (${t.state}): ${t.query}`);
+    for (const t of long.rows)
+      add(
+        'long transactions',
+        'warn',
+        `pid ${t.pid} has a transaction open for ${formatDuration(t.age_ms)} (${t.state}): ${t.query}`,
+      );
   } else add('long transactions', 'ok', `no transaction open longer than ${formatDuration(maxAge)}`);
 }
 
@@ -207,7 +232,11 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
       const ex = dup.rows.map((r) => `${r.k ?? 'NULL'} (${r.n}×)`).join(', ');
       add(check, 'fail', `${job.from}.${job.key} is not a unique, non-null key: ${ex}`);
     } else {
-      add(check, 'warn', `${job.from}.${job.key} holds unique values but has no unique index; the copy could miss rows if duplicates appear`);
+      add(
+        check,
+        'warn',
+        `${job.from}.${job.key} holds unique values but has no unique index; the copy could miss rows if duplicates appear`,
+      );
     }
   }
 }
@@ -237,7 +266,11 @@ async function checkCopyTargets(c: PoolClient, plan: ResolvedPlan, add: Add) {
     } else if (created.has(ref.name)) {
       add(check, 'ok', `${job.to} is created by schema step ${created.get(ref.name)}`);
     } else {
-      add(check, opaque ? 'warn' : 'fail', `${job.to} does not exist and no schema step creates it${opaque ? ' (unless a DO block or function call does)' : ''}`);
+      add(
+        check,
+        opaque ? 'warn' : 'fail',
+        `${job.to} does not exist and no schema step creates it${opaque ? ' (unless a DO block or function call does)' : ''}`,
+      );
     }
   }
 }
@@ -247,8 +280,17 @@ async function checkArchive(c: PoolClient, plan: ResolvedPlan, add: Add) {
     const ref = parseTableRef(t);
     const exists = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(ref)])).rows[0].x;
     if (!exists) add(`archive ${t}`, 'warn', `${t} does not exist now; cleanup will fail unless a step creates it`);
-    const clash = (await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${quoteIdent(ARCHIVE_SCHEMA)}.${quoteIdent(ref.name)}`])).rows[0].x;
-    if (clash) add(`archive ${t}`, 'fail', `${ARCHIVE_SCHEMA}.${ref.name} already exists; drop or rename it before archiving ${t}`);
+    const clash = (
+      await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [
+        `${quoteIdent(ARCHIVE_SCHEMA)}.${quoteIdent(ref.name)}`,
+      ])
+    ).rows[0].x;
+    if (clash)
+      add(
+        `archive ${t}`,
+        'fail',
+        `${ARCHIVE_SCHEMA}.${ref.name} already exists; drop or rename it before archiving ${t}`,
+      );
   }
 }
 
@@ -296,4 +338,3 @@ export function createPreflightActivities(deps: ActivityDeps) {
     },
   };
 }
-

@@ -79,13 +79,25 @@ export function createSchemaActivities(deps: ActivityDeps) {
         const { workflowId, runId } = currentRun(input.runId);
         const t0 = Date.now();
         return withClient(pool, async (c) => {
-          const done = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [runId, step.id]);
+          const done = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [
+            runId,
+            step.id,
+          ]);
           if (done.rowCount) return { step: step.id, applied: true, alreadyDone: true, durationMs: 0 };
           const record = (cl: PoolClient) =>
             cl.query(
               `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, duration_ms)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-              [input.migration, workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional, Date.now() - t0],
+              [
+                input.migration,
+                workflowId,
+                runId,
+                step.id,
+                step.up.sha256,
+                step.down.sha256,
+                step.transactional,
+                Date.now() - t0,
+              ],
             );
           await cancellable(pool, c, async () => {
             if (step.transactional) {
@@ -112,7 +124,10 @@ export function createSchemaActivities(deps: ActivityDeps) {
         const pool = await targetPool(deps, input.urlEnv);
         const { runId } = currentRun(input.runId);
         return withClient(pool, async (c) => {
-          const h = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [runId, step.id]);
+          const h = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [
+            runId,
+            step.id,
+          ]);
           if (h.rowCount && h.rows[0].status === 'rolled-back') return `${step.id}: already rolled back`;
           // A transactional step without a history row never committed: there is nothing to undo.
           if (!h.rowCount && step.transactional) return `${step.id}: was not applied`;
@@ -121,7 +136,15 @@ export function createSchemaActivities(deps: ActivityDeps) {
               `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, status, rolled_back_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, 'rolled-back', now())
                ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'rolled-back', rolled_back_at = now()`,
-              [input.migration, currentRun(input.runId).workflowId, runId, step.id, step.up.sha256, step.down.sha256, step.transactional],
+              [
+                input.migration,
+                currentRun(input.runId).workflowId,
+                runId,
+                step.id,
+                step.up.sha256,
+                step.down.sha256,
+                step.transactional,
+              ],
             );
           if (step.transactional) {
             await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {

@@ -51,7 +51,9 @@ export function createTrafficActivities(deps: ActivityDeps) {
     const src = g.prometheus ?? g.http!;
     const base = src.url ?? process.env[src.urlEnv!];
     if (!base) throw new Error(`environment variable ${src.urlEnv} (the gate's urlEnv) is not set on the worker`);
-    const url = g.prometheus ? `${base.replace(/\/$/, '')}/api/v1/query?query=${encodeURIComponent(g.prometheus.query)}` : base;
+    const url = g.prometheus
+      ? `${base.replace(/\/$/, '')}/api/v1/query?query=${encodeURIComponent(g.prometheus.query)}`
+      : base;
     const res = await fetch(url, { signal: AbortSignal.timeout(g.timeout), headers: { accept: 'application/json' } });
     if (!res.ok) throw new Error(`HTTP ${res.status} from the gate endpoint`);
     const body = (await res.json()) as unknown;
@@ -70,7 +72,10 @@ export function createTrafficActivities(deps: ActivityDeps) {
     async setFlag(input: SetFlagInput): Promise<{ previous: number; percent: number; at: string }> {
       return activityBody(`setting flag ${input.flag} to ${input.percent}%`, async () => {
         if (!Number.isInteger(input.percent) || input.percent < 0 || input.percent > 100) {
-          throw ApplicationFailure.nonRetryable(`flag percentage must be 0..100, got ${input.percent}`, 'PlanRuntimeError');
+          throw ApplicationFailure.nonRetryable(
+            `flag percentage must be 0..100, got ${input.percent}`,
+            'PlanRuntimeError',
+          );
         }
         const pool = await targetPool(deps, input.urlEnv);
         const r = await pool.query(
@@ -81,7 +86,11 @@ export function createTrafficActivities(deps: ActivityDeps) {
           [input.flag, input.percent, input.by],
         );
         deps.logger.info({ flag: input.flag, percent: input.percent }, 'flag set');
-        return { previous: r.rows[0].previous ?? 0, percent: input.percent, at: new Date(r.rows[0].updated_at).toISOString() };
+        return {
+          previous: r.rows[0].previous ?? 0,
+          percent: input.percent,
+          at: new Date(r.rows[0].updated_at).toISOString(),
+        };
       });
     },
 

@@ -45,7 +45,11 @@ export function checkName(check: ValidationCheck): string {
   return 'unknown check';
 }
 
-function withinTolerance(source: number, target: number, tolerance: number | string | undefined): { ok: boolean; allowed: number } {
+function withinTolerance(
+  source: number,
+  target: number,
+  tolerance: number | string | undefined,
+): { ok: boolean; allowed: number } {
   let allowed = 0;
   if (typeof tolerance === 'number') allowed = tolerance;
   else if (typeof tolerance === 'string') allowed = (source * parseFloat(tolerance)) / 100;
@@ -66,8 +70,10 @@ function compare(value: unknown, spec: { expect?: unknown; max?: number; min?: n
     if (!equal) return { ok: false, why: `got ${shown}, expected ${String(spec.expect)}` };
   }
   const n = Number(value);
-  if (spec.max !== undefined && !(n <= spec.max)) return { ok: false, why: `got ${shown}, more than the maximum ${spec.max}` };
-  if (spec.min !== undefined && !(n >= spec.min)) return { ok: false, why: `got ${shown}, less than the minimum ${spec.min}` };
+  if (spec.max !== undefined && !(n <= spec.max))
+    return { ok: false, why: `got ${shown}, more than the maximum ${spec.max}` };
+  if (spec.min !== undefined && !(n >= spec.min))
+    return { ok: false, why: `got ${shown}, less than the minimum ${spec.min}` };
   return { ok: true, why: `got ${shown}` };
 }
 
@@ -93,13 +99,10 @@ export function createValidateActivities(deps: ActivityDeps) {
       return activityBody('recording report', async () => {
         const pool = await targetPool(deps, input.urlEnv);
         const { workflowId, runId } = currentRun();
-        await pool.query(`INSERT INTO ${quoteIdent(TIDEMARK_SCHEMA)}.reports (migration, workflow_id, run_id, kind, report) VALUES ($1, $2, $3, $4, $5)`, [
-          input.migration,
-          workflowId,
-          runId,
-          input.kind,
-          JSON.stringify(input.report),
-        ]);
+        await pool.query(
+          `INSERT INTO ${quoteIdent(TIDEMARK_SCHEMA)}.reports (migration, workflow_id, run_id, kind, report) VALUES ($1, $2, $3, $4, $5)`,
+          [input.migration, workflowId, runId, input.kind, JSON.stringify(input.report)],
+        );
       });
     },
   };
@@ -183,7 +186,12 @@ function oneChunk(after: string | null): () => Promise<ChunkBounds | null> {
   };
 }
 
-async function checksum(c: PoolClient, input: ValidationInput, name: string, pool: Pool): Promise<ValidationCheckResult> {
+async function checksum(
+  c: PoolClient,
+  input: ValidationInput,
+  name: string,
+  pool: Pool,
+): Promise<ValidationCheckResult> {
   const m = await resolveMapping(c, input.job!);
   const size = input.check.checksum!.chunkSize;
   const signal = cancellationSignal();
@@ -194,7 +202,13 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string, poo
     prev = undefined;
   }
   // Resumes after the last chunk below which everything was compared (chunks finish out of order when parallel).
-  const state: ChecksumHeartbeat = prev ?? { cursor: null, chunks: 0, rowsChecked: 0, mismatchedChunks: 0, differences: [] };
+  const state: ChecksumHeartbeat = prev ?? {
+    cursor: null,
+    chunks: 0,
+    rowsChecked: 0,
+    mismatchedChunks: 0,
+    differences: [],
+  };
   const differences = new Map(state.differences.map((d) => [d.key, d]));
   const started = Date.now();
   let sourceRows = 0;
@@ -207,7 +221,12 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string, poo
     // chunk differ half-way.
     return inTransaction(tx, { isolation: 'repeatable read', readOnly: true }, async (t) => {
       const dq = chunkDigestQuery(m, bounds);
-      const d = (await t.query(dq.text, dq.values)).rows[0] as { source_rows: number; source_digest: string; target_rows: number; target_digest: string };
+      const d = (await t.query(dq.text, dq.values)).rows[0] as {
+        source_rows: number;
+        source_digest: string;
+        target_rows: number;
+        target_digest: string;
+      };
       let diffs: ChecksumDifference[] = [];
       if (d.source_digest !== d.target_digest || d.source_rows !== d.target_rows) {
         const q = chunkDiffQuery(m, bounds, Math.max(1, MAX_REPORTED_DIFFERENCES - differences.size));
@@ -233,7 +252,11 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string, poo
       if (r.differs) state.mismatchedChunks++;
       for (const diff of r.diffs) if (differences.size < MAX_REPORTED_DIFFERENCES) differences.set(diff.key, diff);
       while (pending.length && pending[0].done) state.cursor = pending.shift()!.bounds.upTo ?? state.cursor;
-      heartbeat({ ...state, differences: [...differences.values()], rowsPerSecond: Math.round((sourceRows * 1000) / Math.max(1, Date.now() - started)) });
+      heartbeat({
+        ...state,
+        differences: [...differences.values()],
+        rowsPerSecond: Math.round((sourceRows * 1000) / Math.max(1, Date.now() - started)),
+      });
     }
   };
 
@@ -253,7 +276,15 @@ async function checksum(c: PoolClient, input: ValidationInput, name: string, poo
     message: ok
       ? `${state.rowsChecked} rows identical in ${state.chunks} chunks`
       : `${state.mismatchedChunks} of ${state.chunks} chunks differ; differing keys: ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ` … (${keys.length} reported)` : ''}`,
-    details: { chunks: state.chunks, rowsChecked: state.rowsChecked, sourceRows, targetRows, mismatchedChunks: state.mismatchedChunks, differences: found, durationMs: Date.now() - started },
+    details: {
+      chunks: state.chunks,
+      rowsChecked: state.rowsChecked,
+      sourceRows,
+      targetRows,
+      mismatchedChunks: state.mismatchedChunks,
+      differences: found,
+      durationMs: Date.now() - started,
+    },
   };
 }
 
@@ -264,7 +295,11 @@ function compareKeys(a: string, b: string): number {
   return Number.isFinite(x) && Number.isFinite(y) ? x - y : a < b ? -1 : a > b ? 1 : 0;
 }
 
-async function sqlAssertion(c: PoolClient, spec: NonNullable<ValidationCheck['sql']>, name: string): Promise<ValidationCheckResult> {
+async function sqlAssertion(
+  c: PoolClient,
+  spec: NonNullable<ValidationCheck['sql']>,
+  name: string,
+): Promise<ValidationCheckResult> {
   const value = await inTransaction(c, { readOnly: true, statementTimeoutMs: 10 * 60_000 }, async (tx) => {
     const r = await tx.query({ text: spec.query, rowMode: 'array' });
     return r.rows[0]?.[0] ?? null;
@@ -273,7 +308,11 @@ async function sqlAssertion(c: PoolClient, spec: NonNullable<ValidationCheck['sq
   return { check: name, kind: 'sql', ok, message: why, details: { value } };
 }
 
-async function orphans(c: PoolClient, spec: NonNullable<ValidationCheck['orphans']>, name: string): Promise<ValidationCheckResult> {
+async function orphans(
+  c: PoolClient,
+  spec: NonNullable<ValidationCheck['orphans']>,
+  name: string,
+): Promise<ValidationCheckResult> {
   const col = quoteIdent(spec.column);
   const ref = quoteIdent(spec.references.column);
   const r = await inTransaction(c, { readOnly: true }, (tx) =>

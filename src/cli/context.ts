@@ -35,7 +35,11 @@ const clock = (iso: string) => iso.slice(11, 19);
 export async function follow(
   c: TidemarkClient,
   id: string,
-  opts: { json?: boolean; out?: NodeJS.WritableStream; onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void } = {},
+  opts: {
+    json?: boolean;
+    out?: NodeJS.WritableStream;
+    onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void;
+  } = {},
 ): Promise<MigrationStatus & { live: LiveProgress[] }> {
   const out = opts.out ?? process.stdout;
   const tty = (out as NodeJS.WriteStream).isTTY === true && !opts.json;
@@ -43,35 +47,44 @@ export async function follow(
   let lastStatus: (MigrationStatus & { live: LiveProgress[] }) | undefined;
   let progressShown = false;
   let retrying = false;
-  await c.waitForEnd(id, (s) => {
-    retrying = false;
-    lastStatus = s as MigrationStatus & { live: LiveProgress[] };
-    opts.onStatus?.(lastStatus);
-    if (opts.json) return;
-    // Events are a bounded log (the newest 100): what is new is told by its sequence number, not its index.
-    const fresh = s.events.filter((e) => e.seq > seen);
-    seen = Math.max(seen, ...s.events.map((e) => e.seq));
-    if (fresh.length && progressShown) {
-      out.write('\r\x1b[K');
-      progressShown = false;
-    }
-    for (const e of fresh) out.write(`${clock(e.at)}  ${e.message}\n`);
-    const copying = s.copy.find((j) => !j.done);
-    if (tty && s.phase === 'copy' && copying && s.state === 'running') {
-      const pct = copying.estimatedTotal ? Math.min(100, Math.round((100 * copying.rowsCopied) / copying.estimatedTotal)) : 0;
-      out.write(`\r\x1b[K  copying ${copying.job}: ${copying.rowsCopied.toLocaleString('en-US')} rows (${pct}%), ${copying.rowsPerSecond.toLocaleString('en-US')} rows/s`);
-      progressShown = true;
-    }
-  }, 1000, {
-    onRetry: (e) => {
-      // Said once per outage, on stderr: stdout stays the migration's own story (or JSON).
-      if (retrying) return;
-      retrying = true;
-      if (progressShown) out.write('\r\x1b[K');
-      progressShown = false;
-      process.stderr.write(`status not readable, retrying: ${e.message}\n`);
+  await c.waitForEnd(
+    id,
+    (s) => {
+      retrying = false;
+      lastStatus = s as MigrationStatus & { live: LiveProgress[] };
+      opts.onStatus?.(lastStatus);
+      if (opts.json) return;
+      // Events are a bounded log (the newest 100): what is new is told by its sequence number, not its index.
+      const fresh = s.events.filter((e) => e.seq > seen);
+      seen = Math.max(seen, ...s.events.map((e) => e.seq));
+      if (fresh.length && progressShown) {
+        out.write('\r\x1b[K');
+        progressShown = false;
+      }
+      for (const e of fresh) out.write(`${clock(e.at)}  ${e.message}\n`);
+      const copying = s.copy.find((j) => !j.done);
+      if (tty && s.phase === 'copy' && copying && s.state === 'running') {
+        const pct = copying.estimatedTotal
+          ? Math.min(100, Math.round((100 * copying.rowsCopied) / copying.estimatedTotal))
+          : 0;
+        out.write(
+          `\r\x1b[K  copying ${copying.job}: ${copying.rowsCopied.toLocaleString('en-US')} rows (${pct}%), ${copying.rowsPerSecond.toLocaleString('en-US')} rows/s`,
+        );
+        progressShown = true;
+      }
     },
-  });
+    1000,
+    {
+      onRetry: (e) => {
+        // Said once per outage, on stderr: stdout stays the migration's own story (or JSON).
+        if (retrying) return;
+        retrying = true;
+        if (progressShown) out.write('\r\x1b[K');
+        progressShown = false;
+        process.stderr.write(`status not readable, retrying: ${e.message}\n`);
+      },
+    },
+  );
   if (progressShown) out.write('\r\x1b[K');
   const final = lastStatus!;
   if (opts.json) out.write(JSON.stringify(final, null, 2) + '\n');

@@ -19,22 +19,33 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
   if (name === 'copy') {
     return s.copy
       .map((c) => {
-        const pct = c.estimatedTotal > 0 ? ` (${Math.min(100, Math.round((100 * c.rowsCopied) / c.estimatedTotal))}%)` : '';
-        const rate = c.done ? '' : `, ${n(c.rowsPerSecond)} rows/s${c.etaSeconds !== null ? `, ETA ${formatDuration(c.etaSeconds * 1000)}` : ''}, batch ${n(c.batchSize)}`;
+        const pct =
+          c.estimatedTotal > 0 ? ` (${Math.min(100, Math.round((100 * c.rowsCopied) / c.estimatedTotal))}%)` : '';
+        const rate = c.done
+          ? ''
+          : `, ${n(c.rowsPerSecond)} rows/s${c.etaSeconds !== null ? `, ETA ${formatDuration(c.etaSeconds * 1000)}` : ''}, batch ${n(c.batchSize)}`;
         const why = c.throttleReason ? `, throttled: ${c.throttleReason}` : '';
         return `${c.job}: ${n(c.rowsCopied)}${c.done ? '' : ` / ~${n(c.estimatedTotal)}`} rows${c.done ? '' : pct}${rate}${why}`;
       })
       .join('; ');
   }
   if (name === 'validate') {
-    const running = live.find((l) => l.activity === 'runValidationCheck')?.details as { rowsChecked?: number; chunks?: number } | undefined;
-    const done = s.validation ? `${s.validation.checks.filter((c) => c.ok).length}/${s.validation.checks.length} checks passed` : '';
-    return [done, running?.rowsChecked !== undefined ? `checksum: ${n(running.rowsChecked)} rows checked` : ''].filter(Boolean).join(', ');
+    const running = live.find((l) => l.activity === 'runValidationCheck')?.details as
+      { rowsChecked?: number; chunks?: number } | undefined;
+    const done = s.validation
+      ? `${s.validation.checks.filter((c) => c.ok).length}/${s.validation.checks.length} checks passed`
+      : '';
+    return [done, running?.rowsChecked !== undefined ? `checksum: ${n(running.rowsChecked)} rows checked` : '']
+      .filter(Boolean)
+      .join(', ');
   }
   if (name === 'traffic' && s.traffic) {
     const t = s.traffic;
     // Paused, the soak's clock keeps running but the next stage waits for resume.
-    const held = s.paused && s.state !== 'rolled-back' && s.state !== 'completed' ? ' (paused: the next stage waits for resume)' : '';
+    const held =
+      s.paused && s.state !== 'rolled-back' && s.state !== 'completed'
+        ? ' (paused: the next stage waits for resume)'
+        : '';
     return `flag ${t.flag} at ${t.percent}%${t.soakEndsAt ? `, soaking until ${t.soakEndsAt}` : ''}${held}`;
   }
   if (name === 'backup' && s.backup) {
@@ -44,35 +55,51 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
   return '';
 }
 
-export function renderStatus(s: MigrationStatus, live: LiveProgress[] = [], uiBase?: string, namespace = 'default'): string {
+export function renderStatus(
+  s: MigrationStatus,
+  live: LiveProgress[] = [],
+  uiBase?: string,
+  namespace = 'default',
+): string {
   const lines: string[] = [];
-  lines.push(`migration ${s.plan} (${s.workflowId}): ${s.state.toUpperCase()}${s.phase ? `, phase ${s.phase}` : ''}  [${elapsed(s.startedAt, s.endedAt)}]`);
+  lines.push(
+    `migration ${s.plan} (${s.workflowId}): ${s.state.toUpperCase()}${s.phase ? `, phase ${s.phase}` : ''}  [${elapsed(s.startedAt, s.endedAt)}]`,
+  );
   for (const p of s.phases) {
     const detail = p.status === 'failed' || p.status === 'cancelled' ? (p.error ?? '') : phaseDetail(s, p.name, live);
     const time = p.startedAt ? elapsed(p.startedAt, p.endedAt) : '';
     lines.push(`  ${p.name.padEnd(9)} ${p.status.padEnd(9)} ${time.padEnd(8)} ${detail}`.trimEnd());
   }
   if (s.pendingApproval) {
-    lines.push(`  waiting for approval of ${s.pendingApproval.gate} (times out ${s.pendingApproval.timeoutAt}): tidemark approve ${s.plan}`);
+    lines.push(
+      `  waiting for approval of ${s.pendingApproval.gate} (times out ${s.pendingApproval.timeoutAt}): tidemark approve ${s.plan}`,
+    );
   }
-  if (s.paused) lines.push(`  paused${s.paused.by ? ` by ${s.paused.by}` : ''}${s.paused.reason ? `: ${s.paused.reason}` : ''} — tidemark resume ${s.plan}`);
+  if (s.paused)
+    lines.push(
+      `  paused${s.paused.by ? ` by ${s.paused.by}` : ''}${s.paused.reason ? `: ${s.paused.reason}` : ''} — tidemark resume ${s.plan}`,
+    );
   if (s.waitingUntil) lines.push(`  waiting for ${s.waitingUntil.what} until ${s.waitingUntil.until}`);
   if (s.traffic?.gates.length) {
     for (const g of s.traffic.gates) {
-      lines.push(`  gate ${g.gate}: ${g.value ?? 'unreadable'} ${g.ok === null ? `(${g.error})` : g.ok ? 'ok' : `BREACH ${g.consecutiveBreaches}`}`);
+      lines.push(
+        `  gate ${g.gate}: ${g.value ?? 'unreadable'} ${g.ok === null ? `(${g.error})` : g.ok ? 'ok' : `BREACH ${g.consecutiveBreaches}`}`,
+      );
     }
   }
   if (s.throttle.batchSize !== undefined || s.throttle.delayMs !== undefined) {
     lines.push(`  throttle: batch size ${s.throttle.batchSize ?? 'adaptive'}, delay ${s.throttle.delayMs ?? 0}ms`);
   }
   if (s.validation && !s.validation.ok) {
-    for (const c of s.validation.checks.filter((x) => !x.ok)) lines.push(`  validation FAILED ${c.check}: ${c.message}`);
+    for (const c of s.validation.checks.filter((x) => !x.ok))
+      lines.push(`  validation FAILED ${c.check}: ${c.message}`);
   }
   if (s.error) lines.push(`  reason: ${s.error}`);
   const comp = s.compensations;
   if (comp.length && ['rolling-back', 'rolled-back', 'failed'].includes(s.state)) {
     lines.push('  compensations (newest first):');
-    for (const c of [...comp].reverse()) lines.push(`    ${c.status.padEnd(10)} ${c.description}${c.error ? ` — ${c.error}` : ''}`);
+    for (const c of [...comp].reverse())
+      lines.push(`    ${c.status.padEnd(10)} ${c.description}${c.error ? ` — ${c.error}` : ''}`);
   } else if (comp.length && s.state !== 'completed') {
     lines.push(`  ${comp.length} compensation(s) registered (run on abort)`);
   }

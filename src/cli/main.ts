@@ -32,7 +32,10 @@ export async function main(argv: string[]): Promise<void> {
   const sdkLevel = (process.env.TEMPORAL_LOG_LEVEL?.toUpperCase() as 'WARN' | undefined) ?? 'WARN';
   // No shutdown signals for the SDK: its default turns SIGINT/SIGTERM into "shut the workers down", which leaves
   // `status --watch` (no worker) deaf to them. The commands that run workers handle signals themselves.
-  Runtime.install({ logger: new DefaultLogger(sdkLevel, sdkLogFunction(createLogger({ name: 'temporal-sdk' }))), shutdownSignals: [] });
+  Runtime.install({
+    logger: new DefaultLogger(sdkLevel, sdkLogFunction(createLogger({ name: 'temporal-sdk' }))),
+    shutdownSignals: [],
+  });
   const program = buildProgram();
   let code: number;
   try {

@@ -97,10 +97,10 @@ export async function ensureTidemarkSchema(pool: Pool): Promise<void> {
   const previous = done.get(pool);
   if (previous) {
     await previous;
-    const r = await pool.query(`SELECT bool_and(to_regclass($1 || '.' || t) IS NOT NULL) AS ok FROM unnest($2::text[]) t`, [
-      quoteIdent(TIDEMARK_SCHEMA),
-      TABLES,
-    ]);
+    const r = await pool.query(
+      `SELECT bool_and(to_regclass($1 || '.' || t) IS NOT NULL) AS ok FROM unnest($2::text[]) t`,
+      [quoteIdent(TIDEMARK_SCHEMA), TABLES],
+    );
     if (r.rows[0].ok) return;
     if (done.get(pool) === previous) done.delete(pool);
   }

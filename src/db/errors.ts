@@ -18,7 +18,20 @@ export function isPgError(e: unknown): e is PgErrorLike & Error {
 }
 
 /** SQLSTATEs a retry can fix: lock timeout, deadlock, serialization failure, connection trouble, shutdown. */
-const RETRYABLE = new Set(['55P03', '40P01', '40001', '57P01', '57P02', '57P03', '53300', '08000', '08003', '08006', '08001', '08004']);
+const RETRYABLE = new Set([
+  '55P03',
+  '40P01',
+  '40001',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  '08000',
+  '08003',
+  '08006',
+  '08001',
+  '08004',
+]);
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 
 export function isRetryablePgError(e: unknown): boolean {

@@ -13,7 +13,9 @@ export function findPgTool(tool: PgTool, env: NodeJS.ProcessEnv = process.env): 
   if (env.TIDEMARK_PG_BIN) dirs.push(env.TIDEMARK_PG_BIN);
   dirs.push(...(env.PATH ?? '').split(delimiter).filter(Boolean));
   try {
-    const versions = readdirSync('/usr/lib/postgresql').filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
+    const versions = readdirSync('/usr/lib/postgresql')
+      .filter((v) => /^\d+$/.test(v))
+      .sort((a, b) => Number(b) - Number(a));
     dirs.push(...versions.map((v) => `/usr/lib/postgresql/${v}/bin`));
   } catch {
     // no Debian layout
@@ -65,7 +67,13 @@ export interface RunResult {
 export function runTool(
   path: string,
   args: string[],
-  opts: { env: Record<string, string>; onStderrLine?: (line: string) => void; stdin?: NodeJS.ReadableStream; signal?: AbortSignal; captureStdout?: boolean },
+  opts: {
+    env: Record<string, string>;
+    onStderrLine?: (line: string) => void;
+    stdin?: NodeJS.ReadableStream;
+    signal?: AbortSignal;
+    captureStdout?: boolean;
+  },
 ): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(path, args, {

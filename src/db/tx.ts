@@ -25,17 +25,28 @@ export interface TxOptions {
   settings?: Record<string, string>;
 }
 
-export async function inTransaction<T>(client: PoolClient, opts: TxOptions, fn: (c: PoolClient) => Promise<T>): Promise<T> {
-  const mode = [opts.isolation ? `ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : '', opts.readOnly ? 'READ ONLY' : '']
+export async function inTransaction<T>(
+  client: PoolClient,
+  opts: TxOptions,
+  fn: (c: PoolClient) => Promise<T>,
+): Promise<T> {
+  const mode = [
+    opts.isolation ? `ISOLATION LEVEL ${opts.isolation.toUpperCase()}` : '',
+    opts.readOnly ? 'READ ONLY' : '',
+  ]
     .filter(Boolean)
     .join(' ');
   await client.query(`BEGIN ${mode}`);
   try {
     if (opts.lockTimeoutMs !== undefined) {
-      await client.query(`SELECT set_config('lock_timeout', $1, true)`, [`${Math.max(0, Math.round(opts.lockTimeoutMs))}ms`]);
+      await client.query(`SELECT set_config('lock_timeout', $1, true)`, [
+        `${Math.max(0, Math.round(opts.lockTimeoutMs))}ms`,
+      ]);
     }
     if (opts.statementTimeoutMs !== undefined) {
-      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [`${Math.round(opts.statementTimeoutMs)}ms`]);
+      await client.query(`SELECT set_config('statement_timeout', $1, true)`, [
+        `${Math.round(opts.statementTimeoutMs)}ms`,
+      ]);
     }
     for (const [k, v] of Object.entries(opts.settings ?? {})) {
       await client.query(`SELECT set_config($1, $2, true)`, [k, v]);

@@ -62,7 +62,11 @@ export class FlagReader extends EventEmitter {
     opts: FlagReaderOptions = {},
   ) {
     super();
-    this.opts = { pollIntervalMs: opts.pollIntervalMs ?? 5000, schema: opts.schema ?? 'tidemark', onError: opts.onError };
+    this.opts = {
+      pollIntervalMs: opts.pollIntervalMs ?? 5000,
+      schema: opts.schema ?? 'tidemark',
+      onError: opts.onError,
+    };
   }
 
   /** Loads the flags and starts listening; resolves once the cache is filled. */
@@ -108,7 +112,8 @@ export class FlagReader extends EventEmitter {
     const table = `${quoteIdent(this.opts.schema)}.flags`;
     try {
       const r = await this.pool.query(`SELECT name, rollout_percentage FROM ${table}`);
-      for (const row of r.rows as { name: string; rollout_percentage: number }[]) this.set(row.name, row.rollout_percentage);
+      for (const row of r.rows as { name: string; rollout_percentage: number }[])
+        this.set(row.name, row.rollout_percentage);
     } catch (e) {
       // No flags table yet (no migration has run): every flag is off.
       if ((e as { code?: string }).code !== '42P01') throw e;

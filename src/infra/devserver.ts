@@ -77,7 +77,18 @@ export async function waitForTemporal(address: string, timeoutMs = 60_000): Prom
 export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
   const port = opts.port ?? (await freePort());
   const uiPort = opts.headless ? undefined : (opts.uiPort ?? (await freePort()));
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'error', '--namespace', opts.namespace ?? 'default'];
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--log-level',
+    'error',
+    '--namespace',
+    opts.namespace ?? 'default',
+  ];
   if (uiPort) args.push('--ui-port', String(uiPort));
   else args.push('--headless');
   if (opts.dbFile) {
@@ -85,7 +96,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     args.push('--db-filename', opts.dbFile);
   }
   for (const sa of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${sa.name}=Keyword`);
-  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
+  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {}))
+    args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const child = spawn(temporalCli(), args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
@@ -95,7 +107,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const address = `127.0.0.1:${port}`;
   const ready = waitForTemporal(address);
   const first = await Promise.race([ready.then(() => 'ready' as const), exited.then(() => 'exited' as const)]);
-  if (first === 'exited') throw new Error(`the Temporal dev server exited: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
+  if (first === 'exited')
+    throw new Error(`the Temporal dev server exited: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
   return {
     address,
     uiUrl: uiPort ? `http://localhost:${uiPort}` : null,

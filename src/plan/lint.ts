@@ -37,7 +37,9 @@ export function loadParser(): Promise<void> {
 /** Splits and parses an SQL script with PostgreSQL's grammar; throws the parser's error (with position) if invalid. */
 export async function parseStatements(sql: string): Promise<ParsedStatement[]> {
   await loadParser();
-  const tree = parseSync(sql) as { stmts?: { stmt: Record<string, unknown>; stmt_location?: number; stmt_len?: number }[] };
+  const tree = parseSync(sql) as {
+    stmts?: { stmt: Record<string, unknown>; stmt_location?: number; stmt_len?: number }[];
+  };
   const bytes = Buffer.from(sql, 'utf8');
   return (tree.stmts ?? []).map((s) => {
     const start = s.stmt_location ?? 0;
@@ -50,7 +52,17 @@ export async function parseStatements(sql: string): Promise<ParsedStatement[]> {
   });
 }
 
-const VOLATILE_DEFAULTS = new Set(['random', 'gen_random_uuid', 'uuid_generate_v1', 'uuid_generate_v1mc', 'uuid_generate_v4', 'clock_timestamp', 'timeofday', 'nextval', 'txid_current']);
+const VOLATILE_DEFAULTS = new Set([
+  'random',
+  'gen_random_uuid',
+  'uuid_generate_v1',
+  'uuid_generate_v1mc',
+  'uuid_generate_v4',
+  'clock_timestamp',
+  'timeofday',
+  'nextval',
+  'txid_current',
+]);
 const SERIAL_TYPES = new Set(['serial', 'bigserial', 'smallserial', 'serial4', 'serial8', 'serial2']);
 
 type Node = Record<string, unknown>;
@@ -113,7 +125,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
           severity: 'error',
           message: `CREATE INDEX CONCURRENTLY on ${rel(n.relation)} in a transactional step`,
           why: 'CREATE INDEX CONCURRENTLY cannot run inside a transaction block',
-          instead: 'put it in its own step with transactional: false (and make its down DROP INDEX CONCURRENTLY IF EXISTS)',
+          instead:
+            'put it in its own step with transactional: false (and make its down DROP INDEX CONCURRENTLY IF EXISTS)',
         });
       } else if (!n.concurrent && !isFresh(n.relation)) {
         out.push({
@@ -139,7 +152,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
             severity: 'danger',
             message: `DROP TABLE ${old.join(', ')}`,
             why: 'deletes the table and its data for good; no compensation can bring it back',
-            instead: 'leave it to cleanup: list it under cleanup.archive (moved to tidemark_archive, restorable) with dropAfter',
+            instead:
+              'leave it to cleanup: list it under cleanup.archive (moved to tidemark_archive, restorable) with dropAfter',
           });
         }
       } else if (type === 'OBJECT_INDEX' && !n.concurrent && !ctx.isDown) {
@@ -174,7 +188,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
               severity: 'danger',
               message: `DROP COLUMN ${t}.${col}`,
               why: 'the data is gone, and code still reading the column breaks at once',
-              instead: 'stop using the column first; drop it in a later migration (expand/contract), or move to a new table with a copy job',
+              instead:
+                'stop using the column first; drop it in a later migration (expand/contract), or move to a new table with a copy job',
             });
             break;
           case 'AT_AlterColumnType':
@@ -183,7 +198,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
               severity: 'warning',
               message: `ALTER COLUMN ${t}.${col} TYPE`,
               why: `rewrites ${t} under an ACCESS EXCLUSIVE lock (reads and writes wait) for most type changes`,
-              instead: 'add a new column or table, fill it with a copy job (sync keeps it current), switch readers with the flag, then drop the old one',
+              instead:
+                'add a new column or table, fill it with a copy job (sync keeps it current), switch readers with the flag, then drop the old one',
             });
             break;
           case 'AT_SetNotNull':
@@ -196,7 +212,13 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
             });
             break;
           case 'AT_AddColumn': {
-            const def = cmd.def as { ColumnDef?: { colname: string; typeName?: { names: { String: { sval: string } }[] }; constraints?: { Constraint: Node }[] } };
+            const def = cmd.def as {
+              ColumnDef?: {
+                colname: string;
+                typeName?: { names: { String: { sval: string } }[] };
+                constraints?: { Constraint: Node }[];
+              };
+            };
             const cd = def.ColumnDef;
             const type = cd?.typeName?.names.map((x) => x.String.sval).pop() ?? '';
             const cons = (cd?.constraints ?? []).map((x) => x.Constraint);
@@ -216,7 +238,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
                 severity: 'warning',
                 message: `ADD COLUMN ${t}.${cd?.colname} NOT NULL without a default`,
                 why: `fails as soon as ${t} has rows, and running code that inserts without the column breaks`,
-                instead: 'add it nullable (or with a constant default), backfill, then enforce NOT NULL with a validated CHECK',
+                instead:
+                  'add it nullable (or with a constant default), backfill, then enforce NOT NULL with a validated CHECK',
               });
             }
             break;
@@ -229,7 +252,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
                 severity: 'warning',
                 message: `ADD FOREIGN KEY on ${t} without NOT VALID`,
                 why: `checks every row while holding SHARE ROW EXCLUSIVE locks on ${t} and ${rel(con.pktable)} (writes wait)`,
-                instead: 'ADD CONSTRAINT … FOREIGN KEY … NOT VALID; then VALIDATE CONSTRAINT in a later step (only a light lock)',
+                instead:
+                  'ADD CONSTRAINT … FOREIGN KEY … NOT VALID; then VALIDATE CONSTRAINT in a later step (only a light lock)',
               });
             } else if (con.contype === 'CONSTR_CHECK' && !con.skip_validation) {
               out.push({
@@ -261,7 +285,8 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
           severity: 'warning',
           message: `RENAME ${(n.renameType as string).replace('OBJECT_', '').toLowerCase()} ${rel(n.relation)}${n.subname ? `.${n.subname}` : ''} to ${n.newname}`,
           why: 'code deployed against the old name fails the moment this commits',
-          instead: 'expand/contract: add the new name beside the old (new column or table, or a view), move readers over with the flag, drop the old name in cleanup',
+          instead:
+            'expand/contract: add the new name beside the old (new column or table, or a view), move readers over with the flag, drop the old name in cleanup',
         });
       }
       break;
@@ -298,12 +323,24 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
         });
       }
       if (ctx.transactional) {
-        out.push({ rule: 'vacuum-in-transaction', severity: 'error', message: 'VACUUM in a transactional step', why: 'VACUUM cannot run inside a transaction block', instead: 'use a step with transactional: false' });
+        out.push({
+          rule: 'vacuum-in-transaction',
+          severity: 'error',
+          message: 'VACUUM in a transactional step',
+          why: 'VACUUM cannot run inside a transaction block',
+          instead: 'use a step with transactional: false',
+        });
       }
       break;
     }
     case 'ClusterStmt':
-      out.push({ rule: 'cluster', severity: 'warning', message: `CLUSTER ${rel(n.relation)}`, why: 'rewrites the table under an ACCESS EXCLUSIVE lock', instead: 'leave physical ordering out of a live migration' });
+      out.push({
+        rule: 'cluster',
+        severity: 'warning',
+        message: `CLUSTER ${rel(n.relation)}`,
+        why: 'rewrites the table under an ACCESS EXCLUSIVE lock',
+        instead: 'leave physical ordering out of a live migration',
+      });
       break;
     case 'LockStmt':
       out.push({
@@ -315,9 +352,17 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
       });
       break;
     case 'ReindexStmt': {
-      const concurrent = ((n.params as { DefElem: { defname: string } }[]) ?? []).some((o) => o.DefElem.defname === 'concurrently');
+      const concurrent = ((n.params as { DefElem: { defname: string } }[]) ?? []).some(
+        (o) => o.DefElem.defname === 'concurrently',
+      );
       if (!concurrent) {
-        out.push({ rule: 'reindex', severity: 'warning', message: 'REINDEX without CONCURRENTLY', why: 'blocks writes to the table while it rebuilds', instead: 'REINDEX … CONCURRENTLY in a step with transactional: false' });
+        out.push({
+          rule: 'reindex',
+          severity: 'warning',
+          message: 'REINDEX without CONCURRENTLY',
+          why: 'blocks writes to the table while it rebuilds',
+          instead: 'REINDEX … CONCURRENTLY in a step with transactional: false',
+        });
       }
       break;
     }
@@ -325,7 +370,11 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
   return out;
 }
 
-async function lintSource(at: string, src: SqlSource, ctx: Context): Promise<{ findings: LintFinding[]; stmts: ParsedStatement[] }> {
+async function lintSource(
+  at: string,
+  src: SqlSource,
+  ctx: Context,
+): Promise<{ findings: LintFinding[]; stmts: ParsedStatement[] }> {
   let stmts: ParsedStatement[];
   try {
     stmts = await parseStatements(src.sql);
@@ -334,11 +383,25 @@ async function lintSource(at: string, src: SqlSource, ctx: Context): Promise<{ f
     const pos = err.sqlDetails?.cursorPosition;
     const line = pos !== undefined ? Buffer.from(src.sql).subarray(0, pos).toString().split('\n').length : 1;
     return {
-      findings: [{ at, file: src.path, statement: 0, line, rule: 'syntax', severity: 'error', message: `does not parse: ${err.message}`, why: 'PostgreSQL would reject it', instead: 'fix the SQL' }],
+      findings: [
+        {
+          at,
+          file: src.path,
+          statement: 0,
+          line,
+          rule: 'syntax',
+          severity: 'error',
+          message: `does not parse: ${err.message}`,
+          why: 'PostgreSQL would reject it',
+          instead: 'fix the SQL',
+        },
+      ],
       stmts: [],
     };
   }
-  const findings = stmts.flatMap((s, i) => lintStatement(s, ctx).map((f) => ({ at, file: src.path, statement: i + 1, line: s.line, ...f })));
+  const findings = stmts.flatMap((s, i) =>
+    lintStatement(s, ctx).map((f) => ({ at, file: src.path, statement: i + 1, line: s.line, ...f })),
+  );
   return { findings, stmts };
 }
 
@@ -346,13 +409,28 @@ async function lintSource(at: string, src: SqlSource, ctx: Context): Promise<{ f
 export async function lintPlan(plan: ResolvedPlan): Promise<LintFinding[]> {
   const out: LintFinding[] = [];
   for (const [i, step] of plan.schema.entries()) {
-    const up = await lintSource(`schema[${i}].up`, step.up, { transactional: step.transactional, fresh: new Set(), isDown: false });
+    const up = await lintSource(`schema[${i}].up`, step.up, {
+      transactional: step.transactional,
+      fresh: new Set(),
+      isDown: false,
+    });
     const fresh = createdTables(up.stmts);
     // Statements on tables this very step creates are harmless: re-lint with that knowledge.
-    const upAgain = await lintSource(`schema[${i}].up`, step.up, { transactional: step.transactional, fresh, isDown: false });
+    const upAgain = await lintSource(`schema[${i}].up`, step.up, {
+      transactional: step.transactional,
+      fresh,
+      isDown: false,
+    });
     out.push(...upAgain.findings);
-    out.push(...(await lintSource(`schema[${i}].down`, step.down, { transactional: step.transactional, fresh, isDown: true })).findings);
+    out.push(
+      ...(await lintSource(`schema[${i}].down`, step.down, { transactional: step.transactional, fresh, isDown: true }))
+        .findings,
+    );
   }
-  if (plan.cleanup?.sql) out.push(...(await lintSource('cleanup.sql', plan.cleanup.sql, { transactional: true, fresh: new Set(), isDown: false })).findings);
+  if (plan.cleanup?.sql)
+    out.push(
+      ...(await lintSource('cleanup.sql', plan.cleanup.sql, { transactional: true, fresh: new Set(), isDown: false }))
+        .findings,
+    );
   return out;
 }

@@ -56,7 +56,8 @@ function referencedFiles(raw: unknown): { path: PropertyKey[]; file: string }[] 
       }
     });
   }
-  if (r?.cleanup && typeof r.cleanup.sql === 'string' && r.cleanup.sql.trim()) out.push({ path: ['cleanup', 'sql'], file: r.cleanup.sql });
+  if (r?.cleanup && typeof r.cleanup.sql === 'string' && r.cleanup.sql.trim())
+    out.push({ path: ['cleanup', 'sql'], file: r.cleanup.sql });
   return out;
 }
 
@@ -79,7 +80,9 @@ export function loadPlan(file: string): ResolvedPlan {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new InvalidPlanError(file, [{ path: '(plan)', message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]);
+    throw new InvalidPlanError(file, [
+      { path: '(plan)', message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` },
+    ]);
   }
   return resolvePlanText(file, text);
 }

@@ -18,7 +18,10 @@ const duration = z.string().transform((s, ctx) => {
 const ident = z.string().regex(/^[^"\0]{1,63}$/, 'must be a name of 1 to 63 characters without double quotes');
 const tableName = z
   .string()
-  .regex(/^[^".\0]{1,63}(\.[^".\0]{1,63})?$/, 'must be a table name: table or schema.table (no double quotes; one dot at most)');
+  .regex(
+    /^[^".\0]{1,63}(\.[^".\0]{1,63})?$/,
+    'must be a table name: table or schema.table (no double quotes; one dot at most)',
+  );
 const envVar = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name');
 const sqlText = z.string().trim().min(1, 'must not be empty');
 const filePath = z.string().trim().min(1, 'must be a file path');
@@ -110,7 +113,10 @@ const stage = z.strictObject({
 });
 
 export const planSchema = z.strictObject({
-  name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'must match [a-z0-9][a-z0-9-]*').max(100),
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]*$/, 'must match [a-z0-9][a-z0-9-]*')
+    .max(100),
   description: z.string().optional(),
   database: z.strictObject({ urlEnv: envVar }),
   approvals: z.array(z.enum(PHASES)).default([]),

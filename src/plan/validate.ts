@@ -27,7 +27,13 @@ const PASSWORD_KV = /\b(?:host|hostaddr|dbname|user)\s*=\s*\S+[^\n]*\bpassword\s
 export function findSecrets(doc: unknown, path: PropertyKey[] = []): PlanError[] {
   if (typeof doc === 'string') {
     return PASSWORD_URL.test(doc) || PASSWORD_KV.test(doc)
-      ? [{ path: formatPath(path), message: 'contains a connection string with a password; plans must not carry secrets — put the URL in the worker\'s environment and name the variable in database.urlEnv' }]
+      ? [
+          {
+            path: formatPath(path),
+            message:
+              "contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv",
+          },
+        ]
       : [];
   }
   if (Array.isArray(doc)) return doc.flatMap((v, i) => findSecrets(v, [...path, i]));
@@ -90,15 +96,21 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
     if (job.from && job.query) err(p, 'give either from or query, not both');
     if (!job.from && !job.query) err([...p, 'from'], 'required (or give query)');
     if (job.query && !/^\s*(select|with|values|table)\b/i.test(job.query)) err([...p, 'query'], 'must be a SELECT');
-    if (job.query && !job.columns) err([...p, 'columns'], 'required for a query source (target column: expression over the query row)');
+    if (job.query && !job.columns)
+      err([...p, 'columns'], 'required for a query source (target column: expression over the query row)');
     if (job.from && job.to === job.from) err([...p, 'to'], 'must differ from from');
     if (job.columns && !(job.key in job.columns)) err([...p, 'columns'], `must map the key column "${job.key}"`);
-    if (job.sync === 'bidirectional' && !job.from) err([...p, 'sync'], 'bidirectional sync needs a table source (from)');
+    if (job.sync === 'bidirectional' && !job.from)
+      err([...p, 'sync'], 'bidirectional sync needs a table source (from)');
     if (job.reverse && job.sync !== 'bidirectional') err([...p, 'reverse'], 'only used with sync: bidirectional');
     if (job.query && job.sync && job.sync !== 'none' && !job.syncFrom?.length)
-      err([...p, 'syncFrom'], 'required to sync a query source: list the tables it reads and the key expression for each');
+      err(
+        [...p, 'syncFrom'],
+        'required to sync a query source: list the tables it reads and the key expression for each',
+      );
     if (job.syncFrom && !job.query) err([...p, 'syncFrom'], 'only used with a query source');
-    if (job.maxBatchSize !== undefined && job.maxBatchSize < job.batchSize) err([...p, 'maxBatchSize'], 'must be at least batchSize');
+    if (job.maxBatchSize !== undefined && job.maxBatchSize < job.batchSize)
+      err([...p, 'maxBatchSize'], 'must be at least batchSize');
   });
 
   plan.validate.forEach((v, i) => {
@@ -116,7 +128,8 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
   if (plan.traffic) {
     const stages = plan.traffic.stages;
     stages.forEach((s, i) => {
-      if (i > 0 && s.percent <= stages[i - 1].percent) err(['traffic', 'stages', i, 'percent'], 'must be greater than the previous stage');
+      if (i > 0 && s.percent <= stages[i - 1].percent)
+        err(['traffic', 'stages', i, 'percent'], 'must be greater than the previous stage');
     });
     if (stages.length && stages[stages.length - 1].percent !== 100)
       err(['traffic', 'stages', stages.length - 1, 'percent'], 'the last stage must reach 100');
@@ -131,8 +144,10 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
       }
     });
   }
-  if (plan.approvals.includes('traffic') && !plan.traffic) err(['approvals'], 'traffic approval without a traffic section');
-  if (plan.approvals.includes('cleanup') && !plan.cleanup) err(['approvals'], 'cleanup approval without a cleanup section');
+  if (plan.approvals.includes('traffic') && !plan.traffic)
+    err(['approvals'], 'traffic approval without a traffic section');
+  if (plan.approvals.includes('cleanup') && !plan.cleanup)
+    err(['approvals'], 'cleanup approval without a cleanup section');
   if (plan.cleanup?.dropAfter !== undefined && !plan.cleanup.archive.length)
     err(['cleanup', 'dropAfter'], 'only used with archive');
   return errors;

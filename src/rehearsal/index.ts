@@ -47,7 +47,9 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
     const before = await schemaFingerprint(c);
     await c.query('BEGIN');
     try {
-      await c.query(`SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '300s', true)`, [`${plan.lockTimeout}ms`]);
+      await c.query(`SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '300s', true)`, [
+        `${plan.lockTimeout}ms`,
+      ]);
       let stopped = false;
       for (const step of plan.schema) {
         if (stopped) {
@@ -55,7 +57,12 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
           continue;
         }
         if (!step.transactional) {
-          steps.push({ id: step.id, outcome: 'not-rehearsable', message: 'runs outside a transaction (transactional: false), so it cannot be rolled back; later steps are rehearsed without it' });
+          steps.push({
+            id: step.id,
+            outcome: 'not-rehearsable',
+            message:
+              'runs outside a transaction (transactional: false), so it cannot be rolled back; later steps are rehearsed without it',
+          });
           continue;
         }
         const result = await rehearseStep(c, step.id, step.up.sql, step.down.sql);
@@ -102,7 +109,12 @@ async function rehearseStep(c: PoolClient, id: string, up: string, down: string)
   if (againErr) return { id, outcome: 'failed', message: `up fails when applied again after down: ${againErr}` };
   const again = fingerprintDiff(s1, await schemaFingerprint(c));
   if (again.gone.length || again.added.length) {
-    return { id, outcome: 'failed', message: 'up after down gives a different schema than the first up', difference: again };
+    return {
+      id,
+      outcome: 'failed',
+      message: 'up after down gives a different schema than the first up',
+      difference: again,
+    };
   }
   return { id, outcome: 'ok', message: 'up, down (schema restored exactly), up again' };
 }
@@ -114,7 +126,12 @@ async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<Rehea
     try {
       const r = await c.query(sql);
       const value = r.rows[0] ? Object.values(r.rows[0])[0] : undefined;
-      const shown = value === undefined ? 'no row' : value === null || typeof value !== 'object' ? String(value) : JSON.stringify(value);
+      const shown =
+        value === undefined
+          ? 'no row'
+          : value === null || typeof value !== 'object'
+            ? String(value)
+            : JSON.stringify(value);
       out.push({ kind, name, outcome: 'ok', message: `reads ${shown} now` });
     } catch (e) {
       out.push({ kind, name, outcome: 'unreadable', message: formatPgError(e) });
@@ -123,8 +140,20 @@ async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<Rehea
     }
   };
   for (const g of plan.traffic?.gates ?? []) {
-    if (!g.sql) out.push({ kind: 'gate', name: g.name, outcome: 'not-tried', message: 'reads Prometheus or HTTP, not this database' });
-    else if (g.database) out.push({ kind: 'gate', name: g.name, outcome: 'not-tried', message: `reads the database in $${g.database.urlEnv}` });
+    if (!g.sql)
+      out.push({
+        kind: 'gate',
+        name: g.name,
+        outcome: 'not-tried',
+        message: 'reads Prometheus or HTTP, not this database',
+      });
+    else if (g.database)
+      out.push({
+        kind: 'gate',
+        name: g.name,
+        outcome: 'not-tried',
+        message: `reads the database in $${g.database.urlEnv}`,
+      });
     else await run('gate', g.name, g.sql);
   }
   for (const v of plan.validate) if (v.sql) await run('assertion', v.sql.name, v.sql.query);

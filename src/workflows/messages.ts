@@ -7,13 +7,7 @@ export const DEFAULT_TASK_QUEUE = 'tidemark';
 export const workflowIdFor = (planName: string): string => `tidemark-${planName}`;
 
 export type MigrationState =
-  | 'running'
-  | 'paused'
-  | 'waiting-approval'
-  | 'rolling-back'
-  | 'rolled-back'
-  | 'completed'
-  | 'failed';
+  'running' | 'paused' | 'waiting-approval' | 'rolling-back' | 'rolled-back' | 'completed' | 'failed';
 
 export const TERMINAL_STATES: readonly MigrationState[] = ['completed', 'rolled-back', 'failed'];
 
@@ -185,7 +179,12 @@ export interface UpdateAck {
 }
 
 /** A migration's status before anything has happened: every phase pending, nothing copied, no flag. */
-export function initialStatus(plan: string, workflowId: string, at: string, phases: readonly PhaseName[]): MigrationStatus {
+export function initialStatus(
+  plan: string,
+  workflowId: string,
+  at: string,
+  phases: readonly PhaseName[],
+): MigrationStatus {
   return {
     plan,
     workflowId,

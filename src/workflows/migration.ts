@@ -42,7 +42,15 @@ import { errorMessage, Saga, type CompensationAction, type SagaEntry } from './s
 import { TidemarkPhase, TidemarkPlan, TidemarkState } from './search-attributes';
 
 /** Failure types never retried (activities also mark them non-retryable themselves). */
-const NON_RETRYABLE = ['PlanRuntimeError', 'SqlError', 'PreflightFailed', 'ValidationFailed', 'MissingDatabaseUrl', 'BackupFailed', 'InternalError'];
+const NON_RETRYABLE = [
+  'PlanRuntimeError',
+  'SqlError',
+  'PreflightFailed',
+  'ValidationFailed',
+  'MissingDatabaseUrl',
+  'BackupFailed',
+  'InternalError',
+];
 
 const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] => ({
   initialInterval: '1s',
@@ -56,7 +64,10 @@ const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): Activity
 /** Short steps: catalog reads, DDL (lock timeouts retried with backoff), flag writes. */
 const acts = proxyActivities<Activities>({ startToCloseTimeout: '15m', retry: retry() });
 /** The flag must move fast: short timeout, quick retries. */
-const flagActs = proxyActivities<Activities>({ startToCloseTimeout: '20s', retry: retry({ initialInterval: '200ms', maximumInterval: '5s', maximumAttempts: 20 }) });
+const flagActs = proxyActivities<Activities>({
+  startToCloseTimeout: '20s',
+  retry: retry({ initialInterval: '200ms', maximumInterval: '5s', maximumAttempts: 20 }),
+});
 /** Long, heartbeating work: the copy and the checksum resume from their checkpoint on a new attempt. */
 const longActs = proxyActivities<Activities>({
   startToCloseTimeout: '30d',
@@ -74,10 +85,17 @@ const schemaActs = proxyActivities<Activities>({
   retry: retry(),
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
-const backupActs = proxyActivities<Activities>({ startToCloseTimeout: '12h', heartbeatTimeout: '1m', retry: retry({ maximumAttempts: 3 }) });
+const backupActs = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '1m',
+  retry: retry({ maximumAttempts: 3 }),
+});
 const gateActs = proxyActivities<Activities>({ startToCloseTimeout: '2m', retry: retry({ maximumAttempts: 2 }) });
 /** Compensations retry patiently: giving up leaves objects behind. */
-const undoActs = proxyActivities<Activities>({ startToCloseTimeout: '15m', retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }) });
+const undoActs = proxyActivities<Activities>({
+  startToCloseTimeout: '15m',
+  retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }),
+});
 
 const PHASES: PhaseName[] = ['preflight', 'backup', 'schema', 'copy', 'validate', 'traffic', 'cleanup'];
 const MAX_EVENTS = 100;
@@ -125,7 +143,10 @@ class MigrationRun {
   async run(): Promise<MigrationStatus> {
     this.installHandlers();
     if (this.resumed) this.event('continued as a new run (history kept short)');
-    else this.event(`started${this.input.options.startedBy ? ` by ${this.input.options.startedBy}` : ''}${this.input.options.autoApprove ? ' with auto-approval' : ''}`);
+    else
+      this.event(
+        `started${this.input.options.startedBy ? ` by ${this.input.options.startedBy}` : ''}${this.input.options.autoApprove ? ' with auto-approval' : ''}`,
+      );
     this.publish();
     try {
       await this.mainScope.run(() => this.forward());
@@ -144,7 +165,8 @@ class MigrationRun {
     const p = this.plan;
     await this.phase('preflight', async () => {
       const report = await acts.runPreflight({ plan: p });
-      for (const f of report.findings.filter((x) => x.status === 'warn')) this.event(`preflight warning — ${f.check}: ${f.message}`);
+      for (const f of report.findings.filter((x) => x.status === 'warn'))
+        this.event(`preflight warning — ${f.check}: ${f.message}`);
       return report;
     });
     await this.phase('backup', async () => {
@@ -160,7 +182,9 @@ class MigrationRun {
     // Without a cleanup section nothing is archived or dropped: the sync triggers stay, keeping the tables in step.
     await this.phase('cleanup', () => this.cleanupPhase(), !p.cleanup);
     if (!p.cleanup && p.copy.some((j) => j.sync !== 'none')) {
-      this.event('no cleanup section: sync triggers left in place, so both tables stay in step; a plan with a cleanup section removes them');
+      this.event(
+        'no cleanup section: sync triggers left in place, so both tables stay in step; a plan with a cleanup section removes them',
+      );
     }
   }
 
@@ -207,7 +231,13 @@ class MigrationRun {
     const applied: string[] = [];
     for (const step of this.plan.schema) {
       await this.safePoint();
-      const args = { urlEnv: this.plan.database.urlEnv, migration: this.plan.name, runId: this.runKey, step, lockTimeoutMs: this.plan.lockTimeout };
+      const args = {
+        urlEnv: this.plan.database.urlEnv,
+        migration: this.plan.name,
+        runId: this.runKey,
+        step,
+        lockTimeoutMs: this.plan.lockTimeout,
+      };
       // The undo is registered before the step runs: an abort can land while it runs, and the rollback must then
       // undo whatever it left. A transactional step's history row commits with it, so its undo runs `down` only if
       // the step committed; a non-transactional one can stop half-way (CREATE INDEX CONCURRENTLY leaves an invalid
@@ -239,7 +269,8 @@ class MigrationRun {
       stop.done = true;
       await pusher;
     }
-    if (pushFailure) this.event(`pause/throttle settings could not be passed to the copy: ${errorMessage(pushFailure)}`);
+    if (pushFailure)
+      this.event(`pause/throttle settings could not be passed to the copy: ${errorMessage(pushFailure)}`);
     return { jobs: this.status.copy.map((c) => ({ job: c.job, rows: c.rowsCopied })) };
   }
 
@@ -315,7 +346,10 @@ class MigrationRun {
   private validationChecks(): ValidationCheck[] {
     if (this.plan.validate.length) return this.plan.validate;
     // No checks declared: every copy job is still compared exactly (row count and checksum).
-    return this.plan.copy.flatMap((j) => [{ rowCount: { copy: j.name } }, { checksum: { copy: j.name, chunkSize: 10_000 } }]);
+    return this.plan.copy.flatMap((j) => [
+      { rowCount: { copy: j.name } },
+      { checksum: { copy: j.name, chunkSize: 10_000 } },
+    ]);
   }
 
   private async validatePhase(): Promise<unknown> {
@@ -324,7 +358,11 @@ class MigrationRun {
       await this.safePoint();
       const ref = check.rowCount?.copy ?? check.checksum?.copy;
       const job = ref ? this.plan.copy.find((j) => j.name === ref) : undefined;
-      if (ref && !job) throw ApplicationFailure.nonRetryable(`validation refers to copy job "${ref}", which the plan does not have`, 'PlanRuntimeError');
+      if (ref && !job)
+        throw ApplicationFailure.nonRetryable(
+          `validation refers to copy job "${ref}", which the plan does not have`,
+          'PlanRuntimeError',
+        );
       const args = { urlEnv: this.plan.database.urlEnv, check, job };
       const r = check.checksum ? await longActs.runValidationCheck(args) : await acts.runValidationCheck(args);
       results.push(r);
@@ -332,7 +370,12 @@ class MigrationRun {
       this.event(`validation ${r.check}: ${r.ok ? 'ok' : 'FAILED'} (${r.message})`);
     }
     const report = this.status.validation!;
-    await acts.recordReport({ urlEnv: this.plan.database.urlEnv, migration: this.plan.name, kind: 'validation', report });
+    await acts.recordReport({
+      urlEnv: this.plan.database.urlEnv,
+      migration: this.plan.name,
+      kind: 'validation',
+      report,
+    });
     if (!report.ok) {
       const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.message}`);
       throw ApplicationFailure.nonRetryable(`validation failed — ${failed.join('; ')}`, 'ValidationFailed');
@@ -365,7 +408,12 @@ class MigrationRun {
       }
       await this.safePoint();
       if (stage.approval) await this.requireApproval(`traffic:${stage.percent}%`);
-      await flagActs.setFlag({ urlEnv: this.plan.database.urlEnv, flag: t.flag, percent: stage.percent, by: this.status.workflowId });
+      await flagActs.setFlag({
+        urlEnv: this.plan.database.urlEnv,
+        flag: t.flag,
+        percent: stage.percent,
+        by: this.status.workflowId,
+      });
       traffic.percent = stage.percent;
       traffic.stageIndex = i;
       this.event(`flag ${t.flag} at ${stage.percent}%`);
@@ -386,12 +434,19 @@ class MigrationRun {
     this.promoteRequested = false;
     this.soaking = true;
     const breaches = new Map<string, number>(Object.entries(carried?.breaches ?? {}));
-    const due = new Map(gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]));
+    const due = new Map(
+      gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]),
+    );
     try {
       while (Date.now() < end && !this.promoteRequested) {
         const info = workflowInfo();
         if (info.continueAsNewSuggested || info.historyLength >= HISTORY_EVENTS_LIMIT) {
-          await this.continueAsNew({ stageIndex, endsAt: end, breaches: Object.fromEntries(breaches), due: Object.fromEntries(due) });
+          await this.continueAsNew({
+            stageIndex,
+            endsAt: end,
+            breaches: Object.fromEntries(breaches),
+            due: Object.fromEntries(due),
+          });
         }
         const next = Math.min(end, ...due.values());
         await condition(() => this.promoteRequested, Math.max(1, next - Date.now()));
@@ -425,9 +480,15 @@ class MigrationRun {
     return continueAsNew<typeof migrationWorkflow>({ ...this.input, resume });
   }
 
-  private async judgeGate(g: Gate, value: number | null, error: string | undefined, breaches: Map<string, number>): Promise<void> {
+  private async judgeGate(
+    g: Gate,
+    value: number | null,
+    error: string | undefined,
+    breaches: Map<string, number>,
+  ): Promise<void> {
     const traffic = this.status.traffic!;
-    const ok = value === null ? null : (g.max === undefined || value <= g.max) && (g.min === undefined || value >= g.min);
+    const ok =
+      value === null ? null : (g.max === undefined || value <= g.max) && (g.min === undefined || value >= g.min);
     const count = ok === false ? (breaches.get(g.name) ?? 0) + 1 : 0;
     breaches.set(g.name, count);
     const reading: GateReading = { gate: g.name, value, ok, error, at: nowIso(), consecutiveBreaches: count };
@@ -436,7 +497,9 @@ class MigrationRun {
       const bound = g.max !== undefined && value! > g.max ? `max ${g.max}` : `min ${g.min}`;
       this.event(`gate "${g.name}" read ${value} (${bound}), breach ${count}/${g.failureLimit}`);
       if (count >= g.failureLimit) {
-        throw new RollbackRequested(`gate "${g.name}" breached ${count} time(s) in a row: read ${value}, ${bound}, at ${traffic.percent}%`);
+        throw new RollbackRequested(
+          `gate "${g.name}" breached ${count} time(s) in a row: read ${value}, ${bound}, at ${traffic.percent}%`,
+        );
       }
     } else if (ok === null) {
       // A gate that cannot be read says nothing either way: hold the rollout and ask a human instead of guessing.
@@ -456,21 +519,40 @@ class MigrationRun {
     // Until archived tables are dropped, an abort must still find every write made on the new path in the old table:
     // bidirectional jobs whose source is archived keep their sync (it follows the table into the archive).
     const synced = this.plan.copy.filter((j) => j.sync !== 'none');
-    const followers = c?.dropAfter !== undefined ? synced.filter((j) => j.sync === 'bidirectional' && j.from && c.archive.includes(j.from)) : [];
+    const followers =
+      c?.dropAfter !== undefined
+        ? synced.filter((j) => j.sync === 'bidirectional' && j.from && c.archive.includes(j.from))
+        : [];
     const dropping = synced.filter((j) => !followers.includes(j));
     const dropNow = dropping.map((j) => ({ name: j.name, querySources: j.syncFrom?.length ?? 0 }));
     if (dropNow.length) {
       // New tables first, then what feeds them: the order the application's writes lock them in (see cleanup.ts).
-      const lockFirst = [...dropping.map((j) => j.to), ...dropping.flatMap((j) => (j.from ? [j.from] : (j.syncFrom ?? []).map((f) => f.table)))];
+      const lockFirst = [
+        ...dropping.map((j) => j.to),
+        ...dropping.flatMap((j) => (j.from ? [j.from] : (j.syncFrom ?? []).map((f) => f.table))),
+      ];
       await acts.dropSyncTriggers({ urlEnv, jobs: dropNow, lockTimeoutMs, lockFirst });
       // Said in the log: from here these jobs' tables drift apart (followers, kept until the drop, are not among them).
-      this.event(`sync triggers dropped: ${dropNow.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`);
+      this.event(
+        `sync triggers dropped: ${dropNow.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`,
+      );
     }
     const result: Record<string, unknown> = { syncTriggersDropped: dropNow.map((j) => j.name) };
     if (c?.archive.length) {
-      const args = { urlEnv, migration: this.plan.name, runId: this.runKey, tables: c.archive, lockTimeoutMs, dropAfterMs: c.dropAfter, followers };
+      const args = {
+        urlEnv,
+        migration: this.plan.name,
+        runId: this.runKey,
+        tables: c.archive,
+        lockTimeoutMs,
+        dropAfterMs: c.dropAfter,
+        followers,
+      };
       const { archived } = await acts.archiveTables(args);
-      this.register('cleanup', `move ${c.archive.join(', ')} back from tidemark_archive`, { kind: 'restoreArchivedTables', tables: c.archive });
+      this.register('cleanup', `move ${c.archive.join(', ')} back from tidemark_archive`, {
+        kind: 'restoreArchivedTables',
+        tables: c.archive,
+      });
       this.event(`archived ${archived.join(', ')}`);
       result.archived = archived;
     }
@@ -480,8 +562,16 @@ class MigrationRun {
       await this.durableWait('drop of archived tables', c.dropAfter, false);
       await this.safePoint();
       if (followers.length) {
-        const lockFirst = [...followers.map((j) => j.to), ...followers.map((j) => `tidemark_archive.${j.from!.split('.').pop()}`)];
-        await acts.dropSyncTriggers({ urlEnv, jobs: followers.map((j) => ({ name: j.name, querySources: 0 })), lockTimeoutMs, lockFirst });
+        const lockFirst = [
+          ...followers.map((j) => j.to),
+          ...followers.map((j) => `tidemark_archive.${j.from!.split('.').pop()}`),
+        ];
+        await acts.dropSyncTriggers({
+          urlEnv,
+          jobs: followers.map((j) => ({ name: j.name, querySources: 0 })),
+          lockTimeoutMs,
+          lockFirst,
+        });
       }
       const args = { urlEnv, migration: this.plan.name, runId: this.runKey, tables: c.archive, lockTimeoutMs };
       result.dropped = (await acts.dropArchivedTables(args)).dropped;
@@ -602,7 +692,11 @@ class MigrationRun {
     this.publish();
     if (isCancellation(err) && !this.abortRequest) throw err;
     // The final status rides along as the failure's details: `tidemark status` can show it with no worker running.
-    throw ApplicationFailure.nonRetryable(this.status.error!, failures.length ? 'RollbackFailed' : 'MigrationRolledBack', this.status);
+    throw ApplicationFailure.nonRetryable(
+      this.status.error!,
+      failures.length ? 'RollbackFailed' : 'MigrationRolledBack',
+      this.status,
+    );
   }
 
   private async compensate(a: CompensationAction): Promise<string | void> {
@@ -622,11 +716,26 @@ class MigrationRun {
       }
       case 'revertSchemaStep': {
         const step = this.plan.schema.find((s) => s.id === a.stepId)!;
-        return undoActs.revertSchemaStep({ urlEnv, migration: this.plan.name, runId: this.runKey, step, lockTimeoutMs });
+        return undoActs.revertSchemaStep({
+          urlEnv,
+          migration: this.plan.name,
+          runId: this.runKey,
+          step,
+          lockTimeoutMs,
+        });
       }
       case 'restoreArchivedTables': {
-        const followers = this.plan.copy.filter((j) => j.sync === 'bidirectional' && j.from && a.tables.includes(j.from));
-        return undoActs.restoreArchivedTables({ urlEnv, migration: this.plan.name, runId: this.runKey, tables: a.tables, lockTimeoutMs, followers });
+        const followers = this.plan.copy.filter(
+          (j) => j.sync === 'bidirectional' && j.from && a.tables.includes(j.from),
+        );
+        return undoActs.restoreArchivedTables({
+          urlEnv,
+          migration: this.plan.name,
+          runId: this.runKey,
+          tables: a.tables,
+          lockTimeoutMs,
+          followers,
+        });
       }
     }
   }
@@ -660,7 +769,8 @@ class MigrationRun {
           this.rejectIfFinished();
           const pending = this.status.pendingApproval;
           if (!pending) throw new Error('nothing is waiting for approval');
-          if (req.gate && req.gate !== pending.gate) throw new Error(`${req.gate} is not waiting for approval (${pending.gate} is)`);
+          if (req.gate && req.gate !== pending.gate)
+            throw new Error(`${req.gate} is not waiting for approval (${pending.gate} is)`);
         },
       },
     );
@@ -706,14 +816,19 @@ class MigrationRun {
         else if (req.batchSize !== undefined) t.batchSize = req.batchSize;
         if (req.delayMs !== undefined) t.delayMs = req.delayMs;
         this.controlVersion++;
-        this.event(`throttle set${req.by ? ` by ${req.by}` : ''}: batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms`);
+        this.event(
+          `throttle set${req.by ? ` by ${req.by}` : ''}: batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms`,
+        );
         return this.ack(`batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms`);
       },
       {
         validator: (req) => {
           this.rejectIfFinished();
           if (req.batchSize === undefined && req.delayMs === undefined) throw new Error('give a batch size or a delay');
-          if (req.batchSize != null && (!Number.isInteger(req.batchSize) || req.batchSize < 1 || req.batchSize > 1_000_000))
+          if (
+            req.batchSize != null &&
+            (!Number.isInteger(req.batchSize) || req.batchSize < 1 || req.batchSize > 1_000_000)
+          )
             throw new Error('batch size must be an integer from 1 to 1000000');
           if (req.delayMs !== undefined && (!Number.isInteger(req.delayMs) || req.delayMs < 0 || req.delayMs > 600_000))
             throw new Error('delay must be an integer from 0 to 600000 ms');

@@ -6,10 +6,14 @@ import type { TestDb } from './env';
 
 /** `pg_dump --schema-only` without tidemark's own schemas and without lines that differ between dumps. */
 export function schemaDump(db: TestDb): string {
-  const out = execFileSync(findPgTool('pg_dump')!, ['--schema-only', '--no-owner', '--exclude-schema=tidemark', '--exclude-schema=tidemark_archive'], {
-    env: { ...process.env, ...libpqEnv(db.url) },
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    findPgTool('pg_dump')!,
+    ['--schema-only', '--no-owner', '--exclude-schema=tidemark', '--exclude-schema=tidemark_archive'],
+    {
+      env: { ...process.env, ...libpqEnv(db.url) },
+      encoding: 'utf8',
+    },
+  );
   return out
     .split('\n')
     .filter((l) => !/^\\(un)?restrict /.test(l) && !/^-- Dumped (from|by)/.test(l))
@@ -40,11 +44,15 @@ export async function exceptBothWays(db: TestDb, a: string, b: string): Promise<
 }
 
 export async function flagPercent(db: TestDb, flag: string): Promise<number | null> {
-  const r = await db.query<{ p: number }>(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = $1`, [flag]).catch(() => []);
+  const r = await db
+    .query<{ p: number }>(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = $1`, [flag])
+    .catch(() => []);
   return r[0]?.p ?? null;
 }
 
 export async function tableExists(db: TestDb, table: string): Promise<boolean> {
-  const [r] = await db.query<{ x: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS x`, [table.includes('.') ? table : quoteIdent(table)]);
+  const [r] = await db.query<{ x: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS x`, [
+    table.includes('.') ? table : quoteIdent(table),
+  ]);
   return r.x;
 }

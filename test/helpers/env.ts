@@ -48,7 +48,10 @@ export class Harness {
   }
 
   async startWorker(opts: Partial<WorkerOptions> = {}): Promise<RunningWorker> {
-    Harness.bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') });
+    Harness.bundle ??= bundleWorkflowCode({
+      workflowsPath: require.resolve('../../src/workflows'),
+      logger: new DefaultLogger('WARN'),
+    });
     return startWorker({
       address: temporalAddress(),
       taskQueue: this.taskQueue,
@@ -90,7 +93,12 @@ export class Harness {
   }
 }
 
-export async function eventually<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | false>,
+  what: string,
+  timeoutMs = 60_000,
+  everyMs = 200,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {

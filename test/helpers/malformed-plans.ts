@@ -4,13 +4,30 @@ export const VALID_PLAN = {
   name: 'orders-v2-refused',
   database: { urlEnv: 'DATABASE_URL' },
   schema: [{ id: '001', up: 'sql/up.sql', down: 'sql/down.sql' }],
-  copy: [{ name: 'orders', from: 'orders', to: 'orders_v2', key: 'id', columns: { id: 'id', total: 'amount_cents / 100.0' } }],
+  copy: [
+    {
+      name: 'orders',
+      from: 'orders',
+      to: 'orders_v2',
+      key: 'id',
+      columns: { id: 'id', total: 'amount_cents / 100.0' },
+    },
+  ],
   validate: [{ rowCount: { copy: 'orders' } }],
-  traffic: { flag: 'use_orders_v2', stages: [{ percent: 10, soak: '1m' }, { percent: 100, soak: '1m' }] },
+  traffic: {
+    flag: 'use_orders_v2',
+    stages: [
+      { percent: 10, soak: '1m' },
+      { percent: 100, soak: '1m' },
+    ],
+  },
   cleanup: { after: '1h', archive: ['orders'] },
 };
 
-export const SQL_FILES = { 'sql/up.sql': 'CREATE TABLE orders_v2 (id bigint primary key, total numeric);', 'sql/down.sql': 'DROP TABLE orders_v2;' };
+export const SQL_FILES = {
+  'sql/up.sql': 'CREATE TABLE orders_v2 (id bigint primary key, total numeric);',
+  'sql/down.sql': 'DROP TABLE orders_v2;',
+};
 
 type Doc = Record<string, unknown>;
 const clone = (): Doc => JSON.parse(JSON.stringify(VALID_PLAN));
@@ -31,15 +48,27 @@ export interface MalformedCase {
 
 export const MALFORMED: MalformedCase[] = [
   { title: 'missing name', doc: edit((d) => delete (d as Doc).name), errors: ['name: required'] },
-  { title: 'name with capitals', doc: edit((d) => (d.name = 'Orders')), errors: ['name: must match [a-z0-9][a-z0-9-]*'] },
-  { title: 'missing database url variable', doc: edit((d) => ((d.database as Doc) = {})), errors: ['database.urlEnv: required'] },
+  {
+    title: 'name with capitals',
+    doc: edit((d) => (d.name = 'Orders')),
+    errors: ['name: must match [a-z0-9][a-z0-9-]*'],
+  },
+  {
+    title: 'missing database url variable',
+    doc: edit((d) => ((d.database as Doc) = {})),
+    errors: ['database.urlEnv: required'],
+  },
   {
     title: 'a duration that is not one',
     doc: edit((d) => (d.traffic.stages[0].soak = '10 minutes')),
     errors: ['traffic.stages[0].soak: "10 minutes" is not a duration (use e.g. 500ms, 30s, 10m, 1h, 7d)'],
   },
   { title: 'unknown top-level key', doc: edit((d) => ((d as Doc).colums = {})), errors: ['colums: unknown key'] },
-  { title: 'unknown key in a copy job', doc: edit((d) => ((d.copy[0] as Doc).batchsize = 10)), errors: ['copy[0].batchsize: unknown key'] },
+  {
+    title: 'unknown key in a copy job',
+    doc: edit((d) => ((d.copy[0] as Doc).batchsize = 10)),
+    errors: ['copy[0].batchsize: unknown key'],
+  },
   {
     title: 'a password in a connection string',
     doc: edit((d) => ((d as Doc).description = 'copied from postgres://app:s3cret@db.internal:5432/shop')),
@@ -52,7 +81,11 @@ export const MALFORMED: MalformedCase[] = [
     doc: edit((d) => (d.schema[0].up = 'sql/missing.sql')),
     errors: ['schema[0].up: file not found: sql/missing.sql'],
   },
-  { title: 'a copy job without its key', doc: edit((d) => delete (d.copy[0] as Doc).key), errors: ['copy[0].key: required'] },
+  {
+    title: 'a copy job without its key',
+    doc: edit((d) => delete (d.copy[0] as Doc).key),
+    errors: ['copy[0].key: required'],
+  },
   {
     title: 'a check naming a copy job that does not exist',
     doc: edit((d) => (d.validate[0].rowCount.copy = 'order')),
@@ -63,9 +96,26 @@ export const MALFORMED: MalformedCase[] = [
     doc: edit((d) => (d.traffic.stages[1].percent = 90)),
     errors: ['traffic.stages[1].percent: the last stage must reach 100'],
   },
-  { title: 'an approval for a phase that does not exist', doc: edit((d) => ((d as Doc).approvals = ['deploy'])), errors: ['approvals[0]: Invalid option: expected one of "preflight"|"backup"|"schema"|"copy"|"validate"|"traffic"|"cleanup"'] },
-  { title: 'a number where a string belongs (JSON)', doc: edit((d) => ((d.copy[0] as Doc).to = 42)), format: 'json', errors: ['copy[0].to: Invalid input: expected string, received number'] },
-  { title: 'broken YAML', doc: 'name: orders-v2\ndatabase: [urlEnv: X\n', errors: ['(plan): invalid YAML at line 3, column 1: Flow sequence in block collection must be sufficiently indented and end with a ]'] },
+  {
+    title: 'an approval for a phase that does not exist',
+    doc: edit((d) => ((d as Doc).approvals = ['deploy'])),
+    errors: [
+      'approvals[0]: Invalid option: expected one of "preflight"|"backup"|"schema"|"copy"|"validate"|"traffic"|"cleanup"',
+    ],
+  },
+  {
+    title: 'a number where a string belongs (JSON)',
+    doc: edit((d) => ((d.copy[0] as Doc).to = 42)),
+    format: 'json',
+    errors: ['copy[0].to: Invalid input: expected string, received number'],
+  },
+  {
+    title: 'broken YAML',
+    doc: 'name: orders-v2\ndatabase: [urlEnv: X\n',
+    errors: [
+      '(plan): invalid YAML at line 3, column 1: Flow sequence in block collection must be sufficiently indented and end with a ]',
+    ],
+  },
   {
     title: 'a column name with a double quote',
     doc: edit((d) => ((d.copy[0] as Doc).columns = { id: 'id', 'to"tal': 'amount_cents' })),

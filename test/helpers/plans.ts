@@ -20,7 +20,10 @@ export function writePlan(doc: unknown, files: Record<string, string> = {}, form
     writeFileSync(join(dir, name), text);
   }
   const file = join(dir, `plan.${format}`);
-  writeFileSync(file, typeof doc === 'string' ? doc : format === 'json' ? JSON.stringify(doc, null, 2) : stringify(doc));
+  writeFileSync(
+    file,
+    typeof doc === 'string' ? doc : format === 'json' ? JSON.stringify(doc, null, 2) : stringify(doc),
+  );
   return file;
 }
 

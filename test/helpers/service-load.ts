@@ -6,7 +6,10 @@ export interface ServiceLoad {
   stop(): Promise<void>;
 }
 
-export function driveService(port: number, opts: { users?: number; maxId: () => number; pauseMs?: number }): ServiceLoad {
+export function driveService(
+  port: number,
+  opts: { users?: number; maxId: () => number; pauseMs?: number },
+): ServiceLoad {
   const acknowledged = new Map<number, string>();
   const stats = { requests: 0, ok: 0, failed: 0, byPath: {} as Record<string, number> };
   let running = true;
@@ -15,7 +18,7 @@ export function driveService(port: number, opts: { users?: number; maxId: () => 
   const loop = (async () => {
     while (running) {
       n++;
-      const user = String(1 + (n * 7919) % (opts.users ?? 1000));
+      const user = String(1 + ((n * 7919) % (opts.users ?? 1000)));
       const headers = { 'x-user-id': user, 'content-type': 'application/json' };
       const roll = n % 10;
       try {
@@ -26,7 +29,11 @@ export function driveService(port: number, opts: { users?: number; maxId: () => 
           res = await fetch(`${base}/meetings/${1 + (n % opts.maxId())}`, { headers });
         } else if (roll < 7) {
           title = `created ${n}`;
-          res = await fetch(`${base}/meetings`, { method: 'POST', headers, body: JSON.stringify({ title, meeting_type: 'lesson' }) });
+          res = await fetch(`${base}/meetings`, {
+            method: 'POST',
+            headers,
+            body: JSON.stringify({ title, meeting_type: 'lesson' }),
+          });
         } else {
           id = 1 + ((n * 31) % opts.maxId());
           title = `updated ${n}`;

@@ -17,7 +17,11 @@ export interface Workload {
 export type Op = (pool: Pool, rnd: () => number, stats: WriterStats) => Promise<void>;
 
 /** Runs `concurrency` loops, each doing one op then sleeping, for about `opsPerSecond` in total. */
-export function startWorkload(url: string, ops: Op[], opts: { concurrency?: number; opsPerSecond?: number; seed?: number } = {}): Workload {
+export function startWorkload(
+  url: string,
+  ops: Op[],
+  opts: { concurrency?: number; opsPerSecond?: number; seed?: number } = {},
+): Workload {
   const pool = new Pool({ connectionString: url, max: opts.concurrency ?? 4 });
   pool.on('error', () => undefined);
   const stats: WriterStats = { inserts: 0, updates: 0, deletes: 0, keyChanges: 0, retries: 0 };
@@ -38,7 +42,8 @@ export function startWorkload(url: string, ops: Op[], opts: { concurrency?: numb
         // Deadlocks, serialization failures and races between the writers themselves (a key taken, a parent deleted)
         // are the application's to retry, as real ones would.
         const code = (e as { code?: string }).code;
-        if (code === '40P01' || code === '40001' || code === '55P03' || code === '23505' || code === '23503') stats.retries++;
+        if (code === '40P01' || code === '40001' || code === '55P03' || code === '23505' || code === '23503')
+          stats.retries++;
         else throw e;
       }
       await new Promise((r) => setTimeout(r, pauseMs * (0.5 + rnd())));
@@ -61,10 +66,10 @@ const TYPES = ['free_talk', 'lesson', 'teacher_class', 'public', 'private', null
 export function meetingsSourceOps(maxId: () => number): Op[] {
   return [
     async (pool, rnd, s) => {
-      await pool.query(`INSERT INTO meetings (title, meeting_type, status, host_id) VALUES ($1, $2, 'active', md5($1)::uuid)`, [
-        `new ${rnd()}`,
-        TYPES[Math.floor(rnd() * TYPES.length)],
-      ]);
+      await pool.query(
+        `INSERT INTO meetings (title, meeting_type, status, host_id) VALUES ($1, $2, 'active', md5($1)::uuid)`,
+        [`new ${rnd()}`, TYPES[Math.floor(rnd() * TYPES.length)]],
+      );
       s.inserts++;
     },
     async (pool, rnd, s) => {
@@ -76,7 +81,9 @@ export function meetingsSourceOps(maxId: () => number): Op[] {
       s.updates++;
     },
     async (pool, rnd, s) => {
-      await pool.query(`UPDATE meetings SET status = 'ended', max_participants = max_participants + 1 WHERE id = $1`, [1 + Math.floor(rnd() * maxId())]);
+      await pool.query(`UPDATE meetings SET status = 'ended', max_participants = max_participants + 1 WHERE id = $1`, [
+        1 + Math.floor(rnd() * maxId()),
+      ]);
       s.updates++;
     },
     async (pool, rnd, s) => {
@@ -109,11 +116,10 @@ export function meetingsTargetOps(maxId: () => number): Op[] {
     },
     async (pool, rnd, s) => {
       const t = TYPES[Math.floor(rnd() * TYPES.length)];
-      await pool.query(`UPDATE meetings_v2 SET title = $1, meeting_type = $2::text, room_type = ${ROOM_TYPE}, updated_at = now() WHERE id = $3`, [
-        `v2 upd ${rnd()}`,
-        t,
-        1 + Math.floor(rnd() * maxId()),
-      ]);
+      await pool.query(
+        `UPDATE meetings_v2 SET title = $1, meeting_type = $2::text, room_type = ${ROOM_TYPE}, updated_at = now() WHERE id = $3`,
+        [`v2 upd ${rnd()}`, t, 1 + Math.floor(rnd() * maxId())],
+      );
       s.updates++;
     },
     async (pool, rnd, s) => {

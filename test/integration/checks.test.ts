@@ -13,15 +13,24 @@ beforeAll(() => h.start());
 afterAll(() => h.stop());
 
 async function waitForGate(client: TidemarkClient, workflowId: string, gate: string) {
-  return eventually(async () => {
-    const s = await client.status(workflowId);
-    if (['rolled-back', 'failed', 'completed'].includes(s.state)) throw new Error(`migration ${s.state}: ${s.error}`);
-    return s.pendingApproval?.gate === gate ? s : undefined;
-  }, `approval of ${gate}`, 120_000);
+  return eventually(
+    async () => {
+      const s = await client.status(workflowId);
+      if (['rolled-back', 'failed', 'completed'].includes(s.state)) throw new Error(`migration ${s.state}: ${s.error}`);
+      return s.pendingApproval?.gate === gate ? s : undefined;
+    },
+    `approval of ${gate}`,
+    120_000,
+  );
 }
 
 /** The meetings job only, forward sync, checked by row count and checksum. */
-async function meetingsChecked(db: TestDb, rows: number, approvals: ResolvedPlan['approvals'], chunkSize = 1000): Promise<ResolvedPlan> {
+async function meetingsChecked(
+  db: TestDb,
+  rows: number,
+  approvals: ResolvedPlan['approvals'],
+  chunkSize = 1000,
+): Promise<ResolvedPlan> {
   const base = await meetingsPlan(db, { rows, approvals });
   return {
     ...base,
@@ -50,7 +59,11 @@ test('a target with one changed value, one missing row and one extra row: valida
   expect(final.state).toBe('rolled-back');
   const checksum = final.validation!.checks.find((c) => c.kind === 'checksum')!;
   expect(checksum.ok).toBe(false);
-  const diffs = (checksum.details as { differences: { key: string; source: Record<string, unknown> | null; target: Record<string, unknown> | null }[] }).differences;
+  const diffs = (
+    checksum.details as {
+      differences: { key: string; source: Record<string, unknown> | null; target: Record<string, unknown> | null }[];
+    }
+  ).differences;
   expect(diffs.map((d) => d.key)).toEqual(['1234', '2345', '999999']);
   expect(diffs[0].source?.title).toBe('Meeting 1234');
   expect(diffs[0].target?.title).toBe('tampered');
@@ -58,7 +71,9 @@ test('a target with one changed value, one missing row and one extra row: valida
   expect(diffs[2]).toMatchObject({ source: null, target: expect.objectContaining({ id: 999999 }) });
   const rowCount = final.validation!.checks.find((c) => c.kind === 'rowCount')!;
   expect(rowCount.message).toBe('source 5000 rows, target 5000 rows (difference +0)');
-  expect(final.error).toMatch(/validation failed — checksum meetings: 3 of 5 chunks differ; differing keys: 1234, 2345, 999999/);
+  expect(final.error).toMatch(
+    /validation failed — checksum meetings: 3 of 5 chunks differ; differing keys: 1234, 2345, 999999/,
+  );
   expect(await tableExists(db, 'meetings_v2')).toBe(false);
   // The report is kept with the migration.
   const [report] = await db.query<{ ok: boolean; keys: string[] }>(
@@ -75,7 +90,11 @@ test('validation under concurrent writes, with sync triggers active, passes with
   const plan = await meetingsChecked(db, rows, ['validate', 'traffic'], 200);
   const { workflowId } = await h.client.start(plan, { autoApprove: false });
   await waitForGate(h.client, workflowId, 'validate');
-  const writers = startWorkload(db.url, meetingsSourceOps(() => rows), { opsPerSecond: 400, concurrency: 6 });
+  const writers = startWorkload(
+    db.url,
+    meetingsSourceOps(() => rows),
+    { opsPerSecond: 400, concurrency: 6 },
+  );
   try {
     await h.client.approve(workflowId);
     const atTraffic = await waitForGate(h.client, workflowId, 'traffic');
@@ -98,7 +117,11 @@ test('abort --restore-backup puts back the pre-migration contents a step destroy
   const lossy = {
     id: '000_normalize_titles',
     transactional: true,
-    up: { path: 'lossy.up.sql', sql: `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`, sha256: 'x' },
+    up: {
+      path: 'lossy.up.sql',
+      sql: `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`,
+      sha256: 'x',
+    },
     down: { path: 'lossy.down.sql', sql: 'SELECT 1; -- nothing can undo this', sha256: 'y' },
   };
   const plan = { ...base, schema: [lossy, ...base.schema] };
@@ -107,7 +130,9 @@ test('abort --restore-backup puts back the pre-migration contents a step destroy
   await eventually(async () => (await h.client.status(workflowId)).traffic?.percent === 10, 'traffic at 10%');
   expect(await allTableContents(db)).not.toEqual(before);
 
-  const r = await runCli(['abort', plan.name, '--restore-backup', '--reason', 'bad data'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+  const r = await runCli(['abort', plan.name, '--restore-backup', '--reason', 'bad data'], {
+    TIDEMARK_TASK_QUEUE: h.taskQueue,
+  });
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/backup restored into meetings, meeting_participants/);
@@ -118,7 +143,9 @@ test('abort --restore-backup puts back the pre-migration contents a step destroy
 
 test('rehearsal catches a down that does not undo its up, and leaves the database unchanged', async () => {
   const db = await h.db('rehearse');
-  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10), (2, 20);`);
+  await db.query(
+    `CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10), (2, 20);`,
+  );
   const file = writePlan(
     {
       name: 'orders-audit',
@@ -128,11 +155,18 @@ test('rehearsal catches a down that does not undo its up, and leaves the databas
         { id: '001_audit', up: 'sql/001.up.sql', down: 'sql/001.down.sql' },
         { id: '002_index', up: 'sql/002.up.sql', down: 'sql/002.down.sql' },
       ],
-      validate: [{ sql: { name: 'no negative totals', query: 'SELECT count(*) FROM orders WHERE total < 0', expect: 0 } }],
-      traffic: { flag: 'audit', stages: [{ percent: 100 }], gates: [{ name: 'error rate', sql: 'SELECT rate FROM app_metrics', max: 0.1 }] },
+      validate: [
+        { sql: { name: 'no negative totals', query: 'SELECT count(*) FROM orders WHERE total < 0', expect: 0 } },
+      ],
+      traffic: {
+        flag: 'audit',
+        stages: [{ percent: 100 }],
+        gates: [{ name: 'error rate', sql: 'SELECT rate FROM app_metrics', max: 0.1 }],
+      },
     },
     {
-      'sql/001.up.sql': 'CREATE TABLE orders_audit (id bigint PRIMARY KEY, order_id bigint NOT NULL);\nALTER TABLE orders ADD COLUMN audited boolean;',
+      'sql/001.up.sql':
+        'CREATE TABLE orders_audit (id bigint PRIMARY KEY, order_id bigint NOT NULL);\nALTER TABLE orders ADD COLUMN audited boolean;',
       'sql/001.down.sql': 'DROP TABLE orders_audit;',
       'sql/002.up.sql': 'CREATE INDEX orders_audit_order_idx ON orders_audit (order_id);',
       'sql/002.down.sql': 'DROP INDEX orders_audit_order_idx;',
@@ -164,7 +198,13 @@ describe('preflight refuses clearly and changes nothing', () => {
   async function eventsPlan(db: TestDb, target: string): Promise<ResolvedPlan> {
     return (await import('../../src/plan/load')).loadPlan(
       writePlan(
-        { name: 'events-v2', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }], copy: [{ name: 'events', from: 'events', to: target, key: 'id' }] },
+        {
+          name: 'events-v2',
+          database: { urlEnv: db.urlEnv },
+          backup: { enabled: false },
+          schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }],
+          copy: [{ name: 'events', from: 'events', to: target, key: 'id' }],
+        },
         { 'up.sql': 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);', 'down.sql': 'DROP TABLE events_v2;' },
       ),
     );
@@ -181,7 +221,9 @@ describe('preflight refuses clearly and changes nothing', () => {
       const final = await runToEnd(client, plan);
       expect(final.state).toBe('rolled-back');
       expect(final.phases[0]).toMatchObject({ name: 'preflight', status: 'failed' });
-      expect(final.error).toContain('pg_dump: pg_dump not found (install the PostgreSQL client programs or set TIDEMARK_PG_BIN)');
+      expect(final.error).toContain(
+        'pg_dump: pg_dump not found (install the PostgreSQL client programs or set TIDEMARK_PG_BIN)',
+      );
       expect(schemaDump(db)).toBe(schemaBefore);
     } finally {
       await client.close();
@@ -191,7 +233,9 @@ describe('preflight refuses clearly and changes nothing', () => {
 
   test('when the copy key is not unique', async () => {
     const db = await h.db('dupkey');
-    await db.query(`CREATE TABLE events (id bigint NOT NULL, name text); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (2, 'c');`);
+    await db.query(
+      `CREATE TABLE events (id bigint NOT NULL, name text); INSERT INTO events VALUES (1, 'a'), (2, 'b'), (2, 'c');`,
+    );
     const final = await runToEnd(h.client, await eventsPlan(db, 'events_v2'));
     expect(final.state).toBe('rolled-back');
     expect(final.error).toBe('preflight failed: copy events: key: events.id is not a unique, non-null key: 2 (2×)');
@@ -204,7 +248,9 @@ describe('preflight refuses clearly and changes nothing', () => {
     // A typo'd target name: the step creates events_v2, the copy writes to events_v3.
     const final = await runToEnd(h.client, await eventsPlan(db, 'events_v3'));
     expect(final.state).toBe('rolled-back');
-    expect(final.error).toBe('preflight failed: copy events: target: events_v3 does not exist and no schema step creates it');
+    expect(final.error).toBe(
+      'preflight failed: copy events: target: events_v3 does not exist and no schema step creates it',
+    );
     expect(final.phases.find((p) => p.name === 'schema')?.status).toBe('pending');
     expect(await tableExists(db, 'events_v2')).toBe(false);
   });
@@ -212,7 +258,13 @@ describe('preflight refuses clearly and changes nothing', () => {
   test('when a declared fail check finds rows', async () => {
     const db = await h.db('failcheck');
     const base = await meetingsPlan(db, { rows: 100 });
-    const plan = { ...base, preflight: { ...base.preflight, checks: [{ name: 'orphaned participants', sql: base.preflight.checks[1].sql, severity: 'fail' as const }] } };
+    const plan = {
+      ...base,
+      preflight: {
+        ...base.preflight,
+        checks: [{ name: 'orphaned participants', sql: base.preflight.checks[1].sql, severity: 'fail' as const }],
+      },
+    };
     const final = await runToEnd(h.client, plan);
     expect(final.state).toBe('rolled-back');
     expect(final.error).toBe('preflight failed: orphaned participants: 3 row(s) found');

@@ -40,7 +40,16 @@ async function gatedSoak(db: TestDb, soakMs: number): Promise<ResolvedPlan> {
         { percent: 10, soak: soakMs, approval: false },
         { percent: 100, soak: 200, approval: false },
       ],
-      gates: [{ name: 'error rate', sql: 'SELECT v FROM app_error_rate', max: 0.05, interval: 50, timeout: 2000, failureLimit: 3 }],
+      gates: [
+        {
+          name: 'error rate',
+          sql: 'SELECT v FROM app_error_rate',
+          max: 0.05,
+          interval: 50,
+          timeout: 2000,
+          failureLimit: 3,
+        },
+      ],
     },
     cleanup: undefined,
   };
@@ -60,7 +69,10 @@ test('a gated soak spanning several runs completes, with its readings and schedu
   expect(final.state).toBe('completed');
   expect(await runs(workflowId)).toBeGreaterThanOrEqual(2);
   expect(final.events.some((e) => e.message === 'continued as a new run (history kept short)')).toBe(true);
-  expect(final.traffic).toMatchObject({ percent: 100, gates: [expect.objectContaining({ gate: 'error rate', ok: true })] });
+  expect(final.traffic).toMatchObject({
+    percent: 100,
+    gates: [expect.objectContaining({ gate: 'error rate', ok: true })],
+  });
   // The soak was not restarted by the new run: the 100 % stage began when the 10 % soak was due to end.
   const at = (m: string) => Date.parse(final.events.find((e) => e.message === m)!.at);
   const soaked = at('flag use_room_types at 100%') - at('flag use_room_types at 10%');

@@ -17,7 +17,13 @@ afterAll(() => h.stop());
 
 function workerProcess(address: string, taskQueue: string, db: TestDb): ChildProcess {
   const child = spawn(process.execPath, [BIN, 'worker'], {
-    env: { ...process.env, TEMPORAL_ADDRESS: address, TIDEMARK_TASK_QUEUE: taskQueue, [db.urlEnv]: db.url, LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      TEMPORAL_ADDRESS: address,
+      TIDEMARK_TASK_QUEUE: taskQueue,
+      [db.urlEnv]: db.url,
+      LOG_LEVEL: 'warn',
+    },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   return child;
@@ -55,7 +61,13 @@ async function countTargetWrites(db: TestDb): Promise<void> {
 }
 
 const committedRows = async (db: TestDb) =>
-  Number((await db.query<{ n: string | null }>(`SELECT sum(rows_copied) AS n FROM tidemark.copy_progress WHERE job = 'meetings'`))[0]?.n ?? 0);
+  Number(
+    (
+      await db.query<{ n: string | null }>(
+        `SELECT sum(rows_copied) AS n FROM tidemark.copy_progress WHERE job = 'meetings'`,
+      )
+    )[0]?.n ?? 0,
+  );
 
 test('a worker SIGKILLed mid-copy: a new worker finishes the copy exactly, re-doing at most one batch', async () => {
   const db = await h.db('sigkill');
@@ -64,7 +76,11 @@ test('a worker SIGKILLed mid-copy: a new worker finishes the copy exactly, re-do
   let worker = workerProcess(h.client.address, h.taskQueue, db);
   try {
     const { workflowId } = await h.client.start(plan, { autoApprove: false });
-    await eventually(async () => (await h.client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval', 120_000);
+    await eventually(
+      async () => (await h.client.status(workflowId)).pendingApproval?.gate === 'copy',
+      'copy approval',
+      120_000,
+    );
     await countTargetWrites(db);
     await h.client.throttle(workflowId, { delayMs: 20 });
     await h.client.approve(workflowId);
@@ -82,10 +98,14 @@ test('a worker SIGKILLed mid-copy: a new worker finishes the copy exactly, re-do
 
     // The copy activity really was interrupted and retried…
     const handle = await h.client.handle(workflowId);
-    const attempts = (await handle.fetchHistory()).events!.flatMap((e) => (e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : []));
+    const attempts = (await handle.fetchHistory()).events!.flatMap((e) =>
+      e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : [],
+    );
     expect(Math.max(...attempts)).toBeGreaterThanOrEqual(2);
     // …and the target saw each row written once, plus at most the one batch that was in flight.
-    const [{ writes }] = await db.query<{ writes: number }>(`SELECT coalesce(sum(n), 0)::int AS writes FROM copy_writes`);
+    const [{ writes }] = await db.query<{ writes: number }>(
+      `SELECT coalesce(sum(n), 0)::int AS writes FROM copy_writes`,
+    );
     expect(writes).toBeGreaterThanOrEqual(rows);
     expect(writes - rows).toBeLessThanOrEqual(BATCH);
   } finally {
@@ -105,7 +125,11 @@ test('the Temporal server restarted mid-copy from its state file: the migration 
   const client = await TidemarkClient.connect({ address: server.address, taskQueue });
   try {
     const { workflowId } = await client.start(plan, { autoApprove: false });
-    await eventually(async () => (await client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval', 120_000);
+    await eventually(
+      async () => (await client.status(workflowId)).pendingApproval?.gate === 'copy',
+      'copy approval',
+      120_000,
+    );
     await client.throttle(workflowId, { delayMs: 40 });
     await client.approve(workflowId);
     await eventually(async () => (await committedRows(db)) >= 8_000, '8000 rows copied', 120_000, 20);
@@ -114,10 +138,15 @@ test('the Temporal server restarted mid-copy from its state file: the migration 
     const whileDown = await committedRows(db);
     server = await startDevServer({ port, dbFile, headless: true });
 
-    const final = await eventually(async () => {
-      const s = await client.status(workflowId);
-      return s.state === 'completed' || s.state === 'rolled-back' || s.state === 'failed' ? s : undefined;
-    }, 'the migration to finish after the restart', 150_000, 500);
+    const final = await eventually(
+      async () => {
+        const s = await client.status(workflowId);
+        return s.state === 'completed' || s.state === 'rolled-back' || s.state === 'failed' ? s : undefined;
+      },
+      'the migration to finish after the restart',
+      150_000,
+      500,
+    );
     expect(whileDown).toBeLessThan(rows);
     expect(final.state).toBe('completed');
     expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });

@@ -6,7 +6,14 @@ import type { ResolvedPlan } from '../../src/plan/types';
 import { exceptBothWays } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan, writePlan } from '../helpers/plans';
-import { meetingsSourceOps, meetingsTargetOps, MEETINGS_AS_V2, startWorkload, V2_COLUMNS, type Workload } from '../helpers/writers';
+import {
+  meetingsSourceOps,
+  meetingsTargetOps,
+  MEETINGS_AS_V2,
+  startWorkload,
+  V2_COLUMNS,
+  type Workload,
+} from '../helpers/writers';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -25,18 +32,26 @@ async function meetingsOnly(db: TestDb, rows: number, sync: 'forward' | 'bidirec
 }
 
 async function waitForGate(workflowId: string, gate: string) {
-  return eventually(async () => {
-    const s = await h.client.status(workflowId);
-    if (['rolled-back', 'failed'].includes(s.state)) throw new Error(`migration ${s.state}: ${s.error}`);
-    return s.pendingApproval?.gate === gate ? s : undefined;
-  }, `approval of ${gate}`, 120_000);
+  return eventually(
+    async () => {
+      const s = await h.client.status(workflowId);
+      if (['rolled-back', 'failed'].includes(s.state)) throw new Error(`migration ${s.state}: ${s.error}`);
+      return s.pendingApproval?.gate === gate ? s : undefined;
+    },
+    `approval of ${gate}`,
+    120_000,
+  );
 }
 
 test('INSERT/UPDATE/DELETE on the source throughout copy and validation: target identical through the mapping', async () => {
   const db = await h.db('liveforward');
   const rows = 30_000;
   const plan = await meetingsOnly(db, rows, 'forward');
-  const writers = startWorkload(db.url, meetingsSourceOps(() => rows), { opsPerSecond: 300 });
+  const writers = startWorkload(
+    db.url,
+    meetingsSourceOps(() => rows),
+    { opsPerSecond: 300 },
+  );
   let stopped: Workload['stats'] | undefined;
   try {
     const { workflowId } = await h.client.start(plan, { autoApprove: false });
@@ -64,7 +79,11 @@ test('sync: bidirectional with writers on both tables keeps both identical, with
   const db = await h.db('livebidi');
   const rows = 20_000;
   const plan = await meetingsOnly(db, rows, 'bidirectional');
-  const onSource = startWorkload(db.url, meetingsSourceOps(() => rows), { opsPerSecond: 150, seed: 1 });
+  const onSource = startWorkload(
+    db.url,
+    meetingsSourceOps(() => rows),
+    { opsPerSecond: 150, seed: 1 },
+  );
   let onTarget: Workload | undefined;
   try {
     const { workflowId } = await h.client.start(plan, { autoApprove: false });
@@ -72,8 +91,17 @@ test('sync: bidirectional with writers on both tables keeps both identical, with
     await h.client.throttle(workflowId, { delayMs: 50 });
     await h.client.approve(workflowId);
     // The new path takes writes once the copy phase has installed the sync triggers (as a rollout would).
-    await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 0, 'the copy to start', 60_000, 50);
-    onTarget = startWorkload(db.url, meetingsTargetOps(() => rows), { opsPerSecond: 150, seed: 2 });
+    await eventually(
+      async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 0,
+      'the copy to start',
+      60_000,
+      50,
+    );
+    onTarget = startWorkload(
+      db.url,
+      meetingsTargetOps(() => rows),
+      { opsPerSecond: 150, seed: 2 },
+    );
     const atTraffic = await waitForGate(workflowId, 'traffic');
     // Writers keep going on both paths for a while after validation, as during a 50 % rollout.
     await new Promise((r) => setTimeout(r, 2000));
@@ -125,7 +153,8 @@ test('a query source merging two tables copies exactly, and replays writes to ei
       traffic: { flag: 'use_accounts', stages: [{ percent: 100, soak: '1s' }] },
     },
     {
-      'up.sql': 'CREATE TABLE accounts (id bigint PRIMARY KEY, display_name text NOT NULL, email text NOT NULL, bio text, country text);',
+      'up.sql':
+        'CREATE TABLE accounts (id bigint PRIMARY KEY, display_name text NOT NULL, email text NOT NULL, bio text, country text);',
       'down.sql': 'DROP TABLE IF EXISTS accounts;',
     },
   );
@@ -135,13 +164,19 @@ test('a query source merging two tables copies exactly, and replays writes to ei
       await pool.query(`UPDATE users SET name = $1 WHERE id = $2`, [`renamed ${rnd()}`, 1 + Math.floor(rnd() * 20000)]);
     },
     async (pool: import('pg').Pool, rnd: () => number) => {
-      await pool.query(`UPDATE profiles SET bio = $1 WHERE user_id = $2`, [`bio ${rnd()}`, 1 + Math.floor(rnd() * 20000)]);
+      await pool.query(`UPDATE profiles SET bio = $1 WHERE user_id = $2`, [
+        `bio ${rnd()}`,
+        1 + Math.floor(rnd() * 20000),
+      ]);
     },
     async (pool: import('pg').Pool, rnd: () => number) => {
       // A user without a profile gains one: the merged row appears.
       const id = 10 * (1 + Math.floor(rnd() * 1999));
       // (only if the user still exists: another writer may have deleted it)
-      await pool.query(`INSERT INTO profiles SELECT id, 'late profile', 'VN' FROM users WHERE id = $1 ON CONFLICT DO NOTHING`, [id]);
+      await pool.query(
+        `INSERT INTO profiles SELECT id, 'late profile', 'VN' FROM users WHERE id = $1 ON CONFLICT DO NOTHING`,
+        [id],
+      );
     },
     async (pool: import('pg').Pool, rnd: () => number) => {
       await pool.query(`DELETE FROM users WHERE id = $1`, [1 + Math.floor(rnd() * 20000)]);
@@ -188,17 +223,26 @@ test('a lock held on a source row makes the copy back off and say why; it finish
   await h.client.throttle(workflowId, { delayMs: 300 });
   await h.client.approve(workflowId);
   // Take the lock once the copy runs (before, it would hold up installing the sync triggers instead).
-  await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 0, 'the copy to start', 60_000, 50);
+  await eventually(
+    async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 0,
+    'the copy to start',
+    60_000,
+    50,
+  );
   const holder = new Client({ connectionString: db.url });
   await holder.connect();
   try {
     await holder.query('BEGIN');
     await holder.query(`UPDATE meetings SET title = 'held' WHERE id = 14600`);
     // A count of conflicts, not the current throttle reason: another reason (a busy server) can replace that at any time.
-    const throttled = await eventually(async () => {
-      const s = await h.client.status(workflowId);
-      return s.copy[0]?.lockConflicts > 0 ? s : undefined;
-    }, 'the copy to report the lock conflict', 120_000);
+    const throttled = await eventually(
+      async () => {
+        const s = await h.client.status(workflowId);
+        return s.copy[0]?.lockConflicts > 0 ? s : undefined;
+      },
+      'the copy to report the lock conflict',
+      120_000,
+    );
     expect(throttled.copy[0].lastLockConflict).toMatch(/^lock conflict \(55P03\); retrying with \d+ rows$/);
     expect(throttled.copy[0].rowsCopied).toBeLessThan(14600);
   } finally {

@@ -38,7 +38,13 @@ test('the meetings example runs through all seven phases and leaves the new tabl
   // The old table now lives in the archive; the new one holds exactly its rows through the mapping.
   expect(await tableExists(db, 'meetings')).toBe(false);
   expect(await tableExists(db, 'tidemark_archive.meetings')).toBe(true);
-  expect(await exceptBothWays(db, `${MEETINGS_MAPPING} FROM tidemark_archive.meetings`, `${MEETINGS_MAPPING.replace(/CASE[\s\S]*END AS room_type/, 'room_type')} FROM meetings_v2`)).toEqual({
+  expect(
+    await exceptBothWays(
+      db,
+      `${MEETINGS_MAPPING} FROM tidemark_archive.meetings`,
+      `${MEETINGS_MAPPING.replace(/CASE[\s\S]*END AS room_type/, 'room_type')} FROM meetings_v2`,
+    ),
+  ).toEqual({
     onlyInA: 0,
     onlyInB: 0,
   });
@@ -55,7 +61,10 @@ test('the meetings example runs through all seven phases and leaves the new tabl
     `SELECT step_id, checksum, status FROM tidemark.history WHERE workflow_id = $1 ORDER BY id`,
     [workflowId],
   );
-  const sha = (f: string) => createHash('sha256').update(readFileSync(join(meetingsExampleDir(), f), 'utf8')).digest('hex');
+  const sha = (f: string) =>
+    createHash('sha256')
+      .update(readFileSync(join(meetingsExampleDir(), f), 'utf8'))
+      .digest('hex');
   expect(history).toEqual([
     { step_id: '001_create_meetings_v2', checksum: sha('sql/001_create_meetings_v2.up.sql'), status: 'applied' },
     { step_id: '002_create_room_states', checksum: sha('sql/002_create_room_states.up.sql'), status: 'applied' },
@@ -63,15 +72,24 @@ test('the meetings example runs through all seven phases and leaves the new tabl
 
   expect(await flagPercent(db, 'use_room_types')).toBe(100);
   // Sync triggers are gone once cleanup ran.
-  const [{ triggers }] = await db.query<{ triggers: number }>(`SELECT count(*)::int AS triggers FROM pg_trigger WHERE tgname LIKE 'tidemark_sync_%'`);
+  const [{ triggers }] = await db.query<{ triggers: number }>(
+    `SELECT count(*)::int AS triggers FROM pg_trigger WHERE tgname LIKE 'tidemark_sync_%'`,
+  );
   expect(triggers).toBe(0);
 
   // The backup exists, is what its metadata says, and the report was kept with the migration.
   const backup = final.backup as { file: string; sha256: string; metadataFile: string };
   expect(existsSync(backup.file)).toBe(true);
   expect(createHash('sha256').update(readFileSync(backup.file)).digest('hex')).toBe(backup.sha256);
-  expect(JSON.parse(readFileSync(backup.metadataFile, 'utf8'))).toMatchObject({ plan: plan.name, sha256: backup.sha256, tables: ['meetings', 'meeting_participants'] });
-  const reports = await db.query<{ kind: string; ok: boolean }>(`SELECT kind, (report->>'ok')::boolean AS ok FROM tidemark.reports WHERE workflow_id = $1`, [workflowId]);
+  expect(JSON.parse(readFileSync(backup.metadataFile, 'utf8'))).toMatchObject({
+    plan: plan.name,
+    sha256: backup.sha256,
+    tables: ['meetings', 'meeting_participants'],
+  });
+  const reports = await db.query<{ kind: string; ok: boolean }>(
+    `SELECT kind, (report->>'ok')::boolean AS ok FROM tidemark.reports WHERE workflow_id = $1`,
+    [workflowId],
+  );
   expect(reports).toEqual([{ kind: 'validation', ok: true }]);
   expect(final.validation?.checks.map((c) => [c.check, c.ok])).toEqual([
     ['rowCount meetings', true],
@@ -99,6 +117,9 @@ test('a database dropped and re-created under a running worker gets tidemark’s
   const final = await h.client.waitForEnd(second.workflowId);
   expect(final.error).toBeNull();
   expect(final.state).toBe('completed');
-  const history = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tidemark.history WHERE workflow_id = $1`, [second.workflowId]);
+  const history = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM tidemark.history WHERE workflow_id = $1`,
+    [second.workflowId],
+  );
   expect(history[0].n).toBe(2);
 });

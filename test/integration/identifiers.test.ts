@@ -38,7 +38,14 @@ test('a table in another schema with mixed-case, spaced names migrates exactly, 
             from: 'Sales Ops.Customer Events',
             to: 'Sales Ops.customer events v2',
             key: 'Event ID',
-            columns: { 'Event ID': '"Event ID"', 'user name': '"User Name"', Payload: '"Payload"', 'Tag List': '"Tag List"', Blob: '"Blob"', At: '"At"' },
+            columns: {
+              'Event ID': '"Event ID"',
+              'user name': '"User Name"',
+              Payload: '"Payload"',
+              'Tag List': '"Tag List"',
+              Blob: '"Blob"',
+              At: '"At"',
+            },
             sync: 'bidirectional',
             batchSize: 300,
           },
@@ -57,11 +64,15 @@ test('a table in another schema with mixed-case, spaced names migrates exactly, 
 
   // Writes on the source while the copy runs, then on the target once traffic is at 100 %.
   await eventually(async () => (await h.client.status(workflowId)).phase === 'copy', 'the copy to start', 60_000, 50);
-  await db.query(`UPDATE ${SOURCE} SET "User Name" = 'renamed', "Tag List" = ARRAY['new'] WHERE "Event ID" = md5('10')::uuid`);
+  await db.query(
+    `UPDATE ${SOURCE} SET "User Name" = 'renamed', "Tag List" = ARRAY['new'] WHERE "Event ID" = md5('10')::uuid`,
+  );
   await db.query(`DELETE FROM ${SOURCE} WHERE "Event ID" = md5('11')::uuid`);
   await db.query(`INSERT INTO ${SOURCE} VALUES (md5('new')::uuid, NULL, '{"late": true}', NULL, '\\x00ff', now())`);
   await eventually(async () => (await h.client.status(workflowId)).traffic?.percent === 100, 'traffic at 100%');
-  await db.query(`UPDATE "Sales Ops"."customer events v2" SET "Payload" = '{"written": "on v2"}' WHERE "Event ID" = md5('12')::uuid`);
+  await db.query(
+    `UPDATE "Sales Ops"."customer events v2" SET "Payload" = '{"written": "on v2"}' WHERE "Event ID" = md5('12')::uuid`,
+  );
 
   const final = await h.client.waitForEnd(workflowId);
   expect(final.error).toBeNull();
@@ -71,7 +82,10 @@ test('a table in another schema with mixed-case, spaced names migrates exactly, 
     ['checksum events', true],
   ]);
   const target = `SELECT "Event ID", "user name", "Payload", "Tag List", "Blob", "At" FROM "Sales Ops"."customer events v2"`;
-  expect(await exceptBothWays(db, `SELECT ${COLUMNS} FROM tidemark_archive."Customer Events"`, target)).toEqual({ onlyInA: 0, onlyInB: 0 });
+  expect(await exceptBothWays(db, `SELECT ${COLUMNS} FROM tidemark_archive."Customer Events"`, target)).toEqual({
+    onlyInA: 0,
+    onlyInB: 0,
+  });
   const rows = await db.query<{ n: number; v1: number; renamed: number; v2write: number }>(`
     SELECT count(*)::int AS n, count(*) FILTER (WHERE origin = 'v1')::int AS v1,
            count(*) FILTER (WHERE "user name" = 'renamed')::int AS renamed,
@@ -79,6 +93,8 @@ test('a table in another schema with mixed-case, spaced names migrates exactly, 
       FROM "Sales Ops"."customer events v2"`);
   expect(rows[0]).toEqual({ n: 4000, v1: 4000, renamed: 1, v2write: 1 });
   // The write made on the new path reached the old table (reverse sync), which the archive keeps.
-  const [old] = await db.query<{ payload: unknown }>(`SELECT "Payload" AS payload FROM tidemark_archive."Customer Events" WHERE "Event ID" = md5('12')::uuid`);
+  const [old] = await db.query<{ payload: unknown }>(
+    `SELECT "Payload" AS payload FROM tidemark_archive."Customer Events" WHERE "Event ID" = md5('12')::uuid`,
+  );
   expect(old.payload).toEqual({ written: 'on v2' });
 });

@@ -55,16 +55,29 @@ test('an approval gate holds the workflow in waiting-approval until approve; app
 test('pause holds the copy at a batch boundary; resume finishes it', async () => {
   const db = await h.db('pause');
   const base = await meetingsPlan(db, { rows: 30_000, approvals: ['copy'] });
-  const plan = { ...base, traffic: { ...base.traffic!, stages: base.traffic!.stages.map((s) => ({ ...s, approval: false })) } };
+  const plan = {
+    ...base,
+    traffic: { ...base.traffic!, stages: base.traffic!.stages.map((s) => ({ ...s, approval: false })) },
+  };
   const { workflowId } = await h.client.start(plan, { autoApprove: false });
   await eventually(async () => (await h.client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval');
   // Slow the copy down (fixed batches, a delay between them) so it is still running when we pause it.
   await h.client.throttle(workflowId, { batchSize: 200, delayMs: 30 });
   await h.client.approve(workflowId, { by: 'test' });
-  await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000, 'some rows copied', 60_000, 50);
+  await eventually(
+    async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000,
+    'some rows copied',
+    60_000,
+    50,
+  );
 
   await h.client.pause(workflowId, { reason: 'maintenance window' });
-  const copied = async () => Number((await db.query<{ n: string }>(`SELECT sum(rows_copied) AS n FROM tidemark.copy_progress WHERE job = 'meetings'`))[0].n);
+  const copied = async () =>
+    Number(
+      (
+        await db.query<{ n: string }>(`SELECT sum(rows_copied) AS n FROM tidemark.copy_progress WHERE job = 'meetings'`)
+      )[0].n,
+    );
   // The copy stops at its next batch boundary and stays there.
   const held = await eventually(async () => {
     const a = await copied();
@@ -84,7 +97,9 @@ test('pause holds the copy at a batch boundary; resume finishes it', async () =>
 
   await h.client.resume(workflowId);
   // Back to adaptive batches and no delay, from the command line.
-  const adaptive = await runCli(['throttle', plan.name, '--adaptive', '--delay-ms', '0'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+  const adaptive = await runCli(['throttle', plan.name, '--adaptive', '--delay-ms', '0'], {
+    TIDEMARK_TASK_QUEUE: h.taskQueue,
+  });
   expect(adaptive.stderr).toBe('');
   expect(adaptive.stdout.trim()).toBe('batch size adaptive, delay 0ms (state: running)');
   expect((await h.client.status(workflowId)).throttle).toEqual({ delayMs: 0 });

@@ -39,7 +39,9 @@ test('an abort during the traffic phase restores the schema and every table, and
   expect(await flagPercent(db, 'use_room_types')).toBe(0);
   expect(schemaDump(db)).toBe(schemaBefore);
   expect(await allTableContents(db)).toEqual(contentsBefore);
-  const history = await db.query<{ status: string }>(`SELECT status FROM tidemark.history WHERE workflow_id = $1`, [workflowId]);
+  const history = await db.query<{ status: string }>(`SELECT status FROM tidemark.history WHERE workflow_id = $1`, [
+    workflowId,
+  ]);
   expect(history.map((r) => r.status)).toEqual(['rolled-back', 'rolled-back']);
 });
 
@@ -50,7 +52,9 @@ test('a failing validation assertion rolls the migration back on its own', async
     ...base,
     validate: [
       { rowCount: { copy: 'meetings' } },
-      { sql: { name: 'no ended meetings', query: `SELECT count(*) FROM meetings_v2 WHERE status = 'ended'`, expect: 0 } },
+      {
+        sql: { name: 'no ended meetings', query: `SELECT count(*) FROM meetings_v2 WHERE status = 'ended'`, expect: 0 },
+      },
     ],
   };
   const schemaBefore = schemaDump(db);
@@ -86,7 +90,12 @@ describe.each([
     // Slow enough (2 ranges × 75 batches × 100 ms) that the copy is still running when the abort arrives.
     await h.client.throttle(workflowId, { batchSize: 200, delayMs: 100 });
     await h.client.approve(workflowId, { by: 'test' });
-    await eventually(async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000, 'some rows copied', 60_000, 50);
+    await eventually(
+      async () => (await h.client.status(workflowId)).copy[0]?.rowsCopied > 1000,
+      'some rows copied',
+      60_000,
+      50,
+    );
     if (pauseFirst) {
       await h.client.pause(workflowId, { reason: 'look first' });
       await eventually(async () => (await h.client.status(workflowId)).copy[0]?.paused, 'the copy to pause');
@@ -114,29 +123,50 @@ describe.each([
 
 test('an abort while a schema step is running leaves nothing of that step behind', async () => {
   const db = await h.db('abortschema');
-  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10);`);
+  await db.query(
+    `CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10);`,
+  );
   const plan = loadPlan(
     writePlan(
-      { name: 'orders-slow-step', database: { urlEnv: db.urlEnv }, backup: { enabled: false }, schema: [{ id: '001_slow', up: 'up.sql', down: 'down.sql' }] },
+      {
+        name: 'orders-slow-step',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: '001_slow', up: 'up.sql', down: 'down.sql' }],
+      },
       // A step that takes a while after its DDL: the abort lands while its transaction is open.
-      { 'up.sql': 'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, total numeric NOT NULL);\nSELECT pg_sleep(6);', 'down.sql': 'DROP TABLE orders_v2;' },
+      {
+        'up.sql': 'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, total numeric NOT NULL);\nSELECT pg_sleep(6);',
+        'down.sql': 'DROP TABLE orders_v2;',
+      },
     ),
   );
   const schemaBefore = schemaDump(db);
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
-  await eventually(async () => {
-    const [{ n }] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(6)%' AND state = 'active' AND pid <> pg_backend_pid()`);
-    return n > 0;
-  }, 'the step to be running', 60_000, 50);
+  await eventually(
+    async () => {
+      const [{ n }] = await db.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(6)%' AND state = 'active' AND pid <> pg_backend_pid()`,
+      );
+      return n > 0;
+    },
+    'the step to be running',
+    60_000,
+    50,
+  );
   await h.client.abort(workflowId, { reason: 'not now' });
   const final = await h.client.waitForEnd(workflowId);
   expect(final.state).toBe('rolled-back');
   // The step was cancelled in the server before it could commit, so its undo found nothing to undo.
-  expect(final.compensations.map((c) => [c.description, c.status])).toEqual([['run down.sql (undo 001_slow) — 001_slow: was not applied', 'done']]);
+  expect(final.compensations.map((c) => [c.description, c.status])).toEqual([
+    ['run down.sql (undo 001_slow) — 001_slow: was not applied', 'done'],
+  ]);
   // Long enough for the step's transaction to have committed, had it been left running.
   await new Promise((r) => setTimeout(r, 7000));
   expect(await tableExists(db, 'orders_v2')).toBe(false);
-  const history = await db.query<{ status: string }>(`SELECT status FROM tidemark.history WHERE workflow_id = $1`, [workflowId]);
+  const history = await db.query<{ status: string }>(`SELECT status FROM tidemark.history WHERE workflow_id = $1`, [
+    workflowId,
+  ]);
   expect(history.map((r) => r.status)).not.toContain('applied');
   expect(schemaDump(db)).toBe(schemaBefore);
 });
@@ -158,7 +188,8 @@ test('a schema step failing half-way rolls back, and the error names the step, t
       {
         'ok.up.sql': 'ALTER TABLE orders ADD COLUMN note text;',
         'ok.down.sql': 'ALTER TABLE orders DROP COLUMN note;',
-        'bad.up.sql': 'CREATE TABLE orders_v2 (id bigint PRIMARY KEY);\n\nINSERT INTO orders_v2 SELECT id FROM orders_old;\n',
+        'bad.up.sql':
+          'CREATE TABLE orders_v2 (id bigint PRIMARY KEY);\n\nINSERT INTO orders_v2 SELECT id FROM orders_old;\n',
         'bad.down.sql': 'DROP TABLE IF EXISTS orders_v2;',
       },
     ),

@@ -83,8 +83,16 @@ test('the SPEC §2 plan runs through `tidemark start --auto-approve` and its tar
     'sql/001_create_orders_v2.down.sql': 'DROP TABLE IF EXISTS orders_v2;',
     'sql/cleanup.sql': `COMMENT ON TABLE orders_v2 IS 'orders, since the v2 migration';`,
   });
-  const env = { DATABASE_URL: db.url, TIDEMARK_TASK_QUEUE: h.taskQueue, TEMPORAL_ADDRESS: h.client.address, LOG_LEVEL: 'warn' };
-  const worker = spawn(process.execPath, [join(__dirname, '..', '..', 'bin', 'tidemark'), 'worker'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  const env = {
+    DATABASE_URL: db.url,
+    TIDEMARK_TASK_QUEUE: h.taskQueue,
+    TEMPORAL_ADDRESS: h.client.address,
+    LOG_LEVEL: 'warn',
+  };
+  const worker = spawn(process.execPath, [join(__dirname, '..', '..', 'bin', 'tidemark'), 'worker'], {
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+  });
   try {
     await eventually(() => h.client.hasWorkers(), 'the worker to poll');
     const r = await runCli(['start', file, '--auto-approve', '--watch'], env, 180_000);

@@ -25,10 +25,16 @@ const h = new Harness();
 beforeAll(() => h.start());
 afterAll(() => h.stop());
 
-const gate = (g: Partial<Gate> & { name: string }): Gate => ({ interval: 300, timeout: 2000, failureLimit: 2, ...g }) as Gate;
+const gate = (g: Partial<Gate> & { name: string }): Gate =>
+  ({ interval: 300, timeout: 2000, failureLimit: 2, ...g }) as Gate;
 
 /** The meetings migration with gates and stages of our choosing; room_states left out (a cache, not under test). */
-async function gatedPlan(db: TestDb, stages: { percent: number; soak: number }[], gates: Gate[], cleanup?: ResolvedPlan['cleanup']): Promise<ResolvedPlan> {
+async function gatedPlan(
+  db: TestDb,
+  stages: { percent: number; soak: number }[],
+  gates: Gate[],
+  cleanup?: ResolvedPlan['cleanup'],
+): Promise<ResolvedPlan> {
   const base = await meetingsPlan(db, { rows: 3000 });
   return {
     ...base,
@@ -42,9 +48,19 @@ async function gatedPlan(db: TestDb, stages: { percent: number; soak: number }[]
 test('a gate breached failureLimit times in a row rolls back on its own, with the reading in status and history', async () => {
   const db = await h.db('gatebreach');
   await db.query(`CREATE TABLE app_error_rate (v float8 NOT NULL); INSERT INTO app_error_rate VALUES (0.01);`);
-  const plan = await gatedPlan(db, [{ percent: 10, soak: 120_000 }, { percent: 100, soak: 1000 }], [gate({ name: 'error rate', sql: 'SELECT v FROM app_error_rate', max: 0.05 })]);
+  const plan = await gatedPlan(
+    db,
+    [
+      { percent: 10, soak: 120_000 },
+      { percent: 100, soak: 1000 },
+    ],
+    [gate({ name: 'error rate', sql: 'SELECT v FROM app_error_rate', max: 0.05 })],
+  );
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
-  await eventually(async () => (await h.client.status(workflowId)).traffic?.gates[0]?.ok === true, 'a good gate reading');
+  await eventually(
+    async () => (await h.client.status(workflowId)).traffic?.gates[0]?.ok === true,
+    'a good gate reading',
+  );
   await db.query(`UPDATE app_error_rate SET v = 0.5`);
   const final = await h.client.waitForEnd(workflowId);
 
@@ -54,13 +70,21 @@ test('a gate breached failureLimit times in a row rolls back on its own, with th
   expect(await flagPercent(db, 'use_room_types')).toBe(0);
   expect(await tableExists(db, 'meetings_v2')).toBe(false);
   const history = await (await h.client.handle(workflowId)).fetchHistory();
-  const failure = history.events!.find((e) => e.workflowExecutionFailedEventAttributes)!.workflowExecutionFailedEventAttributes!.failure!;
+  const failure = history.events!.find((e) => e.workflowExecutionFailedEventAttributes)!
+    .workflowExecutionFailedEventAttributes!.failure!;
   expect(failure.message).toContain('read 0.5, max 0.05');
 });
 
 test('a gate that cannot be read pauses the rollout at its percentage and waits for a human', async () => {
   const db = await h.db('gateunread');
-  const plan = await gatedPlan(db, [{ percent: 10, soak: 1500 }, { percent: 100, soak: 500 }], [gate({ name: 'latency', sql: 'SELECT p99 FROM app_latency', max: 250 })]);
+  const plan = await gatedPlan(
+    db,
+    [
+      { percent: 10, soak: 1500 },
+      { percent: 100, soak: 500 },
+    ],
+    [gate({ name: 'latency', sql: 'SELECT p99 FROM app_latency', max: 250 })],
+  );
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
   const paused = await eventually(async () => {
     const s = await h.client.status(workflowId);
@@ -95,11 +119,17 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
   const pool = new Pool({ connectionString: db.url, max: 8 });
   const service = await createDemoService({ pool });
   const flagChanges: { percentage: number; at: number }[] = [];
-  service.flags.on('change', (c: { percentage: number }) => flagChanges.push({ percentage: c.percentage, at: Date.now() }));
+  service.flags.on('change', (c: { percentage: number }) =>
+    flagChanges.push({ percentage: c.percentage, at: Date.now() }),
+  );
   const load = driveService(service.port, { maxId: () => 3000 });
   try {
     const { workflowId } = await h.client.start(plan, { autoApprove: true });
-    await eventually(async () => (await h.client.status(workflowId)).traffic?.percent === 50, 'the rollout at 50%', 120_000);
+    await eventually(
+      async () => (await h.client.status(workflowId)).traffic?.percent === 50,
+      'the rollout at 50%',
+      120_000,
+    );
     await eventually(async () => service.flags.percentage('use_room_types') === 50, 'the service to see 50%');
     await new Promise((r) => setTimeout(r, 1500));
     expect(load.stats.byPath.new).toBeGreaterThan(20);
@@ -107,10 +137,15 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
     // Both paths take writes; both tables hold the same rows.
     expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 
-    await fetch(`http://127.0.0.1:${service.port}/admin/failures`, { method: 'POST', body: JSON.stringify({ rate: 0.5 }) });
+    await fetch(`http://127.0.0.1:${service.port}/admin/failures`, {
+      method: 'POST',
+      body: JSON.stringify({ rate: 0.5 }),
+    });
     const final = await h.client.waitForEnd(workflowId);
     expect(final.state).toBe('rolled-back');
-    expect(final.error).toMatch(/^gate "new-path error rate" breached 2 time\(s\) in a row: read 0\.\d+, max 0\.05, at 50%$/);
+    expect(final.error).toMatch(
+      /^gate "new-path error rate" breached 2 time\(s\) in a row: read 0\.\d+, max 0\.05, at 50%$/,
+    );
     // The service's reader followed the flag back to 0 (how fast: bench/rollback).
     await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 5000, 20);
     expect(flagChanges.map((c) => c.percentage)).toEqual([10, 50, 0]);
@@ -121,7 +156,12 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
   }
   // Every write the service acknowledged, on either path, is in the old table the application is back on.
   expect(load.acknowledged.size).toBeGreaterThan(50);
-  const titles = new Map((await db.query<{ id: string; title: string }>(`SELECT id, title FROM meetings`)).map((r) => [Number(r.id), r.title]));
+  const titles = new Map(
+    (await db.query<{ id: string; title: string }>(`SELECT id, title FROM meetings`)).map((r) => [
+      Number(r.id),
+      r.title,
+    ]),
+  );
   const lost = [...load.acknowledged].filter(([id, title]) => titles.get(id) !== title);
   expect(lost).toEqual([]);
   await pool.end();
@@ -129,17 +169,25 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
 
 test('abort after cut-over, with the old table already archived: traffic goes back and keeps every write made on the new path', async () => {
   const db = await h.db('cutover');
-  const plan = await gatedPlan(db, [{ percent: 100, soak: 1000 }], [], { after: 0, archive: ['meetings'], dropAfter: 3_600_000 });
+  const plan = await gatedPlan(db, [{ percent: 100, soak: 1000 }], [], {
+    after: 0,
+    archive: ['meetings'],
+    dropAfter: 3_600_000,
+  });
   const pool = new Pool({ connectionString: db.url, max: 8 });
   const service = await createDemoService({ pool });
   const schemaBefore = schemaDump(db);
   const load = driveService(service.port, { maxId: () => 3000, pauseMs: 5 });
   try {
     const { workflowId } = await h.client.start(plan, { autoApprove: true });
-    const waiting = await eventually(async () => {
-      const s = await h.client.status(workflowId);
-      return s.waitingUntil?.what === 'drop of archived tables' ? s : undefined;
-    }, 'the archive drop wait', 120_000);
+    const waiting = await eventually(
+      async () => {
+        const s = await h.client.status(workflowId);
+        return s.waitingUntil?.what === 'drop of archived tables' ? s : undefined;
+      },
+      'the archive drop wait',
+      120_000,
+    );
     expect(waiting.phases.find((p) => p.name === 'cleanup')?.status).toBe('running');
     expect(await tableExists(db, 'tidemark_archive.meetings')).toBe(true);
     await eventually(async () => service.flags.percentage('use_room_types') === 100, 'the service at 100%');
@@ -164,7 +212,12 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
     await load.stop();
     await service.close();
   }
-  const titles = new Map((await db.query<{ id: string; title: string }>(`SELECT id, title FROM meetings`)).map((r) => [Number(r.id), r.title]));
+  const titles = new Map(
+    (await db.query<{ id: string; title: string }>(`SELECT id, title FROM meetings`)).map((r) => [
+      Number(r.id),
+      r.title,
+    ]),
+  );
   const lost = [...load.acknowledged].filter(([id, title]) => titles.get(id) !== title);
   expect(load.acknowledged.size).toBeGreaterThan(50);
   expect(lost).toEqual([]);
@@ -183,7 +236,11 @@ test('the demo service example plan, as shipped (soaks shortened), completes whi
     database: { urlEnv: db.urlEnv },
     approvals: [],
     backup: base.backup,
-    traffic: { ...example.traffic!, stages: example.traffic!.stages.map((st) => ({ ...st, soak: 700 })), gates: example.traffic!.gates.map((g) => ({ ...g, interval: 300 })) },
+    traffic: {
+      ...example.traffic!,
+      stages: example.traffic!.stages.map((st) => ({ ...st, soak: 700 })),
+      gates: example.traffic!.gates.map((g) => ({ ...g, interval: 300 })),
+    },
     cleanup: { ...example.cleanup!, after: 100, dropAfter: undefined },
   };
   const pool = new Pool({ connectionString: db.url, max: 8 });
@@ -204,7 +261,11 @@ test('the demo service example plan, as shipped (soaks shortened), completes whi
   expect(load.stats.ok).toBeGreaterThan(100);
   // room_states followed every meeting the service created or changed while it was copied.
   expect(
-    await exceptBothWays(db, `SELECT id::text FROM tidemark_archive.meetings WHERE status = 'active'`, `SELECT room_id FROM room_states`),
+    await exceptBothWays(
+      db,
+      `SELECT id::text FROM tidemark_archive.meetings WHERE status = 'active'`,
+      `SELECT room_id FROM room_states`,
+    ),
   ).toEqual({ onlyInA: 0, onlyInB: 0 });
 });
 
@@ -221,18 +282,30 @@ test('multi-day soaks, a two-day retention delay and a week before the drop run 
     [],
     { after: 2 * DAY, archive: ['meetings'], dropAfter: 7 * DAY },
   );
-  const env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: temporalTestServer() } } });
+  const env = await TestWorkflowEnvironment.createTimeSkipping({
+    server: { executable: { type: 'existing-path', path: temporalTestServer() } },
+  });
   try {
-    await env.connection.operatorService.addSearchAttributes({ namespace: 'default', searchAttributes: Object.fromEntries(SEARCH_ATTRIBUTES.map((s) => [s.name, 2])) });
+    await env.connection.operatorService.addSearchAttributes({
+      namespace: 'default',
+      searchAttributes: Object.fromEntries(SEARCH_ATTRIBUTES.map((s) => [s.name, 2])),
+    });
     const worker = await Worker.create({
       connection: env.nativeConnection,
       taskQueue: 'timeskip',
-      workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') }),
+      workflowBundle: await bundleWorkflowCode({
+        workflowsPath: require.resolve('../../src/workflows'),
+        logger: new DefaultLogger('WARN'),
+      }),
       activities: createActivities({ pools: new PoolRegistry(h.env), logger: createLogger({ level: 'warn' }) }),
     });
     const t0 = Date.now();
     const final = await worker.runUntil(async () => {
-      const handle = await env.client.workflow.start(WORKFLOW_TYPE, { taskQueue: 'timeskip', workflowId: `tidemark-${plan.name}`, args: [{ plan, options: { autoApprove: true } }] });
+      const handle = await env.client.workflow.start(WORKFLOW_TYPE, {
+        taskQueue: 'timeskip',
+        workflowId: `tidemark-${plan.name}`,
+        args: [{ plan, options: { autoApprove: true } }],
+      });
       return handle.result();
     });
     const wallMs = Date.now() - t0;

@@ -9,8 +9,18 @@ import { initialStatus, type MigrationStatus } from '../../src/workflows/message
 type Status = MigrationStatus & { live: LiveProgress[] };
 
 function statusWith(events: number, state: MigrationStatus['state'] = 'running'): Status {
-  const all = Array.from({ length: events }, (_, i) => ({ seq: i + 1, at: '2026-01-01T00:00:00.000Z', message: `event ${i + 1}` }));
-  return { ...initialStatus('p', 'tidemark-p', '2026-01-01T00:00:00.000Z', []), state, phase: 'traffic', events: all.slice(-100), live: [] };
+  const all = Array.from({ length: events }, (_, i) => ({
+    seq: i + 1,
+    at: '2026-01-01T00:00:00.000Z',
+    message: `event ${i + 1}`,
+  }));
+  return {
+    ...initialStatus('p', 'tidemark-p', '2026-01-01T00:00:00.000Z', []),
+    state,
+    phase: 'traffic',
+    events: all.slice(-100),
+    live: [],
+  };
 }
 
 /** Stands in for the Temporal client: replays the statuses a real waitForEnd would have polled. */
@@ -33,7 +43,11 @@ test('every event is printed exactly once, in order, past the 100 the status kee
   const out = new PassThrough();
   let text = '';
   out.on('data', (d) => (text += d));
-  const final = await follow(replaying([statusWith(3), statusWith(90), statusWith(160), statusWith(161), statusWith(250, 'completed')]), 'p', { out });
+  const final = await follow(
+    replaying([statusWith(3), statusWith(90), statusWith(160), statusWith(161), statusWith(250, 'completed')]),
+    'p',
+    { out },
+  );
   expect(final.state).toBe('completed');
   const printed = [...text.matchAll(/ {2}event (\d+)\n/g)].map((m) => Number(m[1]));
   expect(printed).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
@@ -46,7 +60,11 @@ test('an unreadable status is retried, said once on stderr, and the watch goes o
   const errors: string[] = [];
   const spy = jest.spyOn(process.stderr, 'write').mockImplementation((s) => (errors.push(String(s)), true));
   try {
-    const final = await follow(replaying([statusWith(2), new Error('no worker'), new Error('no worker'), statusWith(4, 'rolled-back')]), 'p', { out });
+    const final = await follow(
+      replaying([statusWith(2), new Error('no worker'), new Error('no worker'), statusWith(4, 'rolled-back')]),
+      'p',
+      { out },
+    );
     expect(final.state).toBe('rolled-back');
   } finally {
     spy.mockRestore();
@@ -62,5 +80,7 @@ test('a paused soak says that its clock runs on and the next stage waits', () =>
     phases: [{ name: 'traffic', status: 'running', startedAt: '2026-01-01T00:00:00.000Z' }],
     traffic: { flag: 'f', percent: 10, stageIndex: 0, soakEndsAt: '2026-01-01T01:00:00.000Z', gates: [] },
   } as Status;
-  expect(renderStatus(s)).toContain('flag f at 10%, soaking until 2026-01-01T01:00:00.000Z (paused: the next stage waits for resume)');
+  expect(renderStatus(s)).toContain(
+    'flag f at 10%, soaking until 2026-01-01T01:00:00.000Z (paused: the next stage waits for resume)',
+  );
 });

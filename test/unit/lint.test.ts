@@ -6,28 +6,57 @@ import type { ResolvedPlan } from '../../src/plan/types';
 function planWith(up: string, down = 'SELECT 1;', transactional = true): ResolvedPlan {
   return {
     name: 'p',
-    schema: [{ id: 's1', transactional, up: { path: 'up.sql', sql: up, sha256: 'x' }, down: { path: 'down.sql', sql: down, sha256: 'y' } }],
+    schema: [
+      {
+        id: 's1',
+        transactional,
+        up: { path: 'up.sql', sql: up, sha256: 'x' },
+        down: { path: 'down.sql', sql: down, sha256: 'y' },
+      },
+    ],
   } as unknown as ResolvedPlan;
 }
 
-const rules = async (up: string, down?: string, transactional?: boolean) => (await lintPlan(planWith(up, down, transactional))).map((f) => `${f.severity} ${f.rule}: ${f.message}`);
+const rules = async (up: string, down?: string, transactional?: boolean) =>
+  (await lintPlan(planWith(up, down, transactional))).map((f) => `${f.severity} ${f.rule}: ${f.message}`);
 
 test.each([
   ['DROP TABLE orders;', 'danger drop-table: DROP TABLE orders'],
   ['ALTER TABLE orders DROP COLUMN note;', 'danger drop-column: DROP COLUMN orders.note'],
-  ['ALTER TABLE orders ALTER COLUMN total TYPE numeric(14,2);', 'warning alter-column-type: ALTER COLUMN orders.total TYPE'],
+  [
+    'ALTER TABLE orders ALTER COLUMN total TYPE numeric(14,2);',
+    'warning alter-column-type: ALTER COLUMN orders.total TYPE',
+  ],
   ['ALTER TABLE orders ALTER COLUMN total SET NOT NULL;', 'warning set-not-null: SET NOT NULL on orders.total'],
-  ['CREATE INDEX orders_total_idx ON orders (total);', 'warning index-without-concurrently: CREATE INDEX without CONCURRENTLY on orders'],
-  ['ALTER TABLE items ADD CONSTRAINT fk FOREIGN KEY (order_id) REFERENCES orders (id);', 'warning foreign-key-validated: ADD FOREIGN KEY on items without NOT VALID'],
-  ['ALTER TABLE orders ADD CONSTRAINT pos CHECK (total > 0);', 'warning check-validated: ADD CHECK constraint on orders without NOT VALID'],
+  [
+    'CREATE INDEX orders_total_idx ON orders (total);',
+    'warning index-without-concurrently: CREATE INDEX without CONCURRENTLY on orders',
+  ],
+  [
+    'ALTER TABLE items ADD CONSTRAINT fk FOREIGN KEY (order_id) REFERENCES orders (id);',
+    'warning foreign-key-validated: ADD FOREIGN KEY on items without NOT VALID',
+  ],
+  [
+    'ALTER TABLE orders ADD CONSTRAINT pos CHECK (total > 0);',
+    'warning check-validated: ADD CHECK constraint on orders without NOT VALID',
+  ],
   ['ALTER TABLE orders RENAME COLUMN total TO amount;', 'warning rename: RENAME column orders.total to amount'],
-  ['ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid();', 'warning volatile-default: ADD COLUMN orders.token with DEFAULT gen_random_uuid()'],
+  [
+    'ALTER TABLE orders ADD COLUMN token uuid DEFAULT gen_random_uuid();',
+    'warning volatile-default: ADD COLUMN orders.token with DEFAULT gen_random_uuid()',
+  ],
   ['ALTER TABLE orders ADD COLUMN seq bigserial;', 'warning volatile-default: ADD COLUMN orders.seq with bigserial'],
   ['ALTER TABLE orders ADD PRIMARY KEY (id);', 'warning constraint-builds-index: ADD PRIMARY KEY on orders'],
   ['TRUNCATE orders;', 'danger truncate: TRUNCATE orders'],
   ['UPDATE orders SET total = 0;', 'warning unbounded-dml: UPDATE of every row of orders'],
-  ['BEGIN; ALTER TABLE orders ADD COLUMN x int; COMMIT;', 'error transaction-control: transaction control (BEGIN/COMMIT) inside a step'],
-  ['CREATE INDEX CONCURRENTLY i ON orders (total);', 'error concurrent-in-transaction: CREATE INDEX CONCURRENTLY on orders in a transactional step'],
+  [
+    'BEGIN; ALTER TABLE orders ADD COLUMN x int; COMMIT;',
+    'error transaction-control: transaction control (BEGIN/COMMIT) inside a step',
+  ],
+  [
+    'CREATE INDEX CONCURRENTLY i ON orders (total);',
+    'error concurrent-in-transaction: CREATE INDEX CONCURRENTLY on orders in a transactional step',
+  ],
 ])('%s', async (sql, expected) => {
   expect(await rules(sql)).toContain(expected);
 });
@@ -41,7 +70,9 @@ test('the safe patterns pass without findings', async () => {
       ALTER TABLE items VALIDATE CONSTRAINT fk;
       UPDATE orders SET note = '' WHERE id < 1000;`),
   ).toEqual([]);
-  expect(await rules('CREATE INDEX CONCURRENTLY i ON orders (total);', 'DROP INDEX CONCURRENTLY IF EXISTS i;', false)).toEqual([]);
+  expect(
+    await rules('CREATE INDEX CONCURRENTLY i ON orders (total);', 'DROP INDEX CONCURRENTLY IF EXISTS i;', false),
+  ).toEqual([]);
 });
 
 test('changes to a table the same step creates are not flagged, nor is its down dropping it', async () => {

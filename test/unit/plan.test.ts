@@ -6,7 +6,11 @@ import { writePlan } from '../helpers/plans';
 
 test('a valid plan resolves with defaults, durations in ms and each SQL file embedded with its sha256', () => {
   const plan = loadPlan(writePlan(VALID_PLAN, SQL_FILES));
-  expect(plan.schema[0].up).toEqual({ path: 'sql/up.sql', sql: SQL_FILES['sql/up.sql'], sha256: createHash('sha256').update(SQL_FILES['sql/up.sql']).digest('hex') });
+  expect(plan.schema[0].up).toEqual({
+    path: 'sql/up.sql',
+    sql: SQL_FILES['sql/up.sql'],
+    sha256: createHash('sha256').update(SQL_FILES['sql/up.sql']).digest('hex'),
+  });
   expect(plan.traffic!.stages).toEqual([
     { percent: 10, soak: 60_000, approval: false },
     { percent: 100, soak: 60_000, approval: false },
@@ -29,14 +33,26 @@ test('names are taken exactly as written: mixed case, spaces and other schemas a
     writePlan(
       {
         ...VALID_PLAN,
-        copy: [{ name: 'events', from: 'Sales Ops.CustomerEvents', to: 'Sales Ops.customer events v2', key: 'Event ID', columns: { 'Event ID': '"Event ID"', 'User Name': 'upper("User Name")' } }],
+        copy: [
+          {
+            name: 'events',
+            from: 'Sales Ops.CustomerEvents',
+            to: 'Sales Ops.customer events v2',
+            key: 'Event ID',
+            columns: { 'Event ID': '"Event ID"', 'User Name': 'upper("User Name")' },
+          },
+        ],
         validate: [],
         cleanup: { after: '1h', archive: ['Sales Ops.CustomerEvents'] },
       },
       SQL_FILES,
     ),
   );
-  expect(plan.copy[0]).toMatchObject({ from: 'Sales Ops.CustomerEvents', to: 'Sales Ops.customer events v2', key: 'Event ID' });
+  expect(plan.copy[0]).toMatchObject({
+    from: 'Sales Ops.CustomerEvents',
+    to: 'Sales Ops.customer events v2',
+    key: 'Event ID',
+  });
   expect(plan.cleanup!.archive).toEqual(['Sales Ops.CustomerEvents']);
 });
 

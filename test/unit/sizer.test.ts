@@ -3,7 +3,14 @@
 import { BatchSizer, MIN_BATCH } from '../../src/activities/copy/sizer';
 
 /** Runs the sizer against a simulated cost model and returns the sizes it chose. */
-function simulate(fixedMs: number, perRowMs: number, targetMs: number, start: number, max: number, batches = 30): number[] {
+function simulate(
+  fixedMs: number,
+  perRowMs: number,
+  targetMs: number,
+  start: number,
+  max: number,
+  batches = 30,
+): number[] {
   const sizer = new BatchSizer(targetMs, max);
   const sizes = [start];
   let size = start;

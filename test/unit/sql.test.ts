@@ -36,16 +36,26 @@ test('a key-interval batch is one INSERT … SELECT with its bounds as parameter
     values: ['100', '200'],
   });
   expect(rangeBatchQuery(m, '100', '200', 'nothing').text).toMatch(/ ON CONFLICT \("id"\) DO NOTHING$/);
-  expect(rangeBatchQuery(m, '100', '200', 'update').text).toMatch(/ ON CONFLICT \("id"\) DO UPDATE SET "amount" = EXCLUDED\."amount"$/);
+  expect(rangeBatchQuery(m, '100', '200', 'update').text).toMatch(
+    / ON CONFLICT \("id"\) DO UPDATE SET "amount" = EXCLUDED\."amount"$/,
+  );
 });
 
 test('a limit batch returns its row count and last key; synced query sources lock what they read', () => {
   const q = limitBatchQuery(m, null, null, 500, 'fail');
   expect(q.values).toEqual([500]);
   expect(q.text).toContain('ORDER BY s."id" LIMIT $1)');
-  expect(q.text).toContain('(SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key');
-  const query: CopyMapping = { ...m, source: { kind: 'query', sql: 'SELECT id, amount_cents FROM orders;' }, lockRows: true };
-  expect(limitBatchQuery(query, '7', null, 10, 'nothing').text).toContain('FROM (SELECT id, amount_cents FROM orders) AS s WHERE s."id" > $2::bigint ORDER BY s."id" LIMIT $1 FOR SHARE OF s');
+  expect(q.text).toContain(
+    '(SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key',
+  );
+  const query: CopyMapping = {
+    ...m,
+    source: { kind: 'query', sql: 'SELECT id, amount_cents FROM orders;' },
+    lockRows: true,
+  };
+  expect(limitBatchQuery(query, '7', null, 10, 'nothing').text).toContain(
+    'FROM (SELECT id, amount_cents FROM orders) AS s WHERE s."id" > $2::bigint ORDER BY s."id" LIMIT $1 FOR SHARE OF s',
+  );
 });
 
 test('reconcile compares counts over the interval; prune deletes target rows whose source is gone', () => {
@@ -65,7 +75,7 @@ test('a checksum chunk hashes each row of both sides, the source cast to the tar
   expect(q.text).toContain('hashtextextended(ROW(t."id", t."amount")::text, 0)');
 });
 
-test('generated names fit PostgreSQL\'s 63 bytes and stay distinct', () => {
+test("generated names fit PostgreSQL's 63 bytes and stay distinct", () => {
   const long = 'a'.repeat(80);
   expect(Buffer.byteLength(syncTriggerName(long, 'forward'))).toBeLessThanOrEqual(63);
   expect(syncTriggerName(long, 'forward')).not.toBe(syncTriggerName(long, 'reverse'));

@@ -1,7 +1,14 @@
 // Plans the copy's batches. Integer keys are copied by key interval (no ORDER BY/LIMIT: as cheap as one INSERT …
 // SELECT per batch), the interval sized from the key density seen so far; other keys by LIMIT in key order.
 import type { PoolClient } from 'pg';
-import { keyExtentQuery, limitBatchQuery, rangeBatchQuery, type ConflictMode, type CopyMapping, type Query } from '../../db/sql/copy';
+import {
+  keyExtentQuery,
+  limitBatchQuery,
+  rangeBatchQuery,
+  type ConflictMode,
+  type CopyMapping,
+  type Query,
+} from '../../db/sql/copy';
 
 export const INTEGER_KEY_TYPES = new Set(['smallint', 'integer', 'bigint']);
 
@@ -40,7 +47,12 @@ class LimitBatcher implements Batcher {
   async next(_c: PoolClient, cursor: string | null, size: number): Promise<PlannedBatch | null> {
     if (this.finished) return null;
     const { m, range } = this;
-    return { after: cursor, upTo: range.upTo, limit: size, query: (mode) => limitBatchQuery(m, cursor, range.upTo, size, mode) };
+    return {
+      after: cursor,
+      upTo: range.upTo,
+      limit: size,
+      query: (mode) => limitBatchQuery(m, cursor, range.upTo, size, mode),
+    };
   }
 
   result(batch: PlannedBatch, r: { rows: Record<string, unknown>[] }): BatchResult {

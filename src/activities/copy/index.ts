@@ -24,7 +24,15 @@ import {
 import { batcherFor, INTEGER_KEY_TYPES, type BatchResult, type PlannedBatch } from './batcher';
 import { inTransaction, withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
-import { activityBody, cancellationSignal, currentRun, heartbeat, sleepMs, targetPool, type ActivityDeps } from '../common';
+import {
+  activityBody,
+  cancellationSignal,
+  currentRun,
+  heartbeat,
+  sleepMs,
+  targetPool,
+  type ActivityDeps,
+} from '../common';
 import { resolveMapping } from './mapping';
 import { BatchSizer, MIN_BATCH } from './sizer';
 import { Throttler } from './throttler';
@@ -104,11 +112,15 @@ interface Control {
   delay_ms: number | null;
 }
 
-
 export function createCopyActivities(deps: ActivityDeps) {
   async function readControl(db: Pool | PoolClient, runId: string): Promise<Control> {
-    const r = await db.query(`SELECT paused, pause_reason, batch_size, delay_ms FROM ${S}.copy_control WHERE run_id = $1`, [runId]);
-    return (r.rows[0] as Control | undefined) ?? { paused: false, pause_reason: null, batch_size: null, delay_ms: null };
+    const r = await db.query(
+      `SELECT paused, pause_reason, batch_size, delay_ms FROM ${S}.copy_control WHERE run_id = $1`,
+      [runId],
+    );
+    return (
+      (r.rows[0] as Control | undefined) ?? { paused: false, pause_reason: null, batch_size: null, delay_ms: null }
+    );
   }
 
   return {
@@ -130,14 +142,20 @@ export function createCopyActivities(deps: ActivityDeps) {
         deps.logger.info({ job: input.job.name, sync: input.job.sync }, 'sync triggers installed');
         return {
           job: input.job.name,
-          triggers: input.job.sync === 'none' ? [] : input.job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
+          triggers:
+            input.job.sync === 'none' ? [] : input.job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
           targetWasEmpty: !nonEmpty.rows[0].x,
         };
       });
     },
 
     /** Compensation: removes the sync triggers and, if the target was empty before the copy, empties it again. */
-    async undoCopy(input: { urlEnv: string; job: ResolvedCopyJob; emptyTarget: boolean; lockTimeoutMs: number }): Promise<string> {
+    async undoCopy(input: {
+      urlEnv: string;
+      job: ResolvedCopyJob;
+      emptyTarget: boolean;
+      lockTimeoutMs: number;
+    }): Promise<string> {
       return activityBody(`undoing copy job "${input.job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         return withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
@@ -167,7 +185,8 @@ export function createCopyActivities(deps: ActivityDeps) {
         const extent = (await pool.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
         if (extent.lo === null) return { ranges: [], estimatedRows: 0 };
         const parts = Math.max(1, input.job.parallel);
-        const bounds = parts > 1 ? await splitPoints(pool, mapping, parts, estimate, extent as { lo: string; hi: string }) : [];
+        const bounds =
+          parts > 1 ? await splitPoints(pool, mapping, parts, estimate, extent as { lo: string; hi: string }) : [];
         const edges = [null, ...bounds, extent.hi];
         const ranges = edges.slice(0, -1).map((after, i) => ({ index: i, after, upTo: edges[i + 1] }));
         return { ranges, estimatedRows: estimate };
@@ -176,7 +195,9 @@ export function createCopyActivities(deps: ActivityDeps) {
 
     /** Copies one key range in adaptive batches; resumable from its checkpoint, pausable, throttled. */
     async copyRange(input: CopyRangeInput): Promise<CopyRangeResult> {
-      return activityBody(`copying "${input.job.name}" range ${input.range.index}`, () => copyRangeImpl(deps, input, readControl));
+      return activityBody(`copying "${input.job.name}" range ${input.range.index}`, () =>
+        copyRangeImpl(deps, input, readControl),
+      );
     },
 
     /** Writes pause/throttle settings where running copies read them between batches. */
@@ -203,7 +224,13 @@ async function estimateSourceRows(pool: Pool, m: CopyMapping): Promise<number> {
 }
 
 /** parts-1 key values splitting the source into ranges of about equal size. */
-async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: number, extent: { lo: string; hi: string }): Promise<string[]> {
+async function splitPoints(
+  pool: Pool,
+  m: CopyMapping,
+  parts: number,
+  estimate: number,
+  extent: { lo: string; hi: string },
+): Promise<string[]> {
   const k = `s.${quoteIdent(m.key)}`;
   if (INTEGER_KEY_TYPES.has(m.keyType)) {
     const lo = BigInt(extent.lo);
@@ -216,7 +243,9 @@ async function splitPoints(pool: Pool, m: CopyMapping, parts: number, estimate: 
   const points: string[] = [];
   const step = Math.max(1, Math.floor(estimate / parts));
   for (let i = 1; i < parts; i++) {
-    const r = await pool.query(`SELECT ${k}::text AS k FROM ${sourceFrom(m)} ORDER BY ${k} OFFSET $1 LIMIT 1`, [step * i]);
+    const r = await pool.query(`SELECT ${k}::text AS k FROM ${sourceFrom(m)} ORDER BY ${k} OFFSET $1 LIMIT 1`, [
+      step * i,
+    ]);
     if (!r.rowCount) break;
     if (points.length === 0 || points[points.length - 1] !== r.rows[0].k) points.push(r.rows[0].k);
   }
@@ -247,12 +276,23 @@ async function copyRangeImpl(
     [...key, workflowId, range.after, range.upTo],
   );
   const cp = (
-    await pool.query(`SELECT cursor, rows_copied::float8 AS rows, batches::int AS batches, done FROM ${S}.copy_progress WHERE run_id = $1 AND job = $2 AND range_index = $3`, key)
+    await pool.query(
+      `SELECT cursor, rows_copied::float8 AS rows, batches::int AS batches, done FROM ${S}.copy_progress WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+      key,
+    )
   ).rows[0] as { cursor: string | null; rows: number; batches: number; done: boolean };
   const resumed = cp.batches > 0;
   const started = Date.now();
   if (cp.done) {
-    return { job: job.name, rangeIndex: range.index, rowsCopied: cp.rows, batches: cp.batches, durationMs: 0, rowsPerSecond: 0, resumed };
+    return {
+      job: job.name,
+      rangeIndex: range.index,
+      rowsCopied: cp.rows,
+      batches: cp.batches,
+      durationMs: 0,
+      rowsPerSecond: 0,
+      resumed,
+    };
   }
 
   const previous = safeHeartbeatDetails();
@@ -301,23 +341,27 @@ async function copyRangeImpl(
     }
     for (const mode of modes) {
       try {
-        return await inTransaction(client, { lockTimeoutMs: input.lockTimeoutMs, settings: copySettings(job.name) }, async (c) => {
-          const q = batch.query(mode);
-          const res = batcher.result(batch, await c.query(q.text, q.values));
-          if (reconcile && res.cursor !== null && res.cursor !== batch.after) {
-            const check = reconcileQuery(mapping, batch.after, res.cursor);
-            if (!(await c.query(check.text, check.values)).rows[0].same) {
-              const prune = pruneQuery(mapping, batch.after, res.cursor);
-              await c.query(prune.text, prune.values);
+        return await inTransaction(
+          client,
+          { lockTimeoutMs: input.lockTimeoutMs, settings: copySettings(job.name) },
+          async (c) => {
+            const q = batch.query(mode);
+            const res = batcher.result(batch, await c.query(q.text, q.values));
+            if (reconcile && res.cursor !== null && res.cursor !== batch.after) {
+              const check = reconcileQuery(mapping, batch.after, res.cursor);
+              if (!(await c.query(check.text, check.values)).rows[0].same) {
+                const prune = pruneQuery(mapping, batch.after, res.cursor);
+                await c.query(prune.text, prune.values);
+              }
             }
-          }
-          await c.query(
-            `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
+            await c.query(
+              `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
               WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-            [...key, res.cursor, res.rows],
-          );
-          return res;
-        });
+              [...key, res.cursor, res.rows],
+            );
+            return res;
+          },
+        );
       } catch (e) {
         // A sync trigger already wrote one of these keys: redo the batch in the mode that handles it.
         if (mode === 'fail' && sqlState(e) === '23505') continue;
@@ -342,7 +386,11 @@ async function copyRangeImpl(
       checkCancelled();
       let ctl = await currentControl();
       while (ctl.paused) {
-        details = { ...details, paused: true, throttleReason: `paused${ctl.pause_reason ? `: ${ctl.pause_reason}` : ''}` };
+        details = {
+          ...details,
+          paused: true,
+          throttleReason: `paused${ctl.pause_reason ? `: ${ctl.pause_reason}` : ''}`,
+        };
         heartbeat(details);
         await sleepMs(500, signal);
         checkCancelled();
@@ -361,7 +409,13 @@ async function copyRangeImpl(
         if (isRetryablePgError(e) && sqlState(e) && ++lockFailures <= 30) {
           adaptive = Math.max(MIN_BATCH, Math.floor(size / 2));
           const why = `lock conflict (${sqlState(e)}); retrying with ${adaptive} rows`;
-          details = { ...details, batchSize: adaptive, throttleReason: why, lockConflicts: details.lockConflicts + 1, lastLockConflict: why };
+          details = {
+            ...details,
+            batchSize: adaptive,
+            throttleReason: why,
+            lockConflicts: details.lockConflicts + 1,
+            lastLockConflict: why,
+          };
           heartbeat(details);
           await sleepMs(Math.min(5000, 100 * 2 ** Math.min(lockFailures, 6)), signal);
           continue;
@@ -400,7 +454,10 @@ async function copyRangeImpl(
       heartbeat(details);
       if (delay > 0) await sleepMs(delay, signal);
     }
-    await client.query(`UPDATE ${S}.copy_progress SET done = true, updated_at = now() WHERE run_id = $1 AND job = $2 AND range_index = $3`, key);
+    await client.query(
+      `UPDATE ${S}.copy_progress SET done = true, updated_at = now() WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+      key,
+    );
   } catch (e) {
     if (e instanceof Error && !sqlState(e) && !(e instanceof CancelledFailure)) broken = e;
     throw e;

@@ -35,10 +35,16 @@ export async function resolveMapping(db: Queryable, job: ResolvedCopyJob): Promi
   const sByName = new Map(scols.map((c) => [c.name, c]));
 
   const columnMap: Record<string, string> =
-    job.columns ?? Object.fromEntries(tcols.filter((c) => !c.generated && sByName.has(c.name)).map((c) => [c.name, quoteIdent(c.name)]));
+    job.columns ??
+    Object.fromEntries(
+      tcols.filter((c) => !c.generated && sByName.has(c.name)).map((c) => [c.name, quoteIdent(c.name)]),
+    );
   if (!(job.key in columnMap)) throw planError(job.name, `the mapping does not include the key column "${job.key}"`);
   if (bareColumn(columnMap[job.key]) !== job.key) {
-    throw planError(job.name, `the key column must map to itself (columns.${job.key}: ${job.key}), got "${columnMap[job.key]}"`);
+    throw planError(
+      job.name,
+      `the key column must map to itself (columns.${job.key}: ${job.key}), got "${columnMap[job.key]}"`,
+    );
   }
 
   const columns = Object.entries(columnMap).map(([name, expr]) => {

@@ -30,7 +30,14 @@ export interface ThrottlerOptions {
   probeFloorMs: number;
 }
 
-const DEFAULTS: ThrottlerOptions = { lockWaitMs: 200, intervalMs: 500, sharedDuty: 0.1, busySessions: 0.5, probeFactor: 10, probeFloorMs: 20 };
+const DEFAULTS: ThrottlerOptions = {
+  lockWaitMs: 200,
+  intervalMs: 500,
+  sharedDuty: 0.1,
+  busySessions: 0.5,
+  probeFactor: 10,
+  probeFloorMs: 20,
+};
 
 export class Throttler {
   private static readonly shared = new Map<Pool, { throttler: Throttler; users: number }>();
@@ -138,13 +145,21 @@ export class Throttler {
     this.bestProbeMs = Math.min(this.bestProbeMs, probeMs);
     const { busy, waiters } = r.rows[0] as { busy: number; waiters: number };
     this.busy = this.busy === undefined ? busy : 0.7 * this.busy + 0.3 * busy;
-    if (waiters > 0) return { throttle: true, reason: `${waiters} session(s) waiting on locks for over ${this.opts.lockWaitMs}ms` };
+    if (waiters > 0)
+      return { throttle: true, reason: `${waiters} session(s) waiting on locks for over ${this.opts.lockWaitMs}ms` };
     if (probeMs > this.opts.probeFloorMs && probeMs > this.bestProbeMs * this.opts.probeFactor) {
-      return { throttle: true, reason: `server slow to answer: ${Math.round(probeMs)}ms vs ${this.bestProbeMs.toFixed(1)}ms at best` };
+      return {
+        throttle: true,
+        reason: `server slow to answer: ${Math.round(probeMs)}ms vs ${this.bestProbeMs.toFixed(1)}ms at best`,
+      };
     }
     if (this.busy >= this.opts.busySessions) {
       const duty = this.opts.sharedDuty;
-      return { throttle: true, duty, reason: `sharing the server with ~${this.busy.toFixed(1)} busy session(s): copying ${Math.round(duty * 100)}% of the time` };
+      return {
+        throttle: true,
+        duty,
+        reason: `sharing the server with ~${this.busy.toFixed(1)} busy session(s): copying ${Math.round(duty * 100)}% of the time`,
+      };
     }
     return { throttle: false, reason: null };
   }

@@ -26,7 +26,10 @@ export function shortenForDemo(plan: ResolvedPlan, soakMs: number): ResolvedPlan
   return {
     ...plan,
     backup: { ...plan.backup, dir: join(stateDir(), 'backups') },
-    traffic: plan.traffic && { ...plan.traffic, stages: plan.traffic.stages.map((s) => ({ ...s, soak: Math.min(s.soak, soakMs) })) },
+    traffic: plan.traffic && {
+      ...plan.traffic,
+      stages: plan.traffic.stages.map((s) => ({ ...s, soak: Math.min(s.soak, soakMs) })),
+    },
     cleanup: plan.cleanup && { ...plan.cleanup, after: Math.min(plan.cleanup.after, soakMs), dropAfter: undefined },
   };
 }
@@ -42,7 +45,9 @@ export function registerDemoCommand(program: Command): void {
       const log = (s: string) => console.log(s);
       const rows = Number(o.rows);
       const pg = await findPostgres();
-      log(`PostgreSQL: ${pg.source === 'DATABASE_URL' ? '$DATABASE_URL' : pg.source === 'local' ? '127.0.0.1:5432' : 'private cluster'}; sample database "${DEMO_DB}"`);
+      log(
+        `PostgreSQL: ${pg.source === 'DATABASE_URL' ? '$DATABASE_URL' : pg.source === 'local' ? '127.0.0.1:5432' : 'private cluster'}; sample database "${DEMO_DB}"`,
+      );
       const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
       const [host, port] = address.split(':');
       let server: DevServer | undefined;
@@ -50,8 +55,14 @@ export function registerDemoCommand(program: Command): void {
         await waitForTemporal(address, 10_000);
         log(`Temporal: using the server already at ${address}`);
       } else {
-        server = await startDevServer({ port: Number(port), uiPort: Number(port) + 1000, dbFile: join(stateDir(), 'temporal.db') });
-        log(`Temporal: dev server started at ${server.address}, Web UI ${server.uiUrl} (state in ${join(stateDir(), 'temporal.db')})`);
+        server = await startDevServer({
+          port: Number(port),
+          uiPort: Number(port) + 1000,
+          dbFile: join(stateDir(), 'temporal.db'),
+        });
+        log(
+          `Temporal: dev server started at ${server.address}, Web UI ${server.uiUrl} (state in ${join(stateDir(), 'temporal.db')})`,
+        );
       }
       const ui = server?.uiUrl ?? process.env.TIDEMARK_UI_URL ?? `http://localhost:${Number(port) + 1000}`;
 
@@ -73,11 +84,16 @@ export function registerDemoCommand(program: Command): void {
       });
       try {
         const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'tidemark demo' });
-        log(`\nmigration ${plan.name} started (soaks shortened to ${formatDuration(Number(o.soak))}, approvals automatic)`);
+        log(
+          `\nmigration ${plan.name} started (soaks shortened to ${formatDuration(Number(o.soak))}, approvals automatic)`,
+        );
         log(`Web UI: ${webUiUrl(ui, client.namespace, workflowId)}\n`);
         // Interrupted: stop the worker and the server this command started (below), the migration stays in Temporal.
         const interrupted = untilSignal().then((sig) => {
-          throw new CliError(`interrupted by ${sig}; migration ${workflowId} keeps its state in the Temporal server`, EXIT.failed);
+          throw new CliError(
+            `interrupted by ${sig}; migration ${workflowId} keeps its state in the Temporal server`,
+            EXIT.failed,
+          );
         });
         interrupted.catch(() => undefined);
         const final = await Promise.race([follow(client, workflowId), interrupted]);
@@ -95,17 +111,30 @@ export function registerDemoCommand(program: Command): void {
     });
 }
 
-async function summary(url: string, plan: ResolvedPlan, state: string, startedAt: string, endedAt?: string): Promise<void> {
+async function summary(
+  url: string,
+  plan: ResolvedPlan,
+  state: string,
+  startedAt: string,
+  endedAt?: string,
+): Promise<void> {
   const c = new Client({ connectionString: url });
   await c.connect();
   try {
     const q = async (sql: string, values: unknown[] = []) => (await c.query(sql, values)).rows[0];
     const v2 = await q(`SELECT count(*)::int AS n FROM meetings_v2`).catch(() => ({ n: 'gone' }));
     const rs = await q(`SELECT count(*)::int AS n FROM room_states`).catch(() => ({ n: 'gone' }));
-    const flag = await q(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = $1`, [plan.traffic!.flag]).catch(() => undefined);
+    const flag = await q(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = $1`, [
+      plan.traffic!.flag,
+    ]).catch(() => undefined);
     const archived = await q(`SELECT count(*)::int AS n FROM tidemark_archive.meetings`).catch(() => undefined);
-    const hist = await q(`SELECT count(*)::int AS n FROM tidemark.history WHERE migration = $1 AND status = 'applied'`, [plan.name]).catch(() => ({ n: 0 }));
-    console.log(`\nsummary: ${state} in ${formatDuration(Date.parse(endedAt ?? new Date().toISOString()) - Date.parse(startedAt))}`);
+    const hist = await q(
+      `SELECT count(*)::int AS n FROM tidemark.history WHERE migration = $1 AND status = 'applied'`,
+      [plan.name],
+    ).catch(() => ({ n: 0 }));
+    console.log(
+      `\nsummary: ${state} in ${formatDuration(Date.parse(endedAt ?? new Date().toISOString()) - Date.parse(startedAt))}`,
+    );
     console.log(`  meetings_v2: ${v2.n} rows; room_states: ${rs.n} rows`);
     console.log(`  flag ${plan.traffic!.flag}: ${flag?.p ?? 'unset'}%`);
     console.log(`  tidemark_archive.meetings: ${archived ? `${archived.n} rows (restorable)` : 'not archived'}`);

@@ -12,7 +12,8 @@ const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
 function intOption(name: string, min: number, max: number) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new CliError(`${name} must be an integer from ${min} to ${max}, got "${v}"`, EXIT.usage);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new CliError(`${name} must be an integer from ${min} to ${max}, got "${v}"`, EXIT.usage);
     return n;
   };
 }
@@ -34,15 +35,23 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
       const plan = loadPlan(planFile);
       await withTidemark(globals(), async (c) => {
         if (!(await c.hasWorkers()) && !o.json) {
-          console.error(`warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`);
+          console.error(
+            `warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`,
+          );
         }
         const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
         if (!o.watch) {
           if (o.json) console.log(JSON.stringify(started));
-          else console.log(`started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`);
+          else
+            console.log(
+              `started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+            );
           return;
         }
-        if (!o.json) console.log(`started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`);
+        if (!o.json)
+          console.log(
+            `started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+          );
         const final = await follow(c, started.workflowId, { json: o.json });
         if (final.state !== 'completed') process.exitCode = EXIT.failed;
       });
@@ -76,9 +85,13 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         const rows = await c.list();
         if (o.json) return void console.log(JSON.stringify(rows, null, 2));
         if (!rows.length) return void console.log('no migrations');
-        console.log(`${'PLAN'.padEnd(28)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED'.padEnd(20)} WORKFLOW`);
+        console.log(
+          `${'PLAN'.padEnd(28)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED'.padEnd(20)} WORKFLOW`,
+        );
         for (const r of rows) {
-          console.log(`${r.plan.padEnd(28)} ${(r.state ?? r.status.toLowerCase()).padEnd(17)} ${(r.phase ?? '').padEnd(10)} ${r.startTime.slice(0, 19).padEnd(20)} ${r.workflowId}`);
+          console.log(
+            `${r.plan.padEnd(28)} ${(r.state ?? r.status.toLowerCase()).padEnd(17)} ${(r.phase ?? '').padEnd(10)} ${r.startTime.slice(0, 19).padEnd(20)} ${r.workflowId}`,
+          );
         }
       });
     });
@@ -90,7 +103,9 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .option('--comment <text>', 'why')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { by?: string; comment?: string; json?: boolean }) => {
-      await withTidemark(globals(), async (c) => printAck(await c.approve(id, { by: o.by ?? who(), comment: o.comment }), o.json));
+      await withTidemark(globals(), async (c) =>
+        printAck(await c.approve(id, { by: o.by ?? who(), comment: o.comment }), o.json),
+      );
     });
 
   program
@@ -113,15 +128,23 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
   program
     .command('throttle <id>')
     .description('change a running copy: fixed batch size and/or a delay between batches')
-    .option('--batch-size <n>', 'rows per batch (fixed; replaces the adaptive size)', intOption('--batch-size', 1, 1_000_000))
+    .option(
+      '--batch-size <n>',
+      'rows per batch (fixed; replaces the adaptive size)',
+      intOption('--batch-size', 1, 1_000_000),
+    )
     .option('--adaptive', 'go back to the adaptive batch size')
     .option('--delay-ms <n>', 'pause between batches', intOption('--delay-ms', 0, 600_000))
     .option('--json', 'print JSON')
     .action(async (id: string, o: { batchSize?: number; adaptive?: boolean; delayMs?: number; json?: boolean }) => {
-      if (o.adaptive && o.batchSize !== undefined) throw new CliError('give --batch-size or --adaptive, not both', EXIT.usage);
-      if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined) throw new CliError('give --batch-size, --adaptive and/or --delay-ms', EXIT.usage);
+      if (o.adaptive && o.batchSize !== undefined)
+        throw new CliError('give --batch-size or --adaptive, not both', EXIT.usage);
+      if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined)
+        throw new CliError('give --batch-size, --adaptive and/or --delay-ms', EXIT.usage);
       const batchSize = o.adaptive ? null : o.batchSize;
-      await withTidemark(globals(), async (c) => printAck(await c.throttle(id, { by: who(), batchSize, delayMs: o.delayMs }), o.json));
+      await withTidemark(globals(), async (c) =>
+        printAck(await c.throttle(id, { by: who(), batchSize, delayMs: o.delayMs }), o.json),
+      );
     });
 
   program

@@ -11,16 +11,29 @@ import type { ResolvedPlan } from '../../plan/types';
 export function describePlan(p: ResolvedPlan): string[] {
   const lines = [`plan ${p.name} is valid (sha256 ${p.source.sha256.slice(0, 12)})`];
   lines.push(`  database: $${p.database.urlEnv} on the worker`);
-  lines.push(`  approvals: ${p.approvals.length ? p.approvals.join(', ') : 'none'} (timeout ${formatDuration(p.approvalTimeout)}, then ${p.onApprovalTimeout})`);
-  lines.push(`  backup: ${p.backup.enabled ? `${p.backup.tables?.join(', ') ?? 'whole database'} into ${p.backup.dir}` : 'disabled'}`);
+  lines.push(
+    `  approvals: ${p.approvals.length ? p.approvals.join(', ') : 'none'} (timeout ${formatDuration(p.approvalTimeout)}, then ${p.onApprovalTimeout})`,
+  );
+  lines.push(
+    `  backup: ${p.backup.enabled ? `${p.backup.tables?.join(', ') ?? 'whole database'} into ${p.backup.dir}` : 'disabled'}`,
+  );
   lines.push(`  preflight: ${p.preflight.checks.length} plan check(s)`);
-  for (const s of p.schema) lines.push(`  schema ${s.id}: ${s.up.path} (down ${s.down.path})${s.transactional ? '' : ', outside a transaction'}`);
+  for (const s of p.schema)
+    lines.push(
+      `  schema ${s.id}: ${s.up.path} (down ${s.down.path})${s.transactional ? '' : ', outside a transaction'}`,
+    );
   for (const j of p.copy) {
-    lines.push(`  copy ${j.name}: ${j.from ?? 'query'} → ${j.to} by ${j.key}, sync ${j.sync}, batch ${j.batchSize} (target ${j.targetBatchMs}ms)${j.parallel > 1 ? `, ${j.parallel} ranges in parallel` : ''}`);
+    lines.push(
+      `  copy ${j.name}: ${j.from ?? 'query'} → ${j.to} by ${j.key}, sync ${j.sync}, batch ${j.batchSize} (target ${j.targetBatchMs}ms)${j.parallel > 1 ? `, ${j.parallel} ranges in parallel` : ''}`,
+    );
   }
-  lines.push(`  validate: ${p.validate.length ? `${p.validate.length} check(s)` : 'row count + checksum of every copy job (default)'}`);
+  lines.push(
+    `  validate: ${p.validate.length ? `${p.validate.length} check(s)` : 'row count + checksum of every copy job (default)'}`,
+  );
   if (p.traffic) {
-    const stages = p.traffic.stages.map((s) => `${s.percent}% for ${formatDuration(s.soak)}${s.approval ? ' (approval)' : ''}`).join(' → ');
+    const stages = p.traffic.stages
+      .map((s) => `${s.percent}% for ${formatDuration(s.soak)}${s.approval ? ' (approval)' : ''}`)
+      .join(' → ');
     lines.push(`  traffic: flag ${p.traffic.flag}: ${stages}; ${p.traffic.gates.length} gate(s)`);
   }
   if (p.cleanup) {
@@ -35,7 +48,9 @@ const MARK: Record<LintSeverity, string> = { error: 'ERROR  ', danger: 'DANGER '
 
 export function describeLint(findings: LintFinding[]): string[] {
   if (!findings.length) {
-    return ['SQL review: no destructive or locking changes found (changes to tables a step creates, and a down dropping them, are not flagged)'];
+    return [
+      'SQL review: no destructive or locking changes found (changes to tables a step creates, and a down dropping them, are not flagged)',
+    ];
   }
   const lines = [`SQL review: ${findings.length} finding(s)`];
   for (const f of findings) {
@@ -49,7 +64,9 @@ export function describeLint(findings: LintFinding[]): string[] {
 export function describeRehearsal(r: RehearsalReport): string[] {
   const lines = ['rehearsal against the database (inside a transaction that is rolled back):'];
   const counts = (s: string) => r.preflight.findings.filter((f) => f.status === s).length;
-  lines.push(`  preflight: ${r.preflight.ok ? 'ok' : 'FAILED'} (${counts('ok')} ok, ${counts('warn')} warning(s), ${counts('fail')} failure(s))`);
+  lines.push(
+    `  preflight: ${r.preflight.ok ? 'ok' : 'FAILED'} (${counts('ok')} ok, ${counts('warn')} warning(s), ${counts('fail')} failure(s))`,
+  );
   for (const f of r.preflight.findings) lines.push(`    ${f.status.padEnd(4)} ${f.check}: ${f.message}`);
   for (const s of r.steps) {
     lines.push(`  step ${s.id}: ${s.outcome === 'ok' ? 'ok' : s.outcome.toUpperCase()} — ${s.message}`);
@@ -62,7 +79,9 @@ export function describeRehearsal(r: RehearsalReport): string[] {
     lines.push(`  ${q.kind} "${q.name}": ${mark} — ${q.message}`);
   }
   if (r.queries.some((q) => q.kind === 'gate' && q.outcome === 'unreadable')) {
-    lines.push('    (a gate that cannot be read during a soak pauses the rollout; fine if the application creates what it reads)');
+    lines.push(
+      '    (a gate that cannot be read during a soak pauses the rollout; fine if the application creates what it reads)',
+    );
   }
   lines.push(`  database unchanged by the rehearsal: ${r.unchanged ? 'yes' : 'NO'}`);
   return lines;
@@ -72,8 +91,13 @@ export function registerPlanCommands(program: Command): void {
   const plan = program.command('plan').description('work with plan files');
   plan
     .command('check <plan>')
-    .description('validate a plan, review its SQL for destructive or locking changes; --rehearse also tries it against the database')
-    .option('--rehearse', "run preflight and each step's up → down → up against the database in a transaction that is rolled back")
+    .description(
+      'validate a plan, review its SQL for destructive or locking changes; --rehearse also tries it against the database',
+    )
+    .option(
+      '--rehearse',
+      "run preflight and each step's up → down → up against the database in a transaction that is rolled back",
+    )
     .option('--strict', 'fail (exit 1) on any finding, not only on errors')
     .option('--json', 'print JSON')
     .action(async (file: string, o: { rehearse?: boolean; strict?: boolean; json?: boolean }) => {
@@ -83,7 +107,11 @@ export function registerPlanCommands(program: Command): void {
       const lines = describePlan(p);
       if (o.rehearse) {
         const url = process.env[p.database.urlEnv];
-        if (!url) throw new CliError(`set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`, EXIT.usage);
+        if (!url)
+          throw new CliError(
+            `set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`,
+            EXIT.usage,
+          );
         const pool = new Pool({ connectionString: url, max: 2, application_name: 'tidemark' });
         try {
           const r = await rehearsePlan(pool, p);

@@ -25,11 +25,13 @@ export function untilSignal(): Promise<string> {
 export function registerServerCommands(program: Command, globals: () => GlobalOptions): void {
   program
     .command('worker')
-    .description('run a worker on the tidemark task queue (connection strings come from this process\'s environment)')
+    .description("run a worker on the tidemark task queue (connection strings come from this process's environment)")
     .action(async () => {
       const g = globals();
       const w = await startWorker({ address: g.address, namespace: g.namespace, taskQueue: g.taskQueue });
-      console.error(`worker running on task queue ${g.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? 'tidemark'}; Ctrl-C to stop`);
+      console.error(
+        `worker running on task queue ${g.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? 'tidemark'}; Ctrl-C to stop`,
+      );
       await Promise.race([untilSignal(), w.done]);
       await w.shutdown();
     });
@@ -45,7 +47,9 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
       const g = globals();
       const server = await startDevServer({ port: Number(o.port), uiPort: Number(o.uiPort), dbFile: o.dbFile });
       console.error(`Temporal dev server at ${server.address}, Web UI at ${server.uiUrl} (state in ${o.dbFile})`);
-      const w = o.worker ? await startWorker({ address: server.address, namespace: g.namespace, taskQueue: g.taskQueue }) : undefined;
+      const w = o.worker
+        ? await startWorker({ address: server.address, namespace: g.namespace, taskQueue: g.taskQueue })
+        : undefined;
       if (w) console.error('worker running; Ctrl-C to stop');
       await untilSignal();
       await w?.shutdown();

@@ -1,7 +1,14 @@
 // Pure SQL builders for the copy engine: batched keyset copy, sync triggers and their removal.
 // Each returns text (and values where there are any); identifiers only ever pass through quoteIdent.
 import { quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../quote';
-import { SYNC_GUARD_SETTING, TIDEMARK_SCHEMA, querySyncName, syncFunctionName, syncTriggerName, type SyncDirection } from '../names';
+import {
+  SYNC_GUARD_SETTING,
+  TIDEMARK_SCHEMA,
+  querySyncName,
+  syncFunctionName,
+  syncTriggerName,
+  type SyncDirection,
+} from '../names';
 
 export interface MappedColumn {
   /** Target column name. */
@@ -74,7 +81,9 @@ function targetList(m: CopyMapping): string {
 
 /** `expr1 AS "col1", …`: the mapping evaluated over a source row aliased `s`. */
 export function mappedSelectList(m: CopyMapping, cast = false): string {
-  return m.columns.map((c) => `${cast ? `(${c.expr})::${c.type}` : `(${c.expr})`} AS ${quoteIdent(c.target)}`).join(', ');
+  return m.columns
+    .map((c) => `${cast ? `(${c.expr})::${c.type}` : `(${c.expr})`} AS ${quoteIdent(c.target)}`)
+    .join(', ');
 }
 
 function upsertTail(keyCols: string[], cols: string[]): string {
@@ -94,7 +103,10 @@ export type ConflictMode = 'fail' | 'update' | 'nothing';
 function conflictClause(m: CopyMapping, mode: ConflictMode): string {
   if (mode === 'fail') return '';
   if (mode === 'nothing') return ` ON CONFLICT (${quoteIdent(m.key)}) DO NOTHING`;
-  return ` ${upsertTail([m.key], m.columns.map((c) => c.target))}`;
+  return ` ${upsertTail(
+    [m.key],
+    m.columns.map((c) => c.target),
+  )}`;
 }
 
 /** The mode to fall back to when the fast path meets a key the target already holds. */
@@ -107,7 +119,10 @@ export function slowConflictMode(m: CopyMapping): ConflictMode {
 export function targetHasRowsQuery(m: CopyMapping, after: string | null, upTo: string): Query {
   const values: unknown[] = [];
   const where = keyBounds(m, after, upTo, values).map((w) => w.replace(/^s\./, 't.'));
-  return { text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t WHERE ${where.join(' AND ')}) AS x`, values };
+  return {
+    text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t WHERE ${where.join(' AND ')}) AS x`,
+    values,
+  };
 }
 
 /** Source and target row counts over an interval, read in one fresh snapshot: equal means no stale target row. */
@@ -178,7 +193,13 @@ export function rangeBatchQuery(m: CopyMapping, after: string | null, upTo: stri
 /**
  * One batch of the next `limit` rows in key order (any orderable key): returns how many rows it read and the last key.
  */
-export function limitBatchQuery(m: CopyMapping, after: string | null, upTo: string | null, limit: number, mode: ConflictMode): Query {
+export function limitBatchQuery(
+  m: CopyMapping,
+  after: string | null,
+  upTo: string | null,
+  limit: number,
+  mode: ConflictMode,
+): Query {
   const values: unknown[] = [limit];
   const where = keyBounds(m, after, upTo, values);
   const k = `s.${quoteIdent(m.key)}`;
@@ -199,7 +220,8 @@ export function keyExtentQuery(m: CopyMapping, after: string | null, upTo: strin
   const values: unknown[] = [];
   const where = keyBounds(m, after, upTo, values);
   const k = `s.${quoteIdent(m.key)}`;
-  const scan = (dir: string) => `(SELECT ${k}::text FROM ${sourceFrom(m)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} ${dir} LIMIT 1)`;
+  const scan = (dir: string) =>
+    `(SELECT ${k}::text FROM ${sourceFrom(m)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} ${dir} LIMIT 1)`;
   return { text: `SELECT ${scan('ASC')} AS lo, ${scan('DESC')} AS hi`, values };
 }
 
@@ -253,7 +275,10 @@ BEGIN
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
       INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT NEW.*) AS s
-      ${upsertTail([r.key], r.columns.map((c) => c.name))};
+      ${upsertTail(
+        [r.key],
+        r.columns.map((c) => c.name),
+      )};
     END IF;
   END IF;
   ${guardLeave}
@@ -323,7 +348,10 @@ BEGIN
   FOR k IN SELECT DISTINCT x FROM (VALUES (k_old), (k_new)) AS v(x) WHERE x IS NOT NULL LOOP
     DELETE FROM ${tgt} WHERE ${key} = k;
     INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s WHERE s.${key} = k
-    ${upsertTail([m.key], m.columns.map((c) => c.target))};
+    ${upsertTail(
+      [m.key],
+      m.columns.map((c) => c.target),
+    )};
   END LOOP;
   ${guardLeave}
   RETURN NULL;
@@ -341,7 +369,8 @@ END`;
 export function dropSyncDdl(job: string, querySources = 0): string[] {
   // DROP FUNCTION … CASCADE removes the triggers that use it, wherever their table now lives.
   const fns = [functionRef(job, 'forward'), functionRef(job, 'reverse')];
-  for (let i = 0; i < querySources; i++) fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, i, 'function'))}`);
+  for (let i = 0; i < querySources; i++)
+    fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, i, 'function'))}`);
   return fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`);
 }
 
