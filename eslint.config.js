@@ -40,7 +40,7 @@ module.exports = tseslint.config(
     },
   },
   {
-    files: ['src/workflows/**/*.ts'],
+    files: ['src/migration/**/*.ts', 'src/phases/phase.ts', 'src/phases/index.ts', 'src/phases/*/workflow.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
@@ -51,12 +51,21 @@ module.exports = tseslint.config(
           })),
           patterns: [
             {
-              group: ['**/activities', '**/activities/*'],
+              regex: '(^|/)(activities|activity-kit|run-activities|mapping|batcher|throttler|sizer|sql)$',
               allowTypeImports: true,
-              message: 'import activity types only (import type)',
+              message: 'activity-side module: workflow code imports its types only (import type)',
             },
             {
-              group: ['**/db/*', '**/infra/*', '**/cli/*', '**/logger'],
+              group: [
+                '**/db/*',
+                '**/infra/*',
+                '**/cli/*',
+                '**/logger',
+                '**/rehearsal',
+                '**/flags',
+                '**/client',
+                '**/worker',
+              ],
               message: 'workflow code must not import I/O modules',
             },
           ],

@@ -13,7 +13,7 @@ execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 
 
 const { bundleWorkflowCode, DefaultLogger } = require('@temporalio/worker');
 bundleWorkflowCode({
-  workflowsPath: join(root, 'dist', 'workflows', 'index.js'),
+  workflowsPath: join(root, 'dist', 'migration', 'index.js'),
   logger: new DefaultLogger('WARN'),
 }).then(
   ({ code }) => writeFileSync(join(root, 'dist', 'workflow-bundle.js'), code),

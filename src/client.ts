@@ -35,8 +35,8 @@ import {
   type ResumeRequest,
   type ThrottleRequest,
   type UpdateAck,
-} from './workflows/messages';
-import { TidemarkPhase, TidemarkPlan, TidemarkState } from './workflows/search-attributes';
+} from './migration/messages';
+import { TidemarkPhase, TidemarkPlan, TidemarkState } from './migration/search-attributes';
 
 /** No migration with that plan name or workflow id (exit code 3). */
 export class MigrationNotFoundError extends Error {

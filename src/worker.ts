@@ -2,11 +2,11 @@
 import { NativeConnection, Worker, type WorkflowBundle, type WorkflowBundleOption } from '@temporalio/worker';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { createActivities, type ActivityDeps } from './activities';
+import { createActivities, type ActivityDeps } from './phases/activities';
 import { PoolRegistry } from './db/pool';
 import { ensureSearchAttributes } from './infra/devserver';
 import { createLogger, type Logger } from './logger';
-import { DEFAULT_TASK_QUEUE } from './workflows/messages';
+import { DEFAULT_TASK_QUEUE } from './migration/messages';
 
 export interface WorkerOptions {
   address?: string;
@@ -15,7 +15,7 @@ export interface WorkerOptions {
   /** Environment the activities read connection strings from (default: process.env). */
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
-  /** Pre-built workflow bundle (tests bundle once per file); default: bundle src/workflows at start. */
+  /** Pre-built workflow bundle (tests bundle once per file); default: bundle src/migration at start. */
   workflowBundle?: WorkflowBundle;
   binaries?: ActivityDeps['binaries'];
   maxConcurrentActivities?: number;
@@ -29,7 +29,7 @@ export interface RunningWorker {
 }
 
 export function workflowsPath(): string {
-  return require.resolve('./workflows');
+  return require.resolve('./migration');
 }
 
 /** The workflow bundle made at build time (dist/workflow-bundle.js), when running from dist. */

@@ -1,6 +1,6 @@
 // Shared by the commands: global options, a connected client, and following a migration until it ends.
 import { TidemarkClient, type LiveProgress } from '../client';
-import type { MigrationStatus } from '../workflows/messages';
+import type { MigrationStatus } from '../migration/messages';
 import { renderStatus } from './format';
 
 export interface GlobalOptions {

@@ -1,27 +1,42 @@
-// Exit codes (SPEC §3) and the one-line error messages the CLI prints.
+// Exit codes (SPEC §3) and the one-line error messages the CLI prints. Both come from the failure table
+// (migration/failures.ts): an error's failure type decides its exit code.
+import { ApplicationFailure } from '@temporalio/common';
 import { MigrationNotFoundError, RejectedError } from '../client';
 import { formatPgError, isPgError } from '../db/errors';
+import { exitCodeOf, F, FAILURES, type FailureType } from '../migration/failures';
 import { InvalidPlanError } from '../plan/load';
 
-export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, rejected: 4 } as const;
+export const EXIT = {
+  ok: 0,
+  failed: exitCodeOf(F.ActivityError),
+  usage: FAILURES.Usage.exitCode,
+  notFound: FAILURES.NotFound.exitCode,
+  rejected: FAILURES.Rejected.exitCode,
+} as const;
 
-/** An error the CLI reports with a specific exit code. */
+/** An error the CLI reports with the exit code of its failure type. */
 export class CliError extends Error {
   constructor(
     message: string,
-    public readonly exitCode: number,
+    public readonly type: FailureType,
   ) {
     super(message);
     this.name = 'CliError';
   }
 }
 
+/** The failure type an error stands for, as far as the CLI can tell. */
+export function failureTypeOf(e: unknown): string | undefined {
+  if (e instanceof CliError) return e.type;
+  if (e instanceof InvalidPlanError) return F.InvalidPlan;
+  if (e instanceof MigrationNotFoundError) return F.NotFound;
+  if (e instanceof RejectedError) return F.Rejected;
+  if (e instanceof ApplicationFailure) return e.type ?? undefined;
+  return undefined;
+}
+
 export function exitCodeFor(e: unknown): number {
-  if (e instanceof CliError) return e.exitCode;
-  if (e instanceof InvalidPlanError) return EXIT.usage;
-  if (e instanceof MigrationNotFoundError) return EXIT.notFound;
-  if (e instanceof RejectedError) return EXIT.rejected;
-  return EXIT.failed;
+  return exitCodeOf(failureTypeOf(e));
 }
 
 /** The lines to print for an error: one per plan problem, otherwise one line. */

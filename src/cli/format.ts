@@ -1,7 +1,7 @@
 // Renders a migration's status for people: phases, progress, flag, gates, pending approval, compensations.
 import type { LiveProgress } from '../client';
 import { formatDuration } from '../plan/durations';
-import type { MigrationStatus } from '../workflows/messages';
+import type { MigrationStatus } from '../migration/messages';
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
 

@@ -82,9 +82,27 @@ export const BOOTSTRAP_DDL: string[] = [
    )`,
   // Sequences the table owned, released so they stay in place while it is archived (see cleanup.ts).
   `ALTER TABLE ${S}.archive ADD COLUMN IF NOT EXISTS kept_sequences jsonb NOT NULL DEFAULT '[]'`,
+  // One row per migration run; fenced_at set when it starts rolling back (see fence.ts).
+  `CREATE TABLE IF NOT EXISTS ${S}.runs (
+     run_key text PRIMARY KEY,
+     migration text NOT NULL,
+     workflow_id text NOT NULL,
+     started_at timestamptz NOT NULL DEFAULT now(),
+     fenced_at timestamptz
+   )`,
+  // What each copy job's sync installed, so its undo knows what to remove (registered before the install runs).
+  `CREATE TABLE IF NOT EXISTS ${S}.sync_jobs (
+     run_key text NOT NULL,
+     job text NOT NULL,
+     source text,
+     target text NOT NULL,
+     target_was_empty boolean NOT NULL,
+     installed_at timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (run_key, job)
+   )`,
 ];
 
-const TABLES = ['history', 'flags', 'copy_progress', 'copy_control', 'reports', 'archive'];
+const TABLES = ['history', 'flags', 'copy_progress', 'copy_control', 'reports', 'archive', 'runs', 'sync_jobs'];
 
 const done = new WeakMap<Pool, Promise<void>>();
 

@@ -1,5 +1,6 @@
 // The plan file's shape (SPEC §2) as a zod schema: parses untrusted input once into a typed object with defaults.
 import { z } from 'zod';
+import { LIMITS } from '../migration/limits';
 import { parseDuration } from './durations';
 
 export const PHASES = ['preflight', 'backup', 'schema', 'copy', 'validate', 'traffic', 'cleanup'] as const;
@@ -57,8 +58,8 @@ const copyJob = z.strictObject({
   sync: z.enum(['none', 'forward', 'bidirectional']).optional(),
   /** For query sources: the tables whose writes must be replayed into the target, and how to find the key. */
   syncFrom: z.array(syncSource).optional(),
-  batchSize: z.number().int().min(1).max(1_000_000).default(5000),
-  maxBatchSize: z.number().int().min(1).max(1_000_000).optional(),
+  batchSize: z.number().int().min(LIMITS.batchSize.min).max(LIMITS.batchSize.max).default(5000),
+  maxBatchSize: z.number().int().min(LIMITS.batchSize.min).max(LIMITS.batchSize.max).optional(),
   targetBatchMs: z.number().int().min(10).max(60_000).default(200),
   parallel: z.number().int().min(1).max(64).default(1),
 });
@@ -71,7 +72,15 @@ const tolerance = z.union([
 const validation = z
   .strictObject({
     rowCount: z.strictObject({ copy: jobName, tolerance: tolerance.optional() }),
-    checksum: z.strictObject({ copy: jobName, chunkSize: z.number().int().min(100).max(1_000_000).default(10_000) }),
+    checksum: z.strictObject({
+      copy: jobName,
+      chunkSize: z
+        .number()
+        .int()
+        .min(LIMITS.checksumChunk.min)
+        .max(LIMITS.checksumChunk.max)
+        .default(LIMITS.checksumChunk.default),
+    }),
     sql: z.strictObject({
       name: z.string().min(1),
       query: sqlText,

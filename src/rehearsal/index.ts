@@ -1,7 +1,7 @@
 // Plan rehearsal (`tidemark plan check --rehearse`): preflight, then each schema step up → down → up inside one
 // transaction that is rolled back, checking that down restores exactly the schema up started from.
 import type { Pool, PoolClient } from 'pg';
-import { runPreflightChecks, type PreflightReport } from '../activities/preflight';
+import { runPreflightChecks, type PreflightReport } from '../phases/preflight/activities';
 import { formatPgError } from '../db/errors';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
 import { lintPlan, type LintFinding } from '../plan/lint';

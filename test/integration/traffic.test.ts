@@ -5,14 +5,14 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 import { join } from 'node:path';
 import { Pool } from 'pg';
-import { createActivities } from '../../src/activities';
+import { createActivities } from '../../src/phases/activities';
 import { PoolRegistry } from '../../src/db/pool';
 import { temporalTestServer } from '../../src/infra/tools';
 import { createLogger } from '../../src/logger';
 import { loadPlan } from '../../src/plan/load';
 import type { Gate, ResolvedPlan } from '../../src/plan/types';
-import { WORKFLOW_TYPE } from '../../src/workflows/messages';
-import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
+import { WORKFLOW_TYPE } from '../../src/migration/messages';
+import { SEARCH_ATTRIBUTES } from '../../src/migration/search-attributes';
 import { exceptBothWays, flagPercent, schemaDump, tableExists } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
@@ -294,7 +294,7 @@ test('multi-day soaks, a two-day retention delay and a week before the drop run 
       connection: env.nativeConnection,
       taskQueue: 'timeskip',
       workflowBundle: await bundleWorkflowCode({
-        workflowsPath: require.resolve('../../src/workflows'),
+        workflowsPath: require.resolve('../../src/migration'),
         logger: new DefaultLogger('WARN'),
       }),
       activities: createActivities({ pools: new PoolRegistry(h.env), logger: createLogger({ level: 'warn' }) }),

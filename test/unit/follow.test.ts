@@ -4,7 +4,7 @@ import { PassThrough } from 'node:stream';
 import type { LiveProgress, TidemarkClient } from '../../src/client';
 import { follow } from '../../src/cli/context';
 import { renderStatus } from '../../src/cli/format';
-import { initialStatus, type MigrationStatus } from '../../src/workflows/messages';
+import { initialStatus, type MigrationStatus } from '../../src/migration/messages';
 
 type Status = MigrationStatus & { live: LiveProgress[] };
 

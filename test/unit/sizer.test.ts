@@ -1,6 +1,6 @@
 // The copy's batch sizer: proportional when the cost is per row, growing (not crawling) when a fixed cost per batch
 // — a query source whose key has no index scans and sorts everything for each batch — dominates.
-import { BatchSizer, MIN_BATCH } from '../../src/activities/copy/sizer';
+import { BatchSizer, MIN_BATCH } from '../../src/phases/copy/sizer';
 
 /** Runs the sizer against a simulated cost model and returns the sizes it chose. */
 function simulate(

@@ -2,8 +2,14 @@
 import { parseDuration, formatDuration } from '../../src/plan/durations';
 import { parseTableRef, quoteIdent, quoteLiteral, quoteTable } from '../../src/db/quote';
 import { syncTriggerName } from '../../src/db/names';
-import { limitBatchQuery, pruneQuery, rangeBatchQuery, reconcileQuery, type CopyMapping } from '../../src/db/sql/copy';
-import { chunkDigestQuery } from '../../src/db/sql/checksum';
+import {
+  limitBatchQuery,
+  pruneQuery,
+  rangeBatchQuery,
+  reconcileQuery,
+  type CopyMapping,
+} from '../../src/phases/copy/sql';
+import { chunkDigestQuery } from '../../src/phases/validate/sql';
 
 const m: CopyMapping = {
   job: 'orders',

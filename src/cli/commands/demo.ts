@@ -12,8 +12,9 @@ import { formatDuration } from '../../plan/durations';
 import { loadPlan } from '../../plan/load';
 import type { ResolvedPlan } from '../../plan/types';
 import { startWorker } from '../../worker';
-import { workflowIdFor } from '../../workflows/messages';
+import { workflowIdFor } from '../../migration/messages';
 import { follow } from '../context';
+import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { webUiUrl } from '../format';
 import { stateDir, untilSignal } from './servers';
@@ -92,7 +93,7 @@ export function registerDemoCommand(program: Command): void {
         const interrupted = untilSignal().then((sig) => {
           throw new CliError(
             `interrupted by ${sig}; migration ${workflowId} keeps its state in the Temporal server`,
-            EXIT.failed,
+            F.ActivityError,
           );
         });
         interrupted.catch(() => undefined);

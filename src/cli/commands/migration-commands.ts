@@ -4,16 +4,19 @@ import { loadPlan } from '../../plan/load';
 import { userInfo } from 'node:os';
 import { renderStatus, webUiUrl } from '../format';
 import { follow, uiBase, withTidemark, type GlobalOptions } from '../context';
+import { F } from '../../migration/failures';
+import { LIMITS, outOfBounds, type Bounds } from '../../migration/limits';
 import { CliError, EXIT } from '../errors';
-import type { UpdateAck } from '../../workflows/messages';
+import type { UpdateAck } from '../../migration/messages';
 
 const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
 
-function intOption(name: string, min: number, max: number) {
+/** Parses an integer option within the same bounds the workflow's validators enforce. */
+function intOption(name: string, bounds: Bounds) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new CliError(`${name} must be an integer from ${min} to ${max}, got "${v}"`, EXIT.usage);
+    const bad = outOfBounds(name, n, bounds);
+    if (bad) throw new CliError(`${bad}, got "${v}"`, F.Usage);
     return n;
   };
 }
@@ -131,16 +134,16 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .option(
       '--batch-size <n>',
       'rows per batch (fixed; replaces the adaptive size)',
-      intOption('--batch-size', 1, 1_000_000),
+      intOption('--batch-size', LIMITS.batchSize),
     )
     .option('--adaptive', 'go back to the adaptive batch size')
-    .option('--delay-ms <n>', 'pause between batches', intOption('--delay-ms', 0, 600_000))
+    .option('--delay-ms <n>', 'pause between batches', intOption('--delay-ms', LIMITS.delayMs))
     .option('--json', 'print JSON')
     .action(async (id: string, o: { batchSize?: number; adaptive?: boolean; delayMs?: number; json?: boolean }) => {
       if (o.adaptive && o.batchSize !== undefined)
-        throw new CliError('give --batch-size or --adaptive, not both', EXIT.usage);
+        throw new CliError('give --batch-size or --adaptive, not both', F.Usage);
       if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined)
-        throw new CliError('give --batch-size, --adaptive and/or --delay-ms', EXIT.usage);
+        throw new CliError('give --batch-size, --adaptive and/or --delay-ms', F.Usage);
       const batchSize = o.adaptive ? null : o.batchSize;
       await withTidemark(globals(), async (c) =>
         printAck(await c.throttle(id, { by: who(), batchSize, delayMs: o.delayMs }), o.json),

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { Pool } from 'pg';
 import { lintPlan, type LintFinding, type LintSeverity } from '../../plan/lint';
 import { rehearsePlan, type RehearsalReport } from '../../rehearsal';
+import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
 import { loadPlan } from '../../plan/load';
@@ -110,7 +111,7 @@ export function registerPlanCommands(program: Command): void {
         if (!url)
           throw new CliError(
             `set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`,
-            EXIT.usage,
+            F.Usage,
           );
         const pool = new Pool({ connectionString: url, max: 2, application_name: 'tidemark' });
         try {

@@ -1,10 +1,16 @@
-// What every activity module shares: its dependencies, the run it belongs to, and how errors become failures.
+// What every phase's activities share: their dependencies, the run they work for, how a forward step writes (fenced,
+// cancellable, heartbeating) and how errors become Temporal failures.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { Pool, PoolClient } from 'pg';
 import { ensureTidemarkSchema } from '../db/bootstrap';
 import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
+import { enterRun, enterRunForSession, RunFencedError, type RunRef } from '../db/fence';
 import { MissingDatabaseUrlError, type PoolRegistry } from '../db/pool';
+import { inTransaction, withClient, type TxOptions } from '../db/tx';
 import type { Logger } from '../logger';
+import { F, failure } from '../migration/failures';
+
+export type { RunRef } from '../db/fence';
 
 export interface ActivityDeps {
   pools: PoolRegistry;
@@ -13,18 +19,13 @@ export interface ActivityDeps {
   binaries?: { pgDump?: string; pgRestore?: string };
 }
 
-/**
- * The migration this activity works for. `runId` is the first run of the workflow's chain when the workflow passes it
- * (bookkeeping rows must still be found after it continued as new); otherwise the current run.
- */
-export function currentRun(runId?: string): { workflowId: string; runId: string } {
+/** The workflow this activity works for (for bookkeeping rows); 'local' outside an activity. */
+export function currentWorkflowId(): string {
   try {
-    const wf = Context.current().info.workflowExecution;
-    if (wf) return { workflowId: wf.workflowId, runId: runId ?? wf.runId };
+    return Context.current().info.workflowExecution?.workflowId ?? 'local';
   } catch {
-    // not inside an activity
+    return 'local';
   }
-  return { workflowId: 'local', runId: 'local' };
 }
 
 export async function targetPool(deps: ActivityDeps, urlEnv: string): Promise<Pool> {
@@ -36,15 +37,17 @@ export async function targetPool(deps: ActivityDeps, urlEnv: string): Promise<Po
 /** Turns any error from an activity body into a Temporal failure: retryable when a retry can fix it. */
 export function toFailure(e: unknown, context: string): unknown {
   if (e instanceof ApplicationFailure) return e;
-  if (e instanceof MissingDatabaseUrlError) return ApplicationFailure.nonRetryable(e.message, 'MissingDatabaseUrl');
+  if (e instanceof MissingDatabaseUrlError) return failure(F.MissingDatabaseUrl, e.message);
+  if (e instanceof RunFencedError) return failure(F.RunFenced, `${context}: ${e.message}`);
   if ((e as Error)?.name === 'CancelledFailure' || (e as Error)?.name === 'AbortError') return e;
   const msg = `${context}: ${formatPgError(e)}`;
   // Programming errors do not heal on retry: fail at once with the message instead of retrying for hours.
-  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError)
-    return ApplicationFailure.nonRetryable(msg, 'InternalError');
-  if (isRetryablePgError(e)) return ApplicationFailure.retryable(msg, 'RetryableDbError');
-  if (isPgError(e)) return ApplicationFailure.nonRetryable(msg, 'SqlError', { code: (e as { code?: string }).code });
-  return ApplicationFailure.retryable(msg, 'ActivityError');
+  if (e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError) {
+    return failure(F.InternalError, msg);
+  }
+  if (isRetryablePgError(e)) return failure(F.RetryableDbError, msg);
+  if (isPgError(e)) return failure(F.SqlError, msg, { code: (e as { code?: string }).code });
+  return failure(F.ActivityError, msg);
 }
 
 /** Runs an activity body, converting errors; `context` names what was being done for the message. */
@@ -72,6 +75,15 @@ export function cancellationSignal(): AbortSignal | undefined {
   }
 }
 
+/** The details the previous attempt of this activity heartbeat last, if any. */
+export function previousHeartbeat<T>(): T | undefined {
+  try {
+    return Context.current().info.heartbeatDetails as T | undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (ms <= 0 || signal?.aborted) return resolve();
@@ -87,17 +99,18 @@ export function sleepMs(ms: number, signal?: AbortSignal): Promise<void> {
 
 /**
  * Runs `fn`, whose statements go through `c`, heartbeating so that a cancellation (an abort) reaches this activity
- * while a long statement runs. On cancellation the statement is cancelled in the server (pg_cancel_backend), so its
- * transaction rolls back rather than committing after the workflow has moved on to its rollback; the activity then
- * reports itself cancelled.
+ * while a statement runs or waits for a lock. On cancellation the statement is cancelled in the server
+ * (pg_cancel_backend), so its transaction rolls back rather than committing after the workflow has moved on to its
+ * rollback; the activity then reports itself cancelled. The workflow waits for that report before it compensates.
  */
 export async function cancellable<T>(pool: Pool, c: PoolClient, fn: () => Promise<T>): Promise<T> {
   const signal = cancellationSignal();
   const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
-  const beat = setInterval(() => heartbeat(), 2000);
+  const beat = setInterval(() => heartbeat(), 1000);
   const cancel = () => void pool.query('SELECT pg_cancel_backend($1)', [pid]).catch(() => undefined);
   signal?.addEventListener('abort', cancel, { once: true });
   try {
+    if (signal?.aborted) throw new CancelledFailure('cancelled before it started');
     return await fn();
   } catch (e) {
     if (signal?.aborted) throw new CancelledFailure('cancelled: the running statement was cancelled and rolled back');
@@ -106,4 +119,38 @@ export async function cancellable<T>(pool: Pool, c: PoolClient, fn: () => Promis
     clearInterval(beat);
     signal?.removeEventListener('abort', cancel);
   }
+}
+
+/**
+ * A forward step's change: one transaction, fenced against the run's rollback (see fence.ts), cancelled in the server
+ * when the activity is cancelled.
+ */
+export async function forwardTransaction<T>(
+  pool: Pool,
+  run: RunRef,
+  opts: TxOptions,
+  fn: (c: PoolClient) => Promise<T>,
+): Promise<T> {
+  return withClient(pool, (c) =>
+    cancellable(pool, c, () =>
+      inTransaction(c, opts, async (tx) => {
+        await enterRun(tx, run);
+        return fn(tx);
+      }),
+    ),
+  );
+}
+
+/** A forward step that cannot run in one transaction (statements one by one): fenced for the session's duration. */
+export async function forwardSession<T>(pool: Pool, run: RunRef, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, (c) =>
+    cancellable(pool, c, async () => {
+      const release = await enterRunForSession(c, run);
+      try {
+        return await fn(c);
+      } finally {
+        await release();
+      }
+    }),
+  );
 }

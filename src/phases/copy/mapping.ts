@@ -1,15 +1,16 @@
 // Resolves a plan's copy job against the catalog into the CopyMapping the SQL builders need.
-import { ApplicationFailure } from '@temporalio/activity';
+import type { ApplicationFailure } from '@temporalio/common';
+import { F, failure } from '../../migration/failures';
 import type { Pool, PoolClient } from 'pg';
 import { hasUniqueIndexOn, tableColumns, type ColumnInfo } from '../../db/catalog';
 import { parseTableRef, quoteIdent } from '../../db/quote';
-import type { CopyMapping, ReverseColumn } from '../../db/sql/copy';
+import type { CopyMapping, ReverseColumn } from '../copy/sql';
 import type { ResolvedCopyJob } from '../../plan/types';
 
 type Queryable = Pool | PoolClient;
 
 function planError(job: string, message: string): ApplicationFailure {
-  return ApplicationFailure.nonRetryable(`copy job "${job}": ${message}`, 'PlanRuntimeError');
+  return failure(F.PlanRuntimeError, `copy job "${job}": ${message}`);
 }
 
 /** The column an expression names when it is nothing but a column reference, as PostgreSQL would fold it. */

@@ -3,17 +3,17 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
-import { hasUniqueIndexOn, serverVersionNum, tableColumns } from '../db/catalog';
-import { formatPgError } from '../db/errors';
-import { ARCHIVE_SCHEMA } from '../db/names';
-import { findPgTool, toolMajorVersion } from '../db/pgtools';
-import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
-import { inTransaction } from '../db/tx';
-import type { ResolvedPlan } from '../plan/types';
-import { formatDuration } from '../plan/durations';
-import { createdTables, parseStatements } from '../plan/lint';
-import { activityBody, type ActivityDeps } from './common';
-import { ApplicationFailure } from '@temporalio/activity';
+import { hasUniqueIndexOn, serverVersionNum, tableColumns } from '../../db/catalog';
+import { formatPgError } from '../../db/errors';
+import { ARCHIVE_SCHEMA } from '../../db/names';
+import { findPgTool, toolMajorVersion } from '../../db/pgtools';
+import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
+import { inTransaction } from '../../db/tx';
+import type { ResolvedPlan } from '../../plan/types';
+import { formatDuration } from '../../plan/durations';
+import { createdTables, parseStatements } from '../../plan/lint';
+import { F, failure } from '../../migration/failures';
+import { activityBody, type ActivityDeps } from '../activity-kit';
 
 export type FindingStatus = 'ok' | 'warn' | 'fail';
 
@@ -331,7 +331,7 @@ export function createPreflightActivities(deps: ActivityDeps) {
         const report = await runPreflightChecks(pool, input.plan, { binaries: deps.binaries });
         if (!report.ok) {
           const failed = report.findings.filter((f) => f.status === 'fail').map((f) => `${f.check}: ${f.message}`);
-          throw ApplicationFailure.nonRetryable(`preflight failed: ${failed.join('; ')}`, 'PreflightFailed', report);
+          throw failure(F.PreflightFailed, `preflight failed: ${failed.join('; ')}`, report);
         }
         return report;
       });

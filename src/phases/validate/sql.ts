@@ -1,7 +1,7 @@
 // Pure SQL builders for exact validation: chunk digests of the source seen through the mapping and of the target,
 // and the row-level diff that narrows a differing chunk to its keys.
-import { quoteIdent, quoteLiteral, quoteTable } from '../quote';
-import { sourceFrom, type CopyMapping, type Query } from './copy';
+import { quoteIdent, quoteLiteral, quoteTable } from '../../db/quote';
+import { sourceFrom, type CopyMapping, type Query } from '../copy/sql';
 
 export interface ChunkBounds {
   after: string | null;

@@ -1,19 +1,37 @@
-// Traffic phase: moves the rollout flag (every change NOTIFYs readers) and reads metric gates. The compensation is the
-// same setFlag back to 0, which runs first in a rollback so traffic returns to the old path within seconds.
-import { ApplicationFailure } from '@temporalio/activity';
-import { TIDEMARK_SCHEMA } from '../db/names';
-import { quoteIdent } from '../db/quote';
-import { withTransaction } from '../db/tx';
-import type { Gate } from '../plan/types';
-import { activityBody, targetPool, type ActivityDeps } from './common';
+// Traffic, activity side: moves the rollout flag (every change NOTIFYs readers) and, as the undo, puts it back to 0;
+// reads metric gates.
+import { TIDEMARK_SCHEMA } from '../../db/names';
+import { quoteIdent } from '../../db/quote';
+import { withTransaction } from '../../db/tx';
+import type { Gate } from '../../plan/types';
+import type { Pool, PoolClient } from 'pg';
+import { F, failure } from '../../migration/failures';
+import { activityBody, forwardTransaction, targetPool, type ActivityDeps, type RunRef } from '../activity-kit';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 
 export interface SetFlagInput {
   urlEnv: string;
+  run: RunRef;
   flag: string;
   percent: number;
   by: string;
+}
+
+/** Sets the flag (creating it if needed); returns the previous percentage. */
+async function writeFlag(db: Pool | PoolClient, flag: string, percent: number, by: string) {
+  const r = await db.query(
+    `WITH prev AS (SELECT rollout_percentage FROM ${S}.flags WHERE name = $1)
+     INSERT INTO ${S}.flags (name, rollout_percentage, updated_at, updated_by) VALUES ($1, $2, now(), $3)
+     ON CONFLICT (name) DO UPDATE SET rollout_percentage = EXCLUDED.rollout_percentage, updated_at = now(), updated_by = EXCLUDED.updated_by
+     RETURNING (SELECT rollout_percentage FROM prev) AS previous, updated_at`,
+    [flag, percent, by],
+  );
+  return {
+    previous: (r.rows[0].previous as number | null) ?? 0,
+    percent,
+    at: new Date(r.rows[0].updated_at).toISOString(),
+  };
 }
 
 export interface GateValue {
@@ -68,29 +86,28 @@ export function createTrafficActivities(deps: ActivityDeps) {
   }
 
   return {
-    /** Sets the flag's rollout percentage (creating the flag if needed); returns the previous percentage. */
+    /** Moves the flag to a stage's percentage; fenced, so it never lands after a rollback put it back to 0. */
     async setFlag(input: SetFlagInput): Promise<{ previous: number; percent: number; at: string }> {
       return activityBody(`setting flag ${input.flag} to ${input.percent}%`, async () => {
         if (!Number.isInteger(input.percent) || input.percent < 0 || input.percent > 100) {
-          throw ApplicationFailure.nonRetryable(
-            `flag percentage must be 0..100, got ${input.percent}`,
-            'PlanRuntimeError',
-          );
+          throw failure(F.PlanRuntimeError, `flag percentage must be 0..100, got ${input.percent}`);
         }
         const pool = await targetPool(deps, input.urlEnv);
-        const r = await pool.query(
-          `WITH prev AS (SELECT rollout_percentage FROM ${S}.flags WHERE name = $1)
-           INSERT INTO ${S}.flags (name, rollout_percentage, updated_at, updated_by) VALUES ($1, $2, now(), $3)
-           ON CONFLICT (name) DO UPDATE SET rollout_percentage = EXCLUDED.rollout_percentage, updated_at = now(), updated_by = EXCLUDED.updated_by
-           RETURNING (SELECT rollout_percentage FROM prev) AS previous, updated_at`,
-          [input.flag, input.percent, input.by],
+        const r = await forwardTransaction(pool, input.run, {}, (c) =>
+          writeFlag(c, input.flag, input.percent, input.by),
         );
         deps.logger.info({ flag: input.flag, percent: input.percent }, 'flag set');
-        return {
-          previous: r.rows[0].previous ?? 0,
-          percent: input.percent,
-          at: new Date(r.rows[0].updated_at).toISOString(),
-        };
+        return r;
+      });
+    },
+
+    /** Undo: the flag back to 0, so traffic returns to the old path. */
+    async resetFlag(input: { urlEnv: string; flag: string; by: string }): Promise<{ previous: number }> {
+      return activityBody(`setting flag ${input.flag} back to 0%`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const r = await writeFlag(pool, input.flag, 0, input.by);
+        deps.logger.info({ flag: input.flag, previous: r.previous }, 'flag back to 0');
+        return { previous: r.previous };
       });
     },
 

@@ -1,20 +1,25 @@
 // Schema phase: each step's `up` recorded in tidemark.history with its checksum, and its compensation (`down`,
 // history marked rolled back) side by side.
 import type { PoolClient } from 'pg';
-import { TIDEMARK_SCHEMA } from '../db/names';
-import { quoteIdent } from '../db/quote';
-import { parseStatements } from '../plan/lint';
-import { inTransaction, withClient } from '../db/tx';
-import type { SchemaStep } from '../plan/types';
-import { activityBody, cancellable, currentRun, targetPool, type ActivityDeps } from './common';
+import { TIDEMARK_SCHEMA } from '../../db/names';
+import { quoteIdent } from '../../db/quote';
+import { parseStatements } from '../../plan/lint';
+import { inTransaction, withClient } from '../../db/tx';
+import type { SchemaStep } from '../../plan/types';
+import {
+  activityBody,
+  forwardSession,
+  forwardTransaction,
+  targetPool,
+  type ActivityDeps,
+  type RunRef,
+} from '../activity-kit';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 
 export interface SchemaStepInput {
   urlEnv: string;
-  migration: string;
-  /** First run of the workflow's chain. */
-  runId?: string;
+  run: RunRef;
   step: SchemaStep;
   lockTimeoutMs: number;
 }
@@ -73,59 +78,55 @@ export function createSchemaActivities(deps: ActivityDeps) {
   return {
     /** Applies one step's `up` and records it; a retry after a crash finds the record and does nothing. */
     async applySchemaStep(input: SchemaStepInput): Promise<SchemaStepResult> {
-      const { step } = input;
+      const { step, run } = input;
       return activityBody(`schema step ${step.id} (up)`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { workflowId, runId } = currentRun(input.runId);
         const t0 = Date.now();
-        return withClient(pool, async (c) => {
-          const done = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [
-            runId,
-            step.id,
-          ]);
-          if (done.rowCount) return { step: step.id, applied: true, alreadyDone: true, durationMs: 0 };
-          const record = (cl: PoolClient) =>
-            cl.query(
-              `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, duration_ms)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-              [
-                input.migration,
-                workflowId,
-                runId,
-                step.id,
-                step.up.sha256,
-                step.down.sha256,
-                step.transactional,
-                Date.now() - t0,
-              ],
-            );
-          await cancellable(pool, c, async () => {
-            if (step.transactional) {
-              // The step and its history row commit together: either both exist or neither does.
-              await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-                await runScript(tx, step.up.sql, true, input.lockTimeoutMs);
-                await record(tx);
-              });
-            } else {
-              await runScript(c, step.up.sql, false, input.lockTimeoutMs);
-              await record(c);
-            }
+        const done = await pool.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [
+          run.runKey,
+          step.id,
+        ]);
+        if (done.rowCount) return { step: step.id, applied: true, alreadyDone: true, durationMs: 0 };
+        const record = (cl: PoolClient) =>
+          cl.query(
+            `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, duration_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+            [
+              run.migration,
+              run.workflowId,
+              run.runKey,
+              step.id,
+              step.up.sha256,
+              step.down.sha256,
+              step.transactional,
+              Date.now() - t0,
+            ],
+          );
+        if (step.transactional) {
+          // The step and its history row commit together: either both exist or neither does.
+          await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
+            await runScript(tx, step.up.sql, true, input.lockTimeoutMs);
+            await record(tx);
           });
-          deps.logger.info({ step: step.id, ms: Date.now() - t0 }, 'schema step applied');
-          return { step: step.id, applied: true, alreadyDone: false, durationMs: Date.now() - t0 };
-        });
+        } else {
+          await forwardSession(pool, run, async (c) => {
+            await runScript(c, step.up.sql, false, input.lockTimeoutMs);
+            await record(c);
+          });
+        }
+        deps.logger.info({ step: step.id, ms: Date.now() - t0 }, 'schema step applied');
+        return { step: step.id, applied: true, alreadyDone: false, durationMs: Date.now() - t0 };
       });
     },
 
-    /** Compensation: runs the step's `down` and marks its history row rolled back. */
+    /** Undo: runs the step's `down` and marks its history row rolled back; nothing when the step never committed. */
     async revertSchemaStep(input: SchemaStepInput): Promise<string> {
-      const { step } = input;
+      const { step, run } = input;
       return activityBody(`schema step ${step.id} (down)`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun(input.runId);
         return withClient(pool, async (c) => {
           const h = await c.query(`SELECT status FROM ${S}.history WHERE run_id = $1 AND step_id = $2`, [
-            runId,
+            run.runKey,
             step.id,
           ]);
           if (h.rowCount && h.rows[0].status === 'rolled-back') return `${step.id}: already rolled back`;
@@ -137,9 +138,9 @@ export function createSchemaActivities(deps: ActivityDeps) {
                VALUES ($1, $2, $3, $4, $5, $6, $7, 'rolled-back', now())
                ON CONFLICT (run_id, step_id) DO UPDATE SET status = 'rolled-back', rolled_back_at = now()`,
               [
-                input.migration,
-                currentRun(input.runId).workflowId,
-                runId,
+                run.migration,
+                run.workflowId,
+                run.runKey,
                 step.id,
                 step.up.sha256,
                 step.down.sha256,

@@ -8,7 +8,7 @@ import {
   type ConflictMode,
   type CopyMapping,
   type Query,
-} from '../../db/sql/copy';
+} from '../copy/sql';
 
 export const INTEGER_KEY_TYPES = new Set(['smallint', 'integer', 'bigint']);
 

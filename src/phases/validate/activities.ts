@@ -1,17 +1,25 @@
 // Validate phase: row counts, exact chunked checksums through the mapping, SQL assertions and orphan checks.
 // Read-only, so no compensation; a failed check fails the phase and the workflow rolls back.
 import type { Pool, PoolClient } from 'pg';
-import { TIDEMARK_SCHEMA } from '../db/names';
-import { quoteIdent, quoteTable } from '../db/quote';
-import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, type ChunkBounds } from '../db/sql/checksum';
-import { keyExtentQuery, sourceFrom, type CopyMapping } from '../db/sql/copy';
-import { INTEGER_KEY_TYPES } from './copy/batcher';
-import { inTransaction, withClient } from '../db/tx';
-import type { ResolvedCopyJob, ValidationCheck } from '../plan/types';
-import type { ValidationCheckResult, ValidationReport } from '../workflows/messages';
-import { resolveMapping } from './copy/mapping';
-import { activityBody, cancellationSignal, currentRun, heartbeat, targetPool, type ActivityDeps } from './common';
-import { Context, CancelledFailure } from '@temporalio/activity';
+import { TIDEMARK_SCHEMA } from '../../db/names';
+import { quoteIdent, quoteTable } from '../../db/quote';
+import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, type ChunkBounds } from './sql';
+import { keyExtentQuery, sourceFrom, type CopyMapping } from '../copy/sql';
+import { INTEGER_KEY_TYPES } from '../copy/batcher';
+import { inTransaction, withClient } from '../../db/tx';
+import type { ResolvedCopyJob, ValidationCheck } from '../../plan/types';
+import type { ValidationCheckResult, ValidationReport } from '../../migration/messages';
+import { resolveMapping } from '../copy/mapping';
+import {
+  activityBody,
+  cancellationSignal,
+  heartbeat,
+  previousHeartbeat,
+  targetPool,
+  type ActivityDeps,
+  type RunRef,
+} from '../activity-kit';
+import { CancelledFailure } from '@temporalio/activity';
 
 export interface ValidationInput {
   urlEnv: string;
@@ -95,13 +103,12 @@ export function createValidateActivities(deps: ActivityDeps) {
     },
 
     /** Keeps a report (validation, preflight…) with the migration in the target database. */
-    async recordReport(input: { urlEnv: string; migration: string; kind: string; report: unknown }): Promise<void> {
+    async recordReport(input: { urlEnv: string; run: RunRef; kind: string; report: unknown }): Promise<void> {
       return activityBody('recording report', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { workflowId, runId } = currentRun();
         await pool.query(
           `INSERT INTO ${quoteIdent(TIDEMARK_SCHEMA)}.reports (migration, workflow_id, run_id, kind, report) VALUES ($1, $2, $3, $4, $5)`,
-          [input.migration, workflowId, runId, input.kind, JSON.stringify(input.report)],
+          [input.run.migration, input.run.workflowId, input.run.runKey, input.kind, JSON.stringify(input.report)],
         );
       });
     },
@@ -195,12 +202,7 @@ async function checksum(
   const m = await resolveMapping(c, input.job!);
   const size = input.check.checksum!.chunkSize;
   const signal = cancellationSignal();
-  let prev: ChecksumHeartbeat | undefined;
-  try {
-    prev = Context.current().info.heartbeatDetails as ChecksumHeartbeat | undefined;
-  } catch {
-    prev = undefined;
-  }
+  const prev = previousHeartbeat<ChecksumHeartbeat>();
   // Resumes after the last chunk below which everything was compared (chunks finish out of order when parallel).
   const state: ChecksumHeartbeat = prev ?? {
     cursor: null,

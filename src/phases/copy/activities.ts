@@ -1,6 +1,6 @@
-// Copy phase: sync triggers (forward) with their removal (compensation) side by side, range planning, and the
-// batched keyset copy that checkpoints its cursor in the same transaction as the rows it writes.
-import { CancelledFailure, Context } from '@temporalio/activity';
+// Copy, activity side: sync triggers (forward) and their removal (undo) side by side, range planning, and the batched
+// keyset copy that checkpoints its cursor in the same transaction as the rows it writes.
+import { CancelledFailure } from '@temporalio/activity';
 import type { Pool, PoolClient } from 'pg';
 import { estimatedRows, tableExists } from '../../db/catalog';
 import { isRetryablePgError } from '../../db/errors';
@@ -20,19 +20,22 @@ import {
   targetHasRowsQuery,
   type ConflictMode,
   type CopyMapping,
-} from '../../db/sql/copy';
+} from './sql';
 import { batcherFor, INTEGER_KEY_TYPES, type BatchResult, type PlannedBatch } from './batcher';
+import { enterRun } from '../../db/fence';
 import { inTransaction, withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
 import {
   activityBody,
   cancellationSignal,
-  currentRun,
+  forwardTransaction,
   heartbeat,
+  previousHeartbeat,
   sleepMs,
   targetPool,
   type ActivityDeps,
-} from '../common';
+  type RunRef,
+} from '../activity-kit';
 import { resolveMapping } from './mapping';
 import { BatchSizer, MIN_BATCH } from './sizer';
 import { Throttler } from './throttler';
@@ -44,6 +47,7 @@ const SHARED_BATCH_MS = 5;
 
 export interface CopyJobInput {
   urlEnv: string;
+  run: RunRef;
   job: ResolvedCopyJob;
   lockTimeoutMs: number;
 }
@@ -99,6 +103,7 @@ export interface CopyRangeResult {
 
 export interface CopyControlInput {
   urlEnv: string;
+  run: RunRef;
   paused: boolean;
   reason?: string;
   batchSize?: number;
@@ -124,45 +129,64 @@ export function createCopyActivities(deps: ActivityDeps) {
   }
 
   return {
-    /** Installs the job's sync triggers so every write from now on reaches the other side. */
+    /**
+     * Installs the job's sync triggers so every write from now on reaches the other side, and records what it
+     * installed (and whether the target was empty) in the same transaction, for the undo to read.
+     */
     async installSyncTriggers(input: CopyJobInput): Promise<InstallSyncResult> {
-      return activityBody(`installing sync triggers for copy job "${input.job.name}"`, async () => {
+      const { job, run } = input;
+      return activityBody(`installing sync triggers for copy job "${job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const mapping = await resolveMapping(pool, input.job);
-        const nonEmpty = await pool.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(mapping.target)}) AS x`);
+        const mapping = await resolveMapping(pool, job);
         const ddl: string[] = [];
-        if (input.job.sync !== 'none' && mapping.source.kind === 'table') ddl.push(...forwardTriggerDdl(mapping));
-        if (input.job.sync !== 'none' && mapping.source.kind === 'query') ddl.push(...querySyncTriggerDdl(mapping));
-        if (input.job.sync === 'bidirectional') ddl.push(...reverseTriggerDdl(mapping));
-        if (ddl.length) {
-          await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+        if (job.sync !== 'none' && mapping.source.kind === 'table') ddl.push(...forwardTriggerDdl(mapping));
+        if (job.sync !== 'none' && mapping.source.kind === 'query') ddl.push(...querySyncTriggerDdl(mapping));
+        if (job.sync === 'bidirectional') ddl.push(...reverseTriggerDdl(mapping));
+        const targetWasEmpty = await forwardTransaction(
+          pool,
+          run,
+          { lockTimeoutMs: input.lockTimeoutMs },
+          async (c) => {
+            const empty = !(await c.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(mapping.target)}) AS x`)).rows[0]
+              .x;
             for (const stmt of ddl) await c.query(stmt);
-          });
-        }
-        deps.logger.info({ job: input.job.name, sync: input.job.sync }, 'sync triggers installed');
+            // A retry after a commit whose answer was lost keeps what the first attempt saw.
+            const r = await c.query(
+              `INSERT INTO ${S}.sync_jobs (run_key, job, source, target, target_was_empty) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run_key, job) DO UPDATE SET target_was_empty = ${S}.sync_jobs.target_was_empty
+             RETURNING target_was_empty`,
+              [run.runKey, job.name, job.from ?? null, job.to, empty],
+            );
+            return r.rows[0].target_was_empty as boolean;
+          },
+        );
+        deps.logger.info({ job: job.name, sync: job.sync }, 'sync triggers installed');
         return {
-          job: input.job.name,
-          triggers:
-            input.job.sync === 'none' ? [] : input.job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
-          targetWasEmpty: !nonEmpty.rows[0].x,
+          job: job.name,
+          triggers: job.sync === 'none' ? [] : job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
+          targetWasEmpty,
         };
       });
     },
 
-    /** Compensation: removes the sync triggers and, if the target was empty before the copy, empties it again. */
-    async undoCopy(input: {
-      urlEnv: string;
-      job: ResolvedCopyJob;
-      emptyTarget: boolean;
-      lockTimeoutMs: number;
-    }): Promise<string> {
-      return activityBody(`undoing copy job "${input.job.name}"`, async () => {
+    /**
+     * Undo: removes the sync triggers and, if the target was empty before the copy, empties it again. Reads what the
+     * install recorded: nothing recorded means the install never committed, and there is nothing to undo.
+     */
+    async undoCopy(input: CopyJobInput): Promise<string> {
+      const { job, run } = input;
+      return activityBody(`undoing copy job "${job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         return withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          for (const stmt of dropSyncDdl(input.job.name, input.job.syncFrom?.length ?? 0)) await c.query(stmt);
-          if (input.emptyTarget && (await tableExists(c, input.job.to))) {
-            await c.query(`TRUNCATE ${quoteTable(input.job.to)}`);
-            return `sync triggers dropped, ${input.job.to} emptied`;
+          const rec = await c.query(
+            `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
+            [run.runKey, job.name],
+          );
+          if (!rec.rowCount) return 'nothing was installed';
+          for (const stmt of dropSyncDdl(job.name, job.syncFrom?.length ?? 0)) await c.query(stmt);
+          if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
+            await c.query(`TRUNCATE ${quoteTable(job.to)}`);
+            return `sync triggers dropped, ${job.to} emptied`;
           }
           return 'sync triggers dropped';
         });
@@ -204,13 +228,12 @@ export function createCopyActivities(deps: ActivityDeps) {
     async setCopyControl(input: CopyControlInput): Promise<void> {
       return activityBody('updating copy control', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun();
         await pool.query(
           `INSERT INTO ${S}.copy_control (run_id, paused, pause_reason, batch_size, delay_ms, updated_at)
            VALUES ($1, $2, $3, $4, $5, now())
            ON CONFLICT (run_id) DO UPDATE SET paused = EXCLUDED.paused, pause_reason = EXCLUDED.pause_reason,
              batch_size = EXCLUDED.batch_size, delay_ms = EXCLUDED.delay_ms, updated_at = now()`,
-          [runId, input.paused, input.reason ?? null, input.batchSize ?? null, input.delayMs ?? null],
+          [input.run.runKey, input.paused, input.reason ?? null, input.batchSize ?? null, input.delayMs ?? null],
         );
       });
     },
@@ -259,8 +282,8 @@ async function copyRangeImpl(
   input: CopyRangeInput,
   readControl: (db: Pool | PoolClient, runId: string) => Promise<Control>,
 ): Promise<CopyRangeResult> {
-  const { job, range } = input;
-  const { workflowId, runId } = currentRun();
+  const { job, range, run } = input;
+  const { workflowId, runKey: runId } = run;
   const pool = await targetPool(deps, input.urlEnv);
   const mapping = await resolveMapping(pool, job);
   const signal = cancellationSignal();
@@ -295,7 +318,7 @@ async function copyRangeImpl(
     };
   }
 
-  const previous = safeHeartbeatDetails();
+  const previous = previousHeartbeat<CopyHeartbeat>();
   let cursor = cp.cursor;
   let rowsCopied = cp.rows;
   let batches = cp.batches;
@@ -345,6 +368,8 @@ async function copyRangeImpl(
           client,
           { lockTimeoutMs: input.lockTimeoutMs, settings: copySettings(job.name) },
           async (c) => {
+            // Fenced: once the migration rolls back, no batch of it commits any more (db/fence.ts).
+            await enterRun(c, run);
             const q = batch.query(mode);
             const res = batcher.result(batch, await c.query(q.text, q.values));
             if (reconcile && res.cursor !== null && res.cursor !== batch.after) {
@@ -477,12 +502,4 @@ async function copyRangeImpl(
     rowsPerSecond: durationMs > 0 ? Math.round((rowsThisAttempt * 1000) / durationMs) : 0,
     resumed,
   };
-}
-
-function safeHeartbeatDetails(): CopyHeartbeat | undefined {
-  try {
-    return Context.current().info.heartbeatDetails as CopyHeartbeat | undefined;
-  } catch {
-    return undefined;
-  }
 }

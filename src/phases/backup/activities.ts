@@ -1,15 +1,15 @@
 // Backup phase: pg_dump -Fc, verified with pg_restore --list, sha256 and metadata beside it, old dumps pruned by the
 // plan's retention. No compensation (backups are kept); restoreBackup is the explicit way back (abort --restore-backup).
-import { ApplicationFailure } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { databaseName, findPgTool, libpqEnv, runTool, toolMajorVersion } from '../db/pgtools';
-import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
-import type { ResolvedPlan } from '../plan/types';
-import { activityBody, cancellationSignal, currentRun, heartbeat, type ActivityDeps } from './common';
+import { databaseName, findPgTool, libpqEnv, runTool, toolMajorVersion } from '../../db/pgtools';
+import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
+import type { ResolvedPlan } from '../../plan/types';
+import { F, failure } from '../../migration/failures';
+import { activityBody, cancellationSignal, heartbeat, type ActivityDeps, type RunRef } from '../activity-kit';
 
 export interface BackupResult {
   file: string;
@@ -53,8 +53,7 @@ function tool(deps: ActivityDeps, name: 'pg_dump' | 'pg_restore' | 'psql'): stri
   const configured =
     name === 'pg_dump' ? deps.binaries?.pgDump : name === 'pg_restore' ? deps.binaries?.pgRestore : undefined;
   const path = configured ?? findPgTool(name);
-  if (!path)
-    throw ApplicationFailure.nonRetryable(`${name} not found on the worker (set TIDEMARK_PG_BIN)`, 'BackupFailed');
+  if (!path) throw failure(F.BackupFailed, `${name} not found on the worker (set TIDEMARK_PG_BIN)`);
   return path;
 }
 
@@ -69,13 +68,13 @@ export function tablesToRestore(plan: ResolvedPlan): string[] {
 
 export function createBackupActivities(deps: ActivityDeps) {
   return {
-    async createBackup(input: { plan: ResolvedPlan }): Promise<BackupResult> {
+    async createBackup(input: { plan: ResolvedPlan; run: RunRef }): Promise<BackupResult> {
       const { plan } = input;
       return activityBody('backup', async () => {
         const url = deps.pools.url(plan.database.urlEnv);
         const pgDump = tool(deps, 'pg_dump');
         const pgRestore = tool(deps, 'pg_restore');
-        const { workflowId, runId } = currentRun();
+        const { workflowId, runKey: runId } = input.run;
         const t0 = Date.now();
         await mkdir(plan.backup.dir, { recursive: true });
         const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
@@ -122,16 +121,16 @@ export function createBackupActivities(deps: ActivityDeps) {
               .filter((l) => /error|fatal/i.test(l))
               .slice(0, 3)
               .join(' ') || res.stderr.slice(-300);
-          throw ApplicationFailure.retryable(`pg_dump exited with ${res.code}: ${err.trim()}`, 'BackupError');
+          throw failure(F.BackupError, `pg_dump exited with ${res.code}: ${err.trim()}`);
         }
 
         // Verify: the archive must be readable and hold every table asked for.
         const list = await runTool(pgRestore, ['--list', tmp], { env: {} });
         if (list.code !== 0) {
           await rm(tmp, { force: true });
-          throw ApplicationFailure.retryable(
+          throw failure(
+            F.BackupError,
             `pg_restore --list could not read the dump: ${list.stderr.trim().slice(0, 300)}`,
-            'BackupError',
           );
         }
         const toc = list.stdout.split('\n').filter((l) => /^\d+;/.test(l));
@@ -139,10 +138,7 @@ export function createBackupActivities(deps: ActivityDeps) {
           const ref = parseTableRef(t);
           if (!toc.some((l) => l.includes(`TABLE DATA ${ref.schema} ${ref.name} `))) {
             await rm(tmp, { force: true });
-            throw ApplicationFailure.nonRetryable(
-              `backup verification failed: the dump holds no data for ${t}`,
-              'BackupFailed',
-            );
+            throw failure(F.BackupFailed, `backup verification failed: the dump holds no data for ${t}`);
           }
         }
         await rename(tmp, file);
@@ -196,17 +192,13 @@ export function createBackupActivities(deps: ActivityDeps) {
         const url = deps.pools.url(plan.database.urlEnv);
         const t0 = Date.now();
         if ((await fileSha256(input.file)) !== input.sha256) {
-          throw ApplicationFailure.nonRetryable(
-            `backup ${input.file} does not match its recorded sha256; refusing to restore`,
-            'BackupFailed',
-          );
+          throw failure(F.BackupFailed, `backup ${input.file} does not match its recorded sha256; refusing to restore`);
         }
         const tables = tablesToRestore(plan);
         if (!tables.length) return { tables, durationMs: 0 };
         const pgRestore = tool(deps, 'pg_restore');
         const psql = findPgTool('psql');
-        if (!psql)
-          throw ApplicationFailure.nonRetryable('psql not found on the worker (set TIDEMARK_PG_BIN)', 'BackupFailed');
+        if (!psql) throw failure(F.BackupFailed, 'psql not found on the worker (set TIDEMARK_PG_BIN)');
         const args = [
           '--data-only',
           '-f',
@@ -215,15 +207,13 @@ export function createBackupActivities(deps: ActivityDeps) {
           input.file,
         ];
         const script = await runTool(pgRestore, args, { env: {} });
-        if (script.code !== 0)
-          throw ApplicationFailure.retryable(`pg_restore failed: ${script.stderr.trim().slice(0, 300)}`, 'BackupError');
+        if (script.code !== 0) throw failure(F.BackupError, `pg_restore failed: ${script.stderr.trim().slice(0, 300)}`);
         const sql = `SET lock_timeout = '${Math.max(1000, plan.lockTimeout)}ms';\nTRUNCATE ${tables.map((t) => quoteTable(t)).join(', ')};\n${script.stdout}`;
         const res = await runTool(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], {
           env: libpqEnv(url),
           stdin: Readable.from([sql]),
         });
-        if (res.code !== 0)
-          throw ApplicationFailure.retryable(`restore failed: ${res.stderr.trim().slice(0, 500)}`, 'BackupError');
+        if (res.code !== 0) throw failure(F.BackupError, `restore failed: ${res.stderr.trim().slice(0, 500)}`);
         deps.logger.info({ tables, file: input.file }, 'backup restored');
         return { tables, durationMs: Date.now() - t0 };
       });

@@ -22,17 +22,32 @@ export interface MigrationInput {
   plan: ResolvedPlan;
   options: MigrationOptions;
   /** Set by the workflow itself when it continues as new (long gated soaks): where it was and what it had done. */
-  resume?: ResumeState;
+  carry?: CarryOver;
 }
 
-/** Everything a run carries into the next one when it continues as new. Plain JSON. */
-export interface ResumeState {
+/** The run a step works for: its bookkeeping rows and its fence (db/fence.ts) are keyed by `runKey`. */
+export interface RunRef {
+  /** The first run of the workflow's chain: stable across continue-as-new. */
+  runKey: string;
+  migration: string;
+  workflowId: string;
+}
+
+/** The soak in progress: stage, when it ends (epoch ms), consecutive breaches and next reading per gate. */
+export interface SoakCarry {
+  stageIndex: number;
+  endsAt: number;
+  breaches: Record<string, number>;
+  due: Record<string, number>;
+}
+
+/** Everything a run hands to the next one when it continues as new. Plain JSON. */
+export interface CarryOver {
   status: MigrationStatus;
   saga: { record: CompensationRecord; action: unknown }[];
-  approvedGate: string | null;
-  controlVersion: number;
-  /** The soak in progress: stage, when it ends (epoch ms), consecutive breaches and next reading per gate. */
-  soak: { stageIndex: number; endsAt: number; breaches: Record<string, number>; due: Record<string, number> };
+  control: { approvedGate: string | null; controlVersion: number };
+  /** State of the phase that was running, for it to pick up where it was. */
+  soak?: SoakCarry;
 }
 
 export type PhaseStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped' | 'cancelled';
@@ -99,7 +114,8 @@ export interface CompensationRecord {
   id: string;
   phase: PhaseName;
   description: string;
-  status: 'registered' | 'running' | 'done' | 'failed' | 'dropped';
+  /** not-run: left alone because a newer compensation failed (running it could do harm); dropped: no longer possible. */
+  status: 'registered' | 'running' | 'done' | 'failed' | 'not-run' | 'dropped';
   error?: string;
   at?: string;
 }
@@ -140,7 +156,7 @@ export interface MigrationStatus {
   error: string | null;
   /** Waiting for a durable timer (cleanup delay, drop delay), if any. */
   waitingUntil: { what: string; until: string } | null;
-  /** The newest events (at most 100); `seq` counts from 1 over the whole migration, so a reader can tell what is new. */
+  /** The newest events (LIMITS.statusEvents); `seq` counts from 1 over the whole migration, so a reader can tell what is new. */
   events: { seq: number; at: string; message: string }[];
 }
 

@@ -1,32 +1,41 @@
-// Cleanup phase: drops sync triggers, moves old tables into tidemark_archive (compensation: move them back), runs the
-// plan's cleanup SQL, and after dropAfter drops the archived tables (the one step with no way back).
-import { ApplicationFailure } from '@temporalio/activity';
-import { ARCHIVE_SCHEMA, TIDEMARK_SCHEMA } from '../db/names';
-import { parseTableRef, quoteIdent, quoteTable } from '../db/quote';
-import { dropSyncDdl, reverseTriggerDdl, type CopyMapping } from '../db/sql/copy';
+// Cleanup, activity side: drops sync triggers, moves old tables into tidemark_archive and (undo) back out of it, runs
+// the plan's cleanup SQL, and after dropAfter drops the archived tables (the one step with no way back). Every change
+// here locks the new tables before the old ones (lockInAppOrder).
+import { ARCHIVE_SCHEMA, TIDEMARK_SCHEMA } from '../../db/names';
+import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
+import { dropSyncDdl, reverseTriggerDdl, type CopyMapping } from '../copy/sql';
 import type { PoolClient } from 'pg';
-import type { TableRef } from '../db/quote';
-import { resolveMapping } from './copy/mapping';
-import { withTransaction } from '../db/tx';
-import type { ResolvedCopyJob, SqlSource } from '../plan/types';
-import { activityBody, currentRun, targetPool, type ActivityDeps } from './common';
+import type { TableRef } from '../../db/quote';
+import { resolveMapping } from '../copy/mapping';
+import { withTransaction } from '../../db/tx';
+import type { ResolvedCopyJob, SqlSource } from '../../plan/types';
+import { F, failure } from '../../migration/failures';
+import { activityBody, forwardTransaction, targetPool, type ActivityDeps, type RunRef } from '../activity-kit';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 const A = quoteIdent(ARCHIVE_SCHEMA);
 
 export interface ArchiveInput {
   urlEnv: string;
-  migration: string;
+  run: RunRef;
   tables: string[];
   lockTimeoutMs: number;
   dropAfterMs?: number;
-  /** First run of the workflow's chain. */
-  runId?: string;
   /**
    * Bidirectional copy jobs whose source is among the tables: their reverse sync follows the table into (and out of)
    * the archive, so writes on the new path keep reaching the old table until it is dropped.
    */
-  followers?: ResolvedCopyJob[];
+  followers: ResolvedCopyJob[];
+}
+
+/** Where a table lives while archived. */
+function archived(table: string): TableRef {
+  return { schema: ARCHIVE_SCHEMA, name: parseTableRef(table).name };
+}
+
+/** The tables a job's sync writes on the old side: its source table, or the tables a query source reads. */
+function oldSide(job: ResolvedCopyJob): string[] {
+  return job.from ? [job.from] : (job.syncFrom ?? []).map((f) => f.table);
 }
 
 interface KeptSequence {
@@ -64,7 +73,7 @@ async function releaseOwnedSequences(c: PoolClient, table: TableRef): Promise<Ke
  * or SET SCHEMA alone would) lets the two wait on each other until PostgreSQL kills one as a deadlock — often the
  * application's.
  */
-async function lockInAppOrder(c: PoolClient, tables: string[]): Promise<void> {
+async function lockInAppOrder(c: PoolClient, tables: (string | TableRef)[]): Promise<void> {
   for (const t of tables) {
     const ref = quoteTable(t);
     if ((await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [ref])).rows[0].x)
@@ -85,18 +94,20 @@ async function repointReverseSync(
 
 export function createCleanupActivities(deps: ActivityDeps) {
   return {
+    /** Drops the jobs' sync triggers, their new tables locked before their old ones. */
     async dropSyncTriggers(input: {
       urlEnv: string;
-      jobs: { name: string; querySources: number }[];
+      run: RunRef;
+      jobs: ResolvedCopyJob[];
       lockTimeoutMs: number;
-      /** Tables to lock first, in this order: the new tables, then the old (see lockInAppOrder). */
-      lockFirst?: string[];
     }): Promise<string[]> {
       return activityBody('dropping sync triggers', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          await lockInAppOrder(c, input.lockFirst ?? []);
-          for (const job of input.jobs) for (const stmt of dropSyncDdl(job.name, job.querySources)) await c.query(stmt);
+        await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          await lockInAppOrder(c, [...input.jobs.map((j) => j.to), ...input.jobs.flatMap(oldSide)]);
+          for (const job of input.jobs) {
+            for (const stmt of dropSyncDdl(job.name, job.syncFrom?.length ?? 0)) await c.query(stmt);
+          }
         });
         return input.jobs.map((j) => j.name);
       });
@@ -104,31 +115,26 @@ export function createCleanupActivities(deps: ActivityDeps) {
 
     /** Moves the tables into tidemark_archive in one transaction; they stay restorable until dropped. */
     async archiveTables(input: ArchiveInput): Promise<{ archived: string[] }> {
+      const { run } = input;
       return activityBody('archiving old tables', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun(input.runId);
-        const archived: string[] = [];
-        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+        const done: string[] = [];
+        await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           // Mappings are resolved while the sources are still in place.
           const followers = await Promise.all(
-            (input.followers ?? [])
-              .filter((j) => j.from && input.tables.includes(j.from))
-              .map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
+            input.followers.map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
           );
           await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...input.tables]);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
-            const already = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
+            const already = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(archived(t))]);
             const present = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(ref)]);
             if (!present.rows[0].x && already.rows[0].x) continue; // archived by an earlier attempt
-            if (!present.rows[0].x)
-              throw ApplicationFailure.nonRetryable(`cannot archive ${t}: it does not exist`, 'PlanRuntimeError');
-            if (already.rows[0].x)
-              throw ApplicationFailure.nonRetryable(
-                `cannot archive ${t}: ${ARCHIVE_SCHEMA}.${ref.name} already exists`,
-                'PlanRuntimeError',
-              );
+            if (!present.rows[0].x) throw failure(F.PlanRuntimeError, `cannot archive ${t}: it does not exist`);
+            if (already.rows[0].x) {
+              throw failure(F.PlanRuntimeError, `cannot archive ${t}: ${ARCHIVE_SCHEMA}.${ref.name} already exists`);
+            }
             const kept = await releaseOwnedSequences(c, ref);
             await c.query(`ALTER TABLE ${quoteTable(ref)} SET SCHEMA ${A}`);
             await c.query(
@@ -139,52 +145,43 @@ export function createCleanupActivities(deps: ActivityDeps) {
                 ref.schema,
                 ref.name,
                 `${ARCHIVE_SCHEMA}.${ref.name}`,
-                input.migration,
-                runId,
+                run.migration,
+                run.runKey,
                 input.dropAfterMs ?? null,
                 JSON.stringify(kept),
               ],
             );
-            if (kept.length)
+            if (kept.length) {
               deps.logger.info(
                 { table: t, sequences: kept.map((q) => `${q.schema}.${q.name}`) },
                 'sequences kept in place',
               );
-            archived.push(t);
+            }
+            done.push(t);
           }
-          for (const f of followers)
-            await repointReverseSync(
-              c,
-              f.job,
-              { schema: ARCHIVE_SCHEMA, name: parseTableRef(f.job.from!).name },
-              f.mapping,
-            );
+          for (const f of followers) await repointReverseSync(c, f.job, archived(f.job.from!), f.mapping);
         });
-        deps.logger.info({ archived }, 'tables archived');
-        return { archived };
+        deps.logger.info({ archived: done }, 'tables archived');
+        return { archived: done };
       });
     },
 
-    /** Compensation: moves archived tables back where they were. */
+    /** Undo of the archive: moves archived tables back where they were; nothing when none is archived. */
     async restoreArchivedTables(input: ArchiveInput): Promise<string> {
+      const { run } = input;
       return activityBody('restoring archived tables', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun(input.runId);
         const restored: string[] = [];
         await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          const followers = (input.followers ?? []).filter((j) => j.from && input.tables.includes(j.from));
-          await lockInAppOrder(c, [
-            ...followers.map((j) => j.to),
-            ...input.tables.map((t) => `${ARCHIVE_SCHEMA}.${parseTableRef(t).name}`),
-          ]);
+          await lockInAppOrder(c, [...input.followers.map((j) => j.to), ...input.tables.map(archived)]);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
-            const archived = await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [`${A}.${quoteIdent(ref.name)}`]);
-            if (!archived.rows[0].x) continue;
-            await c.query(`ALTER TABLE ${A}.${quoteIdent(ref.name)} SET SCHEMA ${quoteIdent(ref.schema)}`);
+            if (!(await c.query(`SELECT to_regclass($1) IS NOT NULL AS x`, [quoteTable(archived(t))])).rows[0].x)
+              continue;
+            await c.query(`ALTER TABLE ${quoteTable(archived(t))} SET SCHEMA ${quoteIdent(ref.schema)}`);
             const rec = await c.query(
               `UPDATE ${S}.archive SET restored_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3 RETURNING kept_sequences`,
-              [runId, ref.schema, ref.name],
+              [run.runKey, ref.schema, ref.name],
             );
             // The sequences released at the archive belong to the table again, as before the migration.
             for (const q of (rec.rows[0]?.kept_sequences ?? []) as KeptSequence[]) {
@@ -194,7 +191,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
             }
             restored.push(t);
           }
-          for (const job of followers) {
+          for (const job of input.followers) {
             // Back in place: the reverse sync writes to the original table again.
             await repointReverseSync(c, job, parseTableRef(job.from!), await resolveMapping(c, job));
           }
@@ -203,19 +200,21 @@ export function createCleanupActivities(deps: ActivityDeps) {
       });
     },
 
-    /** Drops archived tables for good (after dropAfter). */
+    /** Drops archived tables for good (after dropAfter), with the sync of the jobs that followed them there. */
     async dropArchivedTables(input: ArchiveInput): Promise<{ dropped: string[] }> {
+      const { run } = input;
       return activityBody('dropping archived tables', async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const { runId } = currentRun(input.runId);
         const dropped: string[] = [];
-        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+        await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          await lockInAppOrder(c, [...input.followers.map((j) => j.to), ...input.tables.map(archived)]);
+          for (const job of input.followers) for (const stmt of dropSyncDdl(job.name)) await c.query(stmt);
           for (const t of input.tables) {
             const ref = parseTableRef(t);
-            await c.query(`DROP TABLE IF EXISTS ${A}.${quoteIdent(ref.name)}`);
+            await c.query(`DROP TABLE IF EXISTS ${quoteTable(archived(t))}`);
             await c.query(
               `UPDATE ${S}.archive SET dropped_at = now() WHERE run_id = $1 AND original_schema = $2 AND table_name = $3`,
-              [runId, ref.schema, ref.name],
+              [run.runKey, ref.schema, ref.name],
             );
             dropped.push(t);
           }
@@ -224,10 +223,17 @@ export function createCleanupActivities(deps: ActivityDeps) {
       });
     },
 
-    async runCleanupSql(input: { urlEnv: string; sql: SqlSource; lockTimeoutMs: number }): Promise<string> {
+    async runCleanupSql(input: {
+      urlEnv: string;
+      run: RunRef;
+      sql: SqlSource;
+      lockTimeoutMs: number;
+    }): Promise<string> {
       return activityBody(`cleanup SQL ${input.sql.path}`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, (c) => c.query(input.sql.sql));
+        await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, (c) =>
+          c.query(input.sql.sql),
+        );
         return `${input.sql.path} (sha256 ${input.sql.sha256.slice(0, 12)})`;
       });
     },

@@ -1,6 +1,6 @@
 // Pure SQL builders for the copy engine: batched keyset copy, sync triggers and their removal.
 // Each returns text (and values where there are any); identifiers only ever pass through quoteIdent.
-import { quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../quote';
+import { quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 import {
   SYNC_GUARD_SETTING,
   TIDEMARK_SCHEMA,
@@ -8,7 +8,7 @@ import {
   syncFunctionName,
   syncTriggerName,
   type SyncDirection,
-} from '../names';
+} from '../../db/names';
 
 export interface MappedColumn {
   /** Target column name. */

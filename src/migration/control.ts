@@ -1,0 +1,277 @@
+// Operator control: the update handlers (approve, pause, resume, throttle, promote, abort) with the validators that
+// refuse a request before it reaches history, and the places the runbook waits for people — safe points, approvals,
+// durable waits that promote may end. One method per message, as in Temporal's safe-message-handlers sample.
+import { CancellationScope, condition, setHandler } from '@temporalio/workflow';
+import { formatDuration } from '../plan/durations';
+import type { ResolvedPlan } from '../plan/types';
+import { LIMITS, outOfBounds } from './limits';
+import {
+  abortUpdate,
+  approveUpdate,
+  pauseUpdate,
+  promoteUpdate,
+  resumeUpdate,
+  TERMINAL_STATES,
+  throttleUpdate,
+  type AbortRequest,
+  type ApproveRequest,
+  type CarryOver,
+  type MigrationOptions,
+  type MigrationState,
+  type PauseRequest,
+  type PromoteRequest,
+  type ResumeRequest,
+  type ThrottleRequest,
+  type UpdateAck,
+} from './messages';
+import type { StatusBoard } from './status';
+
+/** Thrown inside the workflow when it must roll back for a reason of its own (a gate, an approval timeout). */
+export class RollbackRequested extends Error {}
+
+/** What the copy reads between batches: pause and throttle settings. */
+export interface CopyControl {
+  paused: boolean;
+  reason?: string;
+  batchSize?: number;
+  delayMs?: number;
+}
+
+export class OperatorControl {
+  /** The scope of the forward phases: an abort cancels it. */
+  readonly scope = new CancellationScope();
+  abortRequest: (AbortRequest & { at: string }) | null = null;
+  private approvedGate: string | null;
+  private controlVersion: number;
+  private promoteRequested = false;
+  private promotable = false;
+  private beyondReturn = false;
+
+  constructor(
+    private readonly board: StatusBoard,
+    private readonly plan: ResolvedPlan,
+    private readonly options: MigrationOptions,
+    carried?: CarryOver['control'],
+  ) {
+    this.approvedGate = carried?.approvedGate ?? null;
+    this.controlVersion = carried?.controlVersion ?? 0;
+  }
+
+  private get status() {
+    return this.board.status;
+  }
+
+  carry(): CarryOver['control'] {
+    return { approvedGate: this.approvedGate, controlVersion: this.controlVersion };
+  }
+
+  // ---- what the phases use -------------------------------------------------------------------------------------
+
+  /** Waits here while paused: between phases, steps, jobs and stages. */
+  async safePoint(): Promise<void> {
+    if (!this.status.paused) return;
+    this.board.setState('paused');
+    this.board.publish();
+    await condition(() => this.status.paused === null);
+    this.board.setState('running');
+    this.board.publish();
+  }
+
+  /** Holds until `gate` is approved (or auto-approved); on timeout rolls back or pauses, as the plan says. */
+  async requireApproval(gate: string): Promise<void> {
+    if (this.options.autoApprove) {
+      this.status.approvals.push({ gate, by: 'auto', at: this.board.now() });
+      this.board.event(`${gate} approved automatically`);
+      return;
+    }
+    for (;;) {
+      const timeout = this.plan.approvalTimeout;
+      this.status.pendingApproval = {
+        gate,
+        since: this.board.now(),
+        timeoutAt: new Date(Date.now() + timeout).toISOString(),
+      };
+      this.approvedGate = null;
+      this.board.setState('waiting-approval');
+      this.board.event(`waiting for approval of ${gate}`);
+      this.board.publish();
+      const approved = await condition(() => this.approvedGate === gate, timeout);
+      this.status.pendingApproval = null;
+      if (approved) break;
+      const why = `approval of ${gate} timed out after ${formatDuration(timeout)}`;
+      if (this.plan.onApprovalTimeout === 'abort') throw new RollbackRequested(why);
+      this.pauseWith({ reason: why, by: 'tidemark' });
+      await this.safePoint();
+    }
+    this.board.setState(this.status.paused ? 'paused' : 'running');
+    this.board.publish();
+  }
+
+  pauseWith(req: { reason?: string; by?: string }): void {
+    this.status.paused = { reason: req.reason, by: req.by, at: this.board.now() };
+    this.controlVersion++;
+    if (this.status.state === 'running') this.board.setState('paused');
+    this.board.event(`paused${req.by ? ` by ${req.by}` : ''}${req.reason ? `: ${req.reason}` : ''}`);
+  }
+
+  /** Bumped by every pause, resume and throttle: the copy pushes its settings to the database when it changes. */
+  get version(): number {
+    return this.controlVersion;
+  }
+
+  copyControl(): CopyControl {
+    return {
+      paused: this.status.paused !== null,
+      reason: this.status.paused?.reason,
+      batchSize: this.status.throttle.batchSize,
+      delayMs: this.status.throttle.delayMs,
+    };
+  }
+
+  /** A durable wait shown in status; `promotable` lets promote end it early. */
+  async hold(what: string, ms: number, promotable: boolean): Promise<void> {
+    const until = new Date(Date.now() + ms).toISOString();
+    this.status.waitingUntil = { what, until };
+    this.board.event(`waiting ${formatDuration(ms)} for ${what} (until ${until})`);
+    this.board.publish();
+    try {
+      if (promotable) await this.promotableWindow(() => this.untilPromoted(ms));
+      else await condition(() => false, ms);
+    } finally {
+      this.status.waitingUntil = null;
+    }
+  }
+
+  /** Runs `fn` while promote is accepted (a soak, a cleanup delay); promote requests before it are forgotten. */
+  async promotableWindow<T>(fn: () => Promise<T>): Promise<T> {
+    this.promoteRequested = false;
+    this.promotable = true;
+    try {
+      return await fn();
+    } finally {
+      this.promotable = false;
+    }
+  }
+
+  /** Waits up to `ms`; true when promote ended the wait. Only inside promotableWindow. */
+  untilPromoted(ms: number): Promise<boolean> {
+    return condition(() => this.promoteRequested, Math.max(1, ms));
+  }
+
+  get promoted(): boolean {
+    return this.promoteRequested;
+  }
+
+  /** From here on an abort is refused: the step about to run (dropping archived tables) cannot be undone. */
+  passPointOfNoReturn(): void {
+    this.beyondReturn = true;
+  }
+
+  // ---- messages ------------------------------------------------------------------------------------------------
+
+  install(): void {
+    setHandler(approveUpdate, (req) => this.approve(req), { validator: (req) => this.validateApprove(req) });
+    setHandler(pauseUpdate, (req) => this.pause(req), { validator: (_req) => this.validatePause() });
+    setHandler(resumeUpdate, (req) => this.resume(req), { validator: (_req) => this.validateResume() });
+    setHandler(throttleUpdate, (req) => this.throttle(req), { validator: (req) => this.validateThrottle(req) });
+    setHandler(promoteUpdate, (req) => this.promote(req), { validator: (_req) => this.validatePromote() });
+    setHandler(abortUpdate, (req) => this.abort(req), { validator: (req) => this.validateAbort(req) });
+  }
+
+  /** `state`: what the migration is now heading to, when the update changes it (approve → running, abort → rolling-back). */
+  private ack(message: string, state: MigrationState = this.status.state): UpdateAck {
+    return { accepted: true, state, message };
+  }
+
+  private rejectIfFinished(): void {
+    if (TERMINAL_STATES.includes(this.status.state)) throw new Error(`the migration is already ${this.status.state}`);
+    if (this.status.state === 'rolling-back') throw new Error('the migration is rolling back');
+  }
+
+  private validateApprove(req: ApproveRequest): void {
+    this.rejectIfFinished();
+    const pending = this.status.pendingApproval;
+    if (!pending) throw new Error('nothing is waiting for approval');
+    if (req.gate && req.gate !== pending.gate) {
+      throw new Error(`${req.gate} is not waiting for approval (${pending.gate} is)`);
+    }
+  }
+
+  private approve(req: ApproveRequest): UpdateAck {
+    const gate = this.status.pendingApproval!.gate;
+    this.approvedGate = gate;
+    this.status.approvals.push({ gate, by: req.by ?? 'unknown', comment: req.comment, at: this.board.now() });
+    this.board.event(`${gate} approved by ${req.by ?? 'unknown'}${req.comment ? `: ${req.comment}` : ''}`);
+    return this.ack(`approved ${gate}`, this.status.paused ? 'paused' : 'running');
+  }
+
+  private validatePause(): void {
+    this.rejectIfFinished();
+    if (this.status.paused) throw new Error('the migration is already paused');
+  }
+
+  private pause(req: PauseRequest): UpdateAck {
+    this.pauseWith(req);
+    this.board.publish();
+    return this.ack('pausing at the next safe point');
+  }
+
+  private validateResume(): void {
+    this.rejectIfFinished();
+    if (!this.status.paused) throw new Error('the migration is not paused');
+  }
+
+  private resume(req: ResumeRequest): UpdateAck {
+    this.status.paused = null;
+    this.controlVersion++;
+    if (this.status.state === 'paused') this.board.setState('running');
+    this.board.event(`resumed${req.by ? ` by ${req.by}` : ''}`);
+    this.board.publish();
+    return this.ack('resumed');
+  }
+
+  private validateThrottle(req: ThrottleRequest): void {
+    this.rejectIfFinished();
+    if (req.batchSize === undefined && req.delayMs === undefined) throw new Error('give a batch size or a delay');
+    const bad =
+      (req.batchSize != null ? outOfBounds('batch size', req.batchSize, LIMITS.batchSize) : undefined) ??
+      (req.delayMs !== undefined ? outOfBounds('delay', req.delayMs, LIMITS.delayMs, ' ms') : undefined);
+    if (bad) throw new Error(bad);
+  }
+
+  private throttle(req: ThrottleRequest): UpdateAck {
+    const t = this.status.throttle;
+    if (req.batchSize === null) delete t.batchSize;
+    else if (req.batchSize !== undefined) t.batchSize = req.batchSize;
+    if (req.delayMs !== undefined) t.delayMs = req.delayMs;
+    this.controlVersion++;
+    const now = `batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms`;
+    this.board.event(`throttle set${req.by ? ` by ${req.by}` : ''}: ${now}`);
+    return this.ack(now);
+  }
+
+  private validatePromote(): void {
+    this.rejectIfFinished();
+    if (!this.promotable) throw new Error('no soak or delay is in progress');
+  }
+
+  private promote(req: PromoteRequest): UpdateAck {
+    this.promoteRequested = true;
+    this.board.event(`promoted${req.by ? ` by ${req.by}` : ''}`);
+    return this.ack('soak ended early');
+  }
+
+  private validateAbort(req: AbortRequest): void {
+    this.rejectIfFinished();
+    if (this.abortRequest) throw new Error('an abort is already under way');
+    if (this.beyondReturn) throw new Error('the archived tables are being dropped: there is no way back any more');
+    if (req.restoreBackup && !this.plan.backup.enabled) throw new Error('this plan makes no backup to restore');
+  }
+
+  private abort(req: AbortRequest): UpdateAck {
+    this.abortRequest = { ...req, at: this.board.now() };
+    this.board.event(`abort requested${req.by ? ` by ${req.by}` : ''}${req.reason ? `: ${req.reason}` : ''}`);
+    this.scope.cancel();
+    return this.ack('rolling back', 'rolling-back');
+  }
+}

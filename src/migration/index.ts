@@ -1,0 +1,2 @@
+// Workflow entry point bundled for workers.
+export { migrationWorkflow } from './workflow';

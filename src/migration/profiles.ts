@@ -1,0 +1,73 @@
+// How the workflow calls activities: one proxy per kind of work, with its timeouts, retries and cancellation named
+// next to it. Activities are imported as types only; the phases' workflow sides call them through these proxies.
+import { ActivityCancellationType, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import type { Activities } from '../phases/activities';
+import { NON_RETRYABLE } from './failures';
+
+const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] => ({
+  initialInterval: '1s',
+  backoffCoefficient: 2,
+  maximumInterval: '1m',
+  maximumAttempts: 10,
+  nonRetryableErrorTypes: NON_RETRYABLE,
+  ...o,
+});
+
+/** An abort waits until the activity has stopped (its statement cancelled in the server) before compensating. */
+const waitForCancel = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
+
+/** Quick work an abort need not wait for: reads (preflight, planning, counts) and bookkeeping rows (reports, settings). */
+export const quick = proxyActivities<Activities>({ startToCloseTimeout: '15m', retry: retry() });
+
+/**
+ * Short steps that change the database (sync triggers, archive, cleanup SQL). They heartbeat, so a cancellation reaches
+ * them while they wait for a lock, and an abort waits for them to stop.
+ */
+export const changes = proxyActivities<Activities>({
+  startToCloseTimeout: '15m',
+  heartbeatTimeout: '30s',
+  retry: retry(),
+  ...waitForCancel,
+});
+
+/** The flag must move fast: short timeout, quick retries; its undo (back to 0) too. */
+export const flagChanges = proxyActivities<Activities>({
+  startToCloseTimeout: '20s',
+  heartbeatTimeout: '10s',
+  retry: retry({ initialInterval: '200ms', maximumInterval: '5s', maximumAttempts: 20 }),
+  ...waitForCancel,
+});
+
+/** Long, heartbeating work: the copy and the checksum resume from their checkpoint on a new attempt. */
+export const longRunning = proxyActivities<Activities>({
+  startToCloseTimeout: '30d',
+  heartbeatTimeout: '15s',
+  retry: retry({ maximumAttempts: undefined }),
+  ...waitForCancel,
+});
+
+/** Schema steps can run for hours (CREATE INDEX CONCURRENTLY on a big table). */
+export const schemaSteps = proxyActivities<Activities>({
+  startToCloseTimeout: '24h',
+  heartbeatTimeout: '30s',
+  retry: retry(),
+  ...waitForCancel,
+});
+
+export const backups = proxyActivities<Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '1m',
+  retry: retry({ maximumAttempts: 3 }),
+  ...waitForCancel,
+});
+
+export const gateReads = proxyActivities<Activities>({
+  startToCloseTimeout: '2m',
+  retry: retry({ maximumAttempts: 2 }),
+});
+
+/** Compensations retry patiently: giving up leaves objects behind (and stops the rollback). */
+export const undos = proxyActivities<Activities>({
+  startToCloseTimeout: '15m',
+  retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }),
+});

@@ -1,0 +1,219 @@
+// The migration runbook as one durable workflow: seven phases in order, each change registering its undo before it is
+// made, operator messages validated before they touch state (control.ts), and a rollback that always runs to its end
+// or stops where going on could do harm.
+import {
+  allHandlersFinished,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  ContinueAsNew,
+  continueAsNew,
+  isCancellation,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { PHASE_MODULES, restoreBackupIfAsked } from '../phases';
+import type { Phase, PhaseContext } from '../phases/phase';
+import { PHASES } from '../plan/schema';
+import type { ResolvedPlan } from '../plan/types';
+import { OperatorControl } from './control';
+import { F, failure } from './failures';
+import {
+  initialStatus,
+  statusQuery,
+  type CarryOver,
+  type MigrationInput,
+  type MigrationStatus,
+  type RunRef,
+  type SoakCarry,
+} from './messages';
+import { undos } from './profiles';
+import { errorMessage, Saga, type SagaEntry, type UndoAction } from './saga';
+import { StatusBoard } from './status';
+
+export async function migrationWorkflow(input: MigrationInput): Promise<MigrationStatus> {
+  return new Runbook(input).execute();
+}
+
+class Runbook implements PhaseContext {
+  readonly plan: ResolvedPlan;
+  readonly run: RunRef;
+  readonly board: StatusBoard;
+  readonly control: OperatorControl;
+  readonly carried: CarryOver | undefined;
+  private readonly saga: Saga;
+
+  constructor(private readonly input: MigrationInput) {
+    const info = workflowInfo();
+    this.plan = input.plan;
+    this.carried = input.carry;
+    this.run = { runKey: info.firstExecutionRunId, migration: this.plan.name, workflowId: info.workflowId };
+    this.board = new StatusBoard(
+      input.carry?.status ?? initialStatus(this.plan.name, info.workflowId, new Date().toISOString(), PHASES),
+    );
+    this.saga = new Saga((input.carry?.saga as SagaEntry[] | undefined) ?? []);
+    this.control = new OperatorControl(this.board, this.plan, input.options, input.carry?.control);
+  }
+
+  async execute(): Promise<MigrationStatus> {
+    setHandler(statusQuery, () => this.board.status);
+    this.control.install();
+    const { startedBy, autoApprove } = this.input.options;
+    if (this.carried) this.board.event('continued as a new run (history kept short)');
+    else this.board.event(`started${startedBy ? ` by ${startedBy}` : ''}${autoApprove ? ' with auto-approval' : ''}`);
+    this.board.publish();
+    try {
+      await this.control.scope.run(() => this.forward());
+    } catch (err) {
+      if (err instanceof ContinueAsNew) throw err;
+      return this.rollBack(err);
+    }
+    this.board.setState('completed');
+    this.board.status.endedAt = this.board.now();
+    this.board.event('completed');
+    this.board.publish();
+    return this.board.status;
+  }
+
+  /** The runbook. */
+  private async forward(): Promise<void> {
+    await this.phase(PHASE_MODULES.preflight);
+    await this.phase(PHASE_MODULES.backup);
+    await this.phase(PHASE_MODULES.schema);
+    await this.phase(PHASE_MODULES.copy);
+    await this.phase(PHASE_MODULES.validate);
+    await this.phase(PHASE_MODULES.traffic);
+    await this.phase(PHASE_MODULES.cleanup);
+  }
+
+  private async phase(p: Phase): Promise<void> {
+    const rec = this.board.phase(p.name);
+    // A continued run skips what its predecessors finished and re-enters the phase that was running.
+    if (rec.status === 'completed' || rec.status === 'skipped') return;
+    if (p.skip(this.plan)) {
+      rec.status = 'skipped';
+      p.whenSkipped?.(this);
+      return;
+    }
+    if (rec.status !== 'running') {
+      await this.control.safePoint();
+      if (p.approvalAtStart && this.plan.approvals.includes(p.name)) {
+        // Waiting for approval of a phase shows that phase (state waiting-approval), in status and in the Web UI.
+        this.board.status.phase = p.name;
+        await this.control.requireApproval(p.name);
+      }
+      rec.status = 'running';
+      rec.startedAt = this.board.now();
+      this.board.status.phase = p.name;
+      this.board.event(`phase ${p.name} started`);
+      this.board.publish();
+    }
+    try {
+      rec.result = await p.run(this);
+      rec.status = 'completed';
+      rec.endedAt = this.board.now();
+      this.board.event(`phase ${p.name} completed`);
+    } catch (err) {
+      if (err instanceof ContinueAsNew) throw err;
+      rec.status = isCancellation(err) ? 'cancelled' : 'failed';
+      rec.error = this.reasonFor(err);
+      rec.endedAt = this.board.now();
+      throw err;
+    } finally {
+      this.board.publish();
+    }
+  }
+
+  // ---- what phases use (PhaseContext) ----------------------------------------------------------------------------
+
+  async changeWithUndo<T, U extends UndoAction>(description: string, undo: U, change: () => Promise<T>) {
+    const phase = this.board.status.phase!;
+    const undoId = this.saga.add(phase, description, undo);
+    this.board.status.compensations = this.saga.records();
+    return { value: await change(), undoId };
+  }
+
+  retire(undoId: string): void {
+    this.saga.drop(undoId);
+    this.board.status.compensations = this.saga.records();
+  }
+
+  async continueAsNew(soak: SoakCarry): Promise<never> {
+    // Updates in flight finish first, so nothing an operator sent is lost between runs.
+    await condition(allHandlersFinished);
+    const carry: CarryOver = {
+      status: this.board.status,
+      saga: this.saga.snapshot(),
+      control: this.control.carry(),
+      soak,
+    };
+    return continueAsNew<typeof migrationWorkflow>({ ...this.input, carry });
+  }
+
+  // ---- rollback ------------------------------------------------------------------------------------------------
+
+  private reasonFor(err: unknown): string {
+    const a = this.control.abortRequest;
+    if (a) return `aborted${a.by ? ` by ${a.by}` : ''}${a.reason ? `: ${a.reason}` : ''}`;
+    if (isCancellation(err)) return 'workflow cancelled';
+    return errorMessage(err);
+  }
+
+  private async rollBack(err: unknown): Promise<never> {
+    const { board } = this;
+    const reason = this.reasonFor(err);
+    const changedNothing = !this.saga.pending;
+    board.status.error = reason;
+    board.status.pendingApproval = null;
+    board.status.paused = null;
+    board.setState('rolling-back');
+    board.event(`rolling back: ${reason}`);
+    board.publish();
+    const problem = await CancellationScope.nonCancellable(() => this.compensate());
+    board.status.compensations = this.saga.records();
+    board.status.endedAt = board.now();
+    if (problem) {
+      board.status.error = `${reason}; ${problem}`;
+      board.setState('failed');
+      board.event(`rollback stopped: ${problem}`);
+    } else {
+      board.setState('rolled-back');
+      board.event(changedNothing ? 'rolled back: nothing had been changed' : 'rolled back');
+    }
+    board.publish();
+    if (isCancellation(err) && !this.control.abortRequest) throw err;
+    // The final status rides along as the failure's details: `tidemark status` can show it with no worker running.
+    throw failure(
+      problem ? F.RollbackFailed : F.MigrationRolledBack,
+      board.status.error!,
+      board.status,
+    ) as ApplicationFailure;
+  }
+
+  /** Fences the run, runs the undos newest first, then restores the backup if asked; says what went wrong, if anything. */
+  private async compensate(): Promise<string | undefined> {
+    if (this.saga.pending) {
+      try {
+        // From here no forward step of this run can still commit (db/fence.ts): the undos see everything there is.
+        await undos.fenceRun({ urlEnv: this.plan.database.urlEnv, run: this.run });
+      } catch (e) {
+        return `rollback not started: the run could not be fenced (${errorMessage(e)}); nothing was undone — run tidemark abort again once the database is reachable`;
+      }
+    }
+    const outcome = await this.saga.compensate(
+      (e) => PHASE_MODULES[e.record.phase].undo!(this, e.action as never),
+      () => this.board.now(),
+    );
+    if (outcome.failed) {
+      const left = outcome.notRun.map((r) => r.description);
+      return (
+        `rollback stopped: ${outcome.failed.description} failed (${outcome.failed.error}). ` +
+        (left.length
+          ? `Left alone, because undoing them while this is not undone could do harm: ${left.join('; ')}. `
+          : '') +
+        'Fix the cause, undo it by hand, then the rest newest first'
+      );
+    }
+    return restoreBackupIfAsked(this);
+  }
+}

@@ -1,0 +1,27 @@
+// Builds every activity from its dependencies: each phase's forward steps and undos, and the run's own.
+import type { ActivityDeps } from './activity-kit';
+import { createBackupActivities } from './backup/activities';
+import { createCleanupActivities } from './cleanup/activities';
+import { createCopyActivities } from './copy/activities';
+import { createPreflightActivities } from './preflight/activities';
+import { createRunActivities } from './run-activities';
+import { createSchemaActivities } from './schema/activities';
+import { createTrafficActivities } from './traffic/activities';
+import { createValidateActivities } from './validate/activities';
+
+export type { ActivityDeps } from './activity-kit';
+
+export function createActivities(deps: ActivityDeps) {
+  return {
+    ...createRunActivities(deps),
+    ...createPreflightActivities(deps),
+    ...createBackupActivities(deps),
+    ...createSchemaActivities(deps),
+    ...createCopyActivities(deps),
+    ...createValidateActivities(deps),
+    ...createTrafficActivities(deps),
+    ...createCleanupActivities(deps),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,30 @@
+// Backup, workflow side: a verified pg_dump before anything changes. Backups are kept, so there is no undo; an abort
+// with --restore-backup puts the dumped tables' contents back after every compensation has run.
+import { backups, undos } from '../../migration/profiles';
+import { errorMessage } from '../../migration/saga';
+import type { Phase, PhaseContext } from '../phase';
+
+export const backupPhase: Phase = {
+  name: 'backup',
+  approvalAtStart: true,
+  skip: (plan) => !plan.backup.enabled,
+  async run({ plan, run, board }) {
+    const b = await backups.createBackup({ plan, run });
+    board.status.backup = b;
+    return b;
+  },
+};
+
+/** After the compensations of an abort that asked for it: reload the backed-up tables; the failure, if any. */
+export async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | undefined> {
+  if (!ctx.control.abortRequest?.restoreBackup) return undefined;
+  const backup = ctx.board.status.backup as { file: string; sha256: string } | null;
+  if (!backup) return 'restore-backup requested, but this run made no backup';
+  try {
+    const r = await undos.restoreBackup({ plan: ctx.plan, file: backup.file, sha256: backup.sha256 });
+    ctx.board.event(`backup restored into ${r.tables.join(', ')}`);
+    return undefined;
+  } catch (e) {
+    return `restoring the backup: ${errorMessage(e)}`;
+  }
+}

@@ -1,0 +1,101 @@
+// Cleanup, workflow side: after the retention delay and approval, drop the sync triggers, move the old tables into
+// tidemark_archive (undo: move them back, registered first), run cleanup SQL, and after dropAfter drop the archived
+// tables — the one step with no way back.
+import { changes, undos } from '../../migration/profiles';
+import type { ResolvedCopyJob, ResolvedPlan } from '../../plan/types';
+import type { Phase } from '../phase';
+
+export interface CleanupUndo {
+  kind: 'restoreArchivedTables';
+  tables: string[];
+  followers: ResolvedCopyJob[];
+}
+
+/**
+ * Bidirectional jobs whose source table is archived while a drop is still to come. Until the drop, an abort must find
+ * every write made on the new path in the old table: their sync stays and follows the table into the archive (and
+ * back out of it on a restore).
+ */
+export function archiveFollowers(plan: ResolvedPlan): ResolvedCopyJob[] {
+  const c = plan.cleanup;
+  if (c?.dropAfter === undefined) return [];
+  return plan.copy.filter((j) => j.sync === 'bidirectional' && j.from !== undefined && c.archive.includes(j.from));
+}
+
+export const cleanupPhase: Phase<CleanupUndo> = {
+  name: 'cleanup',
+  // Cleanup asks for its approval after its retention delay, not before it.
+  approvalAtStart: false,
+  skip: (plan) => !plan.cleanup,
+  whenSkipped({ plan, board }) {
+    if (plan.copy.some((j) => j.sync !== 'none')) {
+      board.event(
+        'no cleanup section: sync triggers left in place, so both tables stay in step; a plan with a cleanup section removes them',
+      );
+    }
+  },
+
+  async run(ctx) {
+    const { plan, run, board, control } = ctx;
+    const c = plan.cleanup!;
+    const urlEnv = plan.database.urlEnv;
+    const lockTimeoutMs = plan.lockTimeout;
+    if (c.after) await control.hold('cleanup delay', c.after, true);
+    await control.safePoint();
+    if (plan.approvals.includes('cleanup')) await control.requireApproval('cleanup');
+
+    const followers = archiveFollowers(plan);
+    const dropping = plan.copy.filter((j) => j.sync !== 'none' && !followers.includes(j));
+    const result: Record<string, unknown> = { syncTriggersDropped: dropping.map((j) => j.name) };
+    if (dropping.length) {
+      // No undo: the copy's own undo drops these triggers anyway, and from here the old path takes no writes.
+      await changes.dropSyncTriggers({ urlEnv, run, jobs: dropping, lockTimeoutMs });
+      // Said in the log: from here these jobs' tables drift apart (followers, kept until the drop, are not among them).
+      board.event(
+        `sync triggers dropped: ${dropping.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`,
+      );
+    }
+
+    let restoreId: string | undefined;
+    if (c.archive.length) {
+      const args = { urlEnv, run, tables: c.archive, lockTimeoutMs, followers };
+      const undo: CleanupUndo = { kind: 'restoreArchivedTables', tables: c.archive, followers };
+      const { value, undoId } = await ctx.changeWithUndo(
+        `move ${c.archive.join(', ')} back from tidemark_archive`,
+        undo,
+        () => changes.archiveTables({ ...args, dropAfterMs: c.dropAfter }),
+      );
+      restoreId = undoId;
+      board.event(`archived ${value.archived.join(', ')}`);
+      result.archived = value.archived;
+    }
+    if (c.sql) result.sql = await changes.runCleanupSql({ urlEnv, run, sql: c.sql, lockTimeoutMs });
+
+    if (c.archive.length && c.dropAfter !== undefined) {
+      // Never shortened by promote: after this drop there is no way back.
+      await control.hold('drop of archived tables', c.dropAfter, false);
+      await control.safePoint();
+      control.passPointOfNoReturn();
+      const { dropped } = await changes.dropArchivedTables({
+        urlEnv,
+        run,
+        tables: c.archive,
+        lockTimeoutMs,
+        followers,
+      });
+      ctx.retire(restoreId!);
+      result.dropped = dropped;
+      board.event(`archived tables dropped: ${c.archive.join(', ')}`);
+    }
+    return result;
+  },
+
+  undo: ({ plan, run }, { tables, followers }) =>
+    undos.restoreArchivedTables({
+      urlEnv: plan.database.urlEnv,
+      run,
+      tables,
+      lockTimeoutMs: plan.lockTimeout,
+      followers,
+    }),
+};

@@ -1,0 +1,113 @@
+// Copy, workflow side: for each job, sync triggers (their undo registered first), then its key ranges copied by
+// parallel activities while pause and throttle settings are pushed to where the running copy reads them.
+import { condition, isCancellation } from '@temporalio/workflow';
+import type { CopyJobProgress } from '../../migration/messages';
+import { changes, longRunning, quick, undos } from '../../migration/profiles';
+import { errorMessage } from '../../migration/saga';
+import type { ResolvedCopyJob } from '../../plan/types';
+import type { Phase, PhaseContext } from '../phase';
+
+export interface CopyUndo {
+  kind: 'undoCopy';
+  job: ResolvedCopyJob;
+}
+
+export const copyPhase: Phase<CopyUndo> = {
+  name: 'copy',
+  approvalAtStart: true,
+  skip: (plan) => plan.copy.length === 0,
+
+  async run(ctx) {
+    // Settings given before the copy began (a throttle while waiting for approval) apply from the first batch.
+    await writeCopyControl(ctx);
+    const stop = { done: false };
+    // The pusher's wait rejects the moment an abort cancels the scope, while the copy is still winding down: its
+    // rejection must be handled from the start, or the workflow task fails and the abort is lost.
+    let pushFailure: unknown;
+    const pusher = pushCopyControl(ctx, stop).catch((err) => {
+      if (!isCancellation(err)) pushFailure = err;
+    });
+    try {
+      for (const job of ctx.plan.copy) {
+        await ctx.control.safePoint();
+        await copyJob(ctx, job);
+      }
+    } finally {
+      stop.done = true;
+      await pusher;
+    }
+    if (pushFailure)
+      ctx.board.event(`pause/throttle settings could not be passed to the copy: ${errorMessage(pushFailure)}`);
+    return { jobs: ctx.board.status.copy.map((c) => ({ job: c.job, rows: c.rowsCopied })) };
+  },
+
+  undo: ({ plan, run }, { job }) =>
+    undos.undoCopy({ urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout }),
+};
+
+async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
+  const { plan, run, board } = ctx;
+  const base = { urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout };
+  await ctx.changeWithUndo(
+    `drop sync triggers of ${job.name}; empty ${job.to} if the copy filled it`,
+    { kind: 'undoCopy', job },
+    () => changes.installSyncTriggers(base),
+  );
+  const { ranges, estimatedRows } = await quick.planCopyRanges(base);
+  const progress: CopyJobProgress = {
+    job: job.name,
+    rowsCopied: 0,
+    estimatedTotal: estimatedRows,
+    rowsPerSecond: 0,
+    etaSeconds: null,
+    batchSize: job.batchSize,
+    ranges: ranges.length,
+    rangesDone: 0,
+    throttleReason: null,
+    lockConflicts: 0,
+    lastLockConflict: null,
+    paused: false,
+    done: false,
+  };
+  board.status.copy.push(progress);
+  board.event(`copy ${job.name}: ${ranges.length} range(s), about ${estimatedRows} rows`);
+  const started = Date.now();
+  let rows = 0;
+  // allSettled, not all: on an abort every range's activity must have stopped (its cancellation completed) before
+  // the compensations touch the tables it writes.
+  const outcomes = await Promise.allSettled(
+    ranges.map(async (range) => {
+      const r = await longRunning.copyRange({
+        ...base,
+        range,
+        estimatedRows: Math.ceil(estimatedRows / ranges.length),
+      });
+      rows += r.rowsCopied;
+      progress.rangesDone++;
+      progress.rowsCopied = rows;
+    }),
+  );
+  const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) throw failed.reason;
+  progress.done = true;
+  progress.etaSeconds = 0;
+  progress.estimatedTotal = Math.max(progress.estimatedTotal, rows);
+  progress.rowsPerSecond = Math.round((rows * 1000) / Math.max(1, Date.now() - started));
+  board.event(`copy ${job.name}: ${rows} rows copied`);
+}
+
+/** Keeps the copy's control row (pause, throttle) in the database in step with the workflow's state. */
+async function pushCopyControl(ctx: PhaseContext, stop: { done: boolean }): Promise<void> {
+  let pushed = ctx.control.version;
+  while (!stop.done) {
+    await condition(() => ctx.control.version !== pushed || stop.done);
+    if (stop.done) break;
+    const version = ctx.control.version;
+    await writeCopyControl(ctx);
+    pushed = version;
+  }
+}
+
+function writeCopyControl({ plan, run, control }: PhaseContext): Promise<void> {
+  return quick.setCopyControl({ urlEnv: plan.database.urlEnv, run, ...control.copyControl() });
+}

@@ -1,0 +1,147 @@
+// Traffic, workflow side: the flag moves through the stages, each soaked on a durable timer while gates are read;
+// a gate breached failureLimit times in a row rolls back, an unreadable one pauses. The undo — flag back to 0 — is
+// registered before the first change.
+import { workflowInfo } from '@temporalio/workflow';
+import { RollbackRequested } from '../../migration/control';
+import { LIMITS } from '../../migration/limits';
+import type { GateReading, SoakCarry } from '../../migration/messages';
+import { flagChanges, gateReads } from '../../migration/profiles';
+import type { Gate, Stage } from '../../plan/types';
+import type { Phase, PhaseContext } from '../phase';
+
+export interface TrafficUndo {
+  kind: 'resetFlag';
+  flag: string;
+}
+
+export const trafficPhase: Phase<TrafficUndo> = {
+  name: 'traffic',
+  approvalAtStart: true,
+  skip: (plan) => !plan.traffic,
+
+  async run(ctx) {
+    const { plan, run, board, control } = ctx;
+    const t = plan.traffic!;
+    const carried = ctx.carried?.soak;
+    let undoRegistered = !!carried;
+    if (!carried) {
+      board.status.traffic = {
+        flag: t.flag,
+        percent: 0,
+        stageIndex: null,
+        stages: t.stages.map((s) => ({ percent: s.percent, soakMs: s.soak, approval: s.approval })),
+        soakEndsAt: null,
+        gates: [],
+      };
+    }
+    const traffic = board.status.traffic!;
+    for (const [i, stage] of t.stages.entries()) {
+      if (carried && i < carried.stageIndex) continue;
+      if (carried && i === carried.stageIndex) {
+        // The flag is already at this stage's percentage: pick the soak up where the previous run left it.
+        await soak(ctx, i, stage, t.gates, carried);
+        continue;
+      }
+      await control.safePoint();
+      if (stage.approval) await control.requireApproval(`traffic:${stage.percent}%`);
+      const set = () =>
+        flagChanges.setFlag({
+          urlEnv: plan.database.urlEnv,
+          run,
+          flag: t.flag,
+          percent: stage.percent,
+          by: run.workflowId,
+        });
+      // Registered before the first change: whatever happens next, a rollback puts traffic back on the old path.
+      if (undoRegistered) await set();
+      else await ctx.changeWithUndo(`set flag ${t.flag} to 0%`, { kind: 'resetFlag', flag: t.flag }, set);
+      undoRegistered = true;
+      traffic.percent = stage.percent;
+      traffic.stageIndex = i;
+      board.event(`flag ${t.flag} at ${stage.percent}%`);
+      board.publish();
+      await soak(ctx, i, stage, t.gates);
+    }
+    return { flag: t.flag, percent: traffic.percent };
+  },
+
+  async undo({ plan, board }, { flag }) {
+    await flagChanges.resetFlag({ urlEnv: plan.database.urlEnv, flag, by: `${board.status.workflowId} (rollback)` });
+    if (board.status.traffic) board.status.traffic.percent = 0;
+    board.event(`flag ${flag} back to 0%`);
+    board.publish();
+  },
+};
+
+/**
+ * Holds a stage for its soak on a durable timer, reading gates on their intervals; promote ends it early. A long
+ * gated soak continues as new when the history grows, carrying the soak's end, breaches and schedule along.
+ */
+async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: Gate[], carried?: SoakCarry) {
+  const { plan, board, control } = ctx;
+  const traffic = board.status.traffic!;
+  const end = carried?.endsAt ?? Date.now() + stage.soak;
+  traffic.soakEndsAt = new Date(end).toISOString();
+  const breaches = new Map<string, number>(Object.entries(carried?.breaches ?? {}));
+  const due = new Map(
+    gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]),
+  );
+  try {
+    await control.promotableWindow(async () => {
+      while (Date.now() < end && !control.promoted) {
+        const info = workflowInfo();
+        if (info.continueAsNewSuggested || info.historyLength >= LIMITS.historyEvents) {
+          await ctx.continueAsNew({
+            stageIndex,
+            endsAt: end,
+            breaches: Object.fromEntries(breaches),
+            due: Object.fromEntries(due),
+          });
+        }
+        const next = Math.min(end, ...due.values());
+        if (await control.untilPromoted(next - Date.now())) break;
+        const toRead = gates.filter((g) => due.get(g.name)! <= Date.now());
+        if (!toRead.length) continue;
+        const values = await gateReads.readGates({ urlEnv: plan.database.urlEnv, gates: toRead });
+        for (const g of toRead) {
+          due.set(g.name, Date.now() + g.interval);
+          const v = values.find((x) => x.gate === g.name)!;
+          await judgeGate(ctx, g, v.value, v.error, breaches);
+        }
+      }
+    });
+  } finally {
+    traffic.soakEndsAt = null;
+  }
+  if (control.promoted) board.event(`soak at ${stage.percent}% ended early by promote`);
+}
+
+/** Counts a breach, rolls back at failureLimit in a row, and pauses on a reading that says nothing. */
+export async function judgeGate(
+  { board, control }: PhaseContext,
+  g: Gate,
+  value: number | null,
+  error: string | undefined,
+  breaches: Map<string, number>,
+): Promise<void> {
+  const traffic = board.status.traffic!;
+  const ok = value === null ? null : (g.max === undefined || value <= g.max) && (g.min === undefined || value >= g.min);
+  const count = ok === false ? (breaches.get(g.name) ?? 0) + 1 : 0;
+  breaches.set(g.name, count);
+  const reading: GateReading = { gate: g.name, value, ok, error, at: board.now(), consecutiveBreaches: count };
+  traffic.gates = [...traffic.gates.filter((r) => r.gate !== g.name), reading];
+  if (ok === false) {
+    const bound = g.max !== undefined && value! > g.max ? `max ${g.max}` : `min ${g.min}`;
+    board.event(`gate "${g.name}" read ${value} (${bound}), breach ${count}/${g.failureLimit}`);
+    if (count >= g.failureLimit) {
+      throw new RollbackRequested(
+        `gate "${g.name}" breached ${count} time(s) in a row: read ${value}, ${bound}, at ${traffic.percent}%`,
+      );
+    }
+  } else if (ok === null) {
+    // A gate that cannot be read says nothing either way: hold the rollout and ask a human instead of guessing.
+    board.event(`gate "${g.name}" unreadable: ${error}; rollout paused`);
+    control.pauseWith({ reason: `gate "${g.name}" could not be read: ${error}`, by: 'tidemark' });
+    await control.safePoint();
+  }
+}

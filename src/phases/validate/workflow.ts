@@ -1,0 +1,46 @@
+// Validate, workflow side: row counts, exact checksums, assertions and orphan checks, one after the other; a failed
+// check fails the phase and so rolls the migration back. Read-only: no undo.
+import type { ValidationCheckResult } from '../../migration/messages';
+import { failure, F } from '../../migration/failures';
+import { LIMITS } from '../../migration/limits';
+import { longRunning, quick } from '../../migration/profiles';
+import type { ResolvedPlan, ValidationCheck } from '../../plan/types';
+import type { Phase } from '../phase';
+
+/** The plan's checks, or by default every copy job compared exactly (row count and checksum). */
+export function validationChecks(plan: ResolvedPlan): ValidationCheck[] {
+  if (plan.validate.length) return plan.validate;
+  return plan.copy.flatMap((j) => [
+    { rowCount: { copy: j.name } },
+    { checksum: { copy: j.name, chunkSize: LIMITS.checksumChunk.default } },
+  ]);
+}
+
+export const validatePhase: Phase = {
+  name: 'validate',
+  approvalAtStart: true,
+  skip: (plan) => validationChecks(plan).length === 0,
+
+  async run({ plan, run, board, control }) {
+    const results: ValidationCheckResult[] = [];
+    for (const check of validationChecks(plan)) {
+      await control.safePoint();
+      const ref = check.rowCount?.copy ?? check.checksum?.copy;
+      const job = ref ? plan.copy.find((j) => j.name === ref) : undefined;
+      if (ref && !job)
+        throw failure(F.PlanRuntimeError, `validation refers to copy job "${ref}", which the plan does not have`);
+      const args = { urlEnv: plan.database.urlEnv, check, job };
+      const r = check.checksum ? await longRunning.runValidationCheck(args) : await quick.runValidationCheck(args);
+      results.push(r);
+      board.status.validation = { ok: results.every((x) => x.ok), checks: results, at: board.now() };
+      board.event(`validation ${r.check}: ${r.ok ? 'ok' : 'FAILED'} (${r.message})`);
+    }
+    const report = board.status.validation!;
+    await quick.recordReport({ urlEnv: plan.database.urlEnv, run, kind: 'validation', report });
+    if (!report.ok) {
+      const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.message}`);
+      throw failure(F.ValidationFailed, `validation failed — ${failed.join('; ')}`);
+    }
+    return { checks: report.checks.length, ok: true };
+  },
+};

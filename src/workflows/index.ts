@@ -1,2 +1,0 @@
-// Workflow entry point bundled for workers.
-export { migrationWorkflow } from './migration';
