@@ -15,7 +15,10 @@ function quietRuntime() {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   try {
-    Runtime.install({ logger: new DefaultLogger('ERROR') });
+    Runtime.install({
+      logger: new DefaultLogger('ERROR'),
+      telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' } } },
+    });
   } catch {
     // already installed in this process
   }
@@ -49,7 +52,7 @@ export class Harness {
 
   async startWorker(opts: Partial<WorkerOptions> = {}): Promise<RunningWorker> {
     Harness.bundle ??= bundleWorkflowCode({
-      workflowsPath: require.resolve('../../src/workflows'),
+      workflowsPath: require.resolve('../../src/migration'),
       logger: new DefaultLogger('WARN'),
     });
     return startWorker({
@@ -86,12 +89,29 @@ export class Harness {
     return db;
   }
 
+  /** Waits until the migration asks for approval of `gate`; fails at once if it ends instead. */
+  async approvalPending(workflowId: string, gate: string, timeoutMs = 120_000) {
+    return eventually(
+      async () => {
+        const s = await this.client.status(workflowId);
+        if (['rolled-back', 'failed', 'completed'].includes(s.state))
+          throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+        return s.pendingApproval?.gate === gate ? s : undefined;
+      },
+      `approval of ${gate}`,
+      timeoutMs,
+    );
+  }
+
   async stop(): Promise<void> {
     await this.client?.close().catch(() => undefined);
     await this.worker?.shutdown().catch(() => undefined);
     if (!process.env.TIDEMARK_KEEP_TEST_DBS) for (const d of this.dbs) await d.drop().catch(() => undefined);
   }
 }
+
+/** Thrown inside an `eventually` check: stop waiting at once, the awaited state can no longer come. */
+export class StopWaiting extends Error {}
 
 export async function eventually<T>(
   fn: () => Promise<T | undefined | false>,
@@ -106,6 +126,7 @@ export async function eventually<T>(
       const v = await fn();
       if (v !== undefined && v !== false) return v as T;
     } catch (e) {
+      if (e instanceof StopWaiting) throw e;
       last = e;
     }
     await new Promise((r) => setTimeout(r, everyMs));

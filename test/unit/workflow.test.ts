@@ -1,0 +1,311 @@
+// The runbook's own logic, on the time-skipping test server with stub activities: the order undos run in and what
+// happens when one fails, gate judging, approval timeouts, and every operator message the workflow must refuse.
+import { ApplicationFailure } from '@temporalio/common';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import {
+  abortUpdate,
+  approveUpdate,
+  pauseUpdate,
+  promoteUpdate,
+  resumeUpdate,
+  statusQuery,
+  throttleUpdate,
+  type MigrationStatus,
+} from '../../src/migration/messages';
+import type { Gate } from '../../src/plan/types';
+import { finalStatus, fullPlan, StubEnv, stubActivities, type Call } from '../helpers/stub-workflow';
+
+jest.setTimeout(120_000);
+
+const stub = new StubEnv();
+beforeAll(() => stub.start());
+afterAll(() => stub.stop());
+
+type Handle = Parameters<Parameters<StubEnv['run']>[2]>[0];
+
+/** Polls the status query (wall time; the test server's clock does not move meanwhile) until `pred` holds. */
+async function until(h: Handle, pred: (s: MigrationStatus) => boolean, what: string): Promise<MigrationStatus> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const s = await h.query(statusQuery);
+    if (pred(s)) return s;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; state ${s.state}, phase ${s.phase}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const undoNames = ['fenceRun', 'restoreArchivedTables', 'resetFlag', 'undoCopy', 'revertSchemaStep', 'restoreBackup'];
+const undoCalls = (calls: Call[]) =>
+  calls
+    .filter((c) => undoNames.includes(c.name))
+    .map((c) => (c.name === 'revertSchemaStep' ? `revertSchemaStep ${(c.input.step as { id: string }).id}` : c.name));
+
+const noSoaks = (p = fullPlan()) => ({
+  ...p,
+  traffic: { ...p.traffic!, stages: p.traffic!.stages.map((s) => ({ ...s, soak: 0 })) },
+});
+
+async function rejection(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof WorkflowUpdateFailedError) return e.cause?.message ?? e.message;
+    throw e;
+  }
+  throw new Error('the update was accepted');
+}
+
+describe('rollback', () => {
+  test('an abort fences the run, then runs every undo newest first', async () => {
+    const calls: Call[] = [];
+    const final = await stub.run(noSoaks(), stubActivities(calls), async (h) => {
+      await until(h, (s) => s.waitingUntil?.what === 'drop of archived tables', 'the drop wait');
+      await h.executeUpdate(abortUpdate, { args: [{ by: 'test', reason: 'enough' }] });
+      return finalStatus(h);
+    });
+    expect(final.state).toBe('rolled-back');
+    expect(undoCalls(calls)).toEqual([
+      'fenceRun',
+      'restoreArchivedTables',
+      'resetFlag',
+      'undoCopy',
+      'revertSchemaStep 002',
+      'revertSchemaStep 001',
+    ]);
+    expect(final.compensations.map((c) => [c.phase, c.status])).toEqual([
+      ['schema', 'done'],
+      ['schema', 'done'],
+      ['copy', 'done'],
+      ['traffic', 'done'],
+      ['cleanup', 'done'],
+    ]);
+    expect(calls.some((c) => c.name === 'dropArchivedTables')).toBe(false);
+  });
+
+  test('a failed undo stops the rollback: nothing older runs, and the migration ends failed saying what is left', async () => {
+    const calls: Call[] = [];
+    const stubs = stubActivities(calls, {
+      resetFlag: async () => {
+        throw ApplicationFailure.nonRetryable('database unreachable');
+      },
+    });
+    const final = await stub.run(noSoaks(), stubs, async (h) => {
+      await until(h, (s) => s.waitingUntil?.what === 'drop of archived tables', 'the drop wait');
+      await h.executeUpdate(abortUpdate, { args: [{ reason: 'enough' }] });
+      return finalStatus(h);
+    });
+    expect(final.state).toBe('failed');
+    // The new table is not dropped while the flag may still send traffic to it.
+    expect(undoCalls(calls)).toEqual(['fenceRun', 'restoreArchivedTables', 'resetFlag']);
+    expect(final.compensations.map((c) => [c.phase, c.status])).toEqual([
+      ['schema', 'not-run'],
+      ['schema', 'not-run'],
+      ['copy', 'not-run'],
+      ['traffic', 'failed'],
+      ['cleanup', 'done'],
+    ]);
+    expect(final.error).toContain('rollback stopped: set flag use_orders_v2 to 0% failed (database unreachable)');
+    expect(final.error).toContain('run 001.down.sql (undo 001)');
+  });
+
+  test('once the archived tables are being dropped, an abort is refused', async () => {
+    const calls: Call[] = [];
+    let release!: () => void;
+    const dropping = new Promise<void>((r) => (release = r));
+    const stubs = stubActivities(calls, {
+      dropArchivedTables: async () => {
+        await dropping;
+        return { dropped: ['orders'] };
+      },
+    });
+    const plan = noSoaks(fullPlan({ cleanup: { after: 0, archive: ['orders'], dropAfter: 1000 } }));
+    const { refused, final } = await stub.run(plan, stubs, async (h) => {
+      await stub.env.sleep(2000);
+      await until(h, () => calls.some((c) => c.name === 'dropArchivedTables'), 'the drop to start');
+      const refused = await rejection(h.executeUpdate(abortUpdate, { args: [{}] }));
+      release();
+      return { refused, final: await finalStatus(h) };
+    });
+    expect(refused).toBe('the archived tables are being dropped: there is no way back any more');
+    expect(final.state).toBe('completed');
+    expect(final.compensations.find((c) => c.phase === 'cleanup')?.status).toBe('dropped');
+  });
+
+  test('a migration stopped before it changed anything ends saying so, without fencing', async () => {
+    const calls: Call[] = [];
+    const stubs = stubActivities(calls, {
+      runPreflight: async () => {
+        throw ApplicationFailure.nonRetryable(
+          'preflight failed: locks: pid 7 holds AccessExclusiveLock',
+          'PreflightFailed',
+        );
+      },
+    });
+    const final = await stub.run(fullPlan(), stubs, (h) => finalStatus(h));
+    expect(final.state).toBe('rolled-back');
+    expect(final.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+    expect(undoCalls(calls)).toEqual([]);
+  });
+});
+
+describe('gates', () => {
+  const gate: Gate = {
+    name: 'errors',
+    sql: 'SELECT 1',
+    max: 0.05,
+    interval: 60_000,
+    timeout: 5000,
+    failureLimit: 2,
+  } as Gate;
+  const gated = () =>
+    fullPlan({
+      traffic: {
+        flag: 'use_orders_v2',
+        stages: [
+          { percent: 10, soak: 3_600_000, approval: false },
+          { percent: 100, soak: 0, approval: false },
+        ],
+        gates: [gate],
+      },
+      cleanup: undefined,
+    });
+
+  test('breaches are counted in a row: a good reading resets the count, failureLimit in a row rolls back', async () => {
+    const calls: Call[] = [];
+    const readings = [0.01, 0.5, 0.01, 0.5, 0.5, 0.01];
+    const stubs = stubActivities(calls, {
+      readGates: async () => [{ gate: 'errors', value: readings.shift()! }],
+    });
+    const final = await stub.run(gated(), stubs, (h) => finalStatus(h));
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toBe('gate "errors" breached 2 time(s) in a row: read 0.5, max 0.05, at 10%');
+    expect(calls.filter((c) => c.name === 'readGates')).toHaveLength(5);
+    expect(final.traffic?.gates[0]).toMatchObject({ gate: 'errors', value: 0.5, ok: false, consecutiveBreaches: 2 });
+    expect(undoCalls(calls)).toEqual([
+      'fenceRun',
+      'resetFlag',
+      'undoCopy',
+      'revertSchemaStep 002',
+      'revertSchemaStep 001',
+    ]);
+  });
+
+  test('an unreadable gate pauses the rollout at its percentage until resume', async () => {
+    const calls: Call[] = [];
+    let first = true;
+    const stubs = stubActivities(calls, {
+      readGates: async () => {
+        if (!first) return [{ gate: 'errors', value: 0.01 }];
+        first = false;
+        return [{ gate: 'errors', value: null, error: 'relation "metrics" does not exist' }];
+      },
+    });
+    const final = await stub.run(gated(), stubs, async (h) => {
+      await stub.env.sleep(61_000);
+      const paused = await until(h, (s) => s.state === 'paused', 'the pause');
+      expect(paused.paused?.reason).toBe('gate "errors" could not be read: relation "metrics" does not exist');
+      expect(paused.traffic?.percent).toBe(10);
+      expect(paused.traffic?.gates[0]).toMatchObject({ value: null, ok: null });
+      await h.executeUpdate(resumeUpdate, { args: [{ by: 'oncall' }] });
+      return finalStatus(h);
+    });
+    expect(final.state).toBe('completed');
+    expect(final.traffic?.percent).toBe(100);
+  });
+});
+
+describe('approvals', () => {
+  const waiting = (onApprovalTimeout: 'abort' | 'pause') =>
+    fullPlan({
+      approvals: ['schema'],
+      approvalTimeout: 3_600_000,
+      onApprovalTimeout,
+      cleanup: undefined,
+      traffic: undefined,
+    });
+
+  test('an approval that times out rolls back when the plan says abort', async () => {
+    const calls: Call[] = [];
+    const final = await stub.run(waiting('abort'), stubActivities(calls), (h) => finalStatus(h), {
+      autoApprove: false,
+    });
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toBe('approval of schema timed out after 1h');
+    expect(calls.some((c) => c.name === 'applySchemaStep')).toBe(false);
+  });
+
+  test('an approval that times out pauses when the plan says pause, and is asked for again after resume', async () => {
+    const calls: Call[] = [];
+    const final = await stub.run(
+      waiting('pause'),
+      stubActivities(calls),
+      async (h) => {
+        await until(h, (s) => s.state === 'waiting-approval', 'the approval wait');
+        await stub.env.sleep(3_601_000);
+        const paused = await until(h, (s) => s.state === 'paused', 'the pause');
+        expect(paused.paused?.reason).toBe('approval of schema timed out after 1h');
+        await h.executeUpdate(resumeUpdate, { args: [{}] });
+        await until(h, (s) => s.state === 'waiting-approval', 'the approval asked again');
+        await h.executeUpdate(approveUpdate, { args: [{ by: 'alice' }] });
+        return finalStatus(h);
+      },
+      { autoApprove: false },
+    );
+    expect(final.state).toBe('completed');
+    expect(final.approvals).toEqual([expect.objectContaining({ gate: 'schema', by: 'alice' })]);
+  });
+});
+
+test('every operator message the workflow must refuse is refused, changes nothing, and leaves no trace in history', async () => {
+  const calls: Call[] = [];
+  const plan = fullPlan({ approvals: ['schema'], backup: { enabled: false, dir: '/tmp' }, cleanup: undefined });
+  const { refusals, history } = await stub.run(
+    plan,
+    stubActivities(calls),
+    async (h) => {
+      await until(h, (s) => s.pendingApproval?.gate === 'schema', 'the schema approval');
+      const refusals = {
+        wrongGate: await rejection(h.executeUpdate(approveUpdate, { args: [{ gate: 'cleanup' }] })),
+        resumeUnpaused: await rejection(h.executeUpdate(resumeUpdate, { args: [{}] })),
+        throttleNothing: await rejection(h.executeUpdate(throttleUpdate, { args: [{}] })),
+        batchTooSmall: await rejection(h.executeUpdate(throttleUpdate, { args: [{ batchSize: 0 }] })),
+        batchNotInteger: await rejection(h.executeUpdate(throttleUpdate, { args: [{ batchSize: 1.5 }] })),
+        delayTooLong: await rejection(h.executeUpdate(throttleUpdate, { args: [{ delayMs: 600_001 }] })),
+        promoteNoSoak: await rejection(h.executeUpdate(promoteUpdate, { args: [{}] })),
+        restoreWithoutBackup: await rejection(h.executeUpdate(abortUpdate, { args: [{ restoreBackup: true }] })),
+        approveTwice: '',
+        pauseTwice: '',
+      };
+      await h.executeUpdate(approveUpdate, { args: [{ by: 'alice' }] });
+      refusals.approveTwice = await rejection(h.executeUpdate(approveUpdate, { args: [{}] }));
+      await h.executeUpdate(pauseUpdate, { args: [{ reason: 'look' }] });
+      refusals.pauseTwice = await rejection(h.executeUpdate(pauseUpdate, { args: [{}] }));
+      const s = await h.query(statusQuery);
+      expect(s.throttle).toEqual({});
+      expect(s.approvals).toHaveLength(1);
+      await h.executeUpdate(abortUpdate, { args: [{ reason: 'done' }] });
+      await finalStatus(h);
+      return { refusals, history: await h.fetchHistory() };
+    },
+    { autoApprove: false },
+  );
+  expect(refusals).toEqual({
+    wrongGate: 'cleanup is not waiting for approval (schema is)',
+    resumeUnpaused: 'the migration is not paused',
+    throttleNothing: 'give a batch size or a delay',
+    batchTooSmall: 'batch size must be an integer from 1 to 1000000',
+    batchNotInteger: 'batch size must be an integer from 1 to 1000000',
+    delayTooLong: 'delay must be an integer from 0 to 600000 ms',
+    promoteNoSoak: 'no soak or delay is in progress',
+    restoreWithoutBackup: 'this plan makes no backup to restore',
+    approveTwice: 'nothing is waiting for approval',
+    pauseTwice: 'the migration is already paused',
+  });
+  // Only the three accepted updates (approve, pause, abort) are in the history.
+  const accepted = history.events!.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
+  expect(accepted.map((e) => e.workflowExecutionUpdateAcceptedEventAttributes!.acceptedRequest!.input!.name)).toEqual([
+    'approve',
+    'pause',
+    'abort',
+  ]);
+});
