@@ -1,5 +1,6 @@
-// Unit tests are pure; integration tests share one Temporal dev server (started in global setup) and each test
-// creates its own PostgreSQL database.
+// Unit tests need no database (the workflow-logic tests run on the time-skipping test server); integration tests
+// share one Temporal dev server (started in global setup) and each test creates its own PostgreSQL database.
+// TIDEMARK_RECORD=1 runs only the recorder of replay histories (npm run record-histories).
 const transform = {
   '^.+\\.ts$': [
     '@swc/jest',
@@ -7,17 +8,19 @@ const transform = {
   ],
 };
 
+const withServices = {
+  transform,
+  testEnvironment: 'node',
+  globalSetup: '<rootDir>/test/helpers/global-setup.ts',
+  globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',
+};
+
 module.exports = {
   testTimeout: 180_000,
-  projects: [
-    { displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'], transform, testEnvironment: 'node' },
-    {
-      displayName: 'integration',
-      testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
-      transform,
-      testEnvironment: 'node',
-      globalSetup: '<rootDir>/test/helpers/global-setup.ts',
-      globalTeardown: '<rootDir>/test/helpers/global-teardown.ts',
-    },
-  ],
+  projects: process.env.TIDEMARK_RECORD
+    ? [{ displayName: 'record', testMatch: ['<rootDir>/test/record/**/*.record.ts'], ...withServices }]
+    : [
+        { displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'], transform, testEnvironment: 'node' },
+        { displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'], ...withServices },
+      ],
 };

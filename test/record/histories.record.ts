@@ -1,0 +1,166 @@
+// Records workflow histories from real runs (real Temporal dev server, real PostgreSQL, real activities) into
+// test/fixtures/histories/, for the replay test: a change to workflow code that would break a running migration
+// then fails a test instead of a production migration. Run with `npm run record-histories` after a deliberate,
+// patched change of the workflow (see README, "Changing workflow code").
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TidemarkClient } from '../../src/client';
+import { startDevServer, type DevServer } from '../../src/infra/devserver';
+import { temporalCli } from '../../src/infra/tools';
+import type { ResolvedPlan } from '../../src/plan/types';
+import type { RunningWorker } from '../../src/worker';
+import { eventually, Harness, type TestDb } from '../helpers/env';
+import { meetingsPlan } from '../helpers/plans';
+
+const OUT = join(__dirname, '..', 'fixtures', 'histories');
+const h = new Harness();
+let server: DevServer;
+let worker: RunningWorker;
+let client: TidemarkClient;
+
+beforeAll(async () => {
+  await h.start({ worker: false });
+  // Continue-as-new suggested early, so a soak of a few seconds crosses runs.
+  server = await startDevServer({ headless: true, dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 150 } });
+  worker = await h.startWorker({ address: server.address });
+  client = await TidemarkClient.connect({ address: server.address, taskQueue: h.taskQueue });
+});
+afterAll(async () => {
+  await client?.close();
+  await worker?.shutdown();
+  await server?.stop();
+  await h.stop();
+});
+
+/** Saves every run of the workflow (oldest first) as <name>[-runN].json. */
+async function save(name: string, workflowId: string): Promise<void> {
+  const runs: string[] = [];
+  for await (const w of client.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(w.runId);
+  runs.reverse();
+  for (const [i, runId] of runs.entries()) {
+    // The CLI's JSON is the format Temporal's replayers read.
+    const json = execFileSync(
+      temporalCli(),
+      [
+        'workflow',
+        'show',
+        '--address',
+        server.address,
+        '--workflow-id',
+        workflowId,
+        '--run-id',
+        runId,
+        '--output',
+        'json',
+      ],
+      { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+    );
+    const file = runs.length > 1 ? `${name}-run${i + 1}.json` : `${name}.json`;
+    writeFileSync(join(OUT, file), json.trimEnd() + '\n');
+  }
+}
+
+const soaks = (p: ResolvedPlan, ms: number): ResolvedPlan => ({
+  ...p,
+  traffic: p.traffic && { ...p.traffic, stages: p.traffic.stages.map((s) => ({ ...s, soak: ms })) },
+});
+
+async function gateTable(db: TestDb, value: number) {
+  await db.query(`CREATE TABLE app_error_rate (v float8 NOT NULL); INSERT INTO app_error_rate VALUES (${value});`);
+}
+
+test('a migration through every phase, the archived tables dropped at the end', async () => {
+  const db = await h.db('histdone');
+  const base = await meetingsPlan(db, { rows: 2000 });
+  const plan: ResolvedPlan = { ...soaks(base, 300), cleanup: { ...base.cleanup!, after: 100, dropAfter: 500 } };
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  expect((await client.waitForEnd(workflowId)).state).toBe('completed');
+  await save('completed', workflowId);
+});
+
+test('an abort in the middle of the copy', async () => {
+  const db = await h.db('histabort');
+  const base = await meetingsPlan(db, { rows: 20_000, approvals: ['copy'] });
+  const plan: ResolvedPlan = { ...base, copy: base.copy.map((j) => ({ ...j, parallel: 2 })) };
+  const { workflowId } = await client.start(plan, { autoApprove: false });
+  await eventually(async () => (await client.status(workflowId)).pendingApproval?.gate === 'copy', 'copy approval');
+  await client.throttle(workflowId, { batchSize: 200, delayMs: 50 });
+  await client.approve(workflowId, { by: 'recorder' });
+  await eventually(async () => (await client.status(workflowId)).copy[0]?.rowsCopied > 1000, 'rows copied', 60_000, 50);
+  await client.abort(workflowId, { by: 'recorder', reason: 'abort mid-copy' });
+  expect((await client.waitForEnd(workflowId)).state).toBe('rolled-back');
+  await save('abort-mid-copy', workflowId);
+});
+
+test('a gate breached twice in a row rolls back', async () => {
+  const db = await h.db('histgate');
+  await gateTable(db, 0.5);
+  const base = await meetingsPlan(db, { rows: 1000 });
+  const plan: ResolvedPlan = {
+    ...soaks(base, 60_000),
+    traffic: {
+      ...base.traffic!,
+      stages: [
+        { percent: 10, soak: 60_000, approval: false },
+        { percent: 100, soak: 0, approval: false },
+      ],
+      gates: [
+        {
+          name: 'error rate',
+          sql: 'SELECT v FROM app_error_rate',
+          max: 0.05,
+          interval: 200,
+          timeout: 2000,
+          failureLimit: 2,
+        },
+      ],
+    },
+  };
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  expect((await client.waitForEnd(workflowId)).state).toBe('rolled-back');
+  await save('gate-rollback', workflowId);
+});
+
+test('a gated soak that continues as new and completes', async () => {
+  const db = await h.db('histcan');
+  await gateTable(db, 0.01);
+  const base = await meetingsPlan(db, { rows: 500 });
+  const plan: ResolvedPlan = {
+    ...base,
+    copy: [base.copy[0]],
+    validate: [{ rowCount: { copy: 'meetings' } }],
+    traffic: {
+      flag: 'use_room_types',
+      stages: [
+        { percent: 10, soak: 15_000, approval: false },
+        { percent: 100, soak: 200, approval: false },
+      ],
+      gates: [
+        {
+          name: 'error rate',
+          sql: 'SELECT v FROM app_error_rate',
+          max: 0.05,
+          interval: 50,
+          timeout: 2000,
+          failureLimit: 3,
+        },
+      ],
+    },
+    cleanup: undefined,
+  };
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  expect((await client.waitForEnd(workflowId)).state).toBe('completed');
+  await save('continued-soak', workflowId);
+});
+
+test('a migration waiting for approval', async () => {
+  const db = await h.db('histwait');
+  const base = await meetingsPlan(db, { rows: 200, approvals: ['schema'] });
+  const { workflowId } = await client.start(base, { autoApprove: false });
+  await eventually(async () => (await client.status(workflowId)).pendingApproval?.gate === 'schema', 'schema approval');
+  await client.throttle(workflowId, { delayMs: 10 });
+  await save('waiting-approval', workflowId);
+  await client.abort(workflowId, { reason: 'recorded' });
+  await client.waitForEnd(workflowId);
+});
