@@ -17,28 +17,49 @@ export function isPgError(e: unknown): e is PgErrorLike & Error {
   return e instanceof Error && typeof (e as PgErrorLike).code === 'string' && (e as PgErrorLike).code!.length === 5;
 }
 
-/** SQLSTATEs a retry can fix: lock timeout, deadlock, serialization failure, connection trouble, shutdown. */
-const RETRYABLE = new Set([
-  '55P03',
-  '40P01',
-  '40001',
-  '57P01',
-  '57P02',
-  '57P03',
-  '53300',
-  '08000',
-  '08003',
-  '08006',
-  '08001',
-  '08004',
+/** Conflicts with other sessions: wait and retry on the same connection. */
+const LOCK_CONFLICTS = new Set(['55P03', '40P01', '40001']);
+/** The connection is gone (terminated backend, server shutdown or restart, network): retry on a fresh one. */
+const CONNECTION_LOST = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006', '08P01']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
 ]);
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
+const LOST_MESSAGES =
+  /Connection terminated|connection timeout|Client has encountered a connection error|Client was closed|terminating connection|server closed the connection|Connection closed/i;
 
-export function isRetryablePgError(e: unknown): boolean {
+const codeOf = (e: unknown) => (e as { code?: unknown })?.code;
+
+export function isLockConflict(e: unknown): boolean {
+  return e instanceof Error && LOCK_CONFLICTS.has(codeOf(e) as string);
+}
+
+/** True when the error means the session itself is lost: the client must be thrown away, not reused. */
+export function isConnectionLoss(e: unknown): boolean {
   if (!(e instanceof Error)) return false;
-  const code = (e as { code?: string }).code;
-  if (code && (RETRYABLE.has(code) || NETWORK_CODES.has(code))) return true;
-  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(e.message);
+  const code = codeOf(e) as string | undefined;
+  if (code && (CONNECTION_LOST.has(code) || NETWORK_CODES.has(code))) return true;
+  return LOST_MESSAGES.test(e.message);
+}
+
+/** Errors a retry can fix: lock conflicts, a lost connection, too many connections. */
+export function isRetryablePgError(e: unknown): boolean {
+  return isLockConflict(e) || isConnectionLoss(e) || codeOf(e) === '53300';
+}
+
+/**
+ * Whether a client that saw `e` must be destroyed rather than returned to its pool: its connection is lost, or the
+ * error did not come from the server (the protocol state is unknown). SQL errors leave a usable session.
+ */
+export function breaksClient(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  if (e.name === 'CancelledFailure' || e.name === 'AbortError') return false;
+  return isConnectionLoss(e) || !isPgError(e);
 }
 
 /** One line: message plus code, detail, hint and position when PostgreSQL gave them. */

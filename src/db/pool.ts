@@ -27,8 +27,12 @@ export class PoolRegistry {
     let pool = this.pools.get(envVar);
     if (!pool) {
       pool = new Pool({ connectionString: this.url(envVar), max: this.max, application_name: 'tidemark' });
-      // An idle client losing its connection must not crash the worker; the next query reconnects.
+      // A connection lost while its client sits idle in the pool: the pool drops it, the next query connects anew.
       pool.on('error', () => undefined);
+      // A connection lost while a client is checked out (between two batches, say) is reported on the client: without
+      // a listener that 'error' event would crash the worker. Its next query fails, which fails the current attempt,
+      // and the client is destroyed on release (see breaksClient).
+      pool.on('connect', (client) => client.on('error', () => undefined));
       this.pools.set(envVar, pool);
     }
     return pool;

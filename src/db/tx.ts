@@ -1,5 +1,6 @@
 // Small helpers that give out a client, a transaction or an advisory lock and always give it back.
 import type { Pool, PoolClient } from 'pg';
+import { breaksClient } from './errors';
 
 export async function withClient<T>(pool: Pool, fn: (c: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
@@ -8,7 +9,7 @@ export async function withClient<T>(pool: Pool, fn: (c: PoolClient) => Promise<T
     return await fn(client);
   } catch (e) {
     // A client whose connection failed must not go back into the pool.
-    if (e instanceof Error && !(e as { code?: string }).code) broken = e;
+    if (breaksClient(e)) broken = e as Error;
     throw e;
   } finally {
     client.release(broken);

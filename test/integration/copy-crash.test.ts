@@ -1,6 +1,5 @@
 // Resume: a worker SIGKILLed mid-copy, or the Temporal server restarted from its state file, and the migration still
 // finishes exactly, re-doing at most one batch. Workers run as child processes (`tidemark worker`), as in production.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { TidemarkClient } from '../../src/client';
 import { freePort, startDevServer, type DevServer } from '../../src/infra/devserver';
@@ -9,33 +8,14 @@ import { exceptBothWays } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan, tempDir } from '../helpers/plans';
 import { MEETINGS_AS_V2, V2_COLUMNS } from '../helpers/writers';
+import { killed, workerProcess as spawnWorker } from '../helpers/worker-process';
 
-const BIN = join(__dirname, '..', '..', 'bin', 'tidemark');
 const h = new Harness();
 beforeAll(() => h.start({ worker: false }));
 afterAll(() => h.stop());
 
-function workerProcess(address: string, taskQueue: string, db: TestDb): ChildProcess {
-  const child = spawn(process.execPath, [BIN, 'worker'], {
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: address,
-      TIDEMARK_TASK_QUEUE: taskQueue,
-      [db.urlEnv]: db.url,
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return child;
-}
-
-function killed(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill(signal);
-  });
-}
+const workerProcess = (address: string, taskQueue: string, db: TestDb) =>
+  spawnWorker(address, taskQueue, { [db.urlEnv]: db.url });
 
 const BATCH = 1000;
 

@@ -3,7 +3,7 @@
 import { CancelledFailure } from '@temporalio/activity';
 import type { Pool, PoolClient } from 'pg';
 import { estimatedRows, tableExists } from '../../db/catalog';
-import { isRetryablePgError } from '../../db/errors';
+import { breaksClient, isLockConflict } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import {
@@ -431,7 +431,8 @@ async function copyRangeImpl(
         ({ value: res, ms: elapsed } = await throttler.paced(() => runBatch(batch)));
       } catch (e) {
         // Lock waits and deadlocks with the application: back off with a smaller batch instead of failing.
-        if (isRetryablePgError(e) && sqlState(e) && ++lockFailures <= 30) {
+        // A lost connection is not one of them: it fails this attempt, which resumes on a fresh one from the checkpoint.
+        if (isLockConflict(e) && ++lockFailures <= 30) {
           adaptive = Math.max(MIN_BATCH, Math.floor(size / 2));
           const why = `lock conflict (${sqlState(e)}); retrying with ${adaptive} rows`;
           details = {
@@ -484,7 +485,7 @@ async function copyRangeImpl(
       key,
     );
   } catch (e) {
-    if (e instanceof Error && !sqlState(e) && !(e instanceof CancelledFailure)) broken = e;
+    if (breaksClient(e)) broken = e as Error;
     throw e;
   } finally {
     clearInterval(keepAlive);

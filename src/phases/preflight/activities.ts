@@ -4,7 +4,7 @@ import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { hasUniqueIndexOn, serverVersionNum, tableColumns } from '../../db/catalog';
-import { formatPgError } from '../../db/errors';
+import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
 import { findPgTool, toolMajorVersion } from '../../db/pgtools';
 import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
@@ -72,6 +72,7 @@ export async function runPreflightChecks(
   let serverVersion = 'unknown';
 
   let client: PoolClient;
+  let lost: Error | undefined;
   try {
     client = await pool.connect();
   } catch (e) {
@@ -112,10 +113,13 @@ export async function runPreflightChecks(
       await runPlanChecks(c, plan, add);
     });
   } catch (e) {
-    add('preflight', 'fail', `preflight query failed: ${formatPgError(e)}`);
+    // A lost connection says nothing about the plan: the attempt fails and is retried on a fresh one.
+    if (isConnectionLoss(e)) lost = e as Error;
+    else add('preflight', 'fail', `preflight query failed: ${formatPgError(e)}`);
   } finally {
-    client.release();
+    client.release(lost);
   }
+  if (lost) throw lost;
   return { ok: !findings.some((f) => f.status === 'fail'), findings, serverVersion };
 }
 

@@ -262,12 +262,8 @@ async function checksum(
     }
   };
 
-  const extra = planner.parallel > 1 ? await pool.connect() : undefined;
-  try {
-    await Promise.all([lane(c), ...(extra ? [lane(extra)] : [])]);
-  } finally {
-    extra?.release();
-  }
+  if (planner.parallel > 1) await withClient(pool, (extra) => Promise.all([lane(c), lane(extra)]));
+  else await lane(c);
   const ok = state.mismatchedChunks === 0;
   const found = [...differences.values()].sort((a, b) => compareKeys(a.key, b.key));
   const keys = found.map((d) => d.key);

@@ -1,0 +1,21 @@
+// Workers as child processes (`tidemark worker`), as in production: tests can SIGKILL them and see whether they exit.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+const BIN = join(__dirname, '..', '..', 'bin', 'tidemark');
+
+export function workerProcess(address: string, taskQueue: string, env: NodeJS.ProcessEnv): ChildProcess {
+  return spawn(process.execPath, [BIN, 'worker'], {
+    env: { ...process.env, TEMPORAL_ADDRESS: address, TIDEMARK_TASK_QUEUE: taskQueue, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}
+
+/** Sends `signal` and resolves once the process has exited (at once if it already has). */
+export function killed(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill(signal);
+  });
+}
