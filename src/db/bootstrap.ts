@@ -94,7 +94,8 @@ export const BOOTSTRAP_DDL: string[] = [
   `CREATE TABLE IF NOT EXISTS ${S}.sync_jobs (
      run_key text NOT NULL,
      job text NOT NULL,
-     source text,
+     sync_id text NOT NULL,
+     sources text[] NOT NULL,
      target text NOT NULL,
      target_was_empty boolean NOT NULL,
      installed_at timestamptz NOT NULL DEFAULT now(),

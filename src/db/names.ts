@@ -22,16 +22,30 @@ function slug(s: string): string {
 
 export type SyncDirection = 'forward' | 'reverse';
 
-/** Trigger (and its function) that copies writes of one side of a copy job to the other. */
-export function syncTriggerName(job: string, direction: SyncDirection, kind: 'row' | 'truncate' = 'row'): string {
-  return bounded(`tidemark_sync_${slug(job)}_${direction}${kind === 'truncate' ? '_truncate' : ''}`);
+/**
+ * The identity of one copy job's sync objects within one migration run: part of every trigger and function name, and
+ * the token its triggers put in the sync guard. Two migrations (or two jobs whose names slug alike) never share one,
+ * so they never share a trigger function, and one's cleanup cannot drop the other's triggers.
+ */
+export function syncIdFor(runKey: string, job: string): string {
+  return createHash('sha256').update(`${runKey}\0${job}`).digest('hex').slice(0, 10);
 }
 
-export function syncFunctionName(job: string, direction: SyncDirection): string {
-  return bounded(`tidemark_sync_${slug(job)}_${direction}_fn`);
+/** Trigger (and its function) that copies writes of one side of a copy job to the other. */
+export function syncTriggerName(
+  job: string,
+  syncId: string,
+  direction: SyncDirection,
+  kind: 'row' | 'truncate' = 'row',
+): string {
+  return bounded(`tidemark_sync_${slug(job)}_${syncId}_${direction}${kind === 'truncate' ? '_truncate' : ''}`);
+}
+
+export function syncFunctionName(job: string, syncId: string, direction: SyncDirection): string {
+  return bounded(`tidemark_sync_${slug(job)}_${syncId}_${direction}_fn`);
 }
 
 /** Trigger and function replaying writes of the i-th table a query source reads (`syncFrom[i]`). */
-export function querySyncName(job: string, index: number, what: 'trigger' | 'function'): string {
-  return bounded(`tidemark_sync_${slug(job)}_from${index}${what === 'function' ? '_fn' : ''}`);
+export function querySyncName(job: string, syncId: string, index: number, what: 'trigger' | 'function'): string {
+  return bounded(`tidemark_sync_${slug(job)}_${syncId}_from${index}${what === 'function' ? '_fn' : ''}`);
 }

@@ -27,6 +27,16 @@ export function quoteTable(ref: TableRef | string): string {
   return `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
 }
 
+/**
+ * Dollar-quotes a function body with a tag the body does not contain. Identifiers can hold any text, so no fixed tag
+ * is safe: a column named `x$tidemark$y` would end a `$tidemark$` body early.
+ */
+export function dollarQuote(body: string): string {
+  let tag = '$tidemark$';
+  for (let n = 1; body.includes(tag); n++) tag = `$tidemark${n}$`;
+  return `${tag}${body}${tag}`;
+}
+
 /** Quotes a string as an SQL literal; only for places where a parameter cannot go (DDL, trigger bodies). */
 export function quoteLiteral(value: string): string {
   if (value.includes('\0')) throw new Error('SQL literal contains a NUL byte');

@@ -1,7 +1,7 @@
 // SQL builders are pure: exact text for a known mapping, identifiers always quoted, values always parameters.
 import { parseDuration, formatDuration } from '../../src/plan/durations';
-import { parseTableRef, quoteIdent, quoteLiteral, quoteTable } from '../../src/db/quote';
-import { syncTriggerName } from '../../src/db/names';
+import { dollarQuote, parseTableRef, quoteIdent, quoteLiteral, quoteTable } from '../../src/db/quote';
+import { syncFunctionName, syncIdFor, syncTriggerName } from '../../src/db/names';
 import {
   limitBatchQuery,
   pruneQuery,
@@ -83,9 +83,23 @@ test('a checksum chunk hashes each row of both sides, the source cast to the tar
 
 test("generated names fit PostgreSQL's 63 bytes and stay distinct", () => {
   const long = 'a'.repeat(80);
-  expect(Buffer.byteLength(syncTriggerName(long, 'forward'))).toBeLessThanOrEqual(63);
-  expect(syncTriggerName(long, 'forward')).not.toBe(syncTriggerName(long, 'reverse'));
-  expect(syncTriggerName('room-states', 'forward')).toBe('tidemark_sync_room_states_forward');
+  const id = syncIdFor('run-1', long);
+  expect(Buffer.byteLength(syncTriggerName(long, id, 'forward'))).toBeLessThanOrEqual(63);
+  expect(syncTriggerName(long, id, 'forward')).not.toBe(syncTriggerName(long, id, 'reverse'));
+  expect(syncTriggerName('room-states', 'abc', 'forward')).toBe('tidemark_sync_room_states_abc_forward');
+});
+
+test('sync objects belong to one job of one run: jobs that slug alike, or share a name across runs, never share one', () => {
+  const names = (run: string, job: string) => syncFunctionName(job, syncIdFor(run, job), 'forward');
+  expect(names('run-1', 'a-b')).not.toBe(names('run-1', 'a_b'));
+  expect(names('run-1', 'orders')).not.toBe(names('run-2', 'orders'));
+  expect(names('run-1', 'orders')).toBe(names('run-1', 'orders'));
+});
+
+test('a function body is dollar-quoted with a tag it does not contain', () => {
+  expect(dollarQuote('BEGIN RETURN NULL; END')).toBe('$tidemark$BEGIN RETURN NULL; END$tidemark$');
+  expect(dollarQuote('INSERT INTO "x$tidemark$y" …')).toBe('$tidemark1$INSERT INTO "x$tidemark$y" …$tidemark1$');
+  expect(dollarQuote('"$tidemark$" "$tidemark1$"')).toBe('$tidemark2$"$tidemark$" "$tidemark1$"$tidemark2$');
 });
 
 test('durations', () => {

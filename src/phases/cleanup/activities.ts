@@ -1,7 +1,7 @@
 // Cleanup, activity side: drops sync triggers, moves old tables into tidemark_archive and (undo) back out of it, runs
 // the plan's cleanup SQL, and after dropAfter drops the archived tables (the one step with no way back). Every change
 // here locks the new tables before the old ones (lockInAppOrder).
-import { ARCHIVE_SCHEMA, TIDEMARK_SCHEMA } from '../../db/names';
+import { ARCHIVE_SCHEMA, syncIdFor, TIDEMARK_SCHEMA } from '../../db/names';
 import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
 import { dropSyncDdl, reverseTriggerDdl, type CopyMapping } from '../copy/sql';
 import type { PoolClient } from 'pg';
@@ -92,6 +92,11 @@ async function repointReverseSync(
   for (const stmt of reverseTriggerDdl(moved)) await c.query(stmt);
 }
 
+/** The job's sync objects are gone: its tables are no longer held by this run's sync (see preflight's claims). */
+async function forgetSync(c: PoolClient, run: RunRef, job: ResolvedCopyJob): Promise<void> {
+  await c.query(`DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2`, [run.runKey, job.name]);
+}
+
 export function createCleanupActivities(deps: ActivityDeps) {
   return {
     /** Drops the jobs' sync triggers, their new tables locked before their old ones. */
@@ -106,7 +111,14 @@ export function createCleanupActivities(deps: ActivityDeps) {
         await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           await lockInAppOrder(c, [...input.jobs.map((j) => j.to), ...input.jobs.flatMap(oldSide)]);
           for (const job of input.jobs) {
-            for (const stmt of dropSyncDdl(job.name, job.syncFrom?.length ?? 0)) await c.query(stmt);
+            for (const stmt of dropSyncDdl(
+              job.name,
+              syncIdFor(input.run.runKey, job.name),
+              job.syncFrom?.length ?? 0,
+            )) {
+              await c.query(stmt);
+            }
+            await forgetSync(c, input.run, job);
           }
         });
         return input.jobs.map((j) => j.name);
@@ -122,7 +134,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
         await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           // Mappings are resolved while the sources are still in place.
           const followers = await Promise.all(
-            input.followers.map(async (j) => ({ job: j, mapping: await resolveMapping(c, j) })),
+            input.followers.map(async (j) => ({ job: j, mapping: await resolveMapping(c, j, run) })),
           );
           await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...input.tables]);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
@@ -193,7 +205,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
           }
           for (const job of input.followers) {
             // Back in place: the reverse sync writes to the original table again.
-            await repointReverseSync(c, job, parseTableRef(job.from!), await resolveMapping(c, job));
+            await repointReverseSync(c, job, parseTableRef(job.from!), await resolveMapping(c, job, run));
           }
         });
         return restored.length ? `moved back: ${restored.join(', ')}` : 'nothing archived';
@@ -208,7 +220,10 @@ export function createCleanupActivities(deps: ActivityDeps) {
         const dropped: string[] = [];
         await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           await lockInAppOrder(c, [...input.followers.map((j) => j.to), ...input.tables.map(archived)]);
-          for (const job of input.followers) for (const stmt of dropSyncDdl(job.name)) await c.query(stmt);
+          for (const job of input.followers) {
+            for (const stmt of dropSyncDdl(job.name, syncIdFor(run.runKey, job.name))) await c.query(stmt);
+            await forgetSync(c, run, job);
+          }
           for (const t of input.tables) {
             const ref = parseTableRef(t);
             await c.query(`DROP TABLE IF EXISTS ${quoteTable(archived(t))}`);

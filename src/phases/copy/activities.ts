@@ -4,7 +4,7 @@ import { CancelledFailure } from '@temporalio/activity';
 import type { Pool, PoolClient } from 'pg';
 import { estimatedRows, tableExists } from '../../db/catalog';
 import { breaksClient, isLockConflict } from '../../db/errors';
-import { TIDEMARK_SCHEMA } from '../../db/names';
+import { syncIdFor, TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import {
   copySettings,
@@ -117,6 +117,12 @@ interface Control {
   delay_ms: number | null;
 }
 
+/** The tables whose writes a job's sync replays: its source table, or the tables a query source lists in syncFrom. */
+function syncedTables(job: ResolvedCopyJob): string[] {
+  if (job.sync === 'none') return job.from ? [job.from] : [];
+  return job.from ? [job.from] : (job.syncFrom ?? []).map((f) => f.table);
+}
+
 export function createCopyActivities(deps: ActivityDeps) {
   async function readControl(db: Pool | PoolClient, runId: string): Promise<Control> {
     const r = await db.query(
@@ -137,7 +143,7 @@ export function createCopyActivities(deps: ActivityDeps) {
       const { job, run } = input;
       return activityBody(`installing sync triggers for copy job "${job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const mapping = await resolveMapping(pool, job);
+        const mapping = await resolveMapping(pool, job, run);
         const ddl: string[] = [];
         if (job.sync !== 'none' && mapping.source.kind === 'table') ddl.push(...forwardTriggerDdl(mapping));
         if (job.sync !== 'none' && mapping.source.kind === 'query') ddl.push(...querySyncTriggerDdl(mapping));
@@ -152,10 +158,11 @@ export function createCopyActivities(deps: ActivityDeps) {
             for (const stmt of ddl) await c.query(stmt);
             // A retry after a commit whose answer was lost keeps what the first attempt saw.
             const r = await c.query(
-              `INSERT INTO ${S}.sync_jobs (run_key, job, source, target, target_was_empty) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (run_key, job) DO UPDATE SET target_was_empty = ${S}.sync_jobs.target_was_empty
-             RETURNING target_was_empty`,
-              [run.runKey, job.name, job.from ?? null, job.to, empty],
+              `INSERT INTO ${S}.sync_jobs (run_key, job, sync_id, sources, target, target_was_empty)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (run_key, job) DO UPDATE SET target_was_empty = ${S}.sync_jobs.target_was_empty
+               RETURNING target_was_empty`,
+              [run.runKey, job.name, mapping.syncId, syncedTables(job), job.to, empty],
             );
             return r.rows[0].target_was_empty as boolean;
           },
@@ -183,7 +190,9 @@ export function createCopyActivities(deps: ActivityDeps) {
             [run.runKey, job.name],
           );
           if (!rec.rowCount) return 'nothing was installed';
-          for (const stmt of dropSyncDdl(job.name, job.syncFrom?.length ?? 0)) await c.query(stmt);
+          for (const stmt of dropSyncDdl(job.name, syncIdFor(run.runKey, job.name), job.syncFrom?.length ?? 0)) {
+            await c.query(stmt);
+          }
           if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
             await c.query(`TRUNCATE ${quoteTable(job.to)}`);
             return `sync triggers dropped, ${job.to} emptied`;
@@ -285,7 +294,7 @@ async function copyRangeImpl(
   const { job, range, run } = input;
   const { workflowId, runKey: runId } = run;
   const pool = await targetPool(deps, input.urlEnv);
-  const mapping = await resolveMapping(pool, job);
+  const mapping = await resolveMapping(pool, job, run);
   const signal = cancellationSignal();
   const key = [runId, job.name, range.index];
   const checkCancelled = () => {
@@ -366,7 +375,7 @@ async function copyRangeImpl(
       try {
         return await inTransaction(
           client,
-          { lockTimeoutMs: input.lockTimeoutMs, settings: copySettings(job.name) },
+          { lockTimeoutMs: input.lockTimeoutMs, settings: copySettings(mapping.syncId!) },
           async (c) => {
             // Fenced: once the migration rolls back, no batch of it commits any more (db/fence.ts).
             await enterRun(c, run);

@@ -3,6 +3,7 @@ import type { ApplicationFailure } from '@temporalio/common';
 import { F, failure } from '../../migration/failures';
 import type { Pool, PoolClient } from 'pg';
 import { hasUniqueIndexOn, tableColumns, type ColumnInfo } from '../../db/catalog';
+import { syncIdFor } from '../../db/names';
 import { parseTableRef, quoteIdent } from '../../db/quote';
 import type { CopyMapping, ReverseColumn } from '../copy/sql';
 import type { ResolvedCopyJob } from '../../plan/types';
@@ -22,7 +23,12 @@ export function bareColumn(expr: string): string | undefined {
   return undefined;
 }
 
-export async function resolveMapping(db: Queryable, job: ResolvedCopyJob): Promise<CopyMapping> {
+/** `run`: the migration run whose sync objects the mapping names (needed to build triggers, not to read). */
+export async function resolveMapping(
+  db: Queryable,
+  job: ResolvedCopyJob,
+  run?: { runKey: string },
+): Promise<CopyMapping> {
   const target = parseTableRef(job.to);
   const tcols = await tableColumns(db, target);
   if (!tcols.length) throw planError(job.name, `target table ${job.to} does not exist (create it in a schema step)`);
@@ -80,6 +86,7 @@ export async function resolveMapping(db: Queryable, job: ResolvedCopyJob): Promi
   const keyType = (job.from ? sByName.get(job.key)! : tByName.get(job.key)!).type;
   return {
     job: job.name,
+    syncId: run ? syncIdFor(run.runKey, job.name) : undefined,
     source: job.from ? { kind: 'table', table: parseTableRef(job.from) } : { kind: 'query', sql: job.query! },
     target,
     key: job.key,

@@ -1,6 +1,6 @@
 // Pure SQL builders for the copy engine: batched keyset copy, sync triggers and their removal.
 // Each returns text (and values where there are any); identifiers only ever pass through quoteIdent.
-import { quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
+import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 import {
   SYNC_GUARD_SETTING,
   TIDEMARK_SCHEMA,
@@ -31,6 +31,11 @@ export type CopySource = { kind: 'table'; table: TableRef } | { kind: 'query'; s
 /** Everything the builders need to know about one copy job, resolved against the catalog. */
 export interface CopyMapping {
   job: string;
+  /**
+   * Set when the mapping is resolved for a migration run: names the job's sync objects and is its token in the sync
+   * guard (db/names.ts syncIdFor). The trigger builders need it; reads (batches, checksums) do not.
+   */
+  syncId?: string;
   source: CopySource;
   target: TableRef;
   /** Key column: in the source row (table column or query output column) and in the target. */
@@ -54,10 +59,11 @@ export interface Query {
 }
 
 /*
- * The sync guard: a session setting holding the comma-separated jobs whose sync writes are in progress. A trigger of
- * job J skips when J is already in it (J's own write coming back: no ping-pong), adds J while it writes, and puts the
- * previous value back afterwards — so another job's triggers still see the write (chained syncs stay in step) and an
- * outer write's guard is not lost. The copy of J sets it to J for its own transactions.
+ * The sync guard: a session setting holding the comma-separated sync ids (one per job and run) whose sync writes are
+ * in progress. A trigger of job J skips when J is already in it (J's own write coming back: no ping-pong), adds J
+ * while it writes, and puts the previous value back afterwards — so another job's triggers still see the write
+ * (chained syncs stay in step) and an outer write's guard is not lost. The copy of J sets it to J for its own
+ * transactions. Ids, not job names: two migrations' jobs may share a name and must not silence each other.
  */
 const GUARD = quoteLiteral(SYNC_GUARD_SETTING);
 const guardDeclare = 'guard_prev text := coalesce(current_setting(' + GUARD + ", true), '');";
@@ -225,12 +231,18 @@ export function keyExtentQuery(m: CopyMapping, after: string | null, upTo: strin
   return { text: `SELECT ${scan('ASC')} AS lo, ${scan('DESC')} AS hi`, values };
 }
 
-function functionRef(job: string, dir: SyncDirection): string {
-  return `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(syncFunctionName(job, dir))}`;
+function functionRef(job: string, syncId: string, dir: SyncDirection): string {
+  return `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(syncFunctionName(job, syncId, dir))}`;
+}
+
+function syncIdOf(m: CopyMapping): string {
+  if (!m.syncId) throw new Error(`copy job "${m.job}": sync objects need the mapping resolved for a migration run`);
+  return m.syncId;
 }
 
 interface RowSync {
   job: string;
+  syncId: string;
   direction: SyncDirection;
   /** Table whose writes are replayed, and the table they are replayed into. */
   from: string;
@@ -248,9 +260,9 @@ interface RowSync {
 /** A row trigger (and a TRUNCATE trigger) replaying every write on one table into another, in the same transaction. */
 function rowSyncDdl(r: RowSync): string[] {
   const key = quoteIdent(r.key);
-  const fn = functionRef(r.job, r.direction);
-  const trg = quoteIdent(syncTriggerName(r.job, r.direction));
-  const truncateTrg = quoteIdent(syncTriggerName(r.job, r.direction, 'truncate'));
+  const fn = functionRef(r.job, r.syncId, r.direction);
+  const trg = quoteIdent(syncTriggerName(r.job, r.syncId, r.direction));
+  const truncateTrg = quoteIdent(syncTriggerName(r.job, r.syncId, r.direction, 'truncate'));
   const cols = r.columns.map((c) => quoteIdent(c.name)).join(', ');
   const exprs = r.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.name)}`).join(', ');
   // The touch must never make the application's delete fail: should the old row collide with another unique index
@@ -266,7 +278,7 @@ function rowSyncDdl(r: RowSync): string[] {
 DECLARE
   ${guardDeclare}
 BEGIN
-  ${guardEnter(r.job)}
+  ${guardEnter(r.syncId)}
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM ${r.to};
   ELSE
@@ -285,7 +297,7 @@ BEGIN
   RETURN NULL;
 END`;
   return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $tidemark$${body}$tidemark$`,
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
     `DROP TRIGGER IF EXISTS ${trg} ON ${r.from}`,
     `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${r.from} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
     `DROP TRIGGER IF EXISTS ${truncateTrg} ON ${r.from}`,
@@ -298,6 +310,7 @@ export function forwardTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'table') throw new Error('forward triggers need a table source');
   return rowSyncDdl({
     job: m.job,
+    syncId: syncIdOf(m),
     direction: 'forward',
     from: quoteTable(m.source.table),
     to: quoteTable(m.target),
@@ -312,6 +325,7 @@ export function reverseTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'table') throw new Error('reverse triggers need a table source');
   return rowSyncDdl({
     job: m.job,
+    syncId: syncIdOf(m),
     direction: 'reverse',
     from: quoteTable(m.target),
     to: quoteTable(m.source.table),
@@ -331,10 +345,11 @@ export function querySyncTriggerDdl(m: CopyMapping): string[] {
   const query = stripSemicolon(m.source.sql);
   const tgt = quoteTable(m.target);
   const key = quoteIdent(m.key);
+  const syncId = syncIdOf(m);
   const out: string[] = [];
   m.syncFrom.forEach((src, i) => {
-    const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(m.job, i, 'function'))}`;
-    const trg = quoteIdent(querySyncName(m.job, i, 'trigger'));
+    const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(m.job, syncId, i, 'function'))}`;
+    const trg = quoteIdent(querySyncName(m.job, syncId, i, 'trigger'));
     const body = `
 DECLARE
   ${guardDeclare}
@@ -342,7 +357,7 @@ DECLARE
   k_new ${m.keyType};
   k ${m.keyType};
 BEGIN
-  ${guardEnter(m.job)}
+  ${guardEnter(syncId)}
   IF TG_OP IN ('UPDATE', 'DELETE') THEN SELECT (${src.keyExpr}) INTO k_old FROM (SELECT OLD.*) AS s; END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN SELECT (${src.keyExpr}) INTO k_new FROM (SELECT NEW.*) AS s; END IF;
   FOR k IN SELECT DISTINCT x FROM (VALUES (k_old), (k_new)) AS v(x) WHERE x IS NOT NULL LOOP
@@ -357,7 +372,7 @@ BEGIN
   RETURN NULL;
 END`;
     out.push(
-      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $tidemark$${body}$tidemark$`,
+      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
       `DROP TRIGGER IF EXISTS ${trg} ON ${quoteTable(src.table)}`,
       `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${quoteTable(src.table)} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
     );
@@ -366,11 +381,11 @@ END`;
 }
 
 /** Removes every sync trigger and function of a job; safe to run twice and when a table is already gone. */
-export function dropSyncDdl(job: string, querySources = 0): string[] {
+export function dropSyncDdl(job: string, syncId: string, querySources = 0): string[] {
   // DROP FUNCTION … CASCADE removes the triggers that use it, wherever their table now lives.
-  const fns = [functionRef(job, 'forward'), functionRef(job, 'reverse')];
+  const fns = [functionRef(job, syncId, 'forward'), functionRef(job, syncId, 'reverse')];
   for (let i = 0; i < querySources; i++)
-    fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, i, 'function'))}`);
+    fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, syncId, i, 'function'))}`);
   return fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`);
 }
 
@@ -379,6 +394,6 @@ export function dropSyncDdl(job: string, querySources = 0): string[] {
  * commit is safe because each batch commits its rows and its cursor together — a server crash loses both, and the
  * copy redoes them — and it spares the application's commits from waiting behind the copy's WAL flushes.
  */
-export function copySettings(job: string): Record<string, string> {
-  return { [SYNC_GUARD_SETTING]: job, synchronous_commit: 'off' };
+export function copySettings(syncId: string): Record<string, string> {
+  return { [SYNC_GUARD_SETTING]: syncId, synchronous_commit: 'off' };
 }

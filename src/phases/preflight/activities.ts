@@ -109,6 +109,7 @@ export async function runPreflightChecks(
       await checkCopyKeys(c, plan, add);
       await checkCopyTargets(c, plan, add);
       await checkArchive(c, plan, add);
+      await checkClaims(c, plan, add);
       await checkFlag(c, plan, add);
       await runPlanChecks(c, plan, add);
     });
@@ -296,6 +297,61 @@ async function checkArchive(c: PoolClient, plan: ResolvedPlan, add: Add) {
         `${ARCHIVE_SCHEMA}.${ref.name} already exists; drop or rename it before archiving ${t}`,
       );
   }
+}
+
+/** `schema.table` of a table reference as a plan writes it. */
+const tableKey = (t: string) => {
+  const r = parseTableRef(t);
+  return `${r.schema}.${r.name}`;
+};
+
+/**
+ * Tables another migration still holds: it syncs them (live sync triggers), copies into them, or has archived them
+ * and may still move them back. Two migrations working on one table would break each other, so this one is refused,
+ * naming the holder.
+ */
+async function checkClaims(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  const ours = new Map<string, string>();
+  for (const j of plan.copy) {
+    if (j.from) ours.set(tableKey(j.from), j.from);
+    for (const f of j.syncFrom ?? []) ours.set(tableKey(f.table), f.table);
+    ours.set(tableKey(j.to), j.to);
+  }
+  for (const a of plan.cleanup?.archive ?? []) ours.set(tableKey(a), a);
+  const exists = (await c.query(`SELECT to_regclass('tidemark.sync_jobs') IS NOT NULL AS x`)).rows[0].x;
+  if (!exists) return add('other migrations', 'ok', 'no other migration holds these tables');
+  const r = await c.query(
+    `SELECT s.sources AS tables, 'syncs' AS how, r.migration, r.workflow_id, s.job
+       FROM tidemark.sync_jobs s LEFT JOIN tidemark.runs r USING (run_key)
+     UNION ALL
+     SELECT ARRAY[s.target], 'copies into', r.migration, r.workflow_id, s.job
+       FROM tidemark.sync_jobs s LEFT JOIN tidemark.runs r USING (run_key)
+     UNION ALL
+     SELECT ARRAY[a.original_schema || '.' || a.table_name], 'archives', a.migration, r.workflow_id, NULL
+       FROM tidemark.archive a LEFT JOIN tidemark.runs r ON r.run_key = a.run_id
+      WHERE a.restored_at IS NULL AND a.dropped_at IS NULL`,
+  );
+  let clash = false;
+  for (const row of r.rows as {
+    tables: string[];
+    how: string;
+    migration: string | null;
+    workflow_id: string | null;
+    job: string | null;
+  }[]) {
+    for (const t of row.tables) {
+      const mine = ours.get(tableKey(t));
+      if (!mine) continue;
+      clash = true;
+      const holder = `migration ${row.migration ?? 'unknown'}${row.workflow_id ? ` (${row.workflow_id})` : ''}`;
+      add(
+        `table ${mine}`,
+        'fail',
+        `${holder} ${row.how} ${t}${row.job ? ` (copy job ${row.job})` : ''}: finish it (its cleanup) or abort it before starting another migration on this table`,
+      );
+    }
+  }
+  if (!clash) add('other migrations', 'ok', 'no other migration holds these tables');
 }
 
 async function checkFlag(c: PoolClient, plan: ResolvedPlan, add: Add) {

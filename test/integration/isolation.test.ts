@@ -1,0 +1,84 @@
+// Migrations never interfere: sync objects belong to one migration run (two plans whose jobs share a name get their
+// own triggers and functions), one migration's cleanup removes only its own, and a migration refuses to start on a
+// table another unfinished migration syncs, copies into or archives.
+import { loadPlan } from '../../src/plan/load';
+import { Harness, type TestDb } from '../helpers/env';
+import { writePlan } from '../helpers/plans';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+
+/** A plan copying `table` into `<table>_v2` with a job named `job`, forward sync, optionally a cleanup. */
+function planFor(db: TestDb, name: string, table: string, job: string, cleanup = false) {
+  return loadPlan(
+    writePlan(
+      {
+        name,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: `001_${table}_v2`, up: 'up.sql', down: 'down.sql' }],
+        copy: [{ name: job, from: table, to: `${table}_v2`, key: 'id', sync: 'forward' }],
+        ...(cleanup ? { cleanup: { after: '0s' } } : {}),
+      },
+      {
+        'up.sql': `CREATE TABLE ${table}_v2 (id bigint PRIMARY KEY, v text);`,
+        'down.sql': `DROP TABLE ${table}_v2;`,
+      },
+    ),
+  );
+}
+
+async function completed(plan: ReturnType<typeof loadPlan>) {
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  return h.client.waitForEnd(workflowId);
+}
+
+test('two migrations with a job of the same name each keep their own sync: writes never cross between them', async () => {
+  const db = await h.db('isolation');
+  await db.query(`
+    CREATE TABLE t1 (id bigint PRIMARY KEY, v text); INSERT INTO t1 SELECT g, 't1 ' || g FROM generate_series(1, 100) g;
+    CREATE TABLE t2 (id bigint PRIMARY KEY, v text); INSERT INTO t2 SELECT g, 't2 ' || g FROM generate_series(1, 100) g;`);
+  // No cleanup: both leave their sync in place (the tables stay in step), as a plan without cleanup does.
+  expect((await completed(planFor(db, 'first', 't1', 'orders'))).state).toBe('completed');
+  expect((await completed(planFor(db, 'second', 't2', 'orders'))).state).toBe('completed');
+
+  await db.query(`INSERT INTO t1 VALUES (101, 'new in t1')`);
+  await db.query(`UPDATE t1 SET v = 'changed in t1' WHERE id = 1`);
+  await db.query(`TRUNCATE t1`);
+  expect(await db.query(`SELECT count(*)::int AS n FROM t1_v2`)).toEqual([{ n: 0 }]);
+  // t2's copy saw none of it.
+  expect(
+    await db.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE v LIKE 't2 %')::int AS own FROM t2_v2`),
+  ).toEqual([{ n: 100, own: 100 }]);
+  await db.query(`UPDATE t2 SET v = 'changed in t2' WHERE id = 2`);
+  expect(await db.query(`SELECT v FROM t2_v2 WHERE id = 2`)).toEqual([{ v: 'changed in t2' }]);
+  const fns = await db.query<{ proname: string }>(
+    `SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE nspname = 'tidemark' AND proname LIKE 'tidemark_sync_orders_%' ORDER BY 1`,
+  );
+  expect(fns).toHaveLength(2);
+});
+
+test("a migration's cleanup drops only its own sync; another migration on a held table is refused, naming the holder", async () => {
+  const db = await h.db('claims');
+  await db.query(`
+    CREATE TABLE a (id bigint PRIMARY KEY, v text); INSERT INTO a SELECT g, 'a' FROM generate_series(1, 50) g;
+    CREATE TABLE b (id bigint PRIMARY KEY, v text); INSERT INTO b SELECT g, 'b' FROM generate_series(1, 50) g;`);
+  expect((await completed(planFor(db, 'keeps-sync', 'b', 'a-b'))).state).toBe('completed');
+  // Same job name but for the '-': the two slug alike and still get their own objects.
+  expect((await completed(planFor(db, 'cleans-up', 'a', 'a_b', true))).state).toBe('completed');
+  // The cleanup of 'cleans-up' removed its triggers on a; those of 'keeps-sync' on b still work.
+  await db.query(`INSERT INTO a VALUES (51, 'not synced any more'); INSERT INTO b VALUES (51, 'still synced')`);
+  expect(await db.query(`SELECT count(*)::int AS n FROM a_v2 WHERE id = 51`)).toEqual([{ n: 0 }]);
+  expect(await db.query(`SELECT v FROM b_v2 WHERE id = 51`)).toEqual([{ v: 'still synced' }]);
+
+  // b is still synced by keeps-sync: a new migration of b is refused before it changes anything.
+  const refused = await completed(planFor(db, 'another-b', 'b', 'b3'));
+  expect(refused.state).toBe('rolled-back');
+  expect(refused.error).toContain('preflight failed');
+  expect(refused.error).toContain('migration keeps-sync (tidemark-keeps-sync) syncs b (copy job a-b)');
+  expect(refused.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+  // a is free again: a new migration of it runs.
+  await db.query(`DROP TABLE a_v2`);
+  expect((await completed(planFor(db, 'again-a', 'a', 'a_b'))).state).toBe('completed');
+});
