@@ -2,7 +2,7 @@
 // plan's retention. No compensation (backups are kept); restoreBackup is the explicit way back (abort --restore-backup).
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { databaseName, findPgTool, libpqEnv, runTool, toolMajorVersion } from '../../db/pgtools';
@@ -77,8 +77,7 @@ export function createBackupActivities(deps: ActivityDeps) {
         const { workflowId, runKey: runId } = input.run;
         const t0 = Date.now();
         await mkdir(plan.backup.dir, { recursive: true });
-        const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
-        const file = join(plan.backup.dir, `${plan.name}-${stamp}-${runId.slice(0, 8)}.dump`);
+        const file = join(plan.backup.dir, dumpFileName(plan.name, new Date(), runId));
         const tmp = `${file}.partial`;
         const tables = plan.backup.tables?.length ? plan.backup.tables : undefined;
         const args = [
@@ -162,7 +161,7 @@ export function createBackupActivities(deps: ActivityDeps) {
         await writeFile(metadataFile, JSON.stringify(meta, null, 2) + '\n');
         const pruned =
           plan.backup.retain !== undefined
-            ? await prune(plan.backup.dir, plan.name, basename(file), plan.backup.retain)
+            ? await pruneBackups(plan.backup.dir, plan.name, basename(file), plan.backup.retain)
             : [];
         deps.logger.info({ file, size, tables: meta.tables }, 'backup written and verified');
         return {
@@ -221,9 +220,30 @@ export function createBackupActivities(deps: ActivityDeps) {
   };
 }
 
+/** The name of a dump of `plan`: the plan, the time, the run. */
+export function dumpFileName(plan: string, at: Date, runKey: string): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+  return `${plan}-${stamp}-${runKey.slice(0, 8)}.dump`;
+}
+
+/**
+ * Whether `name` is a dump of exactly `plan`: plan names may prefix one another (relp, relp-v2), so the whole name
+ * must match, and the dump's metadata, when it has some, must name the plan.
+ */
+async function isDumpOf(dir: string, name: string, plan: string): Promise<boolean> {
+  if (!new RegExp(`^${plan}-\\d{8}T\\d{6}-[0-9a-z-]{8}\\.dump$`).test(name)) return false;
+  try {
+    const meta = JSON.parse(await readFile(join(dir, `${name}.json`), 'utf8')) as { plan?: unknown };
+    return meta.plan === undefined || meta.plan === plan;
+  } catch {
+    return true; // no (readable) metadata: the name alone says whose it is
+  }
+}
+
 /** Deletes all but the newest `retain` earlier dumps of this plan (and their metadata); never the one just written. */
-async function prune(dir: string, plan: string, keep: string, retain: number): Promise<string[]> {
-  const names = (await readdir(dir)).filter((n) => n.startsWith(`${plan}-`) && n.endsWith('.dump') && n !== keep);
+export async function pruneBackups(dir: string, plan: string, keep: string, retain: number): Promise<string[]> {
+  const names: string[] = [];
+  for (const n of await readdir(dir)) if (n !== keep && (await isDumpOf(dir, n, plan))) names.push(n);
   const withTimes = await Promise.all(names.map(async (n) => ({ n, t: (await stat(join(dir, n))).mtimeMs })));
   withTimes.sort((a, b) => b.t - a.t);
   const doomed = withTimes.slice(retain).map((x) => x.n);
