@@ -76,3 +76,14 @@ export async function withAdvisoryLock<T>(pool: Pool, key: string, fn: (c: PoolC
     }
   });
 }
+
+/**
+ * Runs one plan-given read-only query and returns its first column of its first row (null when it returns no row).
+ * The extended protocol takes exactly one statement, so `SELECT 0; COMMIT; …` cannot end the caller's read-only
+ * transaction.
+ */
+export async function firstValue(c: PoolClient, sql: string): Promise<unknown> {
+  const config = { text: sql, rowMode: 'array' as const, queryMode: 'extended' };
+  const r = await c.query<unknown[]>(config as { text: string; rowMode: 'array' });
+  return r.rows[0]?.[0] ?? null;
+}

@@ -124,7 +124,8 @@ async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<Rehea
   const run = async (kind: RehearsalQuery['kind'], name: string, sql: string) => {
     await c.query('SAVEPOINT tidemark_rehearse');
     try {
-      const r = await c.query(sql);
+      // One statement only, as when the migration runs it (db/tx.ts firstValue).
+      const r = await c.query({ text: sql, queryMode: 'extended' } as { text: string });
       const value = r.rows[0] ? Object.values(r.rows[0])[0] : undefined;
       const shown =
         value === undefined

@@ -140,3 +140,36 @@ export const MALFORMED: MalformedCase[] = [
     ],
   },
 ];
+
+/**
+ * Plans whose read-only SQL (preflight checks, assertions, gates) could write: refused by `start` and `plan check`
+ * with PostgreSQL's parser, before anything runs.
+ */
+export const UNSAFE_QUERIES: MalformedCase[] = [
+  {
+    title: 'a gate that ends its read-only transaction and writes',
+    doc: edit((d) => {
+      (d.traffic as Doc).gates = [{ name: 'errors', sql: 'SELECT 0; COMMIT; CREATE TABLE victim (x int)', max: 1 }];
+    }),
+    errors: ['traffic.gates[0].sql: must be exactly one SELECT statement, found 3 statements'],
+  },
+  {
+    title: 'an assertion that deletes and a preflight check that is not a query',
+    doc: edit((d) => {
+      (d as Doc).validate = [
+        {
+          sql: {
+            name: 'sneaky',
+            query: 'WITH gone AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM gone',
+            expect: 0,
+          },
+        },
+      ];
+      (d as Doc).preflight = { checks: [{ name: 'drop', sql: 'DROP TABLE orders' }] };
+    }),
+    errors: [
+      'preflight.checks[0].sql: must be a SELECT, found DROP',
+      'validate[0].sql.query: must only read, found a DELETE inside it',
+    ],
+  },
+];

@@ -1,5 +1,6 @@
 // The SQL review: each destructive or locking change is named with why and what to do instead; changes to tables the
 // step itself creates are left alone.
+import { notOneSelect } from '../../src/plan/queries';
 import { lintPlan, parseStatements } from '../../src/plan/lint';
 import type { ResolvedPlan } from '../../src/plan/types';
 
@@ -103,4 +104,23 @@ SELECT ';' AS x`);
     ['SelectStmt', 4],
   ]);
   expect(stmts[1].text).toBe('CREATE INDEX CONCURRENTLY i ON t (a)');
+});
+
+describe('read-only plan SQL is exactly one SELECT', () => {
+  test.each([
+    ['SELECT count(*) FROM orders WHERE total < 0', undefined],
+    ['WITH x AS (SELECT 1 AS v) SELECT v FROM x', undefined],
+    ['VALUES (1)', undefined],
+    ['SELECT 0; COMMIT; CREATE TABLE victim (x int)', 'must be exactly one SELECT statement, found 3 statements'],
+    ['SELECT 1;', undefined],
+    ['UPDATE orders SET total = 0', 'must be a SELECT, found UPDATE'],
+    [
+      'WITH gone AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM gone',
+      'must only read, found a DELETE inside it',
+    ],
+    ['SELECT * INTO copy_of_orders FROM orders', 'must not create a table (SELECT … INTO)'],
+    ['SELECT * FROM orders FOR UPDATE', 'must not lock rows (FOR UPDATE/SHARE)'],
+  ])('%s', async (sql, why) => {
+    expect(await notOneSelect(sql)).toBe(why);
+  });
 });

@@ -1,6 +1,6 @@
 // Commands that act on one migration: start, status, list, approve, pause, resume, throttle, promote, abort.
 import type { Command } from 'commander';
-import { loadPlan } from '../../plan/load';
+import { loadCheckedPlan } from '../../plan/queries';
 import { userInfo } from 'node:os';
 import { renderStatus, webUiUrl } from '../format';
 import { follow, uiBase, withTidemark, type GlobalOptions } from '../context';
@@ -35,7 +35,7 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .option('--json', 'print JSON')
     .option('--by <name>', 'who starts it (shown in status)')
     .action(async (planFile: string, o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string }) => {
-      const plan = loadPlan(planFile);
+      const plan = await loadCheckedPlan(planFile);
       await withTidemark(globals(), async (c) => {
         if (!(await c.hasWorkers()) && !o.json) {
           console.error(

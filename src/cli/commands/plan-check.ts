@@ -6,7 +6,7 @@ import { rehearsePlan, type RehearsalReport } from '../../rehearsal';
 import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
-import { loadPlan } from '../../plan/load';
+import { loadCheckedPlan } from '../../plan/queries';
 import type { ResolvedPlan } from '../../plan/types';
 
 export function describePlan(p: ResolvedPlan): string[] {
@@ -102,7 +102,7 @@ export function registerPlanCommands(program: Command): void {
     .option('--strict', 'fail (exit 1) on any finding, not only on errors')
     .option('--json', 'print JSON')
     .action(async (file: string, o: { rehearse?: boolean; strict?: boolean; json?: boolean }) => {
-      const p = loadPlan(file);
+      const p = await loadCheckedPlan(file);
       let ok: boolean;
       let report: unknown;
       const lines = describePlan(p);

@@ -8,7 +8,7 @@ import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
 import { findPgTool, toolMajorVersion } from '../../db/pgtools';
 import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
-import { inTransaction } from '../../db/tx';
+import { firstValue, inTransaction } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTables, parseStatements } from '../../plan/lint';
@@ -368,8 +368,7 @@ async function runPlanChecks(c: PoolClient, plan: ResolvedPlan, add: Add) {
   for (const chk of plan.preflight.checks) {
     await c.query('SAVEPOINT tidemark_check');
     try {
-      const r = await c.query({ text: chk.sql, rowMode: 'array' });
-      const v = r.rows[0]?.[0];
+      const v = await firstValue(c, chk.sql);
       const n = v === null || v === undefined ? 0 : Number(v);
       if (Number.isNaN(n)) add(chk.name, 'fail', `the check must return a count, got "${String(v)}"`);
       else if (n > 0) add(chk.name, chk.severity, `${n} row(s) found`);

@@ -2,7 +2,7 @@
 // reads metric gates.
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent } from '../../db/quote';
-import { withTransaction } from '../../db/tx';
+import { firstValue, withTransaction } from '../../db/tx';
 import type { Gate } from '../../plan/types';
 import type { Pool, PoolClient } from 'pg';
 import { F, failure } from '../../migration/failures';
@@ -61,10 +61,9 @@ export function createTrafficActivities(deps: ActivityDeps) {
   async function readGate(defaultUrlEnv: string, g: Gate): Promise<number> {
     if (g.sql) {
       const pool = g.database ? deps.pools.get(g.database.urlEnv) : await targetPool(deps, defaultUrlEnv);
-      return withTransaction(pool, { readOnly: true, statementTimeoutMs: g.timeout }, async (c) => {
-        const r = await c.query({ text: g.sql!, rowMode: 'array' });
-        return toNumber(r.rows[0]?.[0], 'the gate query');
-      });
+      return withTransaction(pool, { readOnly: true, statementTimeoutMs: g.timeout }, async (c) =>
+        toNumber(await firstValue(c, g.sql!), 'the gate query'),
+      );
     }
     const src = g.prometheus ?? g.http!;
     const base = src.url ?? process.env[src.urlEnv!];

@@ -6,7 +6,7 @@ import { quoteIdent, quoteTable } from '../../db/quote';
 import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, type ChunkBounds } from './sql';
 import { keyExtentQuery, sourceFrom, type CopyMapping } from '../copy/sql';
 import { INTEGER_KEY_TYPES } from '../copy/batcher';
-import { inTransaction, withClient } from '../../db/tx';
+import { firstValue, inTransaction, withClient } from '../../db/tx';
 import type { ResolvedCopyJob, ValidationCheck } from '../../plan/types';
 import type { ValidationCheckResult, ValidationReport } from '../../migration/messages';
 import { resolveMapping } from '../copy/mapping';
@@ -298,10 +298,9 @@ async function sqlAssertion(
   spec: NonNullable<ValidationCheck['sql']>,
   name: string,
 ): Promise<ValidationCheckResult> {
-  const value = await inTransaction(c, { readOnly: true, statementTimeoutMs: 10 * 60_000 }, async (tx) => {
-    const r = await tx.query({ text: spec.query, rowMode: 'array' });
-    return r.rows[0]?.[0] ?? null;
-  });
+  const value = await inTransaction(c, { readOnly: true, statementTimeoutMs: 10 * 60_000 }, (tx) =>
+    firstValue(tx, spec.query),
+  );
   const { ok, why } = compare(value, spec);
   return { check: name, kind: 'sql', ok, message: why, details: { value } };
 }
