@@ -1,5 +1,6 @@
 // The one pino logger factory; redacts anything that could carry a secret.
 import pino, { type Logger } from 'pino';
+import { redactDeep } from './secrets';
 
 export type { Logger };
 
@@ -11,6 +12,12 @@ export function createLogger(opts: { name?: string; level?: string; destination?
       redact: {
         paths: ['password', '*.password', 'connectionString', '*.connectionString', 'url', '*.url', 'env'],
         censor: '[redacted]',
+      },
+      // Messages and fields can quote an error that quotes a URL: every argument goes through the one redactor.
+      hooks: {
+        logMethod(args, method) {
+          method.apply(this, args.map((a) => redactDeep(a)) as Parameters<typeof method>);
+        },
       },
     },
     pino.destination({ dest: opts.destination ?? 2, sync: true }),

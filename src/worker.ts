@@ -6,6 +6,7 @@ import { createActivities, type ActivityDeps } from './phases/activities';
 import { PoolRegistry } from './db/pool';
 import { ensureSearchAttributes } from './infra/devserver';
 import { createLogger, type Logger } from './logger';
+import { redactDeep, registerSecretsIn } from './secrets';
 import { DEFAULT_TASK_QUEUE } from './migration/messages';
 
 export interface WorkerOptions {
@@ -38,6 +39,14 @@ function prebuiltBundle(): WorkflowBundleOption | undefined {
   return existsSync(codePath) ? { codePath } : undefined;
 }
 
+async function redactedOutcome(outcome: Promise<unknown>): Promise<unknown> {
+  try {
+    return redactDeep(await outcome);
+  } catch (e) {
+    throw redactDeep(e);
+  }
+}
+
 export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWorker> {
   const address = opts.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
   const namespace = opts.namespace ?? process.env.TEMPORAL_NAMESPACE ?? 'default';
@@ -45,6 +54,7 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
   const logger = opts.logger ?? createLogger({ name: 'tidemark-worker' });
   await ensureSearchAttributes(address, namespace);
   const connection = await NativeConnection.connect({ address });
+  registerSecretsIn(opts.env ?? process.env);
   const pools = new PoolRegistry(opts.env ?? process.env);
   const worker = await Worker.create({
     connection,
@@ -54,6 +64,9 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
       ? { workflowBundle: opts.workflowBundle ?? prebuiltBundle() }
       : { workflowsPath: workflowsPath() }),
     activities: createActivities({ pools, logger, binaries: opts.binaries }),
+    // Everything an activity hands back — its result or its failure — becomes workflow history, status and events:
+    // no secret may ride along (see secrets.ts).
+    interceptors: { activity: [() => ({ inbound: { execute: (input, next) => redactedOutcome(next(input)) } })] },
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
     // Progress (rows copied, throttle reason) reaches `status` through heartbeats: send them every few seconds.
     maxHeartbeatThrottleInterval: '2s',

@@ -5,6 +5,7 @@ import { MigrationNotFoundError, RejectedError } from '../client';
 import { formatPgError, isPgError } from '../db/errors';
 import { exitCodeOf, F, FAILURES, type FailureType } from '../migration/failures';
 import { InvalidPlanError } from '../plan/load';
+import { redact } from '../secrets';
 
 export const EXIT = {
   ok: 0,
@@ -41,6 +42,10 @@ export function exitCodeFor(e: unknown): number {
 
 /** The lines to print for an error: one per plan problem, otherwise one line. */
 export function errorLines(e: unknown): string[] {
+  return problemLines(e).map(redact);
+}
+
+function problemLines(e: unknown): string[] {
   // One line per problem, each naming the file and the path inside it.
   if (e instanceof InvalidPlanError) return e.errors.map((x) => `error: ${e.file}: ${x.path}: ${x.message}`);
   if (e instanceof RejectedError) return [`rejected: ${e.message}`];

@@ -6,6 +6,7 @@ import { registerMigrationCommands } from './commands/migration-commands';
 import { registerPlanCommands } from './commands/plan-check';
 import { registerServerCommands } from './commands/servers';
 import { createLogger, sdkLogFunction } from '../logger';
+import { registerSecretsIn } from '../secrets';
 import type { GlobalOptions } from './context';
 import { CliError, errorLines, EXIT, exitCodeFor } from './errors';
 
@@ -36,6 +37,8 @@ export async function main(argv: string[]): Promise<void> {
     logger: new DefaultLogger(sdkLevel, sdkLogFunction(createLogger({ name: 'temporal-sdk' }))),
     shutdownSignals: [],
   });
+  // Connection strings in this process's environment: never printed (secrets.ts).
+  registerSecretsIn(process.env);
   const program = buildProgram();
   let code: number;
   try {

@@ -1,5 +1,6 @@
 // Connection pools keyed by the environment variable that names the database, so no URL ever leaves the worker.
 import { Pool } from 'pg';
+import { registerSecret } from '../secrets';
 
 export class MissingDatabaseUrlError extends Error {
   constructor(public readonly envVar: string) {
@@ -20,6 +21,7 @@ export class PoolRegistry {
   url(envVar: string): string {
     const url = this.env[envVar];
     if (!url) throw new MissingDatabaseUrlError(envVar);
+    registerSecret(url);
     return url;
   }
 

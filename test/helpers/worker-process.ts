@@ -4,11 +4,19 @@ import { join } from 'node:path';
 
 const BIN = join(__dirname, '..', '..', 'bin', 'tidemark');
 
-export function workerProcess(address: string, taskQueue: string, env: NodeJS.ProcessEnv): ChildProcess {
-  return spawn(process.execPath, [BIN, 'worker'], {
+/** `log`: collect the worker's log (stderr) into log.text instead of passing it through. */
+export function workerProcess(
+  address: string,
+  taskQueue: string,
+  env: NodeJS.ProcessEnv,
+  log?: { text: string },
+): ChildProcess {
+  const child = spawn(process.execPath, [BIN, 'worker'], {
     env: { ...process.env, TEMPORAL_ADDRESS: address, TIDEMARK_TASK_QUEUE: taskQueue, LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', log ? 'pipe' : 'inherit'],
   });
+  if (log) child.stderr!.on('data', (d: Buffer) => (log.text += d.toString()));
+  return child;
 }
 
 /** Sends `signal` and resolves once the process has exited (at once if it already has). */

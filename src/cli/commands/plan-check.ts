@@ -7,6 +7,7 @@ import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
 import { loadCheckedPlan } from '../../plan/queries';
+import { redact } from '../../secrets';
 import type { ResolvedPlan } from '../../plan/types';
 
 export function describePlan(p: ResolvedPlan): string[] {
@@ -128,7 +129,7 @@ export function registerPlanCommands(program: Command): void {
         ok = !lint.some((f) => f.severity === 'error') && !(o.strict && lint.length);
         lines.push('', ...describeLint(lint));
       }
-      console.log(o.json ? JSON.stringify(report, null, 2) : lines.join('\n'));
+      console.log(redact(o.json ? JSON.stringify(report, null, 2) : lines.join('\n')));
       if (!ok) process.exitCode = EXIT.failed;
     });
 }

@@ -6,6 +6,7 @@ import { firstValue, withTransaction } from '../../db/tx';
 import type { Gate } from '../../plan/types';
 import type { Pool, PoolClient } from 'pg';
 import { F, failure } from '../../migration/failures';
+import { registerSecret, withoutCredentials } from '../../secrets';
 import { activityBody, forwardTransaction, targetPool, type ActivityDeps, type RunRef } from '../activity-kit';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -68,10 +69,15 @@ export function createTrafficActivities(deps: ActivityDeps) {
     const src = g.prometheus ?? g.http!;
     const base = src.url ?? process.env[src.urlEnv!];
     if (!base) throw new Error(`environment variable ${src.urlEnv} (the gate's urlEnv) is not set on the worker`);
+    registerSecret(base);
+    const { url: endpoint, headers } = withoutCredentials(base);
     const url = g.prometheus
-      ? `${base.replace(/\/$/, '')}/api/v1/query?query=${encodeURIComponent(g.prometheus.query)}`
-      : base;
-    const res = await fetch(url, { signal: AbortSignal.timeout(g.timeout), headers: { accept: 'application/json' } });
+      ? `${endpoint.replace(/\/$/, '')}/api/v1/query?query=${encodeURIComponent(g.prometheus.query)}`
+      : endpoint;
+    const res = await fetch(url, {
+      signal: AbortSignal.timeout(g.timeout),
+      headers: { accept: 'application/json', ...headers },
+    });
     if (!res.ok) throw new Error(`HTTP ${res.status} from the gate endpoint`);
     const body = (await res.json()) as unknown;
     if (g.prometheus) {
@@ -117,7 +123,10 @@ export function createTrafficActivities(deps: ActivityDeps) {
           try {
             return { gate: g.name, value: await readGate(input.urlEnv, g) };
           } catch (e) {
-            return { gate: g.name, value: null, error: (e as Error).message.slice(0, 300) };
+            // fetch says only "fetch failed"; why is in its cause (a refused connection, a timeout).
+            const err = e as Error & { cause?: { message?: string } };
+            const why = err.cause?.message ? `${err.message}: ${err.cause.message}` : err.message;
+            return { gate: g.name, value: null, error: why.slice(0, 300) };
           }
         }),
       );
