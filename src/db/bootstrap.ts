@@ -101,9 +101,27 @@ export const BOOTSTRAP_DDL: string[] = [
      installed_at timestamptz NOT NULL DEFAULT now(),
      PRIMARY KEY (run_key, job)
    )`,
+  // The application's writes to a target whose plan accepts losing them on rollback (see copy/sql.ts writeCountDdl).
+  `CREATE TABLE IF NOT EXISTS ${S}.new_path_writes (
+     run_key text NOT NULL,
+     job text NOT NULL,
+     op text NOT NULL,
+     rows bigint NOT NULL,
+     at timestamptz NOT NULL DEFAULT now()
+   )`,
 ];
 
-const TABLES = ['history', 'flags', 'copy_progress', 'copy_control', 'reports', 'archive', 'runs', 'sync_jobs'];
+const TABLES = [
+  'history',
+  'flags',
+  'copy_progress',
+  'copy_control',
+  'reports',
+  'archive',
+  'runs',
+  'sync_jobs',
+  'new_path_writes',
+];
 
 const done = new WeakMap<Pool, Promise<void>>();
 

@@ -45,6 +45,11 @@ export function syncFunctionName(job: string, syncId: string, direction: SyncDir
   return bounded(`tidemark_sync_${slug(job)}_${syncId}_${direction}_fn`);
 }
 
+/** Triggers (insert, update, delete) and function counting the application's writes to a job's target. */
+export function writeCountName(job: string, syncId: string, what: 'ins' | 'upd' | 'del' | 'function'): string {
+  return bounded(`tidemark_sync_${slug(job)}_${syncId}_count${what === 'function' ? '_fn' : `_${what}`}`);
+}
+
 /** Trigger and function replaying writes of the i-th table a query source reads (`syncFrom[i]`). */
 export function querySyncName(job: string, syncId: string, index: number, what: 'trigger' | 'function'): string {
   return bounded(`tidemark_sync_${slug(job)}_${syncId}_from${index}${what === 'function' ? '_fn' : ''}`);

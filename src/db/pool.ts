@@ -1,5 +1,6 @@
 // Connection pools keyed by the environment variable that names the database, so no URL ever leaves the worker.
-import { Pool } from 'pg';
+import { Pool, type PoolConfig } from 'pg';
+import { parse } from 'pg-connection-string';
 import { registerSecret } from '../secrets';
 
 export class MissingDatabaseUrlError extends Error {
@@ -7,6 +8,33 @@ export class MissingDatabaseUrlError extends Error {
     super(`environment variable ${envVar} is not set on the worker; it must hold the database connection string`);
     this.name = 'MissingDatabaseUrlError';
   }
+}
+
+/**
+ * Settings that change how values print, pinned identically for every tidemark session: the copy casts through
+ * them and the checksum hashes their output, so no worker's environment may change a result. TimeZone and
+ * search_path are the database's own (set them with ALTER DATABASE/ROLE … SET): `options` in a connection string
+ * (and PGOPTIONS) are replaced, not merged — a worker with `-c TimeZone=America/New_York` in its URL once shifted
+ * every timestamp ↔ timestamptz mapping by five hours and the checksum, computed in the same session, agreed.
+ */
+const PINNED_SETTINGS: Record<string, string> = {
+  DateStyle: 'ISO, MDY',
+  IntervalStyle: 'postgres',
+  // Shortest exact float output: 0.3 and 0.30000000000000004 print differently.
+  extra_float_digits: '3',
+};
+
+/** The libpq `options` startup string for settings (spaces and backslashes escaped). */
+function startupOptions(settings: Record<string, string>): string {
+  return Object.entries(settings)
+    .map(([k, v]) => `-c ${k}=${v.replace(/\\/g, '\\\\').replace(/ /g, '\\ ')}`)
+    .join(' ');
+}
+
+/** Pool settings for a connection string, with tidemark's own name and pinned session settings. */
+export function poolConfig(url: string, max: number): PoolConfig {
+  const parsed = parse(url) as PoolConfig & { options?: string };
+  return { ...parsed, max, application_name: 'tidemark', options: startupOptions(PINNED_SETTINGS) };
 }
 
 export class PoolRegistry {
@@ -28,7 +56,7 @@ export class PoolRegistry {
   get(envVar: string): Pool {
     let pool = this.pools.get(envVar);
     if (!pool) {
-      pool = new Pool({ connectionString: this.url(envVar), max: this.max, application_name: 'tidemark' });
+      pool = new Pool(poolConfig(this.url(envVar), this.max));
       // A connection lost while its client sits idle in the pool: the pool drops it, the next query connects anew.
       pool.on('error', () => undefined);
       // A connection lost while a client is checked out (between two batches, say) is reported on the client: without

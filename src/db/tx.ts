@@ -61,6 +61,25 @@ export async function inTransaction<T>(
   }
 }
 
+/** Runs `fn` in a transaction that is always rolled back: to try something and keep none of it. */
+export async function rolledBack<T>(
+  client: PoolClient,
+  opts: TxOptions,
+  fn: (c: PoolClient) => Promise<T>,
+): Promise<T> {
+  const marker = new Error('roll back');
+  let result: T | undefined;
+  try {
+    await inTransaction(client, opts, async (c) => {
+      result = await fn(c);
+      throw marker;
+    });
+  } catch (e) {
+    if (e !== marker) throw e;
+  }
+  return result as T;
+}
+
 export async function withTransaction<T>(pool: Pool, opts: TxOptions, fn: (c: PoolClient) => Promise<T>): Promise<T> {
   return withClient(pool, (c) => inTransaction(c, opts, fn));
 }

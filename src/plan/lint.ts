@@ -92,6 +92,19 @@ export function createdTables(stmts: ParsedStatement[]): Set<string> {
   return out;
 }
 
+/** The columns of each table a script creates with CREATE TABLE (by bare table name). */
+export function createdTableColumns(stmts: ParsedStatement[]): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const s of stmts) {
+    if (s.kind !== 'CreateStmt') continue;
+    const cols = ((s.node.tableElts as Node[] | undefined) ?? [])
+      .map((e) => (e as { ColumnDef?: { colname?: string } }).ColumnDef?.colname)
+      .filter((c): c is string => !!c);
+    out.set(bare(rel(s.node.relation)), new Set(cols));
+  }
+  return out;
+}
+
 interface Context {
   transactional: boolean;
   /** Tables new in this step (created by its `up`). */

@@ -62,6 +62,12 @@ const copyJob = z.strictObject({
   maxBatchSize: z.number().int().min(LIMITS.batchSize.min).max(LIMITS.batchSize.max).optional(),
   targetBatchMs: z.number().int().min(10).max(60_000).default(200),
   parallel: z.number().int().min(1).max(64).default(1),
+  /**
+   * With a traffic section the application writes the target on the new path, and a rollback loses what nothing syncs
+   * back (any sync but bidirectional). Such a plan is refused unless this says the loss is accepted (a read model, a
+   * cache); the rollback then reports how many rows written on the new path it discarded.
+   */
+  discardNewPathWrites: z.boolean().optional(),
 });
 
 const tolerance = z.union([

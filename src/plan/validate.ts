@@ -81,6 +81,27 @@ function duplicates<T>(items: T[], key: (t: T) => string): Set<string> {
   return dup;
 }
 
+/**
+ * Copy jobs whose target takes the new path's writes (the plan moves traffic) while nothing syncs them back to the
+ * source, and whose plan does not accept losing them: a rollback would silently drop those writes.
+ */
+export function unprotectedTargets<J extends { sync?: string; discardNewPathWrites?: boolean }>(plan: {
+  traffic?: unknown;
+  copy: J[];
+}): J[] {
+  if (!plan.traffic) return [];
+  return plan.copy.filter((j) => j.sync !== 'bidirectional' && !j.discardNewPathWrites);
+}
+
+/** Why a job is refused by unprotectedTargets, in words. */
+export function unprotectedMessage(job: { name: string; to: string; sync?: string }): string {
+  return (
+    `traffic sends the application's writes to ${job.to}, and copy job ${job.name} (sync: ${job.sync ?? 'default'}) ` +
+    'syncs nothing back: a rollback would lose them. Use sync: bidirectional (with reverse for mapped columns), or ' +
+    'set discardNewPathWrites: true to accept losing them (the rollback reports how many rows it discarded)'
+  );
+}
+
 function crossFieldErrors(plan: PlanDocument): PlanError[] {
   const errors: PlanError[] = [];
   const err = (path: PropertyKey[], message: string) => errors.push({ path: formatPath(path), message });
@@ -109,9 +130,17 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
         'required to sync a query source: list the tables it reads and the key expression for each',
       );
     if (job.syncFrom && !job.query) err([...p, 'syncFrom'], 'only used with a query source');
+    if (job.discardNewPathWrites && !plan.traffic)
+      err([...p, 'discardNewPathWrites'], 'only used with a traffic section');
     if (job.maxBatchSize !== undefined && job.maxBatchSize < job.batchSize)
       err([...p, 'maxBatchSize'], 'must be at least batchSize');
   });
+
+  // The sync a job gets by default (forward for tables, none for queries) counts as not syncing back.
+  const resolvedSync = plan.copy.map((j) => ({ ...j, sync: j.sync ?? (j.query ? 'none' : 'forward') }));
+  for (const job of unprotectedTargets({ traffic: plan.traffic, copy: resolvedSync })) {
+    err(['copy', plan.copy.findIndex((j) => j.name === job.name), 'sync'], unprotectedMessage(job));
+  }
 
   plan.validate.forEach((v, i) => {
     const keys = Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined);

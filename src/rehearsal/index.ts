@@ -1,6 +1,7 @@
 // Plan rehearsal (`tidemark plan check --rehearse`): preflight, then each schema step up → down → up inside one
 // transaction that is rolled back, checking that down restores exactly the schema up started from.
 import type { Pool, PoolClient } from 'pg';
+import { probeSync, type SyncProbe } from '../phases/copy/probe';
 import { runPreflightChecks, type PreflightReport } from '../phases/preflight/activities';
 import { formatPgError } from '../db/errors';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
@@ -32,6 +33,8 @@ export interface RehearsalReport {
   steps: RehearsalStep[];
   /** Unreadable queries are warnings: a gate's table may only appear once the application runs. */
   queries: RehearsalQuery[];
+  /** Each synced copy job's triggers, installed after the steps and written through once in each direction. */
+  syncs: SyncProbe[];
   /** The database's schema is the same after the rehearsal as before it. */
   unchanged: boolean;
 }
@@ -41,6 +44,7 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
   const preflight = await runPreflightChecks(pool, plan);
   const steps: RehearsalStep[] = [];
   let queries: RehearsalQuery[] | undefined;
+  const syncs: SyncProbe[] = [];
   const c = await pool.connect();
   let unchanged: boolean;
   try {
@@ -70,6 +74,7 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
         if (result.outcome === 'failed') stopped = true;
       }
       queries = await rehearseQueries(c, plan);
+      for (const job of plan.copy) if (job.sync !== 'none') syncs.push(await probeSync(c, job, true));
     } finally {
       await c.query('ROLLBACK');
     }
@@ -78,8 +83,12 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
   } finally {
     c.release();
   }
-  const ok = preflight.ok && steps.every((s) => s.outcome !== 'failed') && !lint.some((f) => f.severity === 'error');
-  return { ok, lint, preflight, steps, queries: queries ?? [], unchanged };
+  const ok =
+    preflight.ok &&
+    steps.every((s) => s.outcome !== 'failed') &&
+    syncs.every((s) => s.ok) &&
+    !lint.some((f) => f.severity === 'error');
+  return { ok, lint, preflight, steps, queries: queries ?? [], syncs, unchanged };
 }
 
 async function attempt(c: PoolClient, sql: string): Promise<string | null> {

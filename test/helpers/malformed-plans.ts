@@ -11,6 +11,7 @@ export const VALID_PLAN = {
       to: 'orders_v2',
       key: 'id',
       columns: { id: 'id', total: 'amount_cents / 100.0' },
+      discardNewPathWrites: true,
     },
   ],
   validate: [{ rowCount: { copy: 'orders' } }],
@@ -114,6 +115,13 @@ export const MALFORMED: MalformedCase[] = [
     doc: 'name: orders-v2\ndatabase: [urlEnv: X\n',
     errors: [
       '(plan): invalid YAML at line 3, column 1: Flow sequence in block collection must be sufficiently indented and end with a ]',
+    ],
+  },
+  {
+    title: 'traffic onto a target nothing syncs back',
+    doc: edit((d) => delete (d.copy[0] as Doc).discardNewPathWrites),
+    errors: [
+      "copy[0].sync: traffic sends the application's writes to orders_v2, and copy job orders (sync: forward) syncs nothing back: a rollback would lose them. Use sync: bidirectional (with reverse for mapped columns), or set discardNewPathWrites: true to accept losing them (the rollback reports how many rows it discarded)",
     ],
   },
   {

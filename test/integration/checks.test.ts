@@ -34,7 +34,7 @@ async function meetingsChecked(
   const base = await meetingsPlan(db, { rows, approvals });
   return {
     ...base,
-    copy: [{ ...base.copy[0], sync: 'forward' }],
+    copy: [{ ...base.copy[0], sync: 'forward', discardNewPathWrites: true }],
     validate: [{ rowCount: { copy: 'meetings' } }, { checksum: { copy: 'meetings', chunkSize } }],
     cleanup: undefined,
   };
@@ -45,10 +45,10 @@ test('a target with one changed value, one missing row and one extra row: valida
   const plan = await meetingsChecked(db, 5000, ['validate']);
   const { workflowId } = await h.client.start(plan, { autoApprove: false });
   await waitForGate(h.client, workflowId, 'validate');
-  // Corrupt the target behind the sync triggers' back (the guard setting keeps them out of it).
+  // Corrupt the target behind the triggers' back (replica mode keeps every trigger out of it).
   await db.query(`
     BEGIN;
-    SELECT set_config('tidemark.syncing', 'meetings', true);
+    SET LOCAL session_replication_role = replica;
     UPDATE meetings_v2 SET title = 'tampered' WHERE id = 1234;
     DELETE FROM meetings_v2 WHERE id = 2345;
     INSERT INTO meetings_v2 SELECT 999999, title, meeting_type, room_type, status, host_id, max_participants, created_at, updated_at FROM meetings_v2 WHERE id = 1;
@@ -61,14 +61,14 @@ test('a target with one changed value, one missing row and one extra row: valida
   expect(checksum.ok).toBe(false);
   const diffs = (
     checksum.details as {
-      differences: { key: string; source: Record<string, unknown> | null; target: Record<string, unknown> | null }[];
+      differences: { key: string; source: Record<string, string> | null; target: Record<string, string> | null }[];
     }
   ).differences;
   expect(diffs.map((d) => d.key)).toEqual(['1234', '2345', '999999']);
   expect(diffs[0].source?.title).toBe('Meeting 1234');
   expect(diffs[0].target?.title).toBe('tampered');
-  expect(diffs[1]).toMatchObject({ source: expect.objectContaining({ id: 2345 }), target: null });
-  expect(diffs[2]).toMatchObject({ source: null, target: expect.objectContaining({ id: 999999 }) });
+  expect(diffs[1]).toMatchObject({ source: expect.objectContaining({ id: '2345' }), target: null });
+  expect(diffs[2]).toMatchObject({ source: null, target: expect.objectContaining({ id: '999999' }) });
   const rowCount = final.validation!.checks.find((c) => c.kind === 'rowCount')!;
   expect(rowCount.message).toBe('source 5000 rows, target 5000 rows (difference +0)');
   expect(final.error).toMatch(

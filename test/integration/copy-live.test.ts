@@ -22,7 +22,13 @@ afterAll(() => h.stop());
 /** The meetings job alone, gated before the copy and before traffic so the test can act at those points. */
 async function meetingsOnly(db: TestDb, rows: number, sync: 'forward' | 'bidirectional'): Promise<ResolvedPlan> {
   const base = await meetingsPlan(db, { rows, approvals: ['copy', 'traffic'] });
-  const meetings = { ...base.copy[0], sync, batchSize: 500, maxBatchSize: 500 };
+  const meetings = {
+    ...base.copy[0],
+    sync,
+    batchSize: 500,
+    maxBatchSize: 500,
+    discardNewPathWrites: sync === 'forward',
+  };
   return {
     ...base,
     copy: [meetings],
@@ -142,6 +148,7 @@ test('a query source merging two tables copies exactly, and replays writes to ei
           key: 'id',
           columns: { id: 'id', display_name: 'name', email: 'lower(email)', bio: 'bio', country: 'country' },
           sync: 'forward',
+          discardNewPathWrites: true,
           syncFrom: [
             { table: 'users', key: 'id' },
             { table: 'profiles', key: 'user_id' },

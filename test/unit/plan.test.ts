@@ -40,6 +40,7 @@ test('names are taken exactly as written: mixed case, spaces and other schemas a
             to: 'Sales Ops.customer events v2',
             key: 'Event ID',
             columns: { 'Event ID': '"Event ID"', 'User Name': 'upper("User Name")' },
+            discardNewPathWrites: true,
           },
         ],
         validate: [],

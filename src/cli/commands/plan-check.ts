@@ -85,6 +85,7 @@ export function describeRehearsal(r: RehearsalReport): string[] {
       '    (a gate that cannot be read during a soak pauses the rollout; fine if the application creates what it reads)',
     );
   }
+  for (const s of r.syncs) lines.push(`  sync of copy job ${s.job}: ${s.ok ? 'ok' : 'FAILED'} — ${s.message}`);
   lines.push(`  database unchanged by the rehearsal: ${r.unchanged ? 'yes' : 'NO'}`);
   return lines;
 }

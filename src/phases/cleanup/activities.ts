@@ -92,6 +92,11 @@ async function repointReverseSync(
   for (const stmt of reverseTriggerDdl(moved)) await c.query(stmt);
 }
 
+/** Whether a job put triggers on its tables: a sync, or the counter of writes a rollback would discard. */
+function hasTriggers(job: ResolvedCopyJob): boolean {
+  return job.sync !== 'none' || !!job.discardNewPathWrites;
+}
+
 /** The job's sync objects are gone: its tables are no longer held by this run's sync (see preflight's claims). */
 async function forgetSync(c: PoolClient, run: RunRef, job: ResolvedCopyJob): Promise<void> {
   await c.query(`DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2`, [run.runKey, job.name]);
@@ -99,7 +104,10 @@ async function forgetSync(c: PoolClient, run: RunRef, job: ResolvedCopyJob): Pro
 
 export function createCleanupActivities(deps: ActivityDeps) {
   return {
-    /** Drops the jobs' sync triggers, their new tables locked before their old ones. */
+    /**
+     * Drops the jobs' sync triggers (and write counters), their new tables locked before their old ones, and releases
+     * the jobs' hold on their tables.
+     */
     async dropSyncTriggers(input: {
       urlEnv: string;
       run: RunRef;
@@ -109,7 +117,8 @@ export function createCleanupActivities(deps: ActivityDeps) {
       return activityBody('dropping sync triggers', async () => {
         const pool = await targetPool(deps, input.urlEnv);
         await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          await lockInAppOrder(c, [...input.jobs.map((j) => j.to), ...input.jobs.flatMap(oldSide)]);
+          const withTriggers = input.jobs.filter(hasTriggers);
+          await lockInAppOrder(c, [...withTriggers.map((j) => j.to), ...withTriggers.flatMap(oldSide)]);
           for (const job of input.jobs) {
             for (const stmt of dropSyncDdl(
               job.name,

@@ -45,15 +45,18 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     if (plan.approvals.includes('cleanup')) await control.requireApproval('cleanup');
 
     const followers = archiveFollowers(plan);
-    const dropping = plan.copy.filter((j) => j.sync !== 'none' && !followers.includes(j));
-    const result: Record<string, unknown> = { syncTriggersDropped: dropping.map((j) => j.name) };
+    const dropping = plan.copy.filter((j) => !followers.includes(j));
+    const synced = dropping.filter((j) => j.sync !== 'none');
+    const result: Record<string, unknown> = { syncTriggersDropped: synced.map((j) => j.name) };
     if (dropping.length) {
       // No undo: the copy's own undo drops these triggers anyway, and from here the old path takes no writes.
       await changes.dropSyncTriggers({ urlEnv, run, jobs: dropping, lockTimeoutMs });
       // Said in the log: from here these jobs' tables drift apart (followers, kept until the drop, are not among them).
-      board.event(
-        `sync triggers dropped: ${dropping.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`,
-      );
+      if (synced.length) {
+        board.event(
+          `sync triggers dropped: ${synced.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`,
+        );
+      }
     }
 
     let restoreId: string | undefined;

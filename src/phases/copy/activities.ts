@@ -15,6 +15,7 @@ import {
   querySyncTriggerDdl,
   reconcileQuery,
   reverseTriggerDdl,
+  writeCountDdl,
   slowConflictMode,
   sourceFrom,
   targetHasRowsQuery,
@@ -23,7 +24,9 @@ import {
 } from './sql';
 import { batcherFor, INTEGER_KEY_TYPES, type BatchResult, type PlannedBatch } from './batcher';
 import { enterRun } from '../../db/fence';
-import { inTransaction, withTransaction } from '../../db/tx';
+import { inTransaction, rolledBack, withClient, withTransaction } from '../../db/tx';
+import { F, failure } from '../../migration/failures';
+import { probeSync } from './probe';
 import type { ResolvedCopyJob } from '../../plan/types';
 import {
   activityBody,
@@ -117,6 +120,19 @@ interface Control {
   delay_ms: number | null;
 }
 
+/** What the rollback discards of the application's writes to the job's target (discardNewPathWrites), in words. */
+async function discardedWrites(c: PoolClient, run: RunRef, job: ResolvedCopyJob): Promise<string> {
+  const r = await c.query(
+    `SELECT coalesce(sum(rows) FILTER (WHERE op = 'INSERT'), 0)::int AS ins,
+            coalesce(sum(rows) FILTER (WHERE op = 'UPDATE'), 0)::int AS upd,
+            coalesce(sum(rows) FILTER (WHERE op = 'DELETE'), 0)::int AS del
+       FROM ${S}.new_path_writes WHERE run_key = $1 AND job = $2`,
+    [run.runKey, job.name],
+  );
+  const { ins, upd, del } = r.rows[0] as { ins: number; upd: number; del: number };
+  return `; discarded the new path's writes to ${job.to}: ${ins} row(s) inserted, ${upd} updated, ${del} deleted`;
+}
+
 /** The tables whose writes a job's sync replays: its source table, or the tables a query source lists in syncFrom. */
 function syncedTables(job: ResolvedCopyJob): string[] {
   if (job.sync === 'none') return job.from ? [job.from] : [];
@@ -148,6 +164,7 @@ export function createCopyActivities(deps: ActivityDeps) {
         if (job.sync !== 'none' && mapping.source.kind === 'table') ddl.push(...forwardTriggerDdl(mapping));
         if (job.sync !== 'none' && mapping.source.kind === 'query') ddl.push(...querySyncTriggerDdl(mapping));
         if (job.sync === 'bidirectional') ddl.push(...reverseTriggerDdl(mapping));
+        if (job.discardNewPathWrites) ddl.push(...writeCountDdl(mapping, run.runKey));
         const targetWasEmpty = await forwardTransaction(
           pool,
           run,
@@ -168,6 +185,13 @@ export function createCopyActivities(deps: ActivityDeps) {
           },
         );
         deps.logger.info({ job: job.name, sync: job.sync }, 'sync triggers installed');
+        if (job.sync !== 'none') {
+          // Before a single row is copied (and long before traffic moves): one write through each trigger, undone.
+          const probe = await withClient(pool, (c) =>
+            rolledBack(c, { lockTimeoutMs: input.lockTimeoutMs }, (tx) => probeSync(tx, job, false)),
+          );
+          if (!probe.ok) throw failure(F.PlanRuntimeError, `copy job "${job.name}": ${probe.message}`);
+        }
         return {
           job: job.name,
           triggers: job.sync === 'none' ? [] : job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
@@ -193,11 +217,13 @@ export function createCopyActivities(deps: ActivityDeps) {
           for (const stmt of dropSyncDdl(job.name, syncIdFor(run.runKey, job.name), job.syncFrom?.length ?? 0)) {
             await c.query(stmt);
           }
+          const discarded = job.discardNewPathWrites ? await discardedWrites(c, run, job) : '';
+          if (discarded) deps.logger.warn({ job: job.name, target: job.to }, discarded.replace(/^; /, ''));
           if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
             await c.query(`TRUNCATE ${quoteTable(job.to)}`);
-            return `sync triggers dropped, ${job.to} emptied`;
+            return `sync triggers dropped, ${job.to} emptied${discarded}`;
           }
-          return 'sync triggers dropped';
+          return `sync triggers dropped${discarded}`;
         });
       });
     },

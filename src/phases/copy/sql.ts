@@ -5,6 +5,7 @@ import {
   SYNC_GUARD_SETTING,
   TIDEMARK_SCHEMA,
   querySyncName,
+  writeCountName,
   syncFunctionName,
   syncTriggerName,
   type SyncDirection,
@@ -380,10 +381,48 @@ END`;
   return out;
 }
 
+/**
+ * For a job whose plan accepts losing the new path's writes (discardNewPathWrites): statement triggers on the target
+ * count the application's writes — not the job's own copy and sync, which carry its guard — so a rollback can say how
+ * many rows it discarded. One row per statement, no shared counter to contend on.
+ */
+export function writeCountDdl(m: CopyMapping, runKey: string): string[] {
+  const syncId = syncIdOf(m);
+  const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(writeCountName(m.job, syncId, 'function'))}`;
+  const log = `${quoteIdent(TIDEMARK_SCHEMA)}.new_path_writes`;
+  const body = `
+DECLARE
+  ${guardDeclare}
+BEGIN
+  IF position(${quoteLiteral(`,${syncId},`)} in ',' || guard_prev || ',') > 0 THEN RETURN NULL; END IF;
+  IF TG_OP = 'DELETE' THEN
+    INSERT INTO ${log} (run_key, job, op, rows) SELECT ${quoteLiteral(runKey)}, ${quoteLiteral(m.job)}, TG_OP, count(*) FROM old_rows;
+  ELSE
+    INSERT INTO ${log} (run_key, job, op, rows) SELECT ${quoteLiteral(runKey)}, ${quoteLiteral(m.job)}, TG_OP, count(*) FROM new_rows;
+  END IF;
+  RETURN NULL;
+END`;
+  const tgt = quoteTable(m.target);
+  const trigger = (what: 'ins' | 'upd' | 'del', event: string, table: string) => [
+    `DROP TRIGGER IF EXISTS ${quoteIdent(writeCountName(m.job, syncId, what))} ON ${tgt}`,
+    `CREATE TRIGGER ${quoteIdent(writeCountName(m.job, syncId, what))} AFTER ${event} ON ${tgt} REFERENCING ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+  ];
+  return [
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+    ...trigger('ins', 'INSERT', 'NEW TABLE AS new_rows'),
+    ...trigger('upd', 'UPDATE', 'NEW TABLE AS new_rows'),
+    ...trigger('del', 'DELETE', 'OLD TABLE AS old_rows'),
+  ];
+}
+
 /** Removes every sync trigger and function of a job; safe to run twice and when a table is already gone. */
 export function dropSyncDdl(job: string, syncId: string, querySources = 0): string[] {
   // DROP FUNCTION … CASCADE removes the triggers that use it, wherever their table now lives.
-  const fns = [functionRef(job, syncId, 'forward'), functionRef(job, syncId, 'reverse')];
+  const fns = [
+    functionRef(job, syncId, 'forward'),
+    functionRef(job, syncId, 'reverse'),
+    `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(writeCountName(job, syncId, 'function'))}`,
+  ];
   for (let i = 0; i < querySources; i++)
     fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, syncId, i, 'function'))}`);
   return fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`);

@@ -11,7 +11,9 @@ import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
 import { firstValue, inTransaction } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
-import { createdTables, parseStatements } from '../../plan/lint';
+import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
+import { bareColumn } from '../copy/mapping';
+import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
 import { F, failure } from '../../migration/failures';
 import { activityBody, type ActivityDeps } from '../activity-kit';
 
@@ -108,8 +110,10 @@ export async function runPreflightChecks(
       await checkLocksAndTransactions(c, plan, add);
       await checkCopyKeys(c, plan, add);
       await checkCopyTargets(c, plan, add);
+      await checkMappings(c, plan, add);
       await checkArchive(c, plan, add);
       await checkClaims(c, plan, add);
+      for (const job of unprotectedTargets(plan)) add(`copy ${job.name}: rollback`, 'fail', unprotectedMessage(job));
       await checkFlag(c, plan, add);
       await runPlanChecks(c, plan, add);
     });
@@ -225,11 +229,25 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
       add(check, 'fail', `source table ${job.from} has no column "${job.key}"`);
       continue;
     }
+    const k = quoteIdent(job.key);
+    // A unique index allows any number of NULLs, and a NULL key is in no key range: such rows would be neither copied
+    // nor compared.
+    if (!cols.find((col) => col.name === job.key)!.notNull) {
+      const nulls = (await c.query(`SELECT count(*)::int AS n FROM ${quoteTable(job.from)} WHERE ${k} IS NULL`)).rows[0]
+        .n;
+      if (nulls > 0) {
+        add(
+          check,
+          'fail',
+          `${job.from}.${job.key} is NULL in ${nulls} row(s): a NULL key can be neither copied nor compared`,
+        );
+        continue;
+      }
+    }
     if (await hasUniqueIndexOn(c, job.from, job.key)) {
       add(check, 'ok', `${job.from}.${job.key} is unique (index)`);
       continue;
     }
-    const k = quoteIdent(job.key);
     const dup = await c.query(
       `SELECT ${k}::text AS k, count(*)::int AS n FROM ${quoteTable(job.from)} GROUP BY ${k} HAVING count(*) > 1 OR ${k} IS NULL LIMIT 3`,
     );
@@ -275,6 +293,52 @@ async function checkCopyTargets(c: PoolClient, plan: ResolvedPlan, add: Add) {
         check,
         opaque ? 'warn' : 'fail',
         `${job.to} does not exist and no schema step creates it${opaque ? ' (unless a DO block or function call does)' : ''}`,
+      );
+    }
+  }
+}
+
+/**
+ * What can be told of each mapping before anything changes: the target columns it writes exist (in the table, or in
+ * the CREATE TABLE of a schema step), and under bidirectional sync every NOT NULL column of the old table without a
+ * default is written back — otherwise every write on the new path fails in the reverse trigger once traffic moves.
+ * (The copy phase also writes through each trigger once, undone, before it copies a row.)
+ */
+async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  const created = new Map<string, Set<string>>();
+  for (const step of plan.schema) {
+    try {
+      for (const [t, cols] of createdTableColumns(await parseStatements(step.up.sql))) created.set(t, cols);
+    } catch {
+      // checkCopyTargets reports steps that do not parse
+    }
+  }
+  for (const job of plan.copy) {
+    const check = `copy ${job.name}: mapping`;
+    const existing = await tableColumns(c, job.to);
+    const targetCols = existing.length
+      ? new Set(existing.map((col) => col.name))
+      : created.get(parseTableRef(job.to).name);
+    if (!targetCols) continue; // created out of sight (a DO block): the copy phase will tell
+    const mapping = job.columns ?? Object.fromEntries([...targetCols].map((t) => [t, quoteIdent(t)]));
+    const missing = Object.keys(mapping).filter((t) => !targetCols.has(t));
+    if (missing.length) {
+      add(check, 'fail', `target ${job.to} has no column ${missing.map((m) => `"${m}"`).join(', ')}`);
+      continue;
+    }
+    if (job.sync !== 'bidirectional' || !job.from) continue;
+    const source = await tableColumns(c, job.from);
+    const writtenBack = new Set(Object.keys(job.reverse ?? {}));
+    for (const expr of Object.values(mapping)) {
+      const col = bareColumn(expr);
+      if (col) writtenBack.add(col);
+    }
+    const gaps = source.filter((s) => s.notNull && !s.hasDefault && !s.generated && !writtenBack.has(s.name));
+    if (gaps.length) {
+      add(
+        check,
+        'fail',
+        `sync: bidirectional writes the new path's rows back to ${job.from} but leaves its NOT NULL column(s) ${gaps.map((g) => `"${g.name}"`).join(', ')} empty: every write on the new path would fail; give each a reverse expression over the ${job.to} row`,
       );
     }
   }

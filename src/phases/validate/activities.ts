@@ -3,7 +3,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
-import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, type ChunkBounds } from './sql';
+import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, nullKeyQuery, type ChunkBounds } from './sql';
 import { keyExtentQuery, sourceFrom, type CopyMapping } from '../copy/sql';
 import { INTEGER_KEY_TYPES } from '../copy/batcher';
 import { firstValue, inTransaction, withClient } from '../../db/tx';
@@ -28,10 +28,11 @@ export interface ValidationInput {
   job?: ResolvedCopyJob;
 }
 
+/** A differing row: its key and each side's values as PostgreSQL prints them (null: the row is missing there). */
 export interface ChecksumDifference {
   key: string;
-  source: Record<string, unknown> | null;
-  target: Record<string, unknown> | null;
+  source: Record<string, string | null> | null;
+  target: Record<string, string | null> | null;
 }
 
 interface ChecksumHeartbeat {
@@ -43,6 +44,22 @@ interface ChecksumHeartbeat {
 }
 
 const MAX_REPORTED_DIFFERENCES = 100;
+/** Columns shown per differing row (those that differ first); a wide table must not bloat the report. */
+const MAX_REPORTED_COLUMNS = 8;
+
+/**
+ * Keeps a difference small enough to report: the columns that differ (or, for a missing row, the first ones), at most
+ * MAX_REPORTED_COLUMNS, each value already cut by the query. A report must always fit in Temporal's payloads: one
+ * that did not once made the checksum retry forever instead of failing the migration.
+ */
+export function boundDifference(d: ChecksumDifference): ChecksumDifference {
+  const cols = Object.keys(d.source ?? d.target ?? {});
+  const differing = d.source && d.target ? cols.filter((c) => d.source![c] !== d.target![c]) : cols;
+  const keep = new Set((differing.length ? differing : cols).slice(0, MAX_REPORTED_COLUMNS));
+  const pick = (row: ChecksumDifference['source']) =>
+    row && Object.fromEntries(Object.entries(row).filter(([c]) => keep.has(c)));
+  return { key: d.key, source: pick(d.source), target: pick(d.target) };
+}
 
 /** A short name for a check, used in reports and messages. */
 export function checkName(check: ValidationCheck): string {
@@ -232,7 +249,7 @@ async function checksum(
       let diffs: ChecksumDifference[] = [];
       if (d.source_digest !== d.target_digest || d.source_rows !== d.target_rows) {
         const q = chunkDiffQuery(m, bounds, Math.max(1, MAX_REPORTED_DIFFERENCES - differences.size));
-        diffs = (await t.query(q.text, q.values)).rows as ChecksumDifference[];
+        diffs = ((await t.query(q.text, q.values)).rows as ChecksumDifference[]).map(boundDifference);
       }
       return { d, diffs, differs: d.source_digest !== d.target_digest || d.source_rows !== d.target_rows };
     });
@@ -264,7 +281,14 @@ async function checksum(
 
   if (planner.parallel > 1) await withClient(pool, (extra) => Promise.all([lane(c), lane(extra)]));
   else await lane(c);
-  const ok = state.mismatchedChunks === 0;
+  // Rows with a NULL key are in no chunk: any of them is a difference the chunks cannot show.
+  const nq = nullKeyQuery(m);
+  const nullKeys = (await c.query(nq.text, nq.values)).rows[0] as { source: number; target: number };
+  const nullKeyProblem =
+    nullKeys.source || nullKeys.target
+      ? `rows with a NULL ${m.key}: ${nullKeys.source} in the source, ${nullKeys.target} in the target (no key to compare them by)`
+      : undefined;
+  const ok = state.mismatchedChunks === 0 && !nullKeyProblem;
   const found = [...differences.values()].sort((a, b) => compareKeys(a.key, b.key));
   const keys = found.map((d) => d.key);
   return {
@@ -273,13 +297,21 @@ async function checksum(
     ok,
     message: ok
       ? `${state.rowsChecked} rows identical in ${state.chunks} chunks`
-      : `${state.mismatchedChunks} of ${state.chunks} chunks differ; differing keys: ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ` … (${keys.length} reported)` : ''}`,
+      : [
+          state.mismatchedChunks
+            ? `${state.mismatchedChunks} of ${state.chunks} chunks differ; differing keys: ${keys.slice(0, 20).join(', ')}${keys.length > 20 ? ` … (${keys.length} reported)` : ''}`
+            : '',
+          nullKeyProblem ?? '',
+        ]
+          .filter(Boolean)
+          .join('; '),
     details: {
       chunks: state.chunks,
       rowsChecked: state.rowsChecked,
       sourceRows,
       targetRows,
       mismatchedChunks: state.mismatchedChunks,
+      nullKeys,
       differences: found,
       durationMs: Date.now() - started,
     },

@@ -10,7 +10,8 @@ export interface ChunkBounds {
 
 function rangeWhere(alias: string, m: CopyMapping, b: ChunkBounds, values: unknown[]): string {
   const k = `${alias}.${quoteIdent(m.key)}`;
-  const where: string[] = [];
+  // NULL keys fall in no key range; nullKeyQuery counts them.
+  const where: string[] = [`${k} IS NOT NULL`];
   if (b.after !== null) {
     values.push(b.after);
     where.push(`${k} > $${values.length}::${m.keyType}`);
@@ -19,7 +20,7 @@ function rangeWhere(alias: string, m: CopyMapping, b: ChunkBounds, values: unkno
     values.push(b.upTo);
     where.push(`${k} <= $${values.length}::${m.keyType}`);
   }
-  return where.length ? ` WHERE ${where.join(' AND ')}` : '';
+  return ` WHERE ${where.join(' AND ')}`;
 }
 
 /** The row as text, source side: each mapped expression cast to its target column's type, in target column order. */
@@ -57,17 +58,41 @@ export function chunkDigestQuery(m: CopyMapping, b: ChunkBounds): Query {
   return { text, values };
 }
 
-/** The keys in a range whose mapped source row and target row differ (missing on either side included). */
+/** How many characters of a value a difference report shows. */
+export const SHOWN_VALUE_CHARS = 200;
+
+/** A value as PostgreSQL prints it, cut to SHOWN_VALUE_CHARS (an ellipsis says it was cut). */
+function shown(expr: string): string {
+  return `(SELECT CASE WHEN length(v) > ${SHOWN_VALUE_CHARS} THEN left(v, ${SHOWN_VALUE_CHARS}) || '…' ELSE v END FROM (SELECT (${expr})::text AS v) AS x)`;
+}
+
+/**
+ * The keys in a range whose mapped source row and target row differ (missing on either side included), with each
+ * side's values as PostgreSQL prints them — 0.7 and 0.70, -0 and 0, or JSON differing in spaces show as they differ.
+ */
 export function chunkDiffQuery(m: CopyMapping, b: ChunkBounds, limit: number): Query {
   const values: unknown[] = [limit];
   const sWhere = rangeWhere('s', m, b, values);
   const tWhere = rangeWhere('t', m, b, values);
-  const srcJson = `json_build_object(${m.columns.map((c) => `${quoteLiteral(c.target)}, (${c.expr})::${c.type}`).join(', ')})`;
-  const tgtJson = `json_build_object(${m.columns.map((c) => `${quoteLiteral(c.target)}, t.${quoteIdent(c.target)}`).join(', ')})`;
+  const side = (value: (c: CopyMapping['columns'][number]) => string) =>
+    `json_build_object(${m.columns.map((c) => `${quoteLiteral(c.target)}, ${shown(value(c))}`).join(', ')})`;
+  const srcJson = side((c) => `(${c.expr})::${c.type}`);
+  const tgtJson = side((c) => `t.${quoteIdent(c.target)}`);
   const text =
-    `SELECT coalesce(src.k, tgt.k)::text AS key, src.j AS source, tgt.j AS target FROM ` +
+    `SELECT ${shown('coalesce(src.k, tgt.k)')} AS key, src.j AS source, tgt.j AS target FROM ` +
     `(SELECT s.${quoteIdent(m.key)} AS k, ${sourceRowText(m)} AS r, ${srcJson} AS j FROM ${sourceFrom(m)}${sWhere}) AS src ` +
     `FULL JOIN (SELECT t.${quoteIdent(m.key)} AS k, ${targetRowText(m)} AS r, ${tgtJson} AS j FROM ${quoteTable(m.target)} AS t${tWhere}) AS tgt ` +
     `ON src.k = tgt.k WHERE src.r IS DISTINCT FROM tgt.r ORDER BY coalesce(src.k, tgt.k) LIMIT $1`;
   return { text, values };
+}
+
+/** Rows whose key is NULL on either side: no chunk holds them, so they are counted apart (and fail the check). */
+export function nullKeyQuery(m: CopyMapping): Query {
+  const k = quoteIdent(m.key);
+  return {
+    text:
+      `SELECT (SELECT count(*) FROM ${sourceFrom(m)} WHERE s.${k} IS NULL)::int AS source, ` +
+      `(SELECT count(*) FROM ${quoteTable(m.target)} AS t WHERE t.${k} IS NULL)::int AS target`,
+    values: [],
+  };
 }

@@ -1,0 +1,88 @@
+// Tries a copy job's sync before anything depends on it: inside the caller's transaction (rolled back by the caller,
+// or here to a savepoint), installs the triggers and writes through each one once — a no-op update of one source
+// row (forward), then an update and a delete of that row on the target (reverse). A mapping that cannot be written
+// (a NOT NULL column of the old table that `reverse` leaves empty, a target column that does not exist) fails here
+// instead of failing every application write once traffic moves.
+import type { PoolClient } from 'pg';
+import { formatPgError } from '../../db/errors';
+import { TIDEMARK_SCHEMA } from '../../db/names';
+import { quoteIdent, quoteTable } from '../../db/quote';
+import type { ResolvedCopyJob } from '../../plan/types';
+import { resolveMapping } from './mapping';
+import { forwardTriggerDdl, querySyncTriggerDdl, reverseTriggerDdl, type CopyMapping } from './sql';
+
+export interface SyncProbe {
+  job: string;
+  ok: boolean;
+  message: string;
+}
+
+const PROBE_RUN = { runKey: 'tidemark-probe' };
+
+/**
+ * Writes through the sync of `job`, all undone before returning. `install`: put its triggers in first (a rehearsal);
+ * otherwise they are in place already (the copy phase, right after installing them).
+ */
+export async function probeSync(c: PoolClient, job: ResolvedCopyJob, install: boolean): Promise<SyncProbe> {
+  await c.query('SAVEPOINT tidemark_probe');
+  let step = 'resolving the mapping';
+  try {
+    const m = await resolveMapping(c, job, PROBE_RUN);
+    if (install) {
+      step = 'installing the sync triggers';
+      // Trigger functions live in tidemark's schema, which a database never migrated before lacks (rolled back too).
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(TIDEMARK_SCHEMA)}`);
+      const ddl = [
+        ...(m.source.kind === 'table' ? forwardTriggerDdl(m) : querySyncTriggerDdl(m)),
+        ...(job.sync === 'bidirectional' ? reverseTriggerDdl(m) : []),
+      ];
+      for (const stmt of ddl) await c.query(stmt);
+    }
+    const tried = await writeThrough(c, m, job, (s) => (step = s));
+    return { job: job.name, ok: true, message: tried };
+  } catch (e) {
+    return { job: job.name, ok: false, message: `${step} fails: ${formatPgError(e)}` };
+  } finally {
+    await c.query('ROLLBACK TO SAVEPOINT tidemark_probe');
+    await c.query('RELEASE SAVEPOINT tidemark_probe');
+  }
+}
+
+async function writeThrough(
+  c: PoolClient,
+  m: CopyMapping,
+  job: ResolvedCopyJob,
+  at: (s: string) => void,
+): Promise<string> {
+  const key = quoteIdent(m.key);
+  if (m.source.kind === 'query') {
+    const src = m.syncFrom[0];
+    if (!src) return 'nothing to write through';
+    at(`an update of ${quoteTable(src.table)} (forward sync)`);
+    const col = (
+      await c.query(
+        `SELECT quote_ident(attname) AS c FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum LIMIT 1`,
+        [quoteTable(src.table)],
+      )
+    ).rows[0].c as string;
+    const r = await c.query(
+      `UPDATE ${quoteTable(src.table)} SET ${col} = ${col} WHERE ctid = (SELECT ctid FROM ${quoteTable(src.table)} LIMIT 1)`,
+    );
+    return r.rowCount ? 'a write to its source reaches the target' : 'its source is empty: nothing to write through';
+  }
+  const table = quoteTable(m.source.table);
+  const first = await c.query(
+    `SELECT ${key}::text AS k FROM ${table} WHERE ${key} IS NOT NULL ORDER BY ${key} LIMIT 1`,
+  );
+  if (!first.rowCount) return 'the source is empty: nothing to write through';
+  const k = first.rows[0].k as string;
+  at('an update on the old table (forward sync)');
+  await c.query(`UPDATE ${table} SET ${key} = ${key} WHERE ${key} = $1::${m.keyType}`, [k]);
+  if (job.sync !== 'bidirectional') return 'a write on the old table reaches the new one';
+  const target = quoteTable(m.target);
+  at('an update on the new table (reverse sync)');
+  await c.query(`UPDATE ${target} SET ${key} = ${key} WHERE ${key} = $1::${m.keyType}`, [k]);
+  at('a delete on the new table (reverse sync)');
+  await c.query(`DELETE FROM ${target} WHERE ${key} = $1::${m.keyType}`, [k]);
+  return 'writes on either table reach the other';
+}

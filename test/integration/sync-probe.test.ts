@@ -1,0 +1,91 @@
+// The reverse path is tried before traffic moves: a mapping that cannot be written back fails at preflight (nothing
+// changed), in `plan check --rehearse` (a write through each trigger, rolled back), or at the latest when the copy
+// phase installs its triggers — never once the application's writes go to the new path.
+import { loadPlan } from '../../src/plan/load';
+import { runCli } from '../helpers/cli';
+import { Harness, type TestDb } from '../helpers/env';
+import { writePlan } from '../helpers/plans';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+
+async function ordersDb(label: string): Promise<TestDb> {
+  const db = await h.db(label);
+  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, amount_cents bigint NOT NULL CHECK (amount_cents > 0),
+                    currency text NOT NULL, note text);
+                  INSERT INTO orders SELECT g, g * 100, 'EUR', NULL FROM generate_series(1, 50) g;`);
+  return db;
+}
+
+function ordersPlan(db: TestDb, columns: Record<string, string>, reverse: Record<string, string>, up: string) {
+  return writePlan(
+    {
+      name: `orders-${db.name.replace(/_/g, '-')}`,
+      database: { urlEnv: db.urlEnv },
+      backup: { enabled: false },
+      schema: [{ id: '001_orders_v2', up: 'up.sql', down: 'down.sql' }],
+      copy: [{ name: 'orders', from: 'orders', to: 'orders_v2', key: 'id', columns, reverse, sync: 'bidirectional' }],
+      traffic: { flag: 'use_orders_v2', stages: [{ percent: 100, soak: '1s' }] },
+    },
+    { 'up.sql': up, 'down.sql': 'DROP TABLE orders_v2;' },
+  );
+}
+
+test('a NOT NULL column of the old table that reverse leaves empty is refused at preflight: nothing changes', async () => {
+  const db = await ordersDb('probenotnull');
+  const file = ordersPlan(
+    db,
+    { id: 'id', amount: 'amount_cents / 100.0' },
+    { amount_cents: '(amount * 100)::bigint' },
+    'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, amount numeric NOT NULL);',
+  );
+  const { workflowId } = await h.client.start(loadPlan(file), { autoApprove: true });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.error).toContain(
+    'copy orders: mapping: sync: bidirectional writes the new path\'s rows back to orders but leaves its NOT NULL column(s) "currency" empty',
+  );
+  expect(final.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+});
+
+test('plan check --rehearse tries the mapping: a target column that does not exist fails it', async () => {
+  const db = await ordersDb('probemissing');
+  const file = ordersPlan(
+    db,
+    { id: 'id', amount: 'amount_cents / 100.0', currency: 'currency', memo: 'note' },
+    { amount_cents: '(amount * 100)::bigint' },
+    'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, amount numeric NOT NULL, currency text NOT NULL);',
+  );
+  const r = await runCli(['plan', 'check', file, '--rehearse'], { [db.urlEnv]: db.url });
+  expect(r.code).toBe(1);
+  expect(r.stdout).toContain('fail copy orders: mapping: target orders_v2 has no column "memo"');
+  expect(r.stdout).toMatch(
+    /sync of copy job orders: FAILED — resolving the mapping fails: copy job "orders": target orders_v2 has no column "memo"/,
+  );
+  expect(r.stdout).toContain('database unchanged by the rehearsal: yes');
+});
+
+test('a reverse mapping that breaks a constraint of the old table fails in the rehearsal and before the copy', async () => {
+  const db = await ordersDb('probecheck');
+  // Rounds to whole euros: 0.50 € comes back as 0 cents, which the old table's CHECK refuses.
+  const file = ordersPlan(
+    db,
+    { id: 'id', amount: 'amount_cents / 100', currency: 'currency' },
+    { amount_cents: '(amount * 0)::bigint' },
+    'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, amount bigint NOT NULL, currency text NOT NULL);',
+  );
+  const rehearsal = await runCli(['plan', 'check', file, '--rehearse'], { [db.urlEnv]: db.url });
+  expect(rehearsal.code).toBe(1);
+  expect(rehearsal.stdout).toMatch(
+    /sync of copy job orders: FAILED — an update on the new table \(reverse sync\) fails: new row for relation "orders" violates check constraint/,
+  );
+  const { workflowId } = await h.client.start(loadPlan(file), { autoApprove: true });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.phases.find((p) => p.name === 'copy')?.status).toBe('failed');
+  expect(final.error).toMatch(
+    /copy job "orders": an update on the new table \(reverse sync\) fails: .*check constraint/,
+  );
+  expect(final.copy).toEqual([]);
+});
