@@ -1,6 +1,7 @@
 // `tidemark plan check <plan> [--rehearse]`: validates a plan, reviews its SQL, and optionally rehearses it.
 import type { Command } from 'commander';
 import { Pool } from 'pg';
+import { poolConfig } from '../../db/pool';
 import { lintPlan, type LintFinding, type LintSeverity } from '../../plan/lint';
 import { rehearsePlan, type RehearsalReport } from '../../rehearsal';
 import { F } from '../../migration/failures';
@@ -115,7 +116,7 @@ export function registerPlanCommands(program: Command): void {
             `set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`,
             F.Usage,
           );
-        const pool = new Pool({ connectionString: url, max: 2, application_name: 'tidemark' });
+        const pool = new Pool(poolConfig(url, 2));
         try {
           const r = await rehearsePlan(pool, p);
           report = { plan: p.name, ...r };

@@ -61,9 +61,16 @@ export function chunkDigestQuery(m: CopyMapping, b: ChunkBounds): Query {
 /** How many characters of a value a difference report shows. */
 export const SHOWN_VALUE_CHARS = 200;
 
-/** A value as PostgreSQL prints it, cut to SHOWN_VALUE_CHARS (an ellipsis says it was cut). */
+/**
+ * A value as PostgreSQL prints it, cut to SHOWN_VALUE_CHARS; a cut value says its length and the start of its md5,
+ * so two long values that differ only past the cut still show as different.
+ */
 function shown(expr: string): string {
-  return `(SELECT CASE WHEN length(v) > ${SHOWN_VALUE_CHARS} THEN left(v, ${SHOWN_VALUE_CHARS}) || '…' ELSE v END FROM (SELECT (${expr})::text AS v) AS x)`;
+  return (
+    `(SELECT CASE WHEN length(v) > ${SHOWN_VALUE_CHARS} ` +
+    `THEN left(v, ${SHOWN_VALUE_CHARS}) || '… (' || length(v) || ' characters, md5 ' || left(md5(v), 8) || ')' ` +
+    `ELSE v END FROM (SELECT (${expr})::text AS v) AS x)`
+  );
 }
 
 /**
