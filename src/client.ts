@@ -46,6 +46,24 @@ export class MigrationNotFoundError extends Error {
   }
 }
 
+/**
+ * A workflow's input travels as one payload, and Temporal refuses payloads over its blob size limit (2 MiB by
+ * default): a plan whose SQL does not fit is refused before it reaches the server, saying so.
+ */
+export const MAX_INPUT_BYTES = 1_900_000;
+
+export class PlanTooLargeError extends Error {
+  constructor(plan: string, bytes: number) {
+    const mb = (n: number) => `${(n / 1_048_576).toFixed(1)} MB`;
+    super(
+      `plan ${plan} with its SQL files is ${mb(bytes)}; a workflow's input holds at most ${mb(MAX_INPUT_BYTES)} ` +
+        "(Temporal's payload limit, limit.blobSize.error): move bulk data loads out of the schema steps (COPY from a " +
+        'file, or a copy job) or split the migration into several plans',
+    );
+    this.name = 'PlanTooLargeError';
+  }
+}
+
 /** The workflow (or the server, for a second start) refused the request (exit code 4). */
 export class RejectedError extends Error {
   constructor(message: string) {
@@ -122,6 +140,8 @@ export class TidemarkClient {
   async start(plan: ResolvedPlan, options: MigrationOptions): Promise<{ workflowId: string; runId: string }> {
     const workflowId = workflowIdFor(plan.name);
     const input: MigrationInput = { plan, options };
+    const bytes = Buffer.byteLength(JSON.stringify(input));
+    if (bytes > MAX_INPUT_BYTES) throw new PlanTooLargeError(plan.name, bytes);
     try {
       const handle = await this.client.workflow.start(WORKFLOW_TYPE, {
         taskQueue: this.taskQueue,

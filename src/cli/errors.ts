@@ -1,7 +1,7 @@
 // Exit codes (SPEC §3) and the one-line error messages the CLI prints. Both come from the failure table
 // (migration/failures.ts): an error's failure type decides its exit code.
 import { ApplicationFailure } from '@temporalio/common';
-import { MigrationNotFoundError, RejectedError } from '../client';
+import { MigrationNotFoundError, PlanTooLargeError, RejectedError } from '../client';
 import { formatPgError, isPgError } from '../db/errors';
 import { exitCodeOf, F, FAILURES, type FailureType } from '../migration/failures';
 import { InvalidPlanError } from '../plan/load';
@@ -29,7 +29,7 @@ export class CliError extends Error {
 /** The failure type an error stands for, as far as the CLI can tell. */
 export function failureTypeOf(e: unknown): string | undefined {
   if (e instanceof CliError) return e.type;
-  if (e instanceof InvalidPlanError) return F.InvalidPlan;
+  if (e instanceof InvalidPlanError || e instanceof PlanTooLargeError) return F.InvalidPlan;
   if (e instanceof MigrationNotFoundError) return F.NotFound;
   if (e instanceof RejectedError) return F.Rejected;
   if (e instanceof ApplicationFailure) return e.type ?? undefined;

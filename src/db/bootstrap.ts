@@ -101,6 +101,13 @@ export const BOOTSTRAP_DDL: string[] = [
      installed_at timestamptz NOT NULL DEFAULT now(),
      PRIMARY KEY (run_key, job)
    )`,
+  // Each run's SQL scripts by sha256, stored once at preflight (see plan/scripts.ts).
+  `CREATE TABLE IF NOT EXISTS ${S}.scripts (
+     sha256 text PRIMARY KEY,
+     path text NOT NULL,
+     sql text NOT NULL,
+     stored_at timestamptz NOT NULL DEFAULT now()
+   )`,
   // The application's writes to a target whose plan accepts losing them on rollback (see copy/sql.ts writeCountDdl).
   `CREATE TABLE IF NOT EXISTS ${S}.new_path_writes (
      run_key text NOT NULL,

@@ -15,6 +15,7 @@ import {
 import { PHASE_MODULES, restoreBackupIfAsked } from '../phases';
 import type { Phase, PhaseContext } from '../phases/phase';
 import { PHASES } from '../plan/schema';
+import { withoutScriptText } from '../plan/scripts';
 import type { ResolvedPlan } from '../plan/types';
 import { OperatorControl } from './control';
 import { F, failure } from './failures';
@@ -36,7 +37,8 @@ export async function migrationWorkflow(input: MigrationInput): Promise<Migratio
 }
 
 class Runbook implements PhaseContext {
-  readonly plan: ResolvedPlan;
+  /** The plan; once preflight stored its scripts, without their text (plan/scripts.ts). */
+  plan: ResolvedPlan;
   readonly run: RunRef;
   readonly board: StatusBoard;
   readonly control: OperatorControl;
@@ -78,6 +80,8 @@ class Runbook implements PhaseContext {
   /** The runbook. */
   private async forward(): Promise<void> {
     await this.phase(PHASE_MODULES.preflight);
+    // Preflight stored the scripts: from here the plan carries their hashes, not their text.
+    this.plan = withoutScriptText(this.plan);
     await this.phase(PHASE_MODULES.backup);
     await this.phase(PHASE_MODULES.schema);
     await this.phase(PHASE_MODULES.copy);
@@ -147,7 +151,7 @@ class Runbook implements PhaseContext {
       control: this.control.carry(),
       soak,
     };
-    return continueAsNew<typeof migrationWorkflow>({ ...this.input, carry });
+    return continueAsNew<typeof migrationWorkflow>({ ...this.input, plan: this.plan, carry });
   }
 
   // ---- rollback ------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import { ensureTidemarkSchema } from '../db/bootstrap';
 import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
 import { enterRun, enterRunForSession, RunFencedError, type RunRef } from '../db/fence';
 import { MissingDatabaseUrlError, type PoolRegistry } from '../db/pool';
+import { ScriptMissingError } from '../db/scripts';
 import { inTransaction, withClient, type TxOptions } from '../db/tx';
 import type { Logger } from '../logger';
 import { F, failure } from '../migration/failures';
@@ -39,6 +40,7 @@ export function toFailure(e: unknown, context: string): unknown {
   if (e instanceof ApplicationFailure) return e;
   if (e instanceof MissingDatabaseUrlError) return failure(F.MissingDatabaseUrl, e.message);
   if (e instanceof RunFencedError) return failure(F.RunFenced, `${context}: ${e.message}`);
+  if (e instanceof ScriptMissingError) return failure(F.PlanRuntimeError, `${context}: ${e.message}`);
   if ((e as Error)?.name === 'CancelledFailure' || (e as Error)?.name === 'AbortError') return e;
   const msg = `${context}: ${formatPgError(e)}`;
   // Programming errors do not heal on retry: fail at once with the message instead of retrying for hours.

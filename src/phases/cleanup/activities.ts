@@ -7,6 +7,7 @@ import { dropSyncDdl, reverseTriggerDdl, type CopyMapping } from '../copy/sql';
 import type { PoolClient } from 'pg';
 import type { TableRef } from '../../db/quote';
 import { resolveMapping } from '../copy/mapping';
+import { scriptText } from '../../db/scripts';
 import { withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob, SqlSource } from '../../plan/types';
 import { F, failure } from '../../migration/failures';
@@ -255,8 +256,8 @@ export function createCleanupActivities(deps: ActivityDeps) {
     }): Promise<string> {
       return activityBody(`cleanup SQL ${input.sql.path}`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, (c) =>
-          c.query(input.sql.sql),
+        await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) =>
+          c.query(await scriptText(c, input.sql)),
         );
         return `${input.sql.path} (sha256 ${input.sql.sha256.slice(0, 12)})`;
       });

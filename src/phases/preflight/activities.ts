@@ -15,7 +15,9 @@ import { createdTableColumns, createdTables, parseStatements } from '../../plan/
 import { bareColumn } from '../copy/mapping';
 import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
 import { F, failure } from '../../migration/failures';
-import { activityBody, type ActivityDeps } from '../activity-kit';
+import { storeScripts } from '../../db/scripts';
+import { planScripts } from '../../plan/scripts';
+import { activityBody, targetPool, type ActivityDeps } from '../activity-kit';
 
 export type FindingStatus = 'ok' | 'warn' | 'fail';
 
@@ -447,7 +449,11 @@ async function runPlanChecks(c: PoolClient, plan: ResolvedPlan, add: Add) {
 
 export function createPreflightActivities(deps: ActivityDeps) {
   return {
-    /** Runs preflight; a failing finding fails the phase (non-retryable) with every finding in the details. */
+    /**
+     * Runs preflight; a failing finding fails the phase (non-retryable) with every finding in the details, having
+     * changed nothing. When every check passes, the run's SQL scripts are stored by sha256 (the workflow carries only
+     * their hashes from here on; see plan/scripts.ts).
+     */
     async runPreflight(input: { plan: ResolvedPlan }): Promise<PreflightReport> {
       return activityBody('preflight', async () => {
         const pool = deps.pools.get(input.plan.database.urlEnv);
@@ -456,6 +462,7 @@ export function createPreflightActivities(deps: ActivityDeps) {
           const failed = report.findings.filter((f) => f.status === 'fail').map((f) => `${f.check}: ${f.message}`);
           throw failure(F.PreflightFailed, `preflight failed: ${failed.join('; ')}`, report);
         }
+        await storeScripts(await targetPool(deps, input.plan.database.urlEnv), planScripts(input.plan));
         return report;
       });
     },

@@ -2,6 +2,7 @@
 // history marked rolled back) side by side.
 import type { PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../../db/names';
+import { scriptText } from '../../db/scripts';
 import { quoteIdent } from '../../db/quote';
 import { parseStatements } from '../../plan/lint';
 import { inTransaction, withClient } from '../../db/tx';
@@ -105,12 +106,12 @@ export function createSchemaActivities(deps: ActivityDeps) {
         if (step.transactional) {
           // The step and its history row commit together: either both exist or neither does.
           await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-            await runScript(tx, step.up.sql, true, input.lockTimeoutMs);
+            await runScript(tx, await scriptText(tx, step.up), true, input.lockTimeoutMs);
             await record(tx);
           });
         } else {
           await forwardSession(pool, run, async (c) => {
-            await runScript(c, step.up.sql, false, input.lockTimeoutMs);
+            await runScript(c, await scriptText(c, step.up), false, input.lockTimeoutMs);
             await record(c);
           });
         }
@@ -149,11 +150,11 @@ export function createSchemaActivities(deps: ActivityDeps) {
             );
           if (step.transactional) {
             await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-              await runScript(tx, step.down.sql, true, input.lockTimeoutMs);
+              await runScript(tx, await scriptText(tx, step.down), true, input.lockTimeoutMs);
               await mark(tx);
             });
           } else {
-            await runScript(c, step.down.sql, false, input.lockTimeoutMs);
+            await runScript(c, await scriptText(c, step.down), false, input.lockTimeoutMs);
             await mark(c);
           }
           deps.logger.info({ step: step.id }, 'schema step rolled back');

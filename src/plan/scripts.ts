@@ -1,0 +1,23 @@
+// A run keeps one audited copy of each SQL script: the workflow's input (the start event) carries the text, preflight
+// stores it in tidemark.scripts by sha256, and from then on the workflow carries only each script's path and sha256 —
+// so history does not grow with SQL size however many activities, undos and continued runs need a script.
+import type { ResolvedPlan, SqlSource } from './types';
+
+/** The script without its text: the activity that needs it reads it from tidemark.scripts by sha256. */
+export function scriptRef(src: SqlSource): SqlSource {
+  return { path: src.path, sha256: src.sha256, sql: '' };
+}
+
+/** Every script of the plan. */
+export function planScripts(plan: ResolvedPlan): SqlSource[] {
+  return [...plan.schema.flatMap((s) => [s.up, s.down]), ...(plan.cleanup?.sql ? [plan.cleanup.sql] : [])];
+}
+
+/** The plan with its scripts' text left out (paths and sha256 kept). */
+export function withoutScriptText(plan: ResolvedPlan): ResolvedPlan {
+  return {
+    ...plan,
+    schema: plan.schema.map((s) => ({ ...s, up: scriptRef(s.up), down: scriptRef(s.down) })),
+    cleanup: plan.cleanup && { ...plan.cleanup, sql: plan.cleanup.sql && scriptRef(plan.cleanup.sql) },
+  };
+}
