@@ -38,18 +38,26 @@ export async function tableColumns(db: Queryable, ref: TableRef | string): Promi
   return r.rows as ColumnInfo[];
 }
 
-/** True when `column` alone is covered by a unique index (or primary key) of the table. */
-export async function hasUniqueIndexOn(db: Queryable, ref: TableRef | string, column: string): Promise<boolean> {
+/** True when a unique index (or primary key) of the table has exactly `columns` as its key (in any order). */
+export async function hasUniqueIndexOn(
+  db: Queryable,
+  ref: TableRef | string,
+  columns: string | string[],
+): Promise<boolean> {
   const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  const cols = Array.isArray(columns) ? columns : [columns];
   const r = await db.query(
     `SELECT 1
        FROM pg_index i
        JOIN pg_class c ON c.oid = i.indrelid
        JOIN pg_namespace n ON n.oid = c.relnamespace
-       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
       WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid
-        AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL AND a.attname = $3`,
-    [t.schema, t.name, column],
+        AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($3::text[])
+        AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+               FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum)
+            = (SELECT array_agg(x ORDER BY x) FROM unnest($3::text[]) AS x)`,
+    [t.schema, t.name, cols],
   );
   return r.rowCount! > 0;
 }

@@ -31,14 +31,12 @@ export function syncIdFor(runKey: string, job: string): string {
   return createHash('sha256').update(`${runKey}\0${job}`).digest('hex').slice(0, 10);
 }
 
-/** Trigger (and its function) that copies writes of one side of a copy job to the other. */
-export function syncTriggerName(
-  job: string,
-  syncId: string,
-  direction: SyncDirection,
-  kind: 'row' | 'truncate' = 'row',
-): string {
-  return bounded(`tidemark_sync_${slug(job)}_${syncId}_${direction}${kind === 'truncate' ? '_truncate' : ''}`);
+/** A statement trigger of a sync: one per event (transition tables allow one event per trigger). */
+export type SyncTriggerKind = 'ins' | 'upd' | 'del' | 'truncate';
+
+/** Trigger (one per event) that copies writes of one side of a copy job to the other. */
+export function syncTriggerName(job: string, syncId: string, direction: SyncDirection, kind: SyncTriggerKind): string {
+  return bounded(`tidemark_sync_${slug(job)}_${syncId}_${direction}_${kind}`);
 }
 
 export function syncFunctionName(job: string, syncId: string, direction: SyncDirection): string {
@@ -50,7 +48,13 @@ export function writeCountName(job: string, syncId: string, what: 'ins' | 'upd' 
   return bounded(`tidemark_sync_${slug(job)}_${syncId}_count${what === 'function' ? '_fn' : `_${what}`}`);
 }
 
-/** Trigger and function replaying writes of the i-th table a query source reads (`syncFrom[i]`). */
-export function querySyncName(job: string, syncId: string, index: number, what: 'trigger' | 'function'): string {
-  return bounded(`tidemark_sync_${slug(job)}_${syncId}_from${index}${what === 'function' ? '_fn' : ''}`);
+/** Triggers (one per event) and function replaying writes of the i-th table a query source reads (`syncFrom[i]`). */
+export function querySyncName(
+  job: string,
+  syncId: string,
+  index: number,
+  what: 'trigger' | 'function',
+  kind: SyncTriggerKind = 'ins',
+): string {
+  return bounded(`tidemark_sync_${slug(job)}_${syncId}_from${index}${what === 'function' ? '_fn' : `_${kind}`}`);
 }

@@ -1,5 +1,6 @@
 // Pure checks on a parsed plan document: turns zod issues and cross-field rules into `path: message` lines.
 import type { z } from 'zod';
+import { jobKeys } from './keys';
 import { planSchema, type PlanDocument } from './schema';
 
 export interface PlanError {
@@ -56,7 +57,7 @@ function zodIssuesToErrors(issues: z.core.$ZodIssue[]): PlanError[] {
 }
 
 const requiredMessage = (iss: { code: string; input?: unknown }) =>
-  iss.code === 'invalid_type' && iss.input === undefined ? 'required' : undefined;
+  (iss.code === 'invalid_type' || iss.code === 'invalid_union') && iss.input === undefined ? 'required' : undefined;
 
 /** Parses a raw document (from YAML or JSON) and applies every rule that needs no file system. */
 export function validatePlanDocument(raw: unknown): { plan?: PlanDocument; errors: PlanError[] } {
@@ -111,6 +112,7 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
 
   const jobNames = new Set(plan.copy.map((j) => j.name));
   const dupJobs = duplicates(plan.copy, (j) => j.name);
+  const sharedTargets = duplicates(plan.copy, (j) => j.to);
   plan.copy.forEach((job, i) => {
     const p = ['copy', i];
     if (dupJobs.has(job.name)) err([...p, 'name'], `duplicate copy job name "${job.name}"`);
@@ -120,7 +122,19 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
     if (job.query && !job.columns)
       err([...p, 'columns'], 'required for a query source (target column: expression over the query row)');
     if (job.from && job.to === job.from) err([...p, 'to'], 'must differ from from');
-    if (job.columns && !(job.key in job.columns)) err([...p, 'columns'], `must map the key column "${job.key}"`);
+    const keys = jobKeys(job);
+    if (keys.source.length !== keys.target.length) err([...p, 'key'], 'needs as many target columns as source columns');
+    for (const [j, src] of (job.syncFrom ?? []).entries()) {
+      const n = Array.isArray(src.key) ? src.key.length : 1;
+      if (n !== keys.source.length)
+        err([...p, 'syncFrom', j, 'key'], `needs one expression per key column (${keys.source.length})`);
+    }
+    for (const col of Object.keys(job.slice ?? {})) {
+      if (keys.target.includes(col))
+        err([...p, 'slice', col], 'is a key column; a slice column tells jobs apart beside the key');
+    }
+    if (sharedTargets.has(job.to) && !job.slice)
+      err([...p, 'slice'], `required: ${job.to} is filled by several jobs, and each needs its slice of it`);
     if (job.sync === 'bidirectional' && !job.from)
       err([...p, 'sync'], 'bidirectional sync needs a table source (from)');
     if (job.reverse && job.sync !== 'bidirectional') err([...p, 'reverse'], 'only used with sync: bidirectional');

@@ -42,6 +42,7 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
       estimatedRows: 10,
     })),
     copyRange: ok('copyRange', () => ({ rowsCopied: 10, batches: 1 })),
+    settleCopy: ok('settleCopy', () => ({ cursor: null, chunks: 1, removed: 0 })),
     setCopyControl: ok('setCopyControl', () => undefined),
     runValidationCheck: ok('runValidationCheck', () => ({ check: 'c', kind: 'rowCount', ok: true, message: 'ok' })),
     recordReport: ok('recordReport', () => undefined),

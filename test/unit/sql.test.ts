@@ -2,29 +2,37 @@
 import { parseDuration, formatDuration } from '../../src/plan/durations';
 import { dollarQuote, parseTableRef, quoteIdent, quoteLiteral, quoteTable } from '../../src/db/quote';
 import { syncFunctionName, syncIdFor, syncTriggerName } from '../../src/db/names';
-import {
-  limitBatchQuery,
-  pruneQuery,
-  rangeBatchQuery,
-  reconcileQuery,
-  type CopyMapping,
-} from '../../src/phases/copy/sql';
+import { limitBatchQuery, rangeBatchQuery, settleQuery, type CopyMapping } from '../../src/phases/copy/sql';
 import { chunkDigestQuery } from '../../src/phases/validate/sql';
 
 const m: CopyMapping = {
   job: 'orders',
   source: { kind: 'table', table: { schema: 'public', name: 'orders' } },
   target: { schema: 'public', name: 'orders_v2' },
-  key: 'id',
-  keyType: 'bigint',
+  keys: [{ source: 'id', target: 'id', type: 'bigint' }],
   columns: [
     { target: 'id', expr: 'id', type: 'bigint' },
     { target: 'amount', expr: 'amount_cents / 100.0', type: 'numeric(12,2)' },
   ],
   reverse: [],
   syncing: true,
-  lockRows: false,
   syncFrom: [],
+  slice: [],
+};
+
+/** Two tenants' orders into one table: a composite key renamed in the target, and a slice telling the jobs apart. */
+const composite: CopyMapping = {
+  ...m,
+  keys: [
+    { source: 'tenant_id', target: 'tenant', type: 'integer' },
+    { source: 'id', target: 'legacy_id', type: 'bigint' },
+  ],
+  columns: [
+    { target: 'tenant', expr: '"tenant_id"', type: 'integer' },
+    { target: 'legacy_id', expr: '"id"', type: 'bigint' },
+    { target: 'kind', expr: "'order'", type: 'text' },
+  ],
+  slice: [{ column: 'kind', value: "'order'" }],
 };
 
 test('identifiers are quoted with doubled quotes, literals with doubled apostrophes', () => {
@@ -47,30 +55,29 @@ test('a key-interval batch is one INSERT … SELECT with its bounds as parameter
   );
 });
 
-test('a limit batch returns its row count and last key; synced query sources lock what they read', () => {
+test('a limit batch returns its row count and last key; a composite key is compared as a row, in index order', () => {
   const q = limitBatchQuery(m, null, null, 500, 'fail');
   expect(q.values).toEqual([500]);
   expect(q.text).toContain('ORDER BY s."id" LIMIT $1)');
   expect(q.text).toContain(
-    '(SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key',
+    '(SELECT (b.__tidemark_k0)::text FROM batch AS b ORDER BY b.__tidemark_k0 DESC LIMIT 1) AS last_key',
   );
-  const query: CopyMapping = {
-    ...m,
-    source: { kind: 'query', sql: 'SELECT id, amount_cents FROM orders;' },
-    lockRows: true,
-  };
-  expect(limitBatchQuery(query, '7', null, 10, 'nothing').text).toContain(
-    'FROM (SELECT id, amount_cents FROM orders) AS s WHERE s."id" > $2::bigint ORDER BY s."id" LIMIT $1 FOR SHARE OF s',
+  const c = limitBatchQuery(composite, JSON.stringify(['3', '700']), null, 10, 'nothing');
+  expect(c.values).toEqual([10, '3', '700']);
+  expect(c.text).toContain(
+    'WHERE (s."tenant_id", s."id") > ($2::integer, $3::bigint) ORDER BY s."tenant_id", s."id" LIMIT $1',
   );
+  expect(c.text).toContain('ON CONFLICT ("kind", "tenant", "legacy_id") DO NOTHING');
+  expect(c.text).toContain('json_build_array((b.__tidemark_k0)::text, (b.__tidemark_k1)::text)::text');
 });
 
-test('reconcile compares counts over the interval; prune deletes target rows whose source is gone', () => {
-  expect(reconcileQuery(m, '0', '10')).toEqual({
-    text: 'SELECT (SELECT count(*) FROM "public"."orders" AS s WHERE s."id" > $1::bigint AND s."id" <= $2::bigint) = (SELECT count(*) FROM "public"."orders_v2" AS t WHERE t."id" > $1::bigint AND t."id" <= $2::bigint) AS same',
-    values: ['0', '10'],
+test("the settle pass deletes the job's target rows whose key the source no longer has", () => {
+  expect(settleQuery(m, '0', '10')).toEqual({
+    text: 'DELETE FROM "public"."orders_v2" AS t WHERE t."id" > $1::bigint AND t."id" <= $2::bigint AND NOT EXISTS (SELECT 1 FROM (SELECT s."id" FROM "public"."orders" AS s WHERE s."id" > $3::bigint AND s."id" <= $4::bigint) AS src WHERE src."id" = t."id")',
+    values: ['0', '10', '0', '10'],
   });
-  expect(pruneQuery(m, '0', '10').text).toBe(
-    'DELETE FROM "public"."orders_v2" AS t WHERE t."id" > $1::bigint AND t."id" <= $2::bigint AND NOT EXISTS (SELECT 1 FROM "public"."orders" AS s WHERE s."id" = t."id")',
+  expect(settleQuery(composite, null, null).text).toBe(
+    'DELETE FROM "public"."orders_v2" AS t WHERE t."kind" IS NOT DISTINCT FROM (\'order\') AND NOT EXISTS (SELECT 1 FROM (SELECT s."tenant_id", s."id" FROM "public"."orders" AS s) AS src WHERE src."tenant_id" = t."tenant" AND src."id" = t."legacy_id")',
   );
 });
 
@@ -84,9 +91,10 @@ test('a checksum chunk hashes each row of both sides, the source cast to the tar
 test("generated names fit PostgreSQL's 63 bytes and stay distinct", () => {
   const long = 'a'.repeat(80);
   const id = syncIdFor('run-1', long);
-  expect(Buffer.byteLength(syncTriggerName(long, id, 'forward'))).toBeLessThanOrEqual(63);
-  expect(syncTriggerName(long, id, 'forward')).not.toBe(syncTriggerName(long, id, 'reverse'));
-  expect(syncTriggerName('room-states', 'abc', 'forward')).toBe('tidemark_sync_room_states_abc_forward');
+  expect(Buffer.byteLength(syncTriggerName(long, id, 'forward', 'upd'))).toBeLessThanOrEqual(63);
+  expect(syncTriggerName(long, id, 'forward', 'upd')).not.toBe(syncTriggerName(long, id, 'reverse', 'upd'));
+  expect(syncTriggerName(long, id, 'forward', 'ins')).not.toBe(syncTriggerName(long, id, 'forward', 'del'));
+  expect(syncTriggerName('room-states', 'abc', 'forward', 'ins')).toBe('tidemark_sync_room_states_abc_forward_ins');
 });
 
 test('sync objects belong to one job of one run: jobs that slug alike, or share a name across runs, never share one', () => {

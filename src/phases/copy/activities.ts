@@ -10,19 +10,20 @@ import {
   copySettings,
   dropSyncDdl,
   forwardTriggerDdl,
+  keyAtOffsetQuery,
   keyExtentQuery,
-  pruneQuery,
   querySyncTriggerDdl,
-  reconcileQuery,
   reverseTriggerDdl,
   writeCountDdl,
   slowConflictMode,
+  settleQuery,
   sourceFrom,
   targetHasRowsQuery,
   type ConflictMode,
   type CopyMapping,
 } from './sql';
-import { batcherFor, INTEGER_KEY_TYPES, type BatchResult, type PlannedBatch } from './batcher';
+import { batcherFor, hasIntegerKey, type BatchResult, type PlannedBatch } from './batcher';
+import { chunkPlanner } from './chunks';
 import { enterRun } from '../../db/fence';
 import { inTransaction, rolledBack, withClient, withTransaction } from '../../db/tx';
 import { F, failure } from '../../migration/failures';
@@ -103,6 +104,17 @@ export interface CopyRangeResult {
   /** Whether this attempt continued from a checkpoint left by an earlier attempt. */
   resumed: boolean;
 }
+
+export interface SettleResult {
+  /** Where the pass is (the resume point of a new attempt). */
+  cursor: string | null;
+  chunks: number;
+  /** Target rows removed because their key had left the source. */
+  removed: number;
+}
+
+/** Rows of the source per chunk of the settle pass. */
+const SETTLE_CHUNK_ROWS = 20_000;
 
 export interface CopyControlInput {
   urlEnv: string;
@@ -259,6 +271,57 @@ export function createCopyActivities(deps: ActivityDeps) {
       );
     },
 
+    /**
+     * After every range is copied: deletes this job's target rows whose key the source no longer has — rows a batch
+     * wrote after the write that removed them had found nothing to delete (see "Why the copy is exact" in sql.ts).
+     * Chunk by chunk in REPEATABLE READ, retried on a serialization failure; resumable from its heartbeat.
+     */
+    async settleCopy(input: CopyJobInput): Promise<SettleResult> {
+      const { job, run } = input;
+      return activityBody(`settling the copy of "${job.name}"`, async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        const mapping = await resolveMapping(pool, job, run);
+        const signal = cancellationSignal();
+        const state: SettleResult = previousHeartbeat<SettleResult>() ?? { cursor: null, chunks: 0, removed: 0 };
+        return withClient(pool, async (c) => {
+          const planner = await chunkPlanner(c, mapping, SETTLE_CHUNK_ROWS, state.cursor);
+          for (;;) {
+            if (signal?.aborted) throw new CancelledFailure('cancelled');
+            const chunk = await planner.next();
+            if (!chunk) break;
+            const q = settleQuery(mapping, chunk.after, chunk.upTo);
+            for (let attempt = 1; ; attempt++) {
+              try {
+                const tx = {
+                  isolation: 'repeatable read' as const,
+                  lockTimeoutMs: input.lockTimeoutMs,
+                  settings: copySettings(mapping.syncId!),
+                };
+                const r = await inTransaction(c, tx, async (t) => {
+                  await enterRun(t, run);
+                  return t.query(q.text, q.values);
+                });
+                state.removed += r.rowCount ?? 0;
+                break;
+              } catch (e) {
+                // A write changed a row of the chunk meanwhile: take a new snapshot and look again.
+                if ((sqlState(e) === '40001' || isLockConflict(e)) && attempt < 30) {
+                  await sleepMs(Math.min(2000, 20 * 2 ** attempt), signal);
+                  continue;
+                }
+                throw e;
+              }
+            }
+            state.chunks++;
+            state.cursor = chunk.upTo ?? state.cursor;
+            heartbeat(state);
+          }
+          if (state.removed) deps.logger.info({ job: job.name, removed: state.removed }, 'copy settled');
+          return state;
+        });
+      });
+    },
+
     /** Writes pause/throttle settings where running copies read them between batches. */
     async setCopyControl(input: CopyControlInput): Promise<void> {
       return activityBody('updating copy control', async () => {
@@ -289,21 +352,19 @@ async function splitPoints(
   estimate: number,
   extent: { lo: string; hi: string },
 ): Promise<string[]> {
-  const k = `s.${quoteIdent(m.key)}`;
-  if (INTEGER_KEY_TYPES.has(m.keyType)) {
+  if (hasIntegerKey(m)) {
     const lo = BigInt(extent.lo);
     const hi = BigInt(extent.hi);
     const span = hi - lo;
     if (span < BigInt(parts)) return [];
     return Array.from({ length: parts - 1 }, (_, i) => (lo + (span * BigInt(i + 1)) / BigInt(parts)).toString());
   }
-  // Other key types: walk the key index to the quantiles (one ordered scan, done once per job).
+  // Other keys: walk the key index to the quantiles (one ordered scan, done once per job).
   const points: string[] = [];
   const step = Math.max(1, Math.floor(estimate / parts));
   for (let i = 1; i < parts; i++) {
-    const r = await pool.query(`SELECT ${k}::text AS k FROM ${sourceFrom(m)} ORDER BY ${k} OFFSET $1 LIMIT 1`, [
-      step * i,
-    ]);
+    const q = keyAtOffsetQuery(m, null, step * i);
+    const r = await pool.query(q.text, q.values);
     if (!r.rowCount) break;
     if (points.length === 0 || points[points.length - 1] !== r.rows[0].k) points.push(r.rows[0].k);
   }
@@ -387,9 +448,6 @@ async function copyRangeImpl(
   const keepAlive = setInterval(() => heartbeat(details), 2000);
   let broken: Error | undefined;
 
-  // Table sources under sync reconcile each batch against deletes that raced it (see "Why the copy is exact").
-  const reconcile = mapping.syncing && mapping.source.kind === 'table';
-
   /** One batch and its checkpoint in one transaction; the fast path first, the conflict-aware statement if needed. */
   const runBatch = async (batch: PlannedBatch) => {
     let modes: ConflictMode[] = ['fail', slowMode];
@@ -407,13 +465,6 @@ async function copyRangeImpl(
             await enterRun(c, run);
             const q = batch.query(mode);
             const res = batcher.result(batch, await c.query(q.text, q.values));
-            if (reconcile && res.cursor !== null && res.cursor !== batch.after) {
-              const check = reconcileQuery(mapping, batch.after, res.cursor);
-              if (!(await c.query(check.text, check.values)).rows[0].same) {
-                const prune = pruneQuery(mapping, batch.after, res.cursor);
-                await c.query(prune.text, prune.values);
-              }
-            }
             await c.query(
               `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
               WHERE run_id = $1 AND job = $2 AND range_index = $3`,

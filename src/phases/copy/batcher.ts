@@ -1,5 +1,6 @@
-// Plans the copy's batches. Integer keys are copied by key interval (no ORDER BY/LIMIT: as cheap as one INSERT …
-// SELECT per batch), the interval sized from the key density seen so far; other keys by LIMIT in key order.
+// Plans the copy's batches. A single integer key is copied by key interval (no ORDER BY/LIMIT: as cheap as one INSERT …
+// SELECT per batch), the interval sized from the key density seen so far; other keys (composite ones included) by LIMIT
+// in key order.
 import type { PoolClient } from 'pg';
 import {
   keyExtentQuery,
@@ -33,8 +34,13 @@ export interface Batcher {
   result(batch: PlannedBatch, r: { rowCount: number | null; rows: Record<string, unknown>[] }): BatchResult;
 }
 
+/** A single integer key: batches by key interval (the fast path); any other key by LIMIT in key order. */
+export function hasIntegerKey(m: CopyMapping): boolean {
+  return m.keys.length === 1 && INTEGER_KEY_TYPES.has(m.keys[0].type);
+}
+
 export function batcherFor(m: CopyMapping, range: { after: string | null; upTo: string | null }): Batcher {
-  return INTEGER_KEY_TYPES.has(m.keyType) ? new KeyIntervalBatcher(m, range) : new LimitBatcher(m, range);
+  return hasIntegerKey(m) ? new KeyIntervalBatcher(m, range) : new LimitBatcher(m, range);
 }
 
 class LimitBatcher implements Batcher {

@@ -1,12 +1,13 @@
 // Resolves a plan's copy job against the catalog into the CopyMapping the SQL builders need.
 import type { ApplicationFailure } from '@temporalio/common';
-import { F, failure } from '../../migration/failures';
 import type { Pool, PoolClient } from 'pg';
 import { hasUniqueIndexOn, tableColumns, type ColumnInfo } from '../../db/catalog';
 import { syncIdFor } from '../../db/names';
 import { parseTableRef, quoteIdent } from '../../db/quote';
-import type { CopyMapping, ReverseColumn } from '../copy/sql';
+import { F, failure } from '../../migration/failures';
+import { jobKeys, syncKeyExprs } from '../../plan/keys';
 import type { ResolvedCopyJob } from '../../plan/types';
+import type { CopyMapping, KeyColumn, ReverseColumn } from './sql';
 
 type Queryable = Pool | PoolClient;
 
@@ -22,6 +23,8 @@ export function bareColumn(expr: string): string | undefined {
   if (/^[A-Za-z_][A-Za-z0-9_$]*$/.test(e)) return e.toLowerCase();
   return undefined;
 }
+
+const listed = (cols: string[]) => cols.map((c) => `"${c}"`).join(', ');
 
 /** `run`: the migration run whose sync objects the mapping names (needed to build triggers, not to read). */
 export async function resolveMapping(
@@ -40,19 +43,30 @@ export async function resolveMapping(
     if (!scols.length) throw planError(job.name, `source table ${job.from} does not exist`);
   }
   const sByName = new Map(scols.map((c) => [c.name, c]));
+  const keyNames = jobKeys(job);
+  if (keyNames.source.length !== keyNames.target.length) {
+    throw planError(job.name, 'the key has a different number of columns in the source and in the target');
+  }
+  const slice = Object.entries(job.slice ?? {}).map(([column, value]) => ({ column, value }));
 
+  // Target column → expression over the source row: the plan's, or every same-named column. Key columns are filled
+  // from the source's key columns (also when they have other names in the target), slice columns with their values.
   const columnMap: Record<string, string> =
     job.columns ??
     Object.fromEntries(
       tcols.filter((c) => !c.generated && sByName.has(c.name)).map((c) => [c.name, quoteIdent(c.name)]),
     );
-  if (!(job.key in columnMap)) throw planError(job.name, `the mapping does not include the key column "${job.key}"`);
-  if (bareColumn(columnMap[job.key]) !== job.key) {
-    throw planError(
-      job.name,
-      `the key column must map to itself (columns.${job.key}: ${job.key}), got "${columnMap[job.key]}"`,
-    );
-  }
+  keyNames.target.forEach((t, i) => {
+    const given = columnMap[t];
+    if (given === undefined) columnMap[t] = quoteIdent(keyNames.source[i]);
+    else if (bareColumn(given) !== keyNames.source[i]) {
+      throw planError(
+        job.name,
+        `key column "${t}" must be filled from source key "${keyNames.source[i]}", got "${given}"`,
+      );
+    }
+  });
+  for (const s of slice) columnMap[s.column] = s.value;
 
   const columns = Object.entries(columnMap).map(([name, expr]) => {
     const col = tByName.get(name);
@@ -61,15 +75,29 @@ export async function resolveMapping(
     return { target: name, expr, type: col.type };
   });
 
-  if (job.from && !sByName.has(job.key)) throw planError(job.name, `source ${job.from} has no key column "${job.key}"`);
-  if (!(await hasUniqueIndexOn(db, target, job.key))) {
-    throw planError(job.name, `target ${job.to} needs a unique index or primary key on "${job.key}"`);
+  if (job.from) {
+    const missing = keyNames.source.filter((k) => !sByName.has(k));
+    if (missing.length) throw planError(job.name, `source ${job.from} has no key column ${listed(missing)}`);
   }
+  const conflict = [...slice.map((s) => s.column), ...keyNames.target];
+  if (!(await hasUniqueIndexOn(db, target, conflict))) {
+    throw planError(job.name, `target ${job.to} needs a unique index or primary key on exactly (${listed(conflict)})`);
+  }
+
+  const keys: KeyColumn[] = keyNames.source.map((source, i) => ({
+    source,
+    target: keyNames.target[i],
+    // Cursor values are cast to the source's key type (for a query source, the target's).
+    type: (job.from ? sByName.get(source)! : tByName.get(keyNames.target[i])!).type,
+  }));
 
   let reverse: ReverseColumn[] = [];
   if (job.sync === 'bidirectional') {
-    if (!(await hasUniqueIndexOn(db, parseTableRef(job.from!), job.key))) {
-      throw planError(job.name, `bidirectional sync needs a unique index or primary key on ${job.from}("${job.key}")`);
+    if (!(await hasUniqueIndexOn(db, parseTableRef(job.from!), keyNames.source))) {
+      throw planError(
+        job.name,
+        `bidirectional sync needs a unique index or primary key on ${job.from}(${listed(keyNames.source)})`,
+      );
     }
     const bySource = new Map<string, string>();
     for (const c of columns) {
@@ -83,18 +111,16 @@ export async function resolveMapping(
     reverse = [...bySource].map(([source, expr]) => ({ source, expr }));
   }
 
-  const keyType = (job.from ? sByName.get(job.key)! : tByName.get(job.key)!).type;
   return {
     job: job.name,
     syncId: run ? syncIdFor(run.runKey, job.name) : undefined,
     source: job.from ? { kind: 'table', table: parseTableRef(job.from) } : { kind: 'query', sql: job.query! },
     target,
-    key: job.key,
-    keyType,
+    keys,
     columns,
     reverse,
     syncing: job.sync !== 'none',
-    lockRows: job.sync !== 'none' && !job.from,
-    syncFrom: (job.syncFrom ?? []).map((s) => ({ table: parseTableRef(s.table), keyExpr: s.key })),
+    syncFrom: (job.syncFrom ?? []).map((s) => ({ table: parseTableRef(s.table), keyExprs: syncKeyExprs(s.key) })),
+    slice,
   };
 }

@@ -9,7 +9,15 @@ import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { resolveMapping } from './mapping';
-import { forwardTriggerDdl, querySyncTriggerDdl, reverseTriggerDdl, type CopyMapping } from './sql';
+import {
+  encodedKeySql,
+  forwardTriggerDdl,
+  keyCols,
+  keyEquals,
+  querySyncTriggerDdl,
+  reverseTriggerDdl,
+  type CopyMapping,
+} from './sql';
 
 export interface SyncProbe {
   job: string;
@@ -54,7 +62,6 @@ async function writeThrough(
   job: ResolvedCopyJob,
   at: (s: string) => void,
 ): Promise<string> {
-  const key = quoteIdent(m.key);
   if (m.source.kind === 'query') {
     const src = m.syncFrom[0];
     if (!src) return 'nothing to write through';
@@ -71,18 +78,26 @@ async function writeThrough(
     return r.rowCount ? 'a write to its source reaches the target' : 'its source is empty: nothing to write through';
   }
   const table = quoteTable(m.source.table);
+  const src = keyCols(m, 's', 'source');
   const first = await c.query(
-    `SELECT ${key}::text AS k FROM ${table} WHERE ${key} IS NOT NULL ORDER BY ${key} LIMIT 1`,
+    `SELECT ${encodedKeySql(m, src)} AS k FROM ${table} AS s WHERE ${src.map((k) => `${k} IS NOT NULL`).join(' AND ')} ORDER BY ${src.join(', ')} LIMIT 1`,
   );
   if (!first.rowCount) return 'the source is empty: nothing to write through';
   const k = first.rows[0].k as string;
+  const noop = (side: 'source' | 'target') => `${quoteIdent(m.keys[0][side])} = ${quoteIdent(m.keys[0][side])}`;
+  const where = (alias: string, side: 'source' | 'target') => {
+    const values: unknown[] = [];
+    return { text: keyEquals(m, alias, side, k, values), values };
+  };
   at('an update on the old table (forward sync)');
-  await c.query(`UPDATE ${table} SET ${key} = ${key} WHERE ${key} = $1::${m.keyType}`, [k]);
+  const ws = where('s', 'source');
+  await c.query(`UPDATE ${table} AS s SET ${noop('source')} WHERE ${ws.text}`, ws.values);
   if (job.sync !== 'bidirectional') return 'a write on the old table reaches the new one';
   const target = quoteTable(m.target);
+  const wt = where('t', 'target');
   at('an update on the new table (reverse sync)');
-  await c.query(`UPDATE ${target} SET ${key} = ${key} WHERE ${key} = $1::${m.keyType}`, [k]);
+  await c.query(`UPDATE ${target} AS t SET ${noop('target')} WHERE ${wt.text}`, wt.values);
   at('a delete on the new table (reverse sync)');
-  await c.query(`DELETE FROM ${target} WHERE ${key} = $1::${m.keyType}`, [k]);
+  await c.query(`DELETE FROM ${target} AS t WHERE ${wt.text}`, wt.values);
   return 'writes on either table reach the other';
 }

@@ -1,15 +1,15 @@
-// Pure SQL builders for the copy engine: batched keyset copy, sync triggers and their removal.
+// Pure SQL builders for the copy engine: keys, batched keyset copy, the settle pass, sync triggers and their removal.
 // Each returns text (and values where there are any); identifiers only ever pass through quoteIdent.
-import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 import {
-  SYNC_GUARD_SETTING,
-  TIDEMARK_SCHEMA,
   querySyncName,
-  writeCountName,
+  SYNC_GUARD_SETTING,
   syncFunctionName,
   syncTriggerName,
+  TIDEMARK_SCHEMA,
+  writeCountName,
   type SyncDirection,
 } from '../../db/names';
+import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 
 export interface MappedColumn {
   /** Target column name. */
@@ -27,6 +27,14 @@ export interface ReverseColumn {
   expr: string;
 }
 
+/** One column of a copy key: its name in the source row and in the target, and its type. */
+export interface KeyColumn {
+  source: string;
+  target: string;
+  /** format_type() of the key, used to cast cursor values. */
+  type: string;
+}
+
 export type CopySource = { kind: 'table'; table: TableRef } | { kind: 'query'; sql: string };
 
 /** Everything the builders need to know about one copy job, resolved against the catalog. */
@@ -39,19 +47,21 @@ export interface CopyMapping {
   syncId?: string;
   source: CopySource;
   target: TableRef;
-  /** Key column: in the source row (table column or query output column) and in the target. */
-  key: string;
-  /** format_type() of the key, used to cast cursor values. */
-  keyType: string;
+  /** The copy key, one column or several, in key order. */
+  keys: KeyColumn[];
+  /** Target columns and the expressions filling them (key columns and slice columns included). */
   columns: MappedColumn[];
-  /** Source columns written back from the target under bidirectional sync. */
+  /** Source columns written back from the target under bidirectional sync (key columns included). */
   reverse: ReverseColumn[];
-  /** Sync triggers run during the copy (sync is not none). */
+  /** Sync triggers keep the target in step (sync is not none). */
   syncing: boolean;
-  /** Lock the batch's source rows (FOR SHARE): synced query sources, whose rows cannot be reconciled by key. */
-  lockRows: boolean;
-  /** Query sources: the tables whose writes are replayed, each with the expression giving the target key. */
-  syncFrom: { table: TableRef; keyExpr: string }[];
+  /** Query sources: the tables whose writes are replayed, each with the expressions giving the target rows' keys. */
+  syncFrom: { table: TableRef; keyExprs: string[] }[];
+  /**
+   * When several jobs fill one target, the target columns fixed to a value for this job's rows (its slice): they
+   * pick its rows for truncates, settling and validation, and join the key in ON CONFLICT.
+   */
+  slice: { column: string; value: string }[];
 }
 
 export interface Query {
@@ -59,19 +69,79 @@ export interface Query {
   values: unknown[];
 }
 
-/*
- * The sync guard: a session setting holding the comma-separated sync ids (one per job and run) whose sync writes are
- * in progress. A trigger of job J skips when J is already in it (J's own write coming back: no ping-pong), adds J
- * while it writes, and puts the previous value back afterwards — so another job's triggers still see the write
- * (chained syncs stay in step) and an outer write's guard is not lost. The copy of J sets it to J for its own
- * transactions. Ids, not job names: two migrations' jobs may share a name and must not silence each other.
+// ---- keys -----------------------------------------------------------------------------------------------------
+
+/**
+ * A key value as text: one column's value as PostgreSQL prints it, or for a composite key a JSON array of them.
+ * Cursors and range bounds are kept in this form (tidemark.copy_progress, heartbeats, workflow state).
  */
-const GUARD = quoteLiteral(SYNC_GUARD_SETTING);
-const guardDeclare = 'guard_prev text := coalesce(current_setting(' + GUARD + ", true), '');";
-const guardEnter = (job: string) =>
-  `IF position(${quoteLiteral(`,${job},`)} in ',' || guard_prev || ',') > 0 THEN RETURN NULL; END IF;
-  PERFORM set_config(${GUARD}, CASE WHEN guard_prev = '' THEN ${quoteLiteral(job)} ELSE guard_prev || ${quoteLiteral(`,${job}`)} END, true);`;
-const guardLeave = `PERFORM set_config(${GUARD}, guard_prev, true);`;
+export type EncodedKey = string;
+
+export function decodeKey(m: CopyMapping, k: EncodedKey): string[] {
+  return m.keys.length === 1 ? [k] : (JSON.parse(k) as string[]);
+}
+
+/** SQL giving the encoded key of a row whose key columns are `cols`. */
+export function encodedKeySql(m: CopyMapping, cols: string[]): string {
+  return m.keys.length === 1
+    ? `(${cols[0]})::text`
+    : `json_build_array(${cols.map((c) => `(${c})::text`).join(', ')})::text`;
+}
+
+export const tuple = (cols: string[]) => (cols.length === 1 ? cols[0] : `(${cols.join(', ')})`);
+
+/** The key columns of a row: `s."id"` (source side) or `t."legacy_id"` (target side). */
+export function keyCols(m: CopyMapping, alias: string, side: 'source' | 'target'): string[] {
+  return m.keys.map((k) => `${alias}.${quoteIdent(k[side])}`);
+}
+
+/** A key value as parameters cast to the key's types: `$1::bigint` or `($1::int, $2::text)`. */
+function keyParams(m: CopyMapping, k: EncodedKey, values: unknown[]): string {
+  const parts = decodeKey(m, k).map((v, i) => {
+    values.push(v);
+    return `$${values.length}::${m.keys[i].type}`;
+  });
+  return tuple(parts);
+}
+
+/** `key = value` over a row's key columns. */
+export function keyEquals(
+  m: CopyMapping,
+  alias: string,
+  side: 'source' | 'target',
+  k: EncodedKey,
+  values: unknown[],
+): string {
+  return `${tuple(keyCols(m, alias, side))} = ${keyParams(m, k, values)}`;
+}
+
+/** `key > after AND key <= upTo` over a row's key columns (row comparison: composite keys in index order). */
+export function keyBounds(
+  m: CopyMapping,
+  alias: string,
+  side: 'source' | 'target',
+  after: EncodedKey | null,
+  upTo: EncodedKey | null,
+  values: unknown[],
+): string[] {
+  const k = tuple(keyCols(m, alias, side));
+  const where: string[] = [];
+  if (after !== null) where.push(`${k} > ${keyParams(m, after, values)}`);
+  if (upTo !== null) where.push(`${k} <= ${keyParams(m, upTo, values)}`);
+  return where;
+}
+
+export const whereOf = (parts: string[]) => (parts.length ? ` WHERE ${parts.join(' AND ')}` : '');
+
+/** The job's rows of its target (alias t): its slice, or all of them. */
+export function slicePredicate(m: CopyMapping, alias = 't'): string[] {
+  return m.slice.map((s) => `${alias}.${quoteIdent(s.column)} IS NOT DISTINCT FROM (${s.value})`);
+}
+
+/** The target's conflict columns: the slice's columns, then the key's. */
+function conflictColumns(m: CopyMapping): string[] {
+  return [...m.slice.map((s) => s.column), ...m.keys.map((k) => k.target)];
+}
 
 export function sourceFrom(m: CopyMapping): string {
   return m.source.kind === 'table' ? `${quoteTable(m.source.table)} AS s` : `(${stripSemicolon(m.source.sql)}) AS s`;
@@ -93,144 +163,152 @@ export function mappedSelectList(m: CopyMapping, cast = false): string {
     .join(', ');
 }
 
-function upsertTail(keyCols: string[], cols: string[]): string {
-  const sets = cols.filter((c) => !keyCols.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
-  const target = `(${keyCols.map(quoteIdent).join(', ')})`;
+function upsertTail(conflict: string[], cols: string[]): string {
+  const sets = cols.filter((c) => !conflict.includes(c)).map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
+  const target = `(${conflict.map(quoteIdent).join(', ')})`;
   return sets.length ? `ON CONFLICT ${target} DO UPDATE SET ${sets.join(', ')}` : `ON CONFLICT ${target} DO NOTHING`;
 }
+
+// ---- batches --------------------------------------------------------------------------------------------------
 
 /**
  * How a batch treats a key the target already holds (a sync trigger wrote it ahead of the cursor):
  * - `fail`: plain INSERT, the fast path — most batches meet no such key; on a unique violation the batch is redone
- * - `update`: upsert, so batch and trigger converge on the source's current row (table sources)
- * - `nothing`: keep the target's row (synced query sources: their triggers write from newer state than the batch read)
+ * - `update`: upsert, so batch and target converge on the source's current row (no sync)
+ * - `nothing`: keep the target's row (synced jobs: a trigger wrote it from a state at least as new as the batch read)
  */
 export type ConflictMode = 'fail' | 'update' | 'nothing';
 
 function conflictClause(m: CopyMapping, mode: ConflictMode): string {
   if (mode === 'fail') return '';
-  if (mode === 'nothing') return ` ON CONFLICT (${quoteIdent(m.key)}) DO NOTHING`;
+  if (mode === 'nothing') return ` ON CONFLICT (${conflictColumns(m).map(quoteIdent).join(', ')}) DO NOTHING`;
   return ` ${upsertTail(
-    [m.key],
+    conflictColumns(m),
     m.columns.map((c) => c.target),
   )}`;
 }
 
 /** The mode to fall back to when the fast path meets a key the target already holds. */
 export function slowConflictMode(m: CopyMapping): ConflictMode {
-  // Synced sources never overwrite: a trigger-written row is at least as new as what the batch read.
   return m.syncing ? 'nothing' : 'update';
 }
 
-/** Whether the target already holds rows in the interval (written by triggers ahead of the cursor). */
-export function targetHasRowsQuery(m: CopyMapping, after: string | null, upTo: string): Query {
+/** Whether the target already holds rows of this job in the interval (written by triggers ahead of the cursor). */
+export function targetHasRowsQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey): Query {
   const values: unknown[] = [];
-  const where = keyBounds(m, after, upTo, values).map((w) => w.replace(/^s\./, 't.'));
-  return {
-    text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t WHERE ${where.join(' AND ')}) AS x`,
-    values,
-  };
-}
-
-/** Source and target row counts over an interval, read in one fresh snapshot: equal means no stale target row. */
-export function reconcileQuery(m: CopyMapping, after: string | null, upTo: string): Query {
-  const values: unknown[] = [];
-  const sWhere = keyBounds(m, after, upTo, values);
-  const tWhere = sWhere.map((w) => w.replace(/^s\./, 't.'));
-  return {
-    text: `SELECT (SELECT count(*) FROM ${sourceFrom(m)} WHERE ${sWhere.join(' AND ')}) = (SELECT count(*) FROM ${quoteTable(m.target)} AS t WHERE ${tWhere.join(' AND ')}) AS same`,
-    values,
-  };
-}
-
-/** Deletes target rows of an interval whose source row no longer exists (deleted after the batch's snapshot). */
-export function pruneQuery(m: CopyMapping, after: string | null, upTo: string): Query {
-  const values: unknown[] = [];
-  const tWhere = keyBounds(m, after, upTo, values).map((w) => w.replace(/^s\./, 't.'));
-  const k = quoteIdent(m.key);
-  return {
-    text: `DELETE FROM ${quoteTable(m.target)} AS t WHERE ${tWhere.join(' AND ')} AND NOT EXISTS (SELECT 1 FROM ${sourceFrom(m)} WHERE s.${k} = t.${k})`,
-    values,
-  };
-}
-
-function keyBounds(m: CopyMapping, after: string | null, upTo: string | null, values: unknown[]): string[] {
-  const k = `s.${quoteIdent(m.key)}`;
-  const where: string[] = [];
-  if (after !== null) {
-    values.push(after);
-    where.push(`${k} > $${values.length}::${m.keyType}`);
-  }
-  if (upTo !== null) {
-    values.push(upTo);
-    where.push(`${k} <= $${values.length}::${m.keyType}`);
-  }
-  return where;
+  const where = [...keyBounds(m, 't', 'target', after, upTo, values), ...slicePredicate(m)];
+  return { text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t${whereOf(where)}) AS x`, values };
 }
 
 /*
- * Why the copy is exact while the application writes (table sources). The sync triggers are installed and committed
- * before any batch runs, so every write from then on is replayed into the target in its own transaction; a batch
- * copies what its snapshot shows. Three races remain, and each is closed without locking source rows (row locks
- * would write a WAL record per copied row and cost a third of the copy's speed):
+ * Why the copy is exact while the application writes. The sync triggers are installed and committed before any batch
+ * runs, so every write from then on is replayed into the target in its own transaction; a batch copies what its
+ * snapshot shows, without locking what it reads. Two races remain:
  *  - a newer version written by a trigger must not be overwritten by the batch's older one: the batch never
- *    overwrites (plain INSERT, or ON CONFLICT DO NOTHING when the interval already holds trigger-written rows), and
- *    a trigger whose key the batch has inserted but not committed waits on the unique index, then overwrites it;
- *  - a row deleted after the batch's snapshot must not be resurrected: after inserting, the batch compares source and
- *    target row counts over its interval in a fresh snapshot and deletes target rows whose source row is gone
- *    (reconcileQuery, pruneQuery);
- *  - a delete that commits between that check and the batch's commit: the delete trigger first upserts the old row,
- *    which waits on the batch's uncommitted index entry, then deletes it — so it always runs after the batch.
- * Query sources lock what they read instead (FOR SHARE), see querySyncTriggerDdl.
+ *    overwrites (plain INSERT, or ON CONFLICT DO NOTHING), and a trigger whose key the batch has inserted but not
+ *    committed waits on the unique index, then overwrites it;
+ *  - a row that leaves the source after the batch's snapshot (deleted, its key changed, no longer yielded by a query
+ *    source) can be written by the batch after its trigger found nothing to delete: once every range is copied, the
+ *    settle pass (settleQuery) deletes the target rows of the job whose key the source no longer has. No batch runs
+ *    then, so nothing can bring such a row back.
+ * Query sources recompute the target rows of the keys a write touches (querySyncTriggerDdl), under a per-key lock so
+ * two transactions writing different tables of one target row recompute it one after the other.
  */
 
 /**
- * One batch over a key interval (integer keys): every source row with after < key <= upTo, written through the
+ * One batch over a key interval (a single integer key): every source row with after < key <= upTo, written through the
  * mapping. No ORDER BY, LIMIT or CTE — as cheap as the database's own INSERT … SELECT. Rows written = rowCount.
  */
-export function rangeBatchQuery(m: CopyMapping, after: string | null, upTo: string, mode: ConflictMode): Query {
+export function rangeBatchQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey, mode: ConflictMode): Query {
   const values: unknown[] = [];
-  const where = keyBounds(m, after, upTo, values);
+  const where = keyBounds(m, 's', 'source', after, upTo, values);
   const text =
-    `INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM ${sourceFrom(m)} ` +
-    `WHERE ${where.join(' AND ')}${m.lockRows ? ' FOR SHARE OF s' : ''}${conflictClause(m, mode)}`;
+    `INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM ${sourceFrom(m)}` +
+    `${whereOf(where)}${conflictClause(m, mode)}`;
   return { text, values };
 }
 
-/**
- * One batch of the next `limit` rows in key order (any orderable key): returns how many rows it read and the last key.
- */
+/** One batch of the next `limit` rows in key order (any orderable key): how many rows it read and the last key. */
 export function limitBatchQuery(
   m: CopyMapping,
-  after: string | null,
-  upTo: string | null,
+  after: EncodedKey | null,
+  upTo: EncodedKey | null,
   limit: number,
   mode: ConflictMode,
 ): Query {
   const values: unknown[] = [limit];
-  const where = keyBounds(m, after, upTo, values);
-  const k = `s.${quoteIdent(m.key)}`;
+  const where = keyBounds(m, 's', 'source', after, upTo, values);
+  const src = keyCols(m, 's', 'source');
+  const order = src.join(', ');
+  const hidden = src.map((c, i) => `${c} AS __tidemark_k${i}`).join(', ');
+  const bk = m.keys.map((_, i) => `b.__tidemark_k${i}`);
   const text =
-    `WITH batch AS (SELECT ${k} AS __tidemark_key, ${mappedSelectList(m)} FROM ${sourceFrom(m)}` +
-    `${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} LIMIT $1${m.lockRows ? ' FOR SHARE OF s' : ''}), ` +
+    `WITH batch AS (SELECT ${hidden}, ${mappedSelectList(m)} FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${order} LIMIT $1), ` +
     `ins AS (INSERT INTO ${quoteTable(m.target)} (${targetList(m)}) SELECT ${targetList(m)} FROM batch${conflictClause(m, mode)}) ` +
-    `SELECT (SELECT count(*) FROM batch)::int AS rows, (SELECT b.__tidemark_key::text FROM batch AS b ORDER BY b.__tidemark_key DESC LIMIT 1) AS last_key`;
+    `SELECT (SELECT count(*) FROM batch)::int AS rows, ` +
+    `(SELECT ${encodedKeySql(m, bk)} FROM batch AS b ORDER BY ${bk.map((c) => `${c} DESC`).join(', ')} LIMIT 1) AS last_key`;
   return { text, values };
 }
 
 /**
- * Lowest and highest key of the source (as text), for range batching and range planning; null when the source is
+ * Lowest and highest key of the source (encoded), for range batching and range planning; null when the source is
  * empty. ORDER BY … LIMIT 1 rather than min()/max(): it works for every orderable key type (uuid has no max()) and
  * reads one end of the key's index either way.
  */
-export function keyExtentQuery(m: CopyMapping, after: string | null, upTo: string | null): Query {
+export function keyExtentQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey | null): Query {
   const values: unknown[] = [];
-  const where = keyBounds(m, after, upTo, values);
-  const k = `s.${quoteIdent(m.key)}`;
+  const src = keyCols(m, 's', 'source');
+  const where = [...keyBounds(m, 's', 'source', after, upTo, values), ...src.map((c) => `${c} IS NOT NULL`)];
   const scan = (dir: string) =>
-    `(SELECT ${k}::text FROM ${sourceFrom(m)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${k} ${dir} LIMIT 1)`;
+    `(SELECT ${encodedKeySql(m, src)} FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${src.map((c) => `${c} ${dir}`).join(', ')} LIMIT 1)`;
   return { text: `SELECT ${scan('ASC')} AS lo, ${scan('DESC')} AS hi`, values };
 }
+
+/** The key `offset` rows after `after` in key order (null when fewer rows remain): chunk and range boundaries. */
+export function keyAtOffsetQuery(m: CopyMapping, after: EncodedKey | null, offset: number): Query {
+  const values: unknown[] = [offset];
+  const src = keyCols(m, 's', 'source');
+  const where = [...keyBounds(m, 's', 'source', after, null, values), ...src.map((c) => `${c} IS NOT NULL`)];
+  return {
+    text: `SELECT ${encodedKeySql(m, src)} AS k FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${src.join(', ')} OFFSET $1 LIMIT 1`,
+    values,
+  };
+}
+
+/**
+ * The settle pass, one key interval: deletes this job's target rows whose key the source no longer has (see "Why the
+ * copy is exact"). Run in REPEATABLE READ: a row that a concurrent write changes meanwhile makes it fail with a
+ * serialization error and retry, instead of deleting a row the write just brought back.
+ */
+export function settleQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey | null): Query {
+  const values: unknown[] = [];
+  const tWhere = [...keyBounds(m, 't', 'target', after, upTo, values), ...slicePredicate(m)];
+  const sWhere = keyBounds(m, 's', 'source', after, upTo, values);
+  const match = m.keys.map((k) => `src.${quoteIdent(k.source)} = t.${quoteIdent(k.target)}`).join(' AND ');
+  const srcKeys = keyCols(m, 's', 'source').join(', ');
+  return {
+    text:
+      `DELETE FROM ${quoteTable(m.target)} AS t${whereOf(tWhere)}${tWhere.length ? ' AND' : ' WHERE'} NOT EXISTS ` +
+      `(SELECT 1 FROM (SELECT ${srcKeys} FROM ${sourceFrom(m)}${whereOf(sWhere)}) AS src WHERE ${match})`,
+    values,
+  };
+}
+
+// ---- sync triggers --------------------------------------------------------------------------------------------
+
+/*
+ * The sync guard: a session setting holding the comma-separated sync ids (one per job and run) whose sync writes are
+ * in progress. A trigger of job J skips when J is already in it (J's own write coming back: no ping-pong), adds J
+ * while it writes, and puts the previous value back afterwards — so another job's triggers still see the write
+ * (chained syncs stay in step) and an outer write's guard is not lost. The copy of J sets it to J for its own
+ * transactions. Ids, not job names: two migrations' jobs may share a name and must not silence each other.
+ */
+const GUARD = quoteLiteral(SYNC_GUARD_SETTING);
+const guardDeclare = 'guard_prev text := coalesce(current_setting(' + GUARD + ", true), '');";
+const guardEnter = (id: string) =>
+  `IF position(${quoteLiteral(`,${id},`)} in ',' || guard_prev || ',') > 0 THEN RETURN NULL; END IF;
+  PERFORM set_config(${GUARD}, CASE WHEN guard_prev = '' THEN ${quoteLiteral(id)} ELSE guard_prev || ${quoteLiteral(`,${id}`)} END, true);`;
+const guardLeave = `PERFORM set_config(${GUARD}, guard_prev, true);`;
 
 function functionRef(job: string, syncId: string, dir: SyncDirection): string {
   return `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(syncFunctionName(job, syncId, dir))}`;
@@ -241,141 +319,178 @@ function syncIdOf(m: CopyMapping): string {
   return m.syncId;
 }
 
-interface RowSync {
+/** A function body and the statement triggers (insert, update, delete, truncate) that run it on `table`. */
+function statementTriggers(
+  fn: string,
+  name: (kind: 'ins' | 'upd' | 'del' | 'truncate') => string,
+  table: string,
+  body: string,
+) {
+  const trigger = (kind: 'ins' | 'upd' | 'del' | 'truncate', event: string, transition: string) => [
+    `DROP TRIGGER IF EXISTS ${quoteIdent(name(kind))} ON ${table}`,
+    `CREATE TRIGGER ${quoteIdent(name(kind))} AFTER ${event} ON ${table}${transition} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+  ];
+  return [
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+    ...trigger('ins', 'INSERT', ' REFERENCING NEW TABLE AS new_rows'),
+    ...trigger('upd', 'UPDATE', ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
+    ...trigger('del', 'DELETE', ' REFERENCING OLD TABLE AS old_rows'),
+    ...trigger('truncate', 'TRUNCATE', ''),
+  ];
+}
+
+interface TableSync {
   job: string;
   syncId: string;
   direction: SyncDirection;
-  /** Table whose writes are replayed, and the table they are replayed into. */
+  /** Table whose writes are replayed, and the table they are replayed into (quoted). */
   from: string;
   to: string;
-  key: string;
-  /** Columns written on `to`, each an expression over the `from` row. */
+  /** Key columns: in `from` and in `to`. */
+  keys: { from: string; to: string }[];
+  /** Columns written on `to`, each an expression over the `from` row (key columns included). */
   columns: { name: string; expr: string }[];
-  /**
-   * Before deleting a key, touch it with an upsert: if a copy batch has inserted it and not committed yet, this waits
-   * for that batch, so the delete lands after it (see "Why the copy is exact"). Needed where batches write: forward.
-   */
-  waitForBatch: boolean;
+  /** Columns of `to` that pick this job's rows (truncate) and join the key in ON CONFLICT. */
+  slice: { column: string; value: string }[];
 }
 
-/** A row trigger (and a TRUNCATE trigger) replaying every write on one table into another, in the same transaction. */
-function rowSyncDdl(r: RowSync): string[] {
-  const key = quoteIdent(r.key);
-  const fn = functionRef(r.job, r.syncId, r.direction);
-  const trg = quoteIdent(syncTriggerName(r.job, r.syncId, r.direction));
-  const truncateTrg = quoteIdent(syncTriggerName(r.job, r.syncId, r.direction, 'truncate'));
+/**
+ * Statement triggers replaying every write on one table into another, in the same transaction, set by set: an insert
+ * of 10,000 rows is one INSERT … SELECT from its transition table, a delete one DELETE … USING — no per-row call, no
+ * subtransaction.
+ */
+function tableSyncDdl(r: TableSync): string[] {
   const cols = r.columns.map((c) => quoteIdent(c.name)).join(', ');
   const exprs = r.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.name)}`).join(', ');
-  // The touch must never make the application's delete fail: should the old row collide with another unique index
-  // of the target (a reused e-mail, say), it is skipped.
-  const touch = r.waitForBatch
-    ? `BEGIN
-        INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT OLD.*) AS s ON CONFLICT (${key}) DO UPDATE SET ${key} = EXCLUDED.${key};
-      EXCEPTION WHEN unique_violation OR not_null_violation OR check_violation OR foreign_key_violation THEN NULL;
-      END;
-      `
-    : '';
+  const conflict = [...r.slice.map((s) => s.column), ...r.keys.map((k) => k.to)];
+  const upsert = `INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM new_rows AS s ${upsertTail(
+    conflict,
+    r.columns.map((c) => c.name),
+  )};`;
+  const sliceOf = (alias: string) =>
+    r.slice.map((s) => ` AND ${alias}.${quoteIdent(s.column)} IS NOT DISTINCT FROM (${s.value})`).join('');
+  const match = (a: string, b: string, aSide: 'from' | 'to', bSide: 'from' | 'to') =>
+    r.keys.map((k) => `${a}.${quoteIdent(k[aSide])} = ${b}.${quoteIdent(k[bSide])}`).join(' AND ');
   const body = `
 DECLARE
   ${guardDeclare}
 BEGIN
   ${guardEnter(r.syncId)}
   IF TG_OP = 'TRUNCATE' THEN
-    DELETE FROM ${r.to};
+    DELETE FROM ${r.to} AS d WHERE true${sliceOf('d')};
+  ELSIF TG_OP = 'INSERT' THEN
+    ${upsert}
+  ELSIF TG_OP = 'UPDATE' THEN
+    -- Keys that changed: their old rows go.
+    DELETE FROM ${r.to} AS d USING old_rows AS o
+     WHERE ${match('d', 'o', 'to', 'from')}${sliceOf('d')}
+       AND NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${match('n', 'o', 'from', 'from')});
+    ${upsert}
   ELSE
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.${key} IS DISTINCT FROM NEW.${key}) THEN
-      ${touch}DELETE FROM ${r.to} WHERE ${key} = OLD.${key};
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-      INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM (SELECT NEW.*) AS s
-      ${upsertTail(
-        [r.key],
-        r.columns.map((c) => c.name),
-      )};
-    END IF;
+    DELETE FROM ${r.to} AS d USING old_rows AS o WHERE ${match('d', 'o', 'to', 'from')}${sliceOf('d')};
   END IF;
   ${guardLeave}
   RETURN NULL;
 END`;
-  return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
-    `DROP TRIGGER IF EXISTS ${trg} ON ${r.from}`,
-    `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${r.from} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
-    `DROP TRIGGER IF EXISTS ${truncateTrg} ON ${r.from}`,
-    `CREATE TRIGGER ${truncateTrg} AFTER TRUNCATE ON ${r.from} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
-  ];
+  const fn = functionRef(r.job, r.syncId, r.direction);
+  return statementTriggers(fn, (kind) => syncTriggerName(r.job, r.syncId, r.direction, kind), r.from, body);
 }
 
 /** Forward sync: every write to the source table is replayed into the target through the mapping. */
 export function forwardTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'table') throw new Error('forward triggers need a table source');
-  return rowSyncDdl({
+  return tableSyncDdl({
     job: m.job,
     syncId: syncIdOf(m),
     direction: 'forward',
     from: quoteTable(m.source.table),
     to: quoteTable(m.target),
-    key: m.key,
+    keys: m.keys.map((k) => ({ from: k.source, to: k.target })),
     columns: m.columns.map((c) => ({ name: c.target, expr: c.expr })),
-    waitForBatch: true,
+    slice: m.slice,
   });
 }
 
 /** Reverse sync (bidirectional): writes made on the target are replayed into the source through `reverse`. */
 export function reverseTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'table') throw new Error('reverse triggers need a table source');
-  return rowSyncDdl({
+  return tableSyncDdl({
     job: m.job,
     syncId: syncIdOf(m),
     direction: 'reverse',
     from: quoteTable(m.target),
     to: quoteTable(m.source.table),
-    key: m.key,
+    keys: m.keys.map((k) => ({ from: k.target, to: k.source })),
     columns: m.reverse.map((r) => ({ name: r.source, expr: r.expr })),
-    waitForBatch: false,
+    slice: [],
   });
 }
 
 /**
- * Query sources: a write to any table the query reads recomputes the target rows of the keys it touches (old and
- * new): delete, then insert whatever the query now yields for that key. Exact when the batch can lock what it reads
- * (no aggregates or outer joins in the query): batches take FOR SHARE on what they read.
+ * Query sources: a write to any table the query reads recomputes the target rows of the keys it touches (before and
+ * after): delete them, then insert whatever the query now yields for those keys. The keys are locked first (a
+ * transaction-scoped advisory lock per key, in key order), and the recomputation runs in statements after the lock,
+ * so each sees what the previous writer of the same target row committed: two transactions changing different tables
+ * of one row recompute it one after the other instead of each from its own stale view. Aggregates, outer joins,
+ * UNION and DISTINCT are fine: nothing is locked in the source.
  */
 export function querySyncTriggerDdl(m: CopyMapping): string[] {
   if (m.source.kind !== 'query') throw new Error('query sync triggers need a query source');
+  const syncId = syncIdOf(m);
   const query = stripSemicolon(m.source.sql);
   const tgt = quoteTable(m.target);
-  const key = quoteIdent(m.key);
-  const syncId = syncIdOf(m);
+  const keysOf = (rows: string, exprs: string[]) =>
+    `SELECT jsonb_build_array(${exprs.map((e) => `(${e})::text`).join(', ')}) AS k FROM ${rows} AS s`;
+  // The touched keys as rows of typed values: joined to the target's and the query's key columns.
+  const typed = `SELECT ${m.keys.map((k, i) => `(x.k->>${i})::${k.type} AS k${i}`).join(', ')} FROM jsonb_array_elements(touched) AS x(k)`;
+  const inTouched = (cols: string[]) => `${tuple(cols)} IN (${typed})`;
   const out: string[] = [];
   m.syncFrom.forEach((src, i) => {
-    const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(m.job, syncId, i, 'function'))}`;
-    const trg = quoteIdent(querySyncName(m.job, syncId, i, 'trigger'));
+    const nonNull = src.keyExprs.map((e) => `(${e}) IS NOT NULL`).join(' AND ');
+    const collect = (rows: string) => `${keysOf(rows, src.keyExprs)} WHERE ${nonNull}`;
     const body = `
 DECLARE
   ${guardDeclare}
-  k_old ${m.keyType};
-  k_new ${m.keyType};
-  k ${m.keyType};
+  touched jsonb;
 BEGIN
   ${guardEnter(syncId)}
-  IF TG_OP IN ('UPDATE', 'DELETE') THEN SELECT (${src.keyExpr}) INTO k_old FROM (SELECT OLD.*) AS s; END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN SELECT (${src.keyExpr}) INTO k_new FROM (SELECT NEW.*) AS s; END IF;
-  FOR k IN SELECT DISTINCT x FROM (VALUES (k_old), (k_new)) AS v(x) WHERE x IS NOT NULL LOOP
-    DELETE FROM ${tgt} WHERE ${key} = k;
-    INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s WHERE s.${key} = k
+  IF TG_OP = 'TRUNCATE' THEN
+    DELETE FROM ${tgt} AS t WHERE true${slicePredicate(m)
+      .map((p) => ` AND ${p}`)
+      .join('')};
+    INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s
     ${upsertTail(
-      [m.key],
+      conflictColumns(m),
       m.columns.map((c) => c.target),
     )};
-  END LOOP;
+    ${guardLeave}
+    RETURN NULL;
+  ELSIF TG_OP = 'INSERT' THEN
+    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${collect('new_rows')}) AS c;
+  ELSIF TG_OP = 'UPDATE' THEN
+    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${collect('old_rows')} UNION ${collect('new_rows')}) AS c;
+  ELSE
+    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${collect('old_rows')}) AS c;
+  END IF;
+  IF touched IS NOT NULL THEN
+    PERFORM pg_advisory_xact_lock(hashtextextended(${quoteLiteral(`${syncId}:`)} || x.k::text, 0))
+       FROM jsonb_array_elements(touched) AS x(k) ORDER BY x.k::text;
+    DELETE FROM ${tgt} AS t WHERE ${inTouched(keyCols(m, 't', 'target'))}${slicePredicate(m)
+      .map((p) => ` AND ${p}`)
+      .join('')};
+    INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s
+     WHERE ${inTouched(keyCols(m, 's', 'source'))}
+    ${upsertTail(
+      conflictColumns(m),
+      m.columns.map((c) => c.target),
+    )};
+  END IF;
   ${guardLeave}
   RETURN NULL;
 END`;
+    const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(m.job, syncId, i, 'function'))}`;
     out.push(
-      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
-      `DROP TRIGGER IF EXISTS ${trg} ON ${quoteTable(src.table)}`,
-      `CREATE TRIGGER ${trg} AFTER INSERT OR UPDATE OR DELETE ON ${quoteTable(src.table)} FOR EACH ROW EXECUTE FUNCTION ${fn}()`,
+      ...statementTriggers(fn, (kind) => querySyncName(m.job, syncId, i, 'trigger', kind), quoteTable(src.table), body),
     );
   });
   return out;

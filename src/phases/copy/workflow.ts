@@ -89,6 +89,14 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   );
   const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
   if (failed) throw failed.reason;
+  if (job.sync !== 'none') {
+    // No batch runs any more: rows a batch wrote after they had left the source can now be found and removed.
+    const settled = await longRunning.settleCopy(base);
+    if (settled.removed)
+      board.event(
+        `copy ${job.name}: settled, ${settled.removed} row(s) that left the source while it was copied removed`,
+      );
+  }
   progress.done = true;
   progress.etaSeconds = 0;
   progress.estimatedTotal = Math.max(progress.estimatedTotal, rows);

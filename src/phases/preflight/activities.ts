@@ -13,6 +13,7 @@ import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
 import { bareColumn } from '../copy/mapping';
+import { describeKey, jobKeys } from '../../plan/keys';
 import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
 import { F, failure } from '../../migration/failures';
 import { storeScripts } from '../../db/scripts';
@@ -227,40 +228,47 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
       add(check, 'fail', `source table ${job.from} does not exist`);
       continue;
     }
-    if (!cols.some((col) => col.name === job.key)) {
-      add(check, 'fail', `source table ${job.from} has no column "${job.key}"`);
+    const key = jobKeys(job).source;
+    const shown = describeKey({ key });
+    const missing = key.filter((k) => !cols.some((col) => col.name === k));
+    if (missing.length) {
+      add(check, 'fail', `source table ${job.from} has no column ${missing.map((k) => `"${k}"`).join(', ')}`);
       continue;
     }
-    const k = quoteIdent(job.key);
-    // A unique index allows any number of NULLs, and a NULL key is in no key range: such rows would be neither copied
-    // nor compared.
-    if (!cols.find((col) => col.name === job.key)!.notNull) {
-      const nulls = (await c.query(`SELECT count(*)::int AS n FROM ${quoteTable(job.from)} WHERE ${k} IS NULL`)).rows[0]
-        .n;
+    const ks = key.map(quoteIdent);
+    // A unique index allows any number of NULLs, and a NULL in the key puts a row in no key range: such rows would be
+    // neither copied nor compared.
+    const nullable = key.filter((k) => !cols.find((col) => col.name === k)!.notNull).map(quoteIdent);
+    if (nullable.length) {
+      const nulls = (
+        await c.query(
+          `SELECT count(*)::int AS n FROM ${quoteTable(job.from)} WHERE ${nullable.map((k) => `${k} IS NULL`).join(' OR ')}`,
+        )
+      ).rows[0].n;
       if (nulls > 0) {
         add(
           check,
           'fail',
-          `${job.from}.${job.key} is NULL in ${nulls} row(s): a NULL key can be neither copied nor compared`,
+          `${job.from}.${shown} is NULL in ${nulls} row(s): a NULL key can be neither copied nor compared`,
         );
         continue;
       }
     }
-    if (await hasUniqueIndexOn(c, job.from, job.key)) {
-      add(check, 'ok', `${job.from}.${job.key} is unique (index)`);
+    if (await hasUniqueIndexOn(c, job.from, key)) {
+      add(check, 'ok', `${job.from}.${shown} is unique (index)`);
       continue;
     }
     const dup = await c.query(
-      `SELECT ${k}::text AS k, count(*)::int AS n FROM ${quoteTable(job.from)} GROUP BY ${k} HAVING count(*) > 1 OR ${k} IS NULL LIMIT 3`,
+      `SELECT (${ks.join(` || ', ' || `)})::text AS k, count(*)::int AS n FROM ${quoteTable(job.from)} GROUP BY ${ks.join(', ')} HAVING count(*) > 1 LIMIT 3`,
     );
     if (dup.rowCount) {
       const ex = dup.rows.map((r) => `${r.k ?? 'NULL'} (${r.n}×)`).join(', ');
-      add(check, 'fail', `${job.from}.${job.key} is not a unique, non-null key: ${ex}`);
+      add(check, 'fail', `${job.from}.${shown} is not a unique key: ${ex}`);
     } else {
       add(
         check,
         'warn',
-        `${job.from}.${job.key} holds unique values but has no unique index; the copy could miss rows if duplicates appear`,
+        `${job.from}.${shown} holds unique values but has no unique index; the copy could miss rows if duplicates appear`,
       );
     }
   }
@@ -322,15 +330,18 @@ async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add) {
       ? new Set(existing.map((col) => col.name))
       : created.get(parseTableRef(job.to).name);
     if (!targetCols) continue; // created out of sight (a DO block): the copy phase will tell
+    const keys = jobKeys(job);
     const mapping = job.columns ?? Object.fromEntries([...targetCols].map((t) => [t, quoteIdent(t)]));
-    const missing = Object.keys(mapping).filter((t) => !targetCols.has(t));
+    const written = [...Object.keys(mapping), ...keys.target, ...Object.keys(job.slice ?? {})];
+    const missing = [...new Set(written)].filter((t) => !targetCols.has(t));
     if (missing.length) {
       add(check, 'fail', `target ${job.to} has no column ${missing.map((m) => `"${m}"`).join(', ')}`);
       continue;
     }
     if (job.sync !== 'bidirectional' || !job.from) continue;
     const source = await tableColumns(c, job.from);
-    const writtenBack = new Set(Object.keys(job.reverse ?? {}));
+    // The key always goes back (from the target's key columns); so do columns mapped one-to-one.
+    const writtenBack = new Set([...Object.keys(job.reverse ?? {}), ...keys.source]);
     for (const expr of Object.values(mapping)) {
       const col = bareColumn(expr);
       if (col) writtenBack.add(col);

@@ -3,12 +3,12 @@
 import type { Pool, PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
-import { chunkDiffQuery, chunkDigestQuery, chunkEndQuery, nullKeyQuery, type ChunkBounds } from './sql';
-import { keyExtentQuery, sourceFrom, type CopyMapping } from '../copy/sql';
-import { INTEGER_KEY_TYPES } from '../copy/batcher';
+import { chunkPlanner, type ChunkBounds } from '../copy/chunks';
+import { chunkDiffQuery, chunkDigestQuery, nullKeyQuery, rowCountQuery } from './sql';
 import { firstValue, inTransaction, withClient } from '../../db/tx';
 import type { ResolvedCopyJob, ValidationCheck } from '../../plan/types';
 import type { ValidationCheckResult, ValidationReport } from '../../migration/messages';
+import { describeKey } from '../../plan/keys';
 import { resolveMapping } from '../copy/mapping';
 import {
   activityBody,
@@ -135,10 +135,8 @@ export function createValidateActivities(deps: ActivityDeps) {
 async function rowCount(c: PoolClient, input: ValidationInput, name: string): Promise<ValidationCheckResult> {
   const m = await resolveMapping(c, input.job!);
   const { source, target } = await inTransaction(c, { isolation: 'repeatable read', readOnly: true }, async (tx) => {
-    const r = await tx.query(
-      `SELECT (SELECT count(*) FROM ${sourceFrom(m)})::float8 AS source, (SELECT count(*) FROM ${quoteTable(m.target)})::float8 AS target`,
-    );
-    return r.rows[0] as { source: number; target: number };
+    const q = rowCountQuery(m);
+    return (await tx.query(q.text, q.values)).rows[0] as { source: number; target: number };
   });
   const tol = input.check.rowCount!.tolerance;
   const { ok, allowed } = withinTolerance(source, target, tol);
@@ -149,64 +147,6 @@ async function rowCount(c: PoolClient, input: ValidationInput, name: string): Pr
     ok,
     message: `source ${source} rows, target ${target} rows (difference ${diff >= 0 ? '+' : ''}${diff}${tol !== undefined ? `, tolerance ${tol} = ${Math.floor(allowed)} rows` : ''})`,
     details: { source, target, difference: diff, tolerance: tol ?? 0 },
-  };
-}
-
-/** Hands out the chunks to compare, in key order: key intervals for integer keys, OFFSET steps otherwise. */
-async function chunkPlanner(
-  c: PoolClient,
-  m: CopyMapping,
-  size: number,
-  resumeAfter: string | null,
-): Promise<{ parallel: number; next: () => Promise<ChunkBounds | null> }> {
-  if (INTEGER_KEY_TYPES.has(m.keyType)) {
-    const q = keyExtentQuery(m, null, null);
-    const e = (await c.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
-    const n = (await c.query(`SELECT count(*)::float8 AS n FROM ${sourceFrom(m)}`)).rows[0].n as number;
-    if (e.lo === null) return { parallel: 1, next: oneChunk(resumeAfter) };
-    const lo = BigInt(e.lo);
-    const hi = BigInt(e.hi!);
-    const span = BigInt(Math.max(1, Math.ceil((size * Number(hi - lo + 1n)) / Math.max(1, n))));
-    let next: bigint | null = resumeAfter === null ? null : BigInt(resumeAfter);
-    let finished = false;
-    return {
-      parallel: 2,
-      next: async () => {
-        if (finished) return null;
-        const end = (next ?? lo - 1n) + span;
-        const from = next === null ? null : next.toString();
-        // The first chunk is open below and the last open above, so target rows outside the source's keys are compared too.
-        if (end >= hi) {
-          finished = true;
-          return { after: from, upTo: null };
-        }
-        next = end;
-        return { after: from, upTo: end.toString() };
-      },
-    };
-  }
-  let after = resumeAfter;
-  let finished = false;
-  return {
-    parallel: 1,
-    next: async () => {
-      if (finished) return null;
-      const q = chunkEndQuery(m, after, size);
-      const end = ((await c.query(q.text, q.values)).rows[0]?.k as string | undefined) ?? null;
-      const chunk = { after, upTo: end };
-      if (end === null) finished = true;
-      after = end;
-      return chunk;
-    },
-  };
-}
-
-function oneChunk(after: string | null): () => Promise<ChunkBounds | null> {
-  let given = false;
-  return async () => {
-    if (given) return null;
-    given = true;
-    return { after, upTo: null };
   };
 }
 
@@ -286,7 +226,7 @@ async function checksum(
   const nullKeys = (await c.query(nq.text, nq.values)).rows[0] as { source: number; target: number };
   const nullKeyProblem =
     nullKeys.source || nullKeys.target
-      ? `rows with a NULL ${m.key}: ${nullKeys.source} in the source, ${nullKeys.target} in the target (no key to compare them by)`
+      ? `rows with a NULL ${describeKey(input.job!)}: ${nullKeys.source} in the source, ${nullKeys.target} in the target (no key to compare them by)`
       : undefined;
   const ok = state.mismatchedChunks === 0 && !nullKeyProblem;
   const found = [...differences.values()].sort((a, b) => compareKeys(a.key, b.key));

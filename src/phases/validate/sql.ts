@@ -1,26 +1,30 @@
-// Pure SQL builders for exact validation: chunk digests of the source seen through the mapping and of the target,
-// and the row-level diff that narrows a differing chunk to its keys.
+// Pure SQL builders for exact validation: chunk digests of the source seen through the mapping and of the target
+// (the job's slice of it), and the row-level diff that narrows a differing chunk to its keys.
 import { quoteIdent, quoteLiteral, quoteTable } from '../../db/quote';
-import { sourceFrom, type CopyMapping, type Query } from '../copy/sql';
+import type { ChunkBounds } from '../copy/chunks';
+import {
+  encodedKeySql,
+  keyBounds,
+  keyCols,
+  slicePredicate,
+  sourceFrom,
+  tuple,
+  whereOf,
+  type CopyMapping,
+  type Query,
+} from '../copy/sql';
 
-export interface ChunkBounds {
-  after: string | null;
-  upTo: string | null;
-}
+export type { ChunkBounds } from '../copy/chunks';
 
-function rangeWhere(alias: string, m: CopyMapping, b: ChunkBounds, values: unknown[]): string {
-  const k = `${alias}.${quoteIdent(m.key)}`;
-  // NULL keys fall in no key range; nullKeyQuery counts them.
-  const where: string[] = [`${k} IS NOT NULL`];
-  if (b.after !== null) {
-    values.push(b.after);
-    where.push(`${k} > $${values.length}::${m.keyType}`);
-  }
-  if (b.upTo !== null) {
-    values.push(b.upTo);
-    where.push(`${k} <= $${values.length}::${m.keyType}`);
-  }
-  return ` WHERE ${where.join(' AND ')}`;
+/** One side's rows of a chunk: in the key interval, with no NULL in the key (nullKeyQuery counts those). */
+function chunkWhere(m: CopyMapping, side: 'source' | 'target', b: ChunkBounds, values: unknown[]): string {
+  const alias = side === 'source' ? 's' : 't';
+  const cols = keyCols(m, alias, side);
+  return whereOf([
+    ...cols.map((c) => `${c} IS NOT NULL`),
+    ...keyBounds(m, alias, side, b.after, b.upTo, values),
+    ...(side === 'target' ? slicePredicate(m) : []),
+  ]);
 }
 
 /** The row as text, source side: each mapped expression cast to its target column's type, in target column order. */
@@ -32,12 +36,14 @@ function targetRowText(m: CopyMapping): string {
   return `ROW(${m.columns.map((c) => `t.${quoteIdent(c.target)}`).join(', ')})::text`;
 }
 
-/** The key that ends a chunk of `size` source rows after `after` (null when fewer rows remain: the last chunk). */
-export function chunkEndQuery(m: CopyMapping, after: string | null, size: number): Query {
-  const values: unknown[] = [size - 1];
-  const where = rangeWhere('s', m, { after, upTo: null }, values);
-  const k = `s.${quoteIdent(m.key)}`;
-  return { text: `SELECT ${k}::text AS k FROM ${sourceFrom(m)}${where} ORDER BY ${k} OFFSET $1 LIMIT 1`, values };
+/** Source and target row counts of the job (the target's: its slice), in one snapshot. */
+export function rowCountQuery(m: CopyMapping): Query {
+  return {
+    text:
+      `SELECT (SELECT count(*) FROM ${sourceFrom(m)})::float8 AS source, ` +
+      `(SELECT count(*) FROM ${quoteTable(m.target)} AS t${whereOf(slicePredicate(m))})::float8 AS target`,
+    values: [],
+  };
 }
 
 /**
@@ -48,13 +54,12 @@ export function chunkEndQuery(m: CopyMapping, after: string | null, size: number
  */
 export function chunkDigestQuery(m: CopyMapping, b: ChunkBounds): Query {
   const values: unknown[] = [];
-  const sWhere = rangeWhere('s', m, b, values);
-  const tWhere = rangeWhere('t', m, b, values);
+  const sWhere = chunkWhere(m, 'source', b, values);
+  const tWhere = chunkWhere(m, 'target', b, values);
   const text =
     `SELECT src.n AS source_rows, src.d AS source_digest, tgt.n AS target_rows, tgt.d AS target_digest FROM ` +
     `(SELECT count(*)::int AS n, coalesce(sum(hashtextextended(${sourceRowText(m)}, 0)), 0)::text AS d FROM ${sourceFrom(m)}${sWhere}) AS src, ` +
     `(SELECT count(*)::int AS n, coalesce(sum(hashtextextended(${targetRowText(m)}, 0)), 0)::text AS d FROM ${quoteTable(m.target)} AS t${tWhere}) AS tgt`;
-  // rangeWhere numbered the target's parameters after the source's; both use the same bounds.
   return { text, values };
 }
 
@@ -76,30 +81,37 @@ function shown(expr: string): string {
 /**
  * The keys in a range whose mapped source row and target row differ (missing on either side included), with each
  * side's values as PostgreSQL prints them — 0.7 and 0.70, -0 and 0, or JSON differing in spaces show as they differ.
+ * Keys are reported encoded (a composite key as a JSON array of its values).
  */
 export function chunkDiffQuery(m: CopyMapping, b: ChunkBounds, limit: number): Query {
   const values: unknown[] = [limit];
-  const sWhere = rangeWhere('s', m, b, values);
-  const tWhere = rangeWhere('t', m, b, values);
+  const sWhere = chunkWhere(m, 'source', b, values);
+  const tWhere = chunkWhere(m, 'target', b, values);
   const side = (value: (c: CopyMapping['columns'][number]) => string) =>
     `json_build_object(${m.columns.map((c) => `${quoteLiteral(c.target)}, ${shown(value(c))}`).join(', ')})`;
   const srcJson = side((c) => `(${c.expr})::${c.type}`);
   const tgtJson = side((c) => `t.${quoteIdent(c.target)}`);
+  const ks = m.keys.map((_, i) => `k${i}`);
+  const src = keyCols(m, 's', 'source').map((c, i) => `${c} AS k${i}`);
+  const tgt = keyCols(m, 't', 'target').map((c, i) => `${c} AS k${i}`);
+  const either = ks.map((k) => `coalesce(src.${k}, tgt.${k})`);
   const text =
-    `SELECT ${shown('coalesce(src.k, tgt.k)')} AS key, src.j AS source, tgt.j AS target FROM ` +
-    `(SELECT s.${quoteIdent(m.key)} AS k, ${sourceRowText(m)} AS r, ${srcJson} AS j FROM ${sourceFrom(m)}${sWhere}) AS src ` +
-    `FULL JOIN (SELECT t.${quoteIdent(m.key)} AS k, ${targetRowText(m)} AS r, ${tgtJson} AS j FROM ${quoteTable(m.target)} AS t${tWhere}) AS tgt ` +
-    `ON src.k = tgt.k WHERE src.r IS DISTINCT FROM tgt.r ORDER BY coalesce(src.k, tgt.k) LIMIT $1`;
+    `SELECT ${shown(encodedKeySql(m, either))} AS key, src.j AS source, tgt.j AS target FROM ` +
+    `(SELECT ${src.join(', ')}, ${sourceRowText(m)} AS r, ${srcJson} AS j FROM ${sourceFrom(m)}${sWhere}) AS src ` +
+    `FULL JOIN (SELECT ${tgt.join(', ')}, ${targetRowText(m)} AS r, ${tgtJson} AS j FROM ${quoteTable(m.target)} AS t${tWhere}) AS tgt ` +
+    `ON ${tuple(ks.map((k) => `src.${k}`))} = ${tuple(ks.map((k) => `tgt.${k}`))} ` +
+    `WHERE src.r IS DISTINCT FROM tgt.r ORDER BY ${either.join(', ')} LIMIT $1`;
   return { text, values };
 }
 
-/** Rows whose key is NULL on either side: no chunk holds them, so they are counted apart (and fail the check). */
+/** Rows with a NULL in their key on either side: no chunk holds them, so they are counted apart (and fail the check). */
 export function nullKeyQuery(m: CopyMapping): Query {
-  const k = quoteIdent(m.key);
+  const anyNull = (cols: string[]) => cols.map((c) => `${c} IS NULL`).join(' OR ');
+  const slice = slicePredicate(m);
   return {
     text:
-      `SELECT (SELECT count(*) FROM ${sourceFrom(m)} WHERE s.${k} IS NULL)::int AS source, ` +
-      `(SELECT count(*) FROM ${quoteTable(m.target)} AS t WHERE t.${k} IS NULL)::int AS target`,
+      `SELECT (SELECT count(*) FROM ${sourceFrom(m)} WHERE ${anyNull(keyCols(m, 's', 'source'))})::int AS source, ` +
+      `(SELECT count(*) FROM ${quoteTable(m.target)} AS t WHERE (${anyNull(keyCols(m, 't', 'target'))})${slice.map((p) => ` AND ${p}`).join('')})::int AS target`,
     values: [],
   };
 }

@@ -1,0 +1,74 @@
+// Hands out a copy job's key space in chunks, in key order, for the passes that walk all of it (settle, checksum):
+// key intervals for a single integer key, OFFSET steps along the key's index otherwise. The first chunk is open below
+// and the last open above, so target rows outside the source's keys are covered too.
+import type { PoolClient } from 'pg';
+import { hasIntegerKey } from './batcher';
+import { keyAtOffsetQuery, keyExtentQuery, sourceFrom, type CopyMapping, type EncodedKey } from './sql';
+
+export interface ChunkBounds {
+  after: EncodedKey | null;
+  upTo: EncodedKey | null;
+}
+
+export interface ChunkPlanner {
+  /** How many lanes may take chunks at once (interval chunks are independent; OFFSET steps are sequential). */
+  parallel: number;
+  next(): Promise<ChunkBounds | null>;
+}
+
+/** Chunks of about `size` source rows, starting after `resumeAfter`. */
+export async function chunkPlanner(
+  c: PoolClient,
+  m: CopyMapping,
+  size: number,
+  resumeAfter: EncodedKey | null,
+): Promise<ChunkPlanner> {
+  if (hasIntegerKey(m)) {
+    const q = keyExtentQuery(m, null, null);
+    const e = (await c.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };
+    if (e.lo === null) return { parallel: 1, next: oneChunk(resumeAfter) };
+    const n = (await c.query(`SELECT count(*)::float8 AS n FROM ${sourceFrom(m)}`)).rows[0].n as number;
+    const lo = BigInt(e.lo);
+    const hi = BigInt(e.hi!);
+    const span = BigInt(Math.max(1, Math.ceil((size * Number(hi - lo + 1n)) / Math.max(1, n))));
+    let next: bigint | null = resumeAfter === null ? null : BigInt(resumeAfter);
+    let finished = false;
+    return {
+      parallel: 2,
+      next: async () => {
+        if (finished) return null;
+        const end = (next ?? lo - 1n) + span;
+        const from = next === null ? null : next.toString();
+        if (end >= hi) {
+          finished = true;
+          return { after: from, upTo: null };
+        }
+        next = end;
+        return { after: from, upTo: end.toString() };
+      },
+    };
+  }
+  let after = resumeAfter;
+  let finished = false;
+  return {
+    parallel: 1,
+    next: async () => {
+      if (finished) return null;
+      const q = keyAtOffsetQuery(m, after, size - 1);
+      const end = ((await c.query(q.text, q.values)).rows[0]?.k as string | undefined) ?? null;
+      const chunk = { after, upTo: end };
+      if (end === null) finished = true;
+      after = end;
+      return chunk;
+    },
+  };
+}
+
+function oneChunk(after: EncodedKey | null): () => Promise<ChunkBounds | null> {
+  let given = false;
+  return async () => {
+    if (given) return null;
+    given = true;
+    return { after, upTo: null };
+  };
+}
