@@ -6,6 +6,8 @@ import { createActivities, type ActivityDeps } from './phases/activities';
 import { PoolRegistry } from './db/pool';
 import { ensureSearchAttributes } from './infra/devserver';
 import { createLogger, type Logger } from './logger';
+import { serveMetrics, type MetricsServer } from './metrics/server';
+import { WorkerMetrics } from './metrics/worker-metrics';
 import { DEFAULT_TASK_QUEUE } from './migration/messages';
 
 export interface WorkerOptions {
@@ -19,12 +21,18 @@ export interface WorkerOptions {
   workflowBundle?: WorkflowBundle;
   binaries?: ActivityDeps['binaries'];
   maxConcurrentActivities?: number;
+  /** Serve Prometheus metrics on this port (0: any free port). */
+  metricsPort?: number;
+  /** Where the SDK's own Prometheus exporter answers (runtime.ts), to pass its metrics on. */
+  sdkMetricsUrl?: string;
 }
 
 export interface RunningWorker {
   worker: Worker;
   /** Resolves when the worker has stopped. */
   done: Promise<void>;
+  /** http://host:port/metrics when metrics are served. */
+  metricsUrl?: string;
   shutdown(): Promise<void>;
 }
 
@@ -46,6 +54,7 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
   await ensureSearchAttributes(address, namespace);
   const connection = await NativeConnection.connect({ address });
   const pools = new PoolRegistry(opts.env ?? process.env);
+  const metrics = new WorkerMetrics();
   const worker = await Worker.create({
     connection,
     namespace,
@@ -53,7 +62,9 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     ...((opts.workflowBundle ?? prebuiltBundle())
       ? { workflowBundle: opts.workflowBundle ?? prebuiltBundle() }
       : { workflowsPath: workflowsPath() }),
-    activities: createActivities({ pools, logger, binaries: opts.binaries }),
+    activities: createActivities({ pools, logger, env: opts.env ?? process.env, binaries: opts.binaries }),
+    sinks: metrics.sinks(),
+    interceptors: { activity: [metrics.interceptor()] },
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
     // Progress (rows copied, throttle reason) reaches `status` through heartbeats: send them every few seconds.
     maxHeartbeatThrottleInterval: '2s',
@@ -61,8 +72,18 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     // Give a running copy time to finish its batch and report its cursor when the worker stops.
     shutdownGraceTime: '10s',
   });
-  logger.info({ address, namespace, taskQueue }, 'worker started');
+  let server: MetricsServer | undefined;
+  if (opts.metricsPort !== undefined) {
+    server = await serveMetrics({
+      port: opts.metricsPort,
+      registry: metrics.registry,
+      sdkMetricsUrl: opts.sdkMetricsUrl,
+    });
+  }
+  const metricsUrl = server && `http://localhost:${server.port}/metrics`;
+  logger.info({ address, namespace, taskQueue, metrics: metricsUrl }, 'worker started');
   const done = worker.run().finally(async () => {
+    await server?.close();
     await pools.closeAll();
     await connection.close().catch(() => undefined);
     logger.info('worker stopped');
@@ -70,6 +91,7 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
   return {
     worker,
     done,
+    metricsUrl,
     async shutdown() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await done;

@@ -15,6 +15,8 @@ export type { RunRef } from '../db/fence';
 export interface ActivityDeps {
   pools: PoolRegistry;
   logger: Logger;
+  /** Where webhook URLs (notify targets) are read from (default: process.env). */
+  env?: NodeJS.ProcessEnv;
   /** Paths of the PostgreSQL client programs (default: found on PATH). */
   binaries?: { pgDump?: string; pgRestore?: string };
 }

@@ -1,0 +1,12 @@
+// Numbers as people read them, shared by the workflow's texts (events, Web UI details) and the CLI. Pure.
+
+/** A reading with a sensible number of digits (0.0500000001 → 0.05, 1234.5678 → 1235). */
+export function readable(v: number): string {
+  if (Number.isInteger(v)) return String(v);
+  return String(Number(v.toPrecision(4)));
+}
+
+/** A count with thousands separators (1234567 → 1,234,567), the same in every locale. */
+export function count(n: number): string {
+  return String(Math.round(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
