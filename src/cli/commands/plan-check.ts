@@ -1,12 +1,10 @@
 // `tidemark plan check <plan> [--rehearse]`: validates a plan, reviews its SQL, and optionally rehearses it.
 import type { Command } from 'commander';
-import { Pool } from 'pg';
-import { lintPlan, type LintFinding, type LintSeverity } from '../../plan/lint';
-import { rehearsePlan, type RehearsalReport } from '../../rehearsal';
+import type { LintFinding, LintSeverity } from '../../plan/lint';
+import type { RehearsalReport } from '../../rehearsal';
 import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
-import { loadPlan } from '../../plan/load';
 import type { ResolvedPlan } from '../../plan/types';
 
 export function describePlan(p: ResolvedPlan): string[] {
@@ -102,6 +100,9 @@ export function registerPlanCommands(program: Command): void {
     .option('--strict', 'fail (exit 1) on any finding, not only on errors')
     .option('--json', 'print JSON')
     .action(async (file: string, o: { rehearse?: boolean; strict?: boolean; json?: boolean }) => {
+      // Loaded here, not at start-up: the parser, pg and libpg-query are only needed by this command.
+      const { loadPlan } = await import('../../plan/load');
+      const { lintPlan } = await import('../../plan/lint');
       const p = loadPlan(file);
       let ok: boolean;
       let report: unknown;
@@ -113,6 +114,8 @@ export function registerPlanCommands(program: Command): void {
             `set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`,
             F.Usage,
           );
+        const { Pool } = await import('pg');
+        const { rehearsePlan } = await import('../../rehearsal');
         const pool = new Pool({ connectionString: url, max: 2, application_name: 'tidemark' });
         try {
           const r = await rehearsePlan(pool, p);
