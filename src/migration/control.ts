@@ -189,26 +189,31 @@ export class OperatorControl {
     setHandler(abortUpdate, (req) => this.abort(req), { validator: (req) => this.validateAbort(req) });
     this.onSignal(
       approveSignal,
+      'approve what waits for approval; input (optional): {"by": "…", "comment": "…"}',
       (req) => this.validateApprove(req),
       (req) => this.approve(req),
     );
     this.onSignal(
       pauseSignal,
+      'hold at the next safe point; input (optional): {"by": "…", "reason": "…"}',
       () => this.validatePause(),
       (req) => this.pause(req),
     );
     this.onSignal(
       resumeSignal,
+      'go on after a pause',
       () => this.validateResume(),
       (req) => this.resume(req),
     );
     this.onSignal(
       promoteSignal,
+      'end the current soak or cleanup delay early',
       () => this.validatePromote(),
       (req) => this.promote(req),
     );
     this.onSignal(
       abortSignal,
+      'roll back; input (optional): {"by": "…", "reason": "…", "restoreBackup": false}',
       (req) => this.validateAbort(req),
       (req) => this.abort(req),
     );
@@ -221,23 +226,28 @@ export class OperatorControl {
    */
   private onSignal<R extends { by?: string }>(
     def: SignalDefinition<[R?]>,
+    description: string,
     validate: (req: R) => void,
     apply: (req: R) => UpdateAck,
   ): void {
-    setHandler(def, (arg?: R) => {
-      const req = { by: 'signal', ...(arg && typeof arg === 'object' ? arg : {}) } as R;
-      try {
-        validate(req);
-      } catch (e) {
-        this.board.event(
-          `${def.name} signal${req.by !== 'signal' ? ` from ${req.by}` : ''} ignored: ${(e as Error).message}`,
-        );
+    setHandler(
+      def,
+      (arg?: R) => {
+        const req = { by: 'signal', ...(arg && typeof arg === 'object' ? arg : {}) } as R;
+        try {
+          validate(req);
+        } catch (e) {
+          this.board.event(
+            `${def.name} signal${req.by !== 'signal' ? ` from ${req.by}` : ''} ignored: ${(e as Error).message}`,
+          );
+          this.board.publish();
+          return;
+        }
+        apply(req);
         this.board.publish();
-        return;
-      }
-      apply(req);
-      this.board.publish();
-    });
+      },
+      { description },
+    );
   }
 
   /** `state`: what the migration is now heading to, when the update changes it (approve → running, abort → rolling-back). */

@@ -13,17 +13,36 @@ export interface SendNotificationInput {
 
 const TIMEOUT_MS = 5_000;
 
+/** The URL to post to; credentials in it (user:password@) travel as a Basic authorization header instead. */
+function request(urlEnv: string, raw: string | undefined): { url: URL; headers: Record<string, string> } {
+  if (!raw) throw failure(F.NotificationUnconfigured, `${urlEnv} is not set on the worker`);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    // Not even a URL: say so without repeating what the variable holds.
+    throw failure(F.NotificationUnconfigured, `${urlEnv} does not hold a URL`);
+  }
+  const headers: Record<string, string> = {};
+  if (url.username || url.password) {
+    const user = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+    headers.authorization = `Basic ${Buffer.from(user).toString('base64')}`;
+    url.username = '';
+    url.password = '';
+  }
+  return { url, headers };
+}
+
 export function createNotifyActivities(deps: ActivityDeps) {
   const env = deps.env ?? process.env;
   return {
     async sendNotification({ target, notice }: SendNotificationInput): Promise<{ status: number }> {
-      const url = env[target.urlEnv];
-      if (!url) throw failure(F.NotificationUnconfigured, `${target.urlEnv} is not set on the worker`);
+      const { url, headers } = request(target.urlEnv, env[target.urlEnv]);
       let res: Response;
       try {
         res = await fetch(url, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', 'user-agent': 'tidemark' },
+          headers: { 'content-type': 'application/json', 'user-agent': 'tidemark', ...headers },
           body: JSON.stringify(noticeBody(target.format, notice, env.TIDEMARK_UI_URL)),
           signal: AbortSignal.timeout(TIMEOUT_MS),
         });

@@ -81,6 +81,7 @@ async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: 
   const traffic = board.status.traffic!;
   const end = carried?.endsAt ?? Date.now() + stage.soak;
   traffic.soakEndsAt = new Date(end).toISOString();
+  board.publish();
   const breaches = new Map<string, number>(Object.entries(carried?.breaches ?? {}));
   const due = new Map(
     gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]),
