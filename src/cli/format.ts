@@ -13,10 +13,9 @@ function elapsed(a?: string, b?: string): string {
   return formatDuration(Math.max(0, ms));
 }
 
-/** An absolute time, always in UTC and said so. */
-export function when(iso: string): string {
-  return `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
-}
+import { utc as when } from '../migration/readable';
+
+export { when };
 
 export function webUiUrl(uiBase: string, namespace: string, workflowId: string): string {
   return `${uiBase.replace(/\/$/, '')}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}`;

@@ -5,6 +5,7 @@ import { CancellationScope, condition, setHandler, type SignalDefinition } from 
 import { formatDuration } from '../plan/durations';
 import type { ResolvedPlan } from '../plan/types';
 import { LIMITS, outOfBounds } from './limits';
+import { utc } from './readable';
 import {
   abortSignal,
   abortUpdate,
@@ -142,10 +143,10 @@ export class OperatorControl {
   async hold(what: string, ms: number, promotable: boolean): Promise<void> {
     const until = new Date(Date.now() + ms).toISOString();
     this.status.waitingUntil = { what, until };
-    this.board.event(`waiting ${formatDuration(ms)} for ${what} (until ${until})`);
+    this.board.event(`waiting ${formatDuration(ms)} for ${what} (until ${utc(until)})`);
     this.board.publish();
     try {
-      const summary = `${what} until ${until}`;
+      const summary = `${what} until ${utc(until)}`;
       if (promotable) await this.promotableWindow(() => this.untilPromoted(ms, `${summary} (promote ends it)`));
       else await condition(() => false, ms, { summary });
     } finally {

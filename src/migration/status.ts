@@ -5,7 +5,7 @@ import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow'
 import type { NotifyEvent, PhaseName } from '../plan/types';
 import { LIMITS } from './limits';
 import type { MigrationState, MigrationStatus, PhaseRecord } from './messages';
-import { count as num, readable } from './readable';
+import { count as num, readable, utc as hhmm } from './readable';
 import { TidemarkPhase, TidemarkPlan, TidemarkState } from './search-attributes';
 import { reportStatus } from './telemetry';
 
@@ -68,8 +68,6 @@ export class StatusBoard {
     reportStatus(this.status);
   }
 }
-
-const hhmm = (iso: string) => `${iso.slice(0, 10)} ${iso.slice(11, 19)} UTC`;
 
 /** The Web UI's "current details": where the migration is and what it waits for, in Temporal's markdown. */
 export function currentDetails(s: MigrationStatus): string {

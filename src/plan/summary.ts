@@ -1,5 +1,6 @@
 // What a migration is, in a line and in a paragraph: the Web UI's summary and details of the workflow, set once at
 // start from the plan. Pure: names, never a connection string (the plan has none; its urlEnv is only a variable name).
+import { basename } from 'node:path';
 import { formatDuration } from './durations';
 import type { ResolvedPlan } from './types';
 
@@ -14,7 +15,7 @@ export function planSummary(plan: ResolvedPlan): string {
 export function planDetails(plan: ResolvedPlan): string {
   const lines: string[] = [];
   if (plan.description) lines.push(plan.description, '');
-  lines.push(`**plan** ${plan.name} (${plan.source.path}, sha256 ${plan.source.sha256.slice(0, 12)})`);
+  lines.push(`**plan** ${plan.name} (${basename(plan.source.path)}, sha256 ${plan.source.sha256.slice(0, 12)})`);
   lines.push(`**database** the worker's \`$${plan.database.urlEnv}\``);
   const tables = new Set<string>();
   for (const j of plan.copy) {

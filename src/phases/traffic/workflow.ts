@@ -8,7 +8,7 @@ import type { GateReading, SoakCarry } from '../../migration/messages';
 import { flagChanges, gateReads } from '../../migration/profiles';
 import type { Gate, Stage } from '../../plan/types';
 import type { Phase, PhaseContext } from '../phase';
-import { readable } from '../../migration/readable';
+import { readable, utc } from '../../migration/readable';
 
 export interface TrafficUndo {
   kind: 'resetFlag';
@@ -101,8 +101,8 @@ async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: 
         const next = Math.min(end, ...due.values());
         const summary =
           next < end
-            ? `soak at ${stage.percent}%: next gate reading (soak ends ${new Date(end).toISOString()})`
-            : `soak at ${stage.percent}% until ${new Date(end).toISOString()}`;
+            ? `soak at ${stage.percent}%: next gate reading (soak ends ${utc(end)})`
+            : `soak at ${stage.percent}% until ${utc(end)}`;
         if (await control.untilPromoted(next - Date.now(), summary)) break;
         const toRead = gates.filter((g) => due.get(g.name)! <= Date.now());
         if (!toRead.length) continue;
