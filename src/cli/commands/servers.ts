@@ -2,6 +2,7 @@
 import { Option, type Command } from 'commander';
 import { join } from 'node:path';
 import type { LogFormat } from '../../logger';
+import { parseDuration } from '../../plan/durations';
 import { F } from '../../migration/failures';
 import type { GlobalOptions } from '../context';
 import { CliError } from '../errors';
@@ -53,8 +54,14 @@ async function runWorker(o: {
   const { createLogger, defaultLogFormat } = await import('../../logger');
   const { installRuntime } = await import('../../runtime');
   const { startWorker } = await import('../../worker');
+  const { waitForTemporal } = await import('../../infra/devserver');
   const format = o.logFormat ?? defaultLogFormat();
   const logger = createLogger({ name: 'tidemark-worker', format });
+  // Started beside the server (a container stack, a service manager), the worker waits for it instead of failing.
+  const address = o.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
+  const wait = parseDuration(process.env.TIDEMARK_CONNECT_TIMEOUT ?? '60s');
+  if (wait === undefined) throw new CliError('TIDEMARK_CONNECT_TIMEOUT must be a duration like 60s', F.Usage);
+  await waitForTemporal(address, wait);
   const { sdkMetricsUrl } = await installRuntime({
     logger: createLogger({ name: 'temporal-sdk', format }),
     sdkMetrics: o.metricsPort !== undefined,
