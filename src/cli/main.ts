@@ -15,7 +15,8 @@ export function version(): string {
   return (require('../../package.json') as { version: string }).version;
 }
 
-export function buildProgram(): Command {
+/** `json`: the command asked for JSON, so commander's own error text (and help) stays off stderr: main prints JSON. */
+export function buildProgram({ json = false }: { json?: boolean } = {}): Command {
   const program = new Command('tidemark')
     .description('zero-downtime PostgreSQL migrations as durable Temporal workflows')
     .version(version(), '-V, --version', 'print the version')
@@ -24,7 +25,8 @@ export function buildProgram(): Command {
     .option('--namespace <ns>', 'Temporal namespace (default $TEMPORAL_NAMESPACE or default)')
     .option('--task-queue <name>', 'task queue (default $TIDEMARK_TASK_QUEUE or tidemark)')
     .addOption(new Option('--no-color', 'no colour (also: NO_COLOR=1); colour is only ever used on a terminal'))
-    .showHelpAfterError()
+    .showHelpAfterError(!json)
+    .configureOutput({ outputError: (text, write) => (json ? undefined : write(text)) })
     .exitOverride();
   const globals = () => program.opts<GlobalOptions>();
   registerServerCommands(program, globals);
@@ -44,7 +46,8 @@ function wantsJson(argv: string[]): boolean {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const program = buildProgram();
+  const json = wantsJson(argv);
+  const program = buildProgram({ json });
   let code: number;
   try {
     await program.parseAsync(argv);
@@ -52,10 +55,10 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof CommanderError) {
       code = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
-      if (code !== EXIT.ok && wantsJson(argv)) console.error(JSON.stringify({ error: e.message, code }));
+      if (code !== EXIT.ok && json) console.error(JSON.stringify({ error: e.message.replace(/^error: /, ''), code }));
     } else {
       code = exitCodeFor(e);
-      if (wantsJson(argv)) console.error(JSON.stringify(errorJson(e, code)));
+      if (json) console.error(JSON.stringify(errorJson(e, code)));
       else for (const line of errorLines(e)) console.error(line);
       if (program.opts<GlobalOptions>().verbose && e instanceof Error && e.stack) console.error(e.stack);
     }

@@ -44,4 +44,8 @@ test('with --json, errors are one JSON object on stderr, with the same exit code
   const usage = await runCli(['throttle', 'x', '--batch-size', '0', '--json']);
   expect(usage.code).toBe(2);
   expect(JSON.parse(usage.stderr).code).toBe(2);
+  // Commander's own complaints too: one JSON object, no help text around it.
+  const unknown = await runCli(['status', 'x', '--json', '--frobnicate']);
+  expect(unknown.code).toBe(2);
+  expect(JSON.parse(unknown.stderr)).toEqual({ error: "unknown option '--frobnicate'", code: 2 });
 });
