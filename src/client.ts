@@ -12,6 +12,7 @@ import {
   WorkflowExecutionAlreadyStartedError,
   type UpdateDefinition,
 } from '@temporalio/common';
+import { planDetails, planSummary } from './plan/summary';
 import type { ResolvedPlan } from './plan/types';
 import {
   abortUpdate,
@@ -114,8 +115,8 @@ export class TidemarkClient {
     const namespace = opts.namespace ?? process.env.TEMPORAL_NAMESPACE ?? 'default';
     let connection: Connection;
     try {
+      // connect() waits for the channel and asks the server for its system info: a server that answers is up.
       connection = await Connection.connect({ address, connectTimeout: 5000 });
-      await connection.workflowService.getSystemInfo({});
     } catch (e) {
       throw new Error(
         `cannot reach Temporal at ${address} (${(e as Error).message.split('\n')[0]}); start one with \`tidemark dev\` or set TEMPORAL_ADDRESS`,
@@ -153,6 +154,8 @@ export class TidemarkClient {
           { key: TidemarkState, value: 'running' },
         ],
         memo: { plan: plan.name, planSha256: plan.source.sha256 },
+        staticSummary: planSummary(plan),
+        staticDetails: planDetails(plan),
       });
       return { workflowId, runId: handle.firstExecutionRunId };
     } catch (e) {
@@ -167,14 +170,17 @@ export class TidemarkClient {
 
   /** The newest run of a migration, or MigrationNotFoundError. */
   async handle(id: string): Promise<WorkflowHandle> {
-    const h = this.client.workflow.getHandle(toWorkflowId(id));
+    return (await this.described(id)).handle;
+  }
+
+  private async described(id: string) {
+    const handle = this.client.workflow.getHandle(toWorkflowId(id));
     try {
-      await h.describe();
+      return { handle, description: await handle.describe() };
     } catch (e) {
       if (e instanceof WorkflowNotFoundError) throw new MigrationNotFoundError(id);
       throw e;
     }
-    return h;
   }
 
   /** Whether any worker polls the task queue (a start with none would sit waiting). */
@@ -192,13 +198,13 @@ export class TidemarkClient {
    * status comes from its result (or its failure's details), so it needs no worker.
    */
   async status(id: string): Promise<MigrationStatus & { live: LiveProgress[] }> {
-    const h = await this.handle(id);
-    const first = await h.describe();
+    const { handle: h, description: first } = await this.described(id);
     if (first.status.name !== 'RUNNING') {
       const final = await finalStatus(h);
       if (final) return { ...final, live: [] };
     }
     let status: MigrationStatus;
+    let desc: Awaited<ReturnType<WorkflowHandle['describe']>>;
     try {
       // The server holds a query until a worker answers it (about 30 s): say sooner that none does.
       let timer: NodeJS.Timeout | undefined;
@@ -208,7 +214,10 @@ export class TidemarkClient {
           STATUS_QUERY_TIMEOUT_MS,
         );
       });
-      status = await Promise.race([h.query(statusQuery), slow]).finally(() => clearTimeout(timer));
+      // The query and a fresh description (for the heartbeats of running activities) in one round trip's time.
+      [status, desc] = await Promise.race([Promise.all([h.query(statusQuery), h.describe()]), slow]).finally(() =>
+        clearTimeout(timer),
+      );
     } catch (e) {
       // A query is answered by a worker: none running, or a workflow task failing, leaves it unanswered.
       const hint = (await this.hasWorkers().catch(() => true))
@@ -216,7 +225,6 @@ export class TidemarkClient {
         : `; no worker polls task queue "${this.taskQueue}" (start one: tidemark worker)`;
       throw new Error(`cannot read the status of ${h.workflowId}: ${(e as Error).message}${hint}`, { cause: e });
     }
-    const desc = await h.describe();
     const live: LiveProgress[] = (desc.raw.pendingActivities ?? []).map((a) => ({
       activity: a.activityType?.name ?? 'unknown',
       attempt: a.attempt ?? 1,

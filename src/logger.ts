@@ -1,10 +1,31 @@
-// The one pino logger factory; redacts anything that could carry a secret.
-import pino, { type Logger } from 'pino';
+// The one pino logger factory; redacts anything that could carry a secret. JSON lines by default, or pino-pretty's
+// readable lines (`--log-format pretty`, TIDEMARK_LOG_FORMAT=pretty; the default on a terminal).
+import pino, { type DestinationStream, type Logger } from 'pino';
 import { redactDeep } from './secrets';
 
 export type { Logger };
+export type LogFormat = 'pretty' | 'json';
 
-export function createLogger(opts: { name?: string; level?: string; destination?: number | string } = {}): Logger {
+export function defaultLogFormat(): LogFormat {
+  const f = process.env.TIDEMARK_LOG_FORMAT;
+  if (f === 'pretty' || f === 'json') return f;
+  return process.stderr.isTTY ? 'pretty' : 'json';
+}
+
+export function createLogger(
+  opts: { name?: string; level?: string; destination?: number | string; format?: LogFormat } = {},
+): Logger {
+  const dest = opts.destination ?? 2;
+  const stream: DestinationStream =
+    (opts.format ?? 'json') === 'pretty'
+      ? (require('pino-pretty') as (o: object) => DestinationStream)({
+          destination: dest,
+          sync: true,
+          colorize: process.stderr.isTTY === true && !process.env.NO_COLOR,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname',
+        })
+      : pino.destination({ dest, sync: true });
   return pino(
     {
       name: opts.name ?? 'tidemark',
@@ -20,7 +41,7 @@ export function createLogger(opts: { name?: string; level?: string; destination?
         },
       },
     },
-    pino.destination({ dest: opts.destination ?? 2, sync: true }),
+    stream,
   );
 }
 
@@ -37,7 +58,7 @@ export function sdkLogFunction(logger: Logger) {
       // The error crossed a worker-thread boundary: only its message is left to tell a rollback from a failed one.
       meta.error = error.message;
       if (entry.message === 'Workflow failed' && meta.workflowType === 'migrationWorkflow') {
-        level = /rollback incomplete/.test(error.message ?? '') ? 'error' : 'info';
+        level = /rollback stopped/.test(error.message ?? '') ? 'error' : 'info';
       }
     }
     (logger[level] ?? logger.info).call(logger, { sdk: true, ...meta }, entry.message);

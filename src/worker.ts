@@ -7,6 +7,8 @@ import { PoolRegistry } from './db/pool';
 import { ensureSearchAttributes } from './infra/devserver';
 import { createLogger, type Logger } from './logger';
 import { redactDeep, registerSecretsIn } from './secrets';
+import { serveMetrics, type MetricsServer } from './metrics/server';
+import { WorkerMetrics } from './metrics/worker-metrics';
 import { DEFAULT_TASK_QUEUE } from './migration/messages';
 
 export interface WorkerOptions {
@@ -20,12 +22,18 @@ export interface WorkerOptions {
   workflowBundle?: WorkflowBundle;
   binaries?: ActivityDeps['binaries'];
   maxConcurrentActivities?: number;
+  /** Serve Prometheus metrics on this port (0: any free port). */
+  metricsPort?: number;
+  /** Where the SDK's own Prometheus exporter answers (runtime.ts), to pass its metrics on. */
+  sdkMetricsUrl?: string;
 }
 
 export interface RunningWorker {
   worker: Worker;
   /** Resolves when the worker has stopped. */
   done: Promise<void>;
+  /** http://host:port/metrics when metrics are served. */
+  metricsUrl?: string;
   shutdown(): Promise<void>;
 }
 
@@ -56,6 +64,7 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
   const connection = await NativeConnection.connect({ address });
   registerSecretsIn(opts.env ?? process.env);
   const pools = new PoolRegistry(opts.env ?? process.env);
+  const metrics = new WorkerMetrics();
   const worker = await Worker.create({
     connection,
     namespace,
@@ -63,10 +72,16 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     ...((opts.workflowBundle ?? prebuiltBundle())
       ? { workflowBundle: opts.workflowBundle ?? prebuiltBundle() }
       : { workflowsPath: workflowsPath() }),
-    activities: createActivities({ pools, logger, binaries: opts.binaries }),
+    activities: createActivities({ pools, logger, env: opts.env ?? process.env, binaries: opts.binaries }),
+    sinks: metrics.sinks(),
     // Everything an activity hands back — its result or its failure — becomes workflow history, status and events:
-    // no secret may ride along (see secrets.ts).
-    interceptors: { activity: [() => ({ inbound: { execute: (input, next) => redactedOutcome(next(input)) } })] },
+    // no secret may ride along (see secrets.ts). The metrics interceptor reads the copy's heartbeats.
+    interceptors: {
+      activity: [
+        () => ({ inbound: { execute: (input, next) => redactedOutcome(next(input)) } }),
+        metrics.interceptor(),
+      ],
+    },
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivities ?? 32,
     // Progress (rows copied, throttle reason) reaches `status` through heartbeats: send them every few seconds.
     maxHeartbeatThrottleInterval: '2s',
@@ -74,8 +89,18 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
     // Give a running copy time to finish its batch and report its cursor when the worker stops.
     shutdownGraceTime: '10s',
   });
-  logger.info({ address, namespace, taskQueue }, 'worker started');
+  let server: MetricsServer | undefined;
+  if (opts.metricsPort !== undefined) {
+    server = await serveMetrics({
+      port: opts.metricsPort,
+      registry: metrics.registry,
+      sdkMetricsUrl: opts.sdkMetricsUrl,
+    });
+  }
+  const metricsUrl = server && `http://localhost:${server.port}/metrics`;
+  logger.info({ address, namespace, taskQueue, metrics: metricsUrl }, 'worker started');
   const done = worker.run().finally(async () => {
+    await server?.close();
     await pools.closeAll();
     await connection.close().catch(() => undefined);
     logger.info('worker stopped');
@@ -83,6 +108,7 @@ export async function startWorker(opts: WorkerOptions = {}): Promise<RunningWork
   return {
     worker,
     done,
+    metricsUrl,
     async shutdown() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await done;

@@ -2,6 +2,8 @@
 import type { LiveProgress } from '../client';
 import { formatDuration } from '../plan/durations';
 import type { MigrationStatus } from '../migration/messages';
+import { readable } from '../migration/readable';
+import { c, stateColor } from './style';
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
 
@@ -10,6 +12,10 @@ function elapsed(a?: string, b?: string): string {
   const ms = (b ? Date.parse(b) : Date.now()) - Date.parse(a);
   return formatDuration(Math.max(0, ms));
 }
+
+import { utc as when } from '../migration/readable';
+
+export { when };
 
 export function webUiUrl(uiBase: string, namespace: string, workflowId: string): string {
   return `${uiBase.replace(/\/$/, '')}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflowId)}`;
@@ -46,7 +52,7 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
       s.paused && s.state !== 'rolled-back' && s.state !== 'completed'
         ? ' (paused: the next stage waits for resume)'
         : '';
-    return `flag ${t.flag} at ${t.percent}%${t.soakEndsAt ? `, soaking until ${t.soakEndsAt}` : ''}${held}`;
+    return `flag ${t.flag} at ${t.percent}%${t.soakEndsAt ? `, soaking until ${when(t.soakEndsAt)}` : ''}${held}`;
   }
   if (name === 'backup' && s.backup) {
     const b = s.backup as { file: string; sizeBytes: number };
@@ -63,27 +69,31 @@ export function renderStatus(
 ): string {
   const lines: string[] = [];
   lines.push(
-    `migration ${s.plan} (${s.workflowId}): ${s.state.toUpperCase()}${s.phase ? `, phase ${s.phase}` : ''}  [${elapsed(s.startedAt, s.endedAt)}]`,
+    `migration ${c.bold(s.plan)} (${s.workflowId}): ${stateColor(s.state, s.state.toUpperCase())}${s.phase ? `, phase ${s.phase}` : ''}  [${elapsed(s.startedAt, s.endedAt)}]`,
   );
   for (const p of s.phases) {
     const detail = p.status === 'failed' || p.status === 'cancelled' ? (p.error ?? '') : phaseDetail(s, p.name, live);
     const time = p.startedAt ? elapsed(p.startedAt, p.endedAt) : '';
-    lines.push(`  ${p.name.padEnd(9)} ${p.status.padEnd(9)} ${time.padEnd(8)} ${detail}`.trimEnd());
+    lines.push(
+      `  ${p.name.padEnd(9)} ${stateColor(p.status, p.status.padEnd(9))} ${time.padEnd(8)} ${detail}`.trimEnd(),
+    );
   }
   if (s.pendingApproval) {
     lines.push(
-      `  waiting for approval of ${s.pendingApproval.gate} (times out ${s.pendingApproval.timeoutAt}): tidemark approve ${s.plan}`,
+      c.warn(
+        `  waiting for approval of ${s.pendingApproval.gate} (times out ${when(s.pendingApproval.timeoutAt)}): tidemark approve ${s.plan}`,
+      ),
     );
   }
   if (s.paused)
     lines.push(
       `  paused${s.paused.by ? ` by ${s.paused.by}` : ''}${s.paused.reason ? `: ${s.paused.reason}` : ''} — tidemark resume ${s.plan}`,
     );
-  if (s.waitingUntil) lines.push(`  waiting for ${s.waitingUntil.what} until ${s.waitingUntil.until}`);
+  if (s.waitingUntil) lines.push(`  waiting for ${s.waitingUntil.what} until ${when(s.waitingUntil.until)}`);
   if (s.traffic?.gates.length) {
     for (const g of s.traffic.gates) {
       lines.push(
-        `  gate ${g.gate}: ${g.value ?? 'unreadable'} ${g.ok === null ? `(${g.error})` : g.ok ? 'ok' : `BREACH ${g.consecutiveBreaches}`}`,
+        `  gate ${g.gate}: ${g.value === null ? 'unreadable' : readable(g.value)} ${g.ok === null ? c.warn(`(${g.error})`) : g.ok ? c.ok('ok') : c.bad(`BREACH ${g.consecutiveBreaches}`)}`,
       );
     }
   }
@@ -95,6 +105,14 @@ export function renderStatus(
       lines.push(`  validation FAILED ${c.check}: ${c.message}`);
   }
   if (s.error) lines.push(`  reason: ${s.error}`);
+  const undelivered = (s.notifications ?? []).filter((x) => x.state === 'failed');
+  if (undelivered.length) {
+    lines.push(
+      c.warn(
+        `  ${undelivered.length} notice(s) not delivered, last: ${undelivered.at(-1)!.event} to ${undelivered.at(-1)!.target} (${undelivered.at(-1)!.error})`,
+      ),
+    );
+  }
   const comp = s.compensations;
   if (comp.length && ['rolling-back', 'rolled-back', 'failed'].includes(s.state)) {
     lines.push('  compensations (newest first):');

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { quoteIdent } from '../db/quote';
+import { quoteIdent, quoteLiteral } from '../db/quote';
 import { projectRoot } from './tools';
 
 export interface PostgresServer {
@@ -110,7 +110,25 @@ export async function findPostgres(): Promise<PostgresServer> {
 }
 
 /** Drops (terminating its sessions) and recreates a database; returns its URL. */
-export async function recreateDatabase(adminUrl: string, name: string): Promise<string> {
+/** Whether database `name` exists, and the comment it carries (the demo marks the databases it creates). */
+export async function databaseComment(
+  adminUrl: string,
+  name: string,
+): Promise<{ exists: boolean; comment: string | null }> {
+  const c = new Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    const r = await c.query(
+      `SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1`,
+      [name],
+    );
+    return { exists: r.rowCount === 1, comment: r.rows[0]?.comment ?? null };
+  } finally {
+    await c.end();
+  }
+}
+
+export async function recreateDatabase(adminUrl: string, name: string, comment?: string): Promise<string> {
   const c = new Client({ connectionString: adminUrl });
   await c.connect();
   try {
@@ -120,6 +138,7 @@ export async function recreateDatabase(adminUrl: string, name: string): Promise<
     );
     await c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)}`);
     await c.query(`CREATE DATABASE ${quoteIdent(name)}`);
+    if (comment) await c.query(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${quoteLiteral(comment)}`);
   } finally {
     await c.end();
   }

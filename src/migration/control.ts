@@ -1,15 +1,21 @@
 // Operator control: the update handlers (approve, pause, resume, throttle, promote, abort) with the validators that
-// refuse a request before it reaches history, and the places the runbook waits for people — safe points, approvals,
+// refuse a request before it reaches history, the same messages as signals (validated the same way), and the places the runbook waits for people — safe points, approvals,
 // durable waits that promote may end. One method per message, as in Temporal's safe-message-handlers sample.
-import { CancellationScope, condition, setHandler } from '@temporalio/workflow';
+import { CancellationScope, condition, setHandler, type SignalDefinition } from '@temporalio/workflow';
 import { formatDuration } from '../plan/durations';
 import type { ResolvedPlan } from '../plan/types';
 import { LIMITS, outOfBounds } from './limits';
+import { utc } from './readable';
 import {
+  abortSignal,
   abortUpdate,
+  approveSignal,
   approveUpdate,
+  pauseSignal,
   pauseUpdate,
+  promoteSignal,
   promoteUpdate,
+  resumeSignal,
   resumeUpdate,
   TERMINAL_STATES,
   throttleUpdate,
@@ -93,9 +99,14 @@ export class OperatorControl {
       };
       this.approvedGate = null;
       this.board.setState('waiting-approval');
-      this.board.event(`waiting for approval of ${gate}`);
+      this.board.announce(
+        'approval-needed',
+        `waiting for approval of ${gate}: tidemark approve ${this.plan.name} (or signal approve)`,
+      );
       this.board.publish();
-      const approved = await condition(() => this.approvedGate === gate, timeout);
+      const approved = await condition(() => this.approvedGate === gate, timeout, {
+        summary: `approval of ${gate} (${this.plan.onApprovalTimeout} when it times out)`,
+      });
       this.status.pendingApproval = null;
       if (approved) break;
       const why = `approval of ${gate} timed out after ${formatDuration(timeout)}`;
@@ -132,11 +143,12 @@ export class OperatorControl {
   async hold(what: string, ms: number, promotable: boolean): Promise<void> {
     const until = new Date(Date.now() + ms).toISOString();
     this.status.waitingUntil = { what, until };
-    this.board.event(`waiting ${formatDuration(ms)} for ${what} (until ${until})`);
+    this.board.event(`waiting ${formatDuration(ms)} for ${what} (until ${utc(until)})`);
     this.board.publish();
     try {
-      if (promotable) await this.promotableWindow(() => this.untilPromoted(ms));
-      else await condition(() => false, ms);
+      const summary = `${what} until ${utc(until)}`;
+      if (promotable) await this.promotableWindow(() => this.untilPromoted(ms, `${summary} (promote ends it)`));
+      else await condition(() => false, ms, { summary });
     } finally {
       this.status.waitingUntil = null;
     }
@@ -153,9 +165,9 @@ export class OperatorControl {
     }
   }
 
-  /** Waits up to `ms`; true when promote ended the wait. Only inside promotableWindow. */
-  untilPromoted(ms: number): Promise<boolean> {
-    return condition(() => this.promoteRequested, Math.max(1, ms));
+  /** Waits up to `ms` (its timer shown in the Web UI as `summary`); true when promote ended the wait. Only inside promotableWindow. */
+  untilPromoted(ms: number, summary: string): Promise<boolean> {
+    return condition(() => this.promoteRequested, Math.max(1, ms), { summary });
   }
 
   get promoted(): boolean {
@@ -176,6 +188,67 @@ export class OperatorControl {
     setHandler(throttleUpdate, (req) => this.throttle(req), { validator: (req) => this.validateThrottle(req) });
     setHandler(promoteUpdate, (req) => this.promote(req), { validator: (_req) => this.validatePromote() });
     setHandler(abortUpdate, (req) => this.abort(req), { validator: (req) => this.validateAbort(req) });
+    this.onSignal(
+      approveSignal,
+      'approve what waits for approval; input (optional): {"by": "…", "comment": "…"}',
+      (req) => this.validateApprove(req),
+      (req) => this.approve(req),
+    );
+    this.onSignal(
+      pauseSignal,
+      'hold at the next safe point; input (optional): {"by": "…", "reason": "…"}',
+      () => this.validatePause(),
+      (req) => this.pause(req),
+    );
+    this.onSignal(
+      resumeSignal,
+      'go on after a pause',
+      () => this.validateResume(),
+      (req) => this.resume(req),
+    );
+    this.onSignal(
+      promoteSignal,
+      'end the current soak or cleanup delay early',
+      () => this.validatePromote(),
+      (req) => this.promote(req),
+    );
+    this.onSignal(
+      abortSignal,
+      'roll back; input (optional): {"by": "…", "reason": "…", "restoreBackup": false}',
+      (req) => this.validateAbort(req),
+      (req) => this.abort(req),
+    );
+  }
+
+  /**
+   * A signal does what the update of the same name does, after the same validation. A signal cannot be refused to its
+   * sender, so one the update would reject is recorded in the events and ignored. Its argument is optional, and
+   * anything but an object (a bare string typed into the Web UI) counts as none.
+   */
+  private onSignal<R extends { by?: string }>(
+    def: SignalDefinition<[R?]>,
+    description: string,
+    validate: (req: R) => void,
+    apply: (req: R) => UpdateAck,
+  ): void {
+    setHandler(
+      def,
+      (arg?: R) => {
+        const req = { by: 'signal', ...(arg && typeof arg === 'object' ? arg : {}) } as R;
+        try {
+          validate(req);
+        } catch (e) {
+          this.board.event(
+            `${def.name} signal${req.by !== 'signal' ? ` from ${req.by}` : ''} ignored: ${(e as Error).message}`,
+          );
+          this.board.publish();
+          return;
+        }
+        apply(req);
+        this.board.publish();
+      },
+      { description },
+    );
   }
 
   /** `state`: what the migration is now heading to, when the update changes it (approve → running, abort → rolling-back). */

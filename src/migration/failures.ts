@@ -37,6 +37,12 @@ const TABLE = {
   },
   BackupError: { retryable: true, exitCode: 1, means: 'pg_dump or pg_restore failed in a way a retry may fix' },
   ActivityError: { retryable: true, exitCode: 1, means: 'any other error of an activity' },
+  NotificationFailed: { retryable: true, exitCode: 1, means: 'a notify target did not take a notice (retried)' },
+  NotificationUnconfigured: {
+    retryable: false,
+    exitCode: 1,
+    means: "the worker's environment lacks a notify target's urlEnv",
+  },
   // How a migration ends when it does not complete.
   MigrationRolledBack: { retryable: false, exitCode: 1, means: 'the migration rolled back completely' },
   RollbackFailed: {

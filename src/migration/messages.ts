@@ -1,6 +1,6 @@
 // Every message the migration workflow understands, defined once and imported by the workflow, the client and tests.
-import { defineQuery, defineUpdate } from '@temporalio/workflow';
-import type { PhaseName, ResolvedPlan } from '../plan/types';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { NotifyEvent, PhaseName, ResolvedPlan } from '../plan/types';
 
 export const WORKFLOW_TYPE = 'migrationWorkflow';
 export const DEFAULT_TASK_QUEUE = 'tidemark';
@@ -134,6 +134,16 @@ export interface ValidationReport {
   at: string;
 }
 
+/** One notice sent to one `notify` target, and how its delivery went. */
+export interface NotificationRecord {
+  event: NotifyEvent;
+  /** The environment variable naming the target (never its URL). */
+  target: string;
+  state: 'sending' | 'sent' | 'failed';
+  at: string;
+  error?: string;
+}
+
 export interface MigrationStatus {
   plan: string;
   workflowId: string;
@@ -156,6 +166,8 @@ export interface MigrationStatus {
   error: string | null;
   /** Waiting for a durable timer (cleanup delay, drop delay), if any. */
   waitingUntil: { what: string; until: string } | null;
+  /** The newest notices sent to the plan's `notify` targets (LIMITS.statusEvents), with their delivery outcome. */
+  notifications?: NotificationRecord[];
   /** The newest events (LIMITS.statusEvents); `seq` counts from 1 over the whole migration, so a reader can tell what is new. */
   events: { seq: number; at: string; message: string }[];
 }
@@ -220,6 +232,7 @@ export function initialStatus(
     compensations: [],
     error: null,
     waitingUntil: null,
+    notifications: [],
     events: [],
   };
 }
@@ -231,3 +244,11 @@ export const abortUpdate = defineUpdate<UpdateAck, [AbortRequest]>('abort');
 export const throttleUpdate = defineUpdate<UpdateAck, [ThrottleRequest]>('throttle');
 export const promoteUpdate = defineUpdate<UpdateAck, [PromoteRequest]>('promote');
 export const statusQuery = defineQuery<MigrationStatus>('status');
+
+// The same operator messages as signals (the Web UI's "Send a Signal", `temporal workflow signal`): same names, same
+// arguments, same validation — a signal an update would refuse is recorded in the events and otherwise ignored.
+export const approveSignal = defineSignal<[ApproveRequest?]>('approve');
+export const pauseSignal = defineSignal<[PauseRequest?]>('pause');
+export const resumeSignal = defineSignal<[ResumeRequest?]>('resume');
+export const promoteSignal = defineSignal<[PromoteRequest?]>('promote');
+export const abortSignal = defineSignal<[AbortRequest?]>('abort');

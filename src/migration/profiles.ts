@@ -71,3 +71,9 @@ export const undos = proxyActivities<Activities>({
   startToCloseTimeout: '15m',
   retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }),
 });
+
+/** Notices to webhooks: a few quick tries with backoff (about a minute), never waited for by the migration. */
+export const notices = proxyActivities<Activities>({
+  startToCloseTimeout: '10s',
+  retry: retry({ initialInterval: '1s', maximumInterval: '15s', maximumAttempts: 5 }),
+});

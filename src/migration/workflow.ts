@@ -28,6 +28,7 @@ import {
   type RunRef,
   type SoakCarry,
 } from './messages';
+import { Notifier } from './notify';
 import { undos } from './profiles';
 import { errorMessage, Saga, type SagaEntry, type UndoAction } from './saga';
 import { StatusBoard } from './status';
@@ -44,6 +45,7 @@ class Runbook implements PhaseContext {
   readonly control: OperatorControl;
   readonly carried: CarryOver | undefined;
   private readonly saga: Saga;
+  private readonly notifier: Notifier;
 
   constructor(private readonly input: MigrationInput) {
     const info = workflowInfo();
@@ -55,6 +57,8 @@ class Runbook implements PhaseContext {
     );
     this.saga = new Saga((input.carry?.saga as SagaEntry[] | undefined) ?? []);
     this.control = new OperatorControl(this.board, this.plan, input.options, input.carry?.control);
+    this.notifier = new Notifier(this.board, this.plan);
+    this.board.announcer = (event, message) => this.notifier.send(event, message);
   }
 
   async execute(): Promise<MigrationStatus> {
@@ -72,8 +76,9 @@ class Runbook implements PhaseContext {
     }
     this.board.setState('completed');
     this.board.status.endedAt = this.board.now();
-    this.board.event('completed');
+    this.board.announce('completed', 'completed');
     this.board.publish();
+    await this.notifier.drain();
     return this.board.status;
   }
 
@@ -109,14 +114,14 @@ class Runbook implements PhaseContext {
       rec.status = 'running';
       rec.startedAt = this.board.now();
       this.board.status.phase = p.name;
-      this.board.event(`phase ${p.name} started`);
+      this.board.announce('phase-started', `phase ${p.name} started`);
       this.board.publish();
     }
     try {
       rec.result = await p.run(this);
       rec.status = 'completed';
       rec.endedAt = this.board.now();
-      this.board.event(`phase ${p.name} completed`);
+      this.board.announce('phase-finished', `phase ${p.name} completed`);
     } catch (err) {
       if (err instanceof ContinueAsNew) throw err;
       rec.status = isCancellation(err) ? 'cancelled' : 'failed';
@@ -143,8 +148,9 @@ class Runbook implements PhaseContext {
   }
 
   async continueAsNew(soak: SoakCarry): Promise<never> {
-    // Updates in flight finish first, so nothing an operator sent is lost between runs.
+    // Updates in flight finish first, so nothing an operator sent is lost between runs; notices too.
     await condition(allHandlersFinished);
+    await this.notifier.drain();
     const carry: CarryOver = {
       status: this.board.status,
       saga: this.saga.snapshot(),
@@ -163,15 +169,21 @@ class Runbook implements PhaseContext {
     return errorMessage(err);
   }
 
-  private async rollBack(err: unknown): Promise<never> {
+  /**
+   * Runs the compensations and ends the migration. An operator's abort is a deliberate end: the workflow completes with
+   * its final status (state rolled-back). A rollback the migration decided on (a gate, a failed check, a timeout)
+   * fails the workflow with the reason, the status riding along as the failure's details; either way `tidemark
+   * status` reads the final status with no worker running.
+   */
+  private async rollBack(err: unknown): Promise<MigrationStatus> {
     const { board } = this;
     const reason = this.reasonFor(err);
     const changedNothing = !this.saga.pending;
-    board.status.error = reason;
+    board.status.error = changedNothing ? `${reason}; nothing was changed` : reason;
     board.status.pendingApproval = null;
     board.status.paused = null;
     board.setState('rolling-back');
-    board.event(`rolling back: ${reason}`);
+    board.announce('rollback', changedNothing ? `stopping: ${reason}` : `rolling back: ${reason}`);
     board.publish();
     const problem = await CancellationScope.nonCancellable(() => this.compensate());
     board.status.compensations = this.saga.records();
@@ -179,19 +191,19 @@ class Runbook implements PhaseContext {
     if (problem) {
       board.status.error = `${reason}; ${problem}`;
       board.setState('failed');
-      board.event(`rollback stopped: ${problem}`);
+      board.announce('failed', `rollback stopped: ${problem}`);
     } else {
       board.setState('rolled-back');
-      board.event(changedNothing ? 'rolled back: nothing had been changed' : 'rolled back');
+      board.announce('rollback', changedNothing ? 'ended: nothing was changed' : 'rolled back');
     }
     board.publish();
+    await CancellationScope.nonCancellable(() => this.notifier.drain());
     if (isCancellation(err) && !this.control.abortRequest) throw err;
-    // The final status rides along as the failure's details: `tidemark status` can show it with no worker running.
-    throw failure(
-      problem ? F.RollbackFailed : F.MigrationRolledBack,
-      board.status.error!,
-      board.status,
-    ) as ApplicationFailure;
+    if (this.control.abortRequest && !problem) return board.status;
+    const f = failure(problem ? F.RollbackFailed : F.MigrationRolledBack, board.status.error!, board.status);
+    // An outcome, not a crash: the Web UI shows the reason without a stack trace of the runbook.
+    f.stack = '';
+    throw f as ApplicationFailure;
   }
 
   /** Fences the run, runs the undos newest first, then restores the backup if asked; says what went wrong, if anything. */
@@ -199,7 +211,9 @@ class Runbook implements PhaseContext {
     if (this.saga.pending) {
       try {
         // From here no forward step of this run can still commit (db/fence.ts): the undos see everything there is.
-        await undos.fenceRun({ urlEnv: this.plan.database.urlEnv, run: this.run });
+        await undos.fenceRun.executeWithOptions({ summary: 'fence the run: no forward step may commit any more' }, [
+          { urlEnv: this.plan.database.urlEnv, run: this.run },
+        ]);
       } catch (e) {
         return `rollback not started: the run could not be fenced (${errorMessage(e)}); nothing was undone — run tidemark abort again once the database is reachable`;
       }

@@ -3,6 +3,7 @@ import type { ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
+import { createNotifyActivities } from '../notify/activities';
 import { createPreflightActivities } from './preflight/activities';
 import { createRunActivities } from './run-activities';
 import { createSchemaActivities } from './schema/activities';
@@ -21,6 +22,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createValidateActivities(deps),
     ...createTrafficActivities(deps),
     ...createCleanupActivities(deps),
+    ...createNotifyActivities(deps),
   };
 }
 

@@ -1,6 +1,7 @@
 // What every phase's activities share: their dependencies, the run they work for, how a forward step writes (fenced,
 // cancellable, heartbeating) and how errors become Temporal failures.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { isAbsolute, resolve } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { ensureTidemarkSchema } from '../db/bootstrap';
 import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
@@ -16,6 +17,8 @@ export type { RunRef } from '../db/fence';
 export interface ActivityDeps {
   pools: PoolRegistry;
   logger: Logger;
+  /** Where webhook URLs (notify targets) are read from (default: process.env). */
+  env?: NodeJS.ProcessEnv;
   /** Paths of the PostgreSQL client programs (default: found on PATH). */
   binaries?: { pgDump?: string; pgRestore?: string };
 }
@@ -27,6 +30,15 @@ export function currentWorkflowId(): string {
   } catch {
     return 'local';
   }
+}
+
+/**
+ * Where this worker keeps a plan's backups: an absolute backup.dir as it is, a relative one under $TIDEMARK_BACKUP_ROOT
+ * or else the worker's working directory — the worker writes the dumps, so its file system is the one that counts
+ * (a container's volume, not the directory `tidemark start` ran in).
+ */
+export function backupDir(dir: string, env: NodeJS.ProcessEnv = process.env): string {
+  return isAbsolute(dir) ? dir : resolve(env.TIDEMARK_BACKUP_ROOT ?? process.cwd(), dir);
 }
 
 export async function targetPool(deps: ActivityDeps, urlEnv: string): Promise<Pool> {

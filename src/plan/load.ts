@@ -116,7 +116,7 @@ function resolveDocument(
 ): ResolvedPlan {
   return {
     ...plan,
-    backup: { ...plan.backup, dir: isAbsolute(plan.backup.dir) ? plan.backup.dir : resolve(baseDir, plan.backup.dir) },
+    // backup.dir is kept as written: the worker writes the dumps, so a relative one resolves there (activity-kit.ts).
     schema: plan.schema.map((s, i) => ({
       id: s.id,
       transactional: s.transactional,

@@ -5,6 +5,17 @@ import { parseDuration } from './durations';
 
 export const PHASES = ['preflight', 'backup', 'schema', 'copy', 'validate', 'traffic', 'cleanup'] as const;
 
+/** What a `notify` target can be told about. */
+export const NOTIFY_EVENTS = [
+  'approval-needed',
+  'phase-started',
+  'phase-finished',
+  'gate-breach',
+  'rollback',
+  'completed',
+  'failed',
+] as const;
+
 const duration = z.string().transform((s, ctx) => {
   const ms = parseDuration(s);
   if (ms === undefined) {
@@ -138,6 +149,13 @@ const gate = z.strictObject({
   failureLimit: z.number().int().min(1).default(1),
 });
 
+// A webhook: its URL (which often carries a token) lives in the worker's environment, never in the plan.
+const notifyTarget = z.strictObject({
+  urlEnv: envVar,
+  format: z.enum(['slack', 'json']).default('json'),
+  on: z.array(z.enum(NOTIFY_EVENTS)).min(1).optional(),
+});
+
 const stage = z.strictObject({
   percent: z.number().int().min(0).max(100),
   soak: duration.default(0),
@@ -189,6 +207,7 @@ export const planSchema = z.strictObject({
       sql: filePath.optional(),
     })
     .optional(),
+  notify: z.array(notifyTarget).optional(),
 });
 
 export type PlanDocument = z.output<typeof planSchema>;

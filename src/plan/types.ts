@@ -24,6 +24,8 @@ export type ValidationCheck = PlanDocument['validate'][number];
 export type Gate = NonNullable<PlanDocument['traffic']>['gates'][number];
 export type Stage = NonNullable<PlanDocument['traffic']>['stages'][number];
 export type PreflightCheck = PlanDocument['preflight']['checks'][number];
+export type NotifyTarget = NonNullable<PlanDocument['notify']>[number];
+export type NotifyEvent = NonNullable<NotifyTarget['on']>[number];
 
 export interface ResolvedPlan extends Omit<PlanDocument, 'schema' | 'cleanup' | 'copy'> {
   schema: SchemaStep[];

@@ -54,6 +54,7 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
     restoreArchivedTables: ok('restoreArchivedTables', () => 'moved back'),
     dropArchivedTables: ok('dropArchivedTables', (i) => ({ dropped: i.tables })),
     runCleanupSql: ok('runCleanupSql', () => 'cleanup.sql'),
+    sendNotification: ok('sendNotification', () => ({ status: 200 })),
   };
   return stubs;
 }
@@ -156,6 +157,8 @@ export class StubEnv {
       taskQueue,
       workflowBundle: this.bundle,
       activities: stubs,
+      // The worker's metrics are not under test here.
+      sinks: { metrics: { observe: { fn: () => undefined } } },
     });
     return worker.runUntil(async () => {
       const handle = await this.env.client.workflow.start(WORKFLOW_TYPE, {
@@ -168,7 +171,10 @@ export class StubEnv {
   }
 }
 
-/** The migration's final status, whether it completed or rolled back (the status rides on the failure). */
+/**
+ * The migration's final status, whether it completed, was aborted (the result) or rolled back on its own (the status
+ * rides on the failure).
+ */
 export async function finalStatus(handle: { result(): Promise<unknown> }): Promise<MigrationStatus> {
   try {
     return (await handle.result()) as MigrationStatus;

@@ -238,7 +238,9 @@ describe('preflight refuses clearly and changes nothing', () => {
     );
     const final = await runToEnd(h.client, await eventsPlan(db, 'events_v2'));
     expect(final.state).toBe('rolled-back');
-    expect(final.error).toBe('preflight failed: copy events: key: events.id is not a unique, non-null key: 2 (2×)');
+    expect(final.error).toBe(
+      'preflight failed: copy events: key: events.id is not a unique, non-null key: 2 (2×); nothing was changed',
+    );
     expect(await tableExists(db, 'events_v2')).toBe(false);
   });
 
@@ -249,7 +251,7 @@ describe('preflight refuses clearly and changes nothing', () => {
     const final = await runToEnd(h.client, await eventsPlan(db, 'events_v3'));
     expect(final.state).toBe('rolled-back');
     expect(final.error).toBe(
-      'preflight failed: copy events: target: events_v3 does not exist and no schema step creates it',
+      'preflight failed: copy events: target: events_v3 does not exist and no schema step creates it; nothing was changed',
     );
     expect(final.phases.find((p) => p.name === 'schema')?.status).toBe('pending');
     expect(await tableExists(db, 'events_v2')).toBe(false);
@@ -267,7 +269,7 @@ describe('preflight refuses clearly and changes nothing', () => {
     };
     const final = await runToEnd(h.client, plan);
     expect(final.state).toBe('rolled-back');
-    expect(final.error).toBe('preflight failed: orphaned participants: 3 row(s) found');
+    expect(final.error).toBe('preflight failed: orphaned participants: 3 row(s) found; nothing was changed');
     expect(await tableExists(db, 'meetings_v2')).toBe(false);
   });
 });

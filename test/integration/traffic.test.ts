@@ -17,6 +17,7 @@ import { exceptBothWays, flagPercent, schemaDump, tableExists } from '../helpers
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
 import { driveService } from '../helpers/service-load';
+import { WorkerMetrics } from '../../src/metrics/worker-metrics';
 import { MEETINGS_AS_V2, V2_COLUMNS } from '../helpers/writers';
 
 const { createDemoService, errorRateSql } = require('../../examples/demo-service/server.js');
@@ -298,6 +299,7 @@ test('multi-day soaks, a two-day retention delay and a week before the drop run 
         logger: new DefaultLogger('WARN'),
       }),
       activities: createActivities({ pools: new PoolRegistry(h.env), logger: createLogger({ level: 'warn' }) }),
+      sinks: new WorkerMetrics().sinks(),
     });
     const t0 = Date.now();
     const final = await worker.runUntil(async () => {

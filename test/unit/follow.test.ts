@@ -81,6 +81,6 @@ test('a paused soak says that its clock runs on and the next stage waits', () =>
     traffic: { flag: 'f', percent: 10, stageIndex: 0, soakEndsAt: '2026-01-01T01:00:00.000Z', gates: [] },
   } as Status;
   expect(renderStatus(s)).toContain(
-    'flag f at 10%, soaking until 2026-01-01T01:00:00.000Z (paused: the next stage waits for resume)',
+    'flag f at 10%, soaking until 2026-01-01 01:00:00 UTC (paused: the next stage waits for resume)',
   );
 });

@@ -3,10 +3,15 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import {
+  abortSignal,
   abortUpdate,
+  approveSignal,
   approveUpdate,
+  pauseSignal,
   pauseUpdate,
+  promoteSignal,
   promoteUpdate,
+  resumeSignal,
   resumeUpdate,
   statusQuery,
   throttleUpdate,
@@ -143,8 +148,104 @@ describe('rollback', () => {
     });
     const final = await stub.run(fullPlan(), stubs, (h) => finalStatus(h));
     expect(final.state).toBe('rolled-back');
-    expect(final.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+    expect(final.events.at(-1)?.message).toBe('ended: nothing was changed');
+    expect(final.error).toBe('preflight failed: locks: pid 7 holds AccessExclusiveLock; nothing was changed');
     expect(undoCalls(calls)).toEqual([]);
+  });
+
+  test("an operator's abort ends the workflow as completed with its reason; a rollback of its own fails it, without a stack trace", async () => {
+    const aborted = await stub.run(fullPlan(), stubActivities([]), async (h) => {
+      await until(h, (s) => s.traffic?.percent === 10, 'the first stage');
+      await h.executeUpdate(abortUpdate, { args: [{ by: 'oncall', reason: 'customer escalation' }] });
+      // The result, not a failure: the Web UI shows a deliberate end.
+      return (await h.result()) as MigrationStatus;
+    });
+    expect(aborted).toMatchObject({ state: 'rolled-back', error: 'aborted by oncall: customer escalation' });
+
+    const failed = await stub.run(
+      fullPlan(),
+      stubActivities([], {
+        runValidationCheck: async () => ({ check: 'rows', kind: 'rowCount', ok: false, message: '9 vs 10' }),
+      }),
+      async (h) =>
+        h.result().then(
+          () => undefined,
+          (e: { cause?: ApplicationFailure }) => e.cause,
+        ),
+    );
+    expect(failed?.type).toBe('MigrationRolledBack');
+    expect(failed?.message).toBe('validation failed — rows: 9 vs 10');
+    expect(failed?.stack ?? '').not.toContain('workflow.ts');
+    expect((failed?.details?.[0] as MigrationStatus).state).toBe('rolled-back');
+  });
+});
+
+describe('signals', () => {
+  test('approve, pause, resume, promote and abort work as signals; one an update would refuse is recorded and ignored', async () => {
+    const plan = fullPlan({ approvals: ['schema'], cleanup: undefined });
+    const final = await stub.run(
+      plan,
+      stubActivities([]),
+      async (h) => {
+        await until(h, (s) => s.pendingApproval?.gate === 'schema', 'the schema approval');
+        await h.signal(resumeSignal);
+        await until(
+          h,
+          (s) => s.events.some((e) => e.message.startsWith('resume signal ignored')),
+          'the ignored resume',
+        );
+        await h.signal(approveSignal, { by: 'alice', comment: 'from the Web UI' });
+        await until(h, (s) => s.traffic?.percent === 10, 'the first stage');
+        await h.signal(pauseSignal, { reason: 'look first' });
+        await until(h, (s) => s.paused?.reason === 'look first', 'the pause');
+        await h.signal(resumeSignal);
+        await until(h, (s) => s.paused === null, 'the resume');
+        await h.signal(promoteSignal);
+        await until(h, (s) => s.traffic?.percent === 100, 'the second stage');
+        await h.signal(abortSignal, { reason: 'signalled' });
+        return finalStatus(h);
+      },
+      { autoApprove: false },
+    );
+    const messages = final.events.map((e) => e.message);
+    expect(messages).toContain('resume signal ignored: the migration is not paused');
+    expect(messages).toContain('schema approved by alice: from the Web UI');
+    expect(messages).toContain('promoted by signal');
+    expect(final.approvals).toEqual([expect.objectContaining({ gate: 'schema', by: 'alice' })]);
+    expect(final).toMatchObject({ state: 'rolled-back', error: 'aborted by signal: signalled' });
+  });
+});
+
+describe('notifications', () => {
+  test('notices go to the targets that asked for them; a target that fails is recorded and the migration goes on', async () => {
+    const calls: Call[] = [];
+    const plan = fullPlan({
+      cleanup: undefined,
+      notify: [
+        { urlEnv: 'CHAT_URL', format: 'slack', on: ['completed', 'phase-started'] },
+        { urlEnv: 'BROKEN_URL', format: 'json', on: ['completed'] },
+      ],
+    });
+    const stubs = stubActivities(calls, {
+      sendNotification: async (input: never) => {
+        const { target } = input as { target: { urlEnv: string } };
+        if (target.urlEnv === 'BROKEN_URL') throw ApplicationFailure.nonRetryable('BROKEN_URL: HTTP 500');
+        return { status: 200 };
+      },
+    });
+    const final = await stub.run(noSoaks(plan), stubs, (h) => finalStatus(h));
+    expect(final.state).toBe('completed');
+    const sent = calls
+      .filter((c) => c.name === 'sendNotification')
+      .map((c) => `${(c.input.target as { urlEnv: string }).urlEnv} ${(c.input.notice as { event: string }).event}`);
+    expect(sent.filter((x) => x.startsWith('CHAT_URL'))).toEqual([
+      ...['preflight', 'backup', 'schema', 'copy', 'validate', 'traffic'].map(() => 'CHAT_URL phase-started'),
+      'CHAT_URL completed',
+    ]);
+    expect(final.notifications?.filter((n) => n.event === 'completed')).toEqual([
+      expect.objectContaining({ target: 'CHAT_URL', state: 'sent' }),
+      expect.objectContaining({ target: 'BROKEN_URL', state: 'failed', error: 'BROKEN_URL: HTTP 500' }),
+    ]);
   });
 });
 
@@ -230,7 +331,7 @@ describe('approvals', () => {
       autoApprove: false,
     });
     expect(final.state).toBe('rolled-back');
-    expect(final.error).toBe('approval of schema timed out after 1h');
+    expect(final.error).toBe('approval of schema timed out after 1h; nothing was changed');
     expect(calls.some((c) => c.name === 'applySchemaStep')).toBe(false);
   });
 

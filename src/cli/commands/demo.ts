@@ -2,24 +2,19 @@
 // meetings example end to end with auto-approval and short soaks, and prints each phase and a summary.
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { Client } from 'pg';
-import { TidemarkClient } from '../../client';
-import { meetingsExampleDir, seedMeetings } from '../../demo/meetings';
-import { portOpen, startDevServer, waitForTemporal, type DevServer } from '../../infra/devserver';
-import { findPostgres, recreateDatabase } from '../../infra/postgres';
-import { createLogger } from '../../logger';
+import type { Client as PgClient } from 'pg';
 import { formatDuration } from '../../plan/durations';
-import { loadPlan } from '../../plan/load';
 import type { ResolvedPlan } from '../../plan/types';
-import { startWorker } from '../../worker';
 import { workflowIdFor } from '../../migration/messages';
-import { follow } from '../context';
+import { follow, type GlobalOptions } from '../context';
 import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { webUiUrl } from '../format';
 import { stateDir, untilSignal } from './servers';
 
 const DEMO_DB = 'tidemark_demo';
+/** Marks the databases the demo creates: it recreates only those (or any other with --reset). */
+const DEMO_MARK = 'created by tidemark demo';
 const DEMO_QUEUE = 'tidemark-demo';
 
 /** The example plan with durations a person can watch: short soaks and delay, archived tables kept. */
@@ -35,23 +30,41 @@ export function shortenForDemo(plan: ResolvedPlan, soakMs: number): ResolvedPlan
   };
 }
 
-export function registerDemoCommand(program: Command): void {
+export function registerDemoCommand(program: Command, globals: () => GlobalOptions): void {
   program
     .command('demo')
     .description('run the meetings example end to end on a sample database (auto-approved, short soaks)')
     .option('--rows <n>', 'meetings to generate', '5000')
     .option('--soak <duration-ms>', 'soak per traffic stage and cleanup delay, in ms', '2000')
+    .option('--database <name>', 'the sample database to create', DEMO_DB)
+    .option('--reset', 'drop and recreate the sample database even if tidemark demo did not create it')
     .option('--keep', 'keep the Temporal server, Web UI and worker running afterwards (Ctrl-C to stop)')
-    .action(async (o: { rows: string; soak: string; keep?: boolean }) => {
+    .action(async (o: { rows: string; soak: string; database: string; reset?: boolean; keep?: boolean }) => {
+      const { TidemarkClient } = await import('../../client');
+      const { meetingsExampleDir, seedMeetings } = await import('../../demo/meetings');
+      const { portOpen, startDevServer, waitForTemporal } = await import('../../infra/devserver');
+      const { databaseComment, findPostgres, recreateDatabase, withDatabase } = await import('../../infra/postgres');
+      const { createLogger } = await import('../../logger');
+      const { loadPlan } = await import('../../plan/load');
+      const { installRuntime } = await import('../../runtime');
+      const { startWorker } = await import('../../worker');
       const log = (s: string) => console.log(s);
       const rows = Number(o.rows);
       const pg = await findPostgres();
+      const where = new URL(withDatabase(pg.adminUrl, o.database));
+      const existing = await databaseComment(pg.adminUrl, o.database);
+      if (existing.exists && existing.comment !== DEMO_MARK && !o.reset) {
+        throw new CliError(
+          `database "${o.database}" on ${where.host} exists and was not created by tidemark demo; pass --reset to drop and recreate it, or --database NAME`,
+          F.Usage,
+        );
+      }
       log(
-        `PostgreSQL: ${pg.source === 'DATABASE_URL' ? '$DATABASE_URL' : pg.source === 'local' ? '127.0.0.1:5432' : 'private cluster'}; sample database "${DEMO_DB}"`,
+        `PostgreSQL: ${where.host} (${pg.source === 'DATABASE_URL' ? 'from $DATABASE_URL' : pg.source === 'local' ? 'found on this machine' : 'a private cluster tidemark started'}), sample database "${o.database}"${existing.exists ? ' (recreated)' : ''}`,
       );
-      const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
+      const address = globals().address ?? process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
       const [host, port] = address.split(':');
-      let server: DevServer | undefined;
+      let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
       if (await portOpen(host, Number(port))) {
         await waitForTemporal(address, 10_000);
         log(`Temporal: using the server already at ${address}`);
@@ -74,14 +87,16 @@ export function registerDemoCommand(program: Command): void {
         .getHandle(workflowIdFor(plan.name))
         .terminate('superseded by a new tidemark demo run')
         .catch(() => undefined);
-      const url = await recreateDatabase(pg.adminUrl, DEMO_DB);
+      const url = await recreateDatabase(pg.adminUrl, o.database, DEMO_MARK);
       await seedMeetings(url, rows);
       log(`seeded ${rows.toLocaleString('en-US')} meetings and ${(rows * 2 + 3).toLocaleString('en-US')} participants`);
+      const logger = createLogger({ name: 'tidemark-worker', level: process.env.LOG_LEVEL ?? 'warn' });
+      await installRuntime({ logger });
       const worker = await startWorker({
         address,
         taskQueue: DEMO_QUEUE,
         env: { ...process.env, [plan.database.urlEnv]: url },
-        logger: createLogger({ name: 'tidemark-worker', level: process.env.LOG_LEVEL ?? 'warn' }),
+        logger,
       });
       try {
         const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'tidemark demo' });
@@ -98,7 +113,8 @@ export function registerDemoCommand(program: Command): void {
         });
         interrupted.catch(() => undefined);
         const final = await Promise.race([follow(client, workflowId), interrupted]);
-        await summary(url, plan, final.state, final.startedAt, final.endedAt);
+        const { Client } = await import('pg');
+        await summary(new Client({ connectionString: url }), plan, final.state, final.startedAt, final.endedAt);
         if (final.state !== 'completed') process.exitCode = EXIT.failed;
         if (o.keep) {
           log(`\nserver, Web UI (${ui}) and worker keep running; Ctrl-C to stop`);
@@ -113,13 +129,12 @@ export function registerDemoCommand(program: Command): void {
 }
 
 async function summary(
-  url: string,
+  c: PgClient,
   plan: ResolvedPlan,
   state: string,
   startedAt: string,
   endedAt?: string,
 ): Promise<void> {
-  const c = new Client({ connectionString: url });
   await c.connect();
   try {
     const q = async (sql: string, values: unknown[] = []) => (await c.query(sql, values)).rows[0];

@@ -1,12 +1,13 @@
 // Commands that act on one migration: start, status, list, approve, pause, resume, throttle, promote, abort.
 import type { Command } from 'commander';
-import { loadCheckedPlan } from '../../plan/queries';
 import { userInfo } from 'node:os';
-import { renderStatus, webUiUrl } from '../format';
-import { follow, uiBase, withTidemark, type GlobalOptions } from '../context';
+import { renderStatus, webUiUrl, when } from '../format';
+import { follow, PROGRESS_EVERY_MS, uiBase, withTidemark, type GlobalOptions } from '../context';
+import { parseDuration } from '../../plan/durations';
 import { F } from '../../migration/failures';
 import { LIMITS, outOfBounds, type Bounds } from '../../migration/limits';
 import { CliError, EXIT } from '../errors';
+import { stateColor } from '../style';
 import type { UpdateAck } from '../../migration/messages';
 
 const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
@@ -21,6 +22,19 @@ function intOption(name: string, bounds: Bounds) {
   };
 }
 
+/** `--progress-every`: how often `--watch` writes a progress line when its output is not a terminal. */
+const progressEvery: [string, string, (v: string) => number, number] = [
+  '--progress-every <duration>',
+  'with --watch, when the output is not a terminal: a progress line this often (default 10s)',
+  (v: string) => {
+    const ms = parseDuration(v);
+    if (ms === undefined || ms < 100)
+      throw new CliError(`--progress-every must be a duration like 10s, got "${v}"`, F.Usage);
+    return ms;
+  },
+  PROGRESS_EVERY_MS,
+];
+
 function printAck(ack: UpdateAck, json?: boolean) {
   if (json) console.log(JSON.stringify(ack));
   else console.log(`${ack.message} (state: ${ack.state})`);
@@ -32,44 +46,52 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .description('validate a plan and start its migration')
     .option('--auto-approve', 'grant every approval automatically')
     .option('--watch', 'follow the migration until it ends')
+    .option(...progressEvery)
     .option('--json', 'print JSON')
     .option('--by <name>', 'who starts it (shown in status)')
-    .action(async (planFile: string, o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string }) => {
-      const plan = await loadCheckedPlan(planFile);
-      await withTidemark(globals(), async (c) => {
-        if (!(await c.hasWorkers()) && !o.json) {
-          console.error(
-            `warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`,
-          );
-        }
-        const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
-        if (!o.watch) {
-          if (o.json) console.log(JSON.stringify(started));
-          else
-            console.log(
-              `started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+    .action(
+      async (
+        planFile: string,
+        o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string; progressEvery: number },
+      ) => {
+        const { loadCheckedPlan } = await import('../../plan/queries');
+        const plan = await loadCheckedPlan(planFile);
+        await withTidemark(globals(), async (c) => {
+          if (!(await c.hasWorkers()) && !o.json) {
+            console.error(
+              `warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`,
             );
-          return;
-        }
-        if (!o.json)
-          console.log(
-            `started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
-          );
-        const final = await follow(c, started.workflowId, { json: o.json });
-        if (final.state !== 'completed') process.exitCode = EXIT.failed;
-      });
-    });
+          }
+          const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
+          if (!o.watch) {
+            if (o.json) console.log(JSON.stringify(started));
+            else
+              console.log(
+                `started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+              );
+            return;
+          }
+          if (!o.json)
+            console.log(
+              `started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+            );
+          const final = await follow(c, started.workflowId, { json: o.json, progressEveryMs: o.progressEvery });
+          if (final.state !== 'completed') process.exitCode = EXIT.failed;
+        });
+      },
+    );
 
   program
     .command('status <id>')
     .description('phases, progress, flag, gates and pending approval of a migration (plan name or workflow id)')
     .option('--watch', 'follow until the migration ends')
+    .option(...progressEvery)
     .option('--json', 'print JSON')
-    .action(async (id: string, o: { watch?: boolean; json?: boolean }) => {
+    .action(async (id: string, o: { watch?: boolean; json?: boolean; progressEvery: number }) => {
       await withTidemark(globals(), async (c) => {
         if (o.watch) {
           // Like `start --watch`: the exit code says whether the migration completed.
-          const final = await follow(c, id, { json: o.json });
+          const final = await follow(c, id, { json: o.json, progressEveryMs: o.progressEvery });
           if (final.state !== 'completed') process.exitCode = EXIT.failed;
           return;
         }
@@ -88,12 +110,13 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         const rows = await c.list();
         if (o.json) return void console.log(JSON.stringify(rows, null, 2));
         if (!rows.length) return void console.log('no migrations');
+        // Reruns of a plan share its workflow id: the run id tells them apart.
         console.log(
-          `${'PLAN'.padEnd(28)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED'.padEnd(20)} WORKFLOW`,
+          `${'PLAN'.padEnd(24)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED (UTC)'.padEnd(20)} RUN ID`,
         );
         for (const r of rows) {
           console.log(
-            `${r.plan.padEnd(28)} ${(r.state ?? r.status.toLowerCase()).padEnd(17)} ${(r.phase ?? '').padEnd(10)} ${r.startTime.slice(0, 19).padEnd(20)} ${r.workflowId}`,
+            `${r.plan.padEnd(24)} ${stateColor(r.state ?? r.status.toLowerCase(), (r.state ?? r.status.toLowerCase()).padEnd(17))} ${(r.phase ?? '').padEnd(10)} ${when(r.startTime).slice(0, 19).padEnd(20)} ${r.runId}`,
           );
         }
       });

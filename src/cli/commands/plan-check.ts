@@ -1,13 +1,10 @@
 // `tidemark plan check <plan> [--rehearse]`: validates a plan, reviews its SQL, and optionally rehearses it.
 import type { Command } from 'commander';
-import { Pool } from 'pg';
-import { poolConfig } from '../../db/pool';
-import { lintPlan, type LintFinding, type LintSeverity } from '../../plan/lint';
-import { rehearsePlan, type RehearsalReport } from '../../rehearsal';
+import type { LintFinding, LintSeverity } from '../../plan/lint';
+import type { RehearsalReport } from '../../rehearsal';
 import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
-import { loadCheckedPlan } from '../../plan/queries';
 import { redact } from '../../secrets';
 import type { ResolvedPlan } from '../../plan/types';
 
@@ -105,6 +102,9 @@ export function registerPlanCommands(program: Command): void {
     .option('--strict', 'fail (exit 1) on any finding, not only on errors')
     .option('--json', 'print JSON')
     .action(async (file: string, o: { rehearse?: boolean; strict?: boolean; json?: boolean }) => {
+      // Loaded here, not at start-up: the parser, pg and libpg-query are only needed by this command.
+      const { loadCheckedPlan } = await import('../../plan/queries');
+      const { lintPlan } = await import('../../plan/lint');
       const p = await loadCheckedPlan(file);
       let ok: boolean;
       let report: unknown;
@@ -116,6 +116,9 @@ export function registerPlanCommands(program: Command): void {
             `set ${p.database.urlEnv} (the plan's database.urlEnv) to the database to rehearse against`,
             F.Usage,
           );
+        const { Pool } = await import('pg');
+        const { poolConfig } = await import('../../db/pool');
+        const { rehearsePlan } = await import('../../rehearsal');
         const pool = new Pool(poolConfig(url, 2));
         try {
           const r = await rehearsePlan(pool, p);

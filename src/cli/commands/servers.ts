@@ -1,9 +1,11 @@
 // Long-running commands: `tidemark worker` and `tidemark dev` (dev server with Web UI, plus a worker).
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { join } from 'node:path';
-import { startDevServer } from '../../infra/devserver';
-import { startWorker } from '../../worker';
+import type { LogFormat } from '../../logger';
+import { parseDuration } from '../../plan/durations';
+import { F } from '../../migration/failures';
 import type { GlobalOptions } from '../context';
+import { CliError } from '../errors';
 
 export function stateDir(): string {
   return process.env.TIDEMARK_HOME ?? join(process.cwd(), '.tidemark');
@@ -22,15 +24,62 @@ export function untilSignal(): Promise<string> {
   });
 }
 
+function port(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 65535)
+      throw new CliError(`${name} must be a port number, got "${v}"`, F.Usage);
+    return n;
+  };
+}
+
+const logFormatOption = () =>
+  new Option('--log-format <format>', 'pretty or json (default: $TIDEMARK_LOG_FORMAT, else pretty on a terminal)')
+    .choices(['pretty', 'json'])
+    .env('TIDEMARK_LOG_FORMAT');
+
+const metricsPortOption = () =>
+  new Option('--metrics-port <port>', 'serve Prometheus metrics at http://0.0.0.0:<port>/metrics')
+    .env('TIDEMARK_METRICS_PORT')
+    .argParser(port('--metrics-port'));
+
+/** Installs the runtime and starts a worker, serving metrics if asked. */
+async function runWorker(o: {
+  address?: string;
+  namespace?: string;
+  taskQueue?: string;
+  logFormat?: LogFormat;
+  metricsPort?: number;
+}) {
+  const { createLogger, defaultLogFormat } = await import('../../logger');
+  const { installRuntime } = await import('../../runtime');
+  const { startWorker } = await import('../../worker');
+  const { waitForTemporal } = await import('../../infra/devserver');
+  const format = o.logFormat ?? defaultLogFormat();
+  const logger = createLogger({ name: 'tidemark-worker', format });
+  // Started beside the server (a container stack, a service manager), the worker waits for it instead of failing.
+  const address = o.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233';
+  const wait = parseDuration(process.env.TIDEMARK_CONNECT_TIMEOUT ?? '60s');
+  if (wait === undefined) throw new CliError('TIDEMARK_CONNECT_TIMEOUT must be a duration like 60s', F.Usage);
+  await waitForTemporal(address, wait);
+  const { sdkMetricsUrl } = await installRuntime({
+    logger: createLogger({ name: 'temporal-sdk', format }),
+    sdkMetrics: o.metricsPort !== undefined,
+  });
+  return startWorker({ ...o, logger, sdkMetricsUrl });
+}
+
 export function registerServerCommands(program: Command, globals: () => GlobalOptions): void {
   program
     .command('worker')
     .description("run a worker on the tidemark task queue (connection strings come from this process's environment)")
-    .action(async () => {
+    .addOption(metricsPortOption())
+    .addOption(logFormatOption())
+    .action(async (o: { metricsPort?: number; logFormat?: LogFormat }) => {
       const g = globals();
-      const w = await startWorker({ address: g.address, namespace: g.namespace, taskQueue: g.taskQueue });
+      const w = await runWorker({ address: g.address, namespace: g.namespace, taskQueue: g.taskQueue, ...o });
       console.error(
-        `worker running on task queue ${g.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? 'tidemark'}; Ctrl-C to stop`,
+        `worker running on task queue ${g.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? 'tidemark'}${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`,
       );
       await Promise.race([untilSignal(), w.done]);
       await w.shutdown();
@@ -41,18 +90,37 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
     .description('run a local Temporal dev server with the Web UI (state kept in .tidemark/) and a worker')
     .option('--port <port>', 'gRPC port', '7233')
     .option('--ui-port <port>', 'Web UI port', '8233')
-    .option('--db-file <path>', 'where the server keeps its state', join(stateDir(), 'temporal.db'))
+    .option('--db-file <path>', 'where the server keeps its state (default .tidemark/temporal.db)')
     .option('--no-worker', 'run only the server')
-    .action(async (o: { port: string; uiPort: string; dbFile: string; worker: boolean }) => {
-      const g = globals();
-      const server = await startDevServer({ port: Number(o.port), uiPort: Number(o.uiPort), dbFile: o.dbFile });
-      console.error(`Temporal dev server at ${server.address}, Web UI at ${server.uiUrl} (state in ${o.dbFile})`);
-      const w = o.worker
-        ? await startWorker({ address: server.address, namespace: g.namespace, taskQueue: g.taskQueue })
-        : undefined;
-      if (w) console.error('worker running; Ctrl-C to stop');
-      await untilSignal();
-      await w?.shutdown();
-      await server.stop();
-    });
+    .addOption(metricsPortOption())
+    .addOption(logFormatOption())
+    .action(
+      async (o: {
+        port: string;
+        uiPort: string;
+        dbFile?: string;
+        worker: boolean;
+        metricsPort?: number;
+        logFormat?: LogFormat;
+      }) => {
+        const g = globals();
+        const { startDevServer } = await import('../../infra/devserver');
+        const dbFile = o.dbFile ?? join(stateDir(), 'temporal.db');
+        const server = await startDevServer({ port: Number(o.port), uiPort: Number(o.uiPort), dbFile });
+        console.error(`Temporal dev server at ${server.address}, Web UI at ${server.uiUrl} (state in ${dbFile})`);
+        const w = o.worker
+          ? await runWorker({
+              address: server.address,
+              namespace: g.namespace,
+              taskQueue: g.taskQueue,
+              metricsPort: o.metricsPort,
+              logFormat: o.logFormat,
+            })
+          : undefined;
+        if (w) console.error(`worker running${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`);
+        await untilSignal();
+        await w?.shutdown();
+        await server.stop();
+      },
+    );
 }

@@ -9,7 +9,14 @@ import { databaseName, findPgTool, libpqEnv, runTool, toolMajorVersion } from '.
 import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
 import type { ResolvedPlan } from '../../plan/types';
 import { F, failure } from '../../migration/failures';
-import { activityBody, cancellationSignal, heartbeat, type ActivityDeps, type RunRef } from '../activity-kit';
+import {
+  activityBody,
+  backupDir,
+  cancellationSignal,
+  heartbeat,
+  type ActivityDeps,
+  type RunRef,
+} from '../activity-kit';
 
 export interface BackupResult {
   file: string;
@@ -76,8 +83,9 @@ export function createBackupActivities(deps: ActivityDeps) {
         const pgRestore = tool(deps, 'pg_restore');
         const { workflowId, runKey: runId } = input.run;
         const t0 = Date.now();
-        await mkdir(plan.backup.dir, { recursive: true });
-        const file = join(plan.backup.dir, dumpFileName(plan.name, new Date(), runId));
+        const dir = backupDir(plan.backup.dir, deps.env);
+        await mkdir(dir, { recursive: true });
+        const file = join(dir, dumpFileName(plan.name, new Date(), runId));
         const tmp = `${file}.partial`;
         const tables = plan.backup.tables?.length ? plan.backup.tables : undefined;
         const args = [
@@ -161,7 +169,7 @@ export function createBackupActivities(deps: ActivityDeps) {
         await writeFile(metadataFile, JSON.stringify(meta, null, 2) + '\n');
         const pruned =
           plan.backup.retain !== undefined
-            ? await pruneBackups(plan.backup.dir, plan.name, basename(file), plan.backup.retain)
+            ? await pruneBackups(dir, plan.name, basename(file), plan.backup.retain)
             : [];
         deps.logger.info({ file, size, tables: meta.tables }, 'backup written and verified');
         return {

@@ -9,7 +9,10 @@ export const backupPhase: Phase = {
   approvalAtStart: true,
   skip: (plan) => !plan.backup.enabled,
   async run({ plan, run, board }) {
-    const b = await backups.createBackup({ plan, run });
+    const what = plan.backup.tables?.join(', ') ?? 'the whole database';
+    const b = await backups.createBackup.executeWithOptions({ summary: `pg_dump ${what} into ${plan.backup.dir}` }, [
+      { plan, run },
+    ]);
     board.status.backup = b;
     return b;
   },
@@ -21,7 +24,10 @@ export async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | 
   const backup = ctx.board.status.backup as { file: string; sha256: string } | null;
   if (!backup) return 'restore-backup requested, but this run made no backup';
   try {
-    const r = await undos.restoreBackup({ plan: ctx.plan, file: backup.file, sha256: backup.sha256 });
+    const r = await undos.restoreBackup.executeWithOptions(
+      { summary: `restore the backed-up tables from ${backup.file}` },
+      [{ plan: ctx.plan, file: backup.file, sha256: backup.sha256 }],
+    );
     ctx.board.event(`backup restored into ${r.tables.join(', ')}`);
     return undefined;
   } catch (e) {

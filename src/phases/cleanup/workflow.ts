@@ -50,7 +50,10 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     const result: Record<string, unknown> = { syncTriggersDropped: synced.map((j) => j.name) };
     if (dropping.length) {
       // No undo: the copy's own undo drops these triggers anyway, and from here the old path takes no writes.
-      await changes.dropSyncTriggers({ urlEnv, run, jobs: dropping, lockTimeoutMs });
+      await changes.dropSyncTriggers.executeWithOptions(
+        { summary: `drop sync triggers of ${dropping.map((j) => j.name).join(', ')}` },
+        [{ urlEnv, run, jobs: dropping, lockTimeoutMs }],
+      );
       // Said in the log: from here these jobs' tables drift apart (followers, kept until the drop, are not among them).
       if (synced.length) {
         board.event(
@@ -66,26 +69,31 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       const { value, undoId } = await ctx.changeWithUndo(
         `move ${c.archive.join(', ')} back from tidemark_archive`,
         undo,
-        () => changes.archiveTables({ ...args, dropAfterMs: c.dropAfter }),
+        () =>
+          changes.archiveTables.executeWithOptions(
+            { summary: `archive ${c.archive.join(', ')} into tidemark_archive` },
+            [{ ...args, dropAfterMs: c.dropAfter }],
+          ),
       );
       restoreId = undoId;
       board.event(`archived ${value.archived.join(', ')}`);
       result.archived = value.archived;
     }
-    if (c.sql) result.sql = await changes.runCleanupSql({ urlEnv, run, sql: c.sql, lockTimeoutMs });
+    if (c.sql) {
+      result.sql = await changes.runCleanupSql.executeWithOptions({ summary: `cleanup SQL ${c.sql.path}` }, [
+        { urlEnv, run, sql: c.sql, lockTimeoutMs },
+      ]);
+    }
 
     if (c.archive.length && c.dropAfter !== undefined) {
       // Never shortened by promote: after this drop there is no way back.
       await control.hold('drop of archived tables', c.dropAfter, false);
       await control.safePoint();
       control.passPointOfNoReturn();
-      const { dropped } = await changes.dropArchivedTables({
-        urlEnv,
-        run,
-        tables: c.archive,
-        lockTimeoutMs,
-        followers,
-      });
+      const { dropped } = await changes.dropArchivedTables.executeWithOptions(
+        { summary: `drop archived ${c.archive.join(', ')} (no way back)` },
+        [{ urlEnv, run, tables: c.archive, lockTimeoutMs, followers }],
+      );
       ctx.retire(restoreId!);
       result.dropped = dropped;
       board.event(`archived tables dropped: ${c.archive.join(', ')}`);
@@ -94,11 +102,8 @@ export const cleanupPhase: Phase<CleanupUndo> = {
   },
 
   undo: ({ plan, run }, { tables, followers }) =>
-    undos.restoreArchivedTables({
-      urlEnv: plan.database.urlEnv,
-      run,
-      tables,
-      lockTimeoutMs: plan.lockTimeout,
-      followers,
-    }),
+    undos.restoreArchivedTables.executeWithOptions(
+      { summary: `undo: move ${tables.join(', ')} back from tidemark_archive` },
+      [{ urlEnv: plan.database.urlEnv, run, tables, lockTimeoutMs: plan.lockTimeout, followers }],
+    ),
 };

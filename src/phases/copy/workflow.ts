@@ -42,7 +42,9 @@ export const copyPhase: Phase<CopyUndo> = {
   },
 
   undo: ({ plan, run }, { job }) =>
-    undos.undoCopy({ urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout }),
+    undos.undoCopy.executeWithOptions({ summary: `undo copy ${job.name}: drop its sync triggers` }, [
+      { urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout },
+    ]),
 };
 
 async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
@@ -51,9 +53,16 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   await ctx.changeWithUndo(
     `drop sync triggers of ${job.name}; empty ${job.to} if the copy filled it`,
     { kind: 'undoCopy', job },
-    () => changes.installSyncTriggers(base),
+    () =>
+      changes.installSyncTriggers.executeWithOptions(
+        { summary: `sync triggers for ${job.name} (${job.from ?? 'query'} → ${job.to}, ${job.sync})` },
+        [base],
+      ),
   );
-  const { ranges, estimatedRows } = await quick.planCopyRanges(base);
+  const { ranges, estimatedRows } = await quick.planCopyRanges.executeWithOptions(
+    { summary: `plan the key ranges of ${job.name}` },
+    [base],
+  );
   const progress: CopyJobProgress = {
     job: job.name,
     rowsCopied: 0,
@@ -71,27 +80,31 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   };
   board.status.copy.push(progress);
   board.event(`copy ${job.name}: ${ranges.length} range(s), about ${estimatedRows} rows`);
+  board.publish();
   const started = Date.now();
   let rows = 0;
   // allSettled, not all: on an abort every range's activity must have stopped (its cancellation completed) before
   // the compensations touch the tables it writes.
   const outcomes = await Promise.allSettled(
     ranges.map(async (range) => {
-      const r = await longRunning.copyRange({
-        ...base,
-        range,
-        estimatedRows: Math.ceil(estimatedRows / ranges.length),
-      });
+      const r = await longRunning.copyRange.executeWithOptions(
+        { summary: `copy ${job.name} range ${range.index + 1}/${ranges.length}` },
+        [{ ...base, range, estimatedRows: Math.ceil(estimatedRows / ranges.length) }],
+      );
       rows += r.rowsCopied;
       progress.rangesDone++;
       progress.rowsCopied = rows;
+      board.publish();
     }),
   );
   const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
   if (failed) throw failed.reason;
   if (job.sync !== 'none') {
     // No batch runs any more: rows a batch wrote after they had left the source can now be found and removed.
-    const settled = await longRunning.settleCopy(base);
+    const settled = await longRunning.settleCopy.executeWithOptions(
+      { summary: `settle ${job.name}: remove rows that left the source` },
+      [base],
+    );
     if (settled.removed)
       board.event(
         `copy ${job.name}: settled, ${settled.removed} row(s) that left the source while it was copied removed`,
@@ -102,6 +115,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   progress.estimatedTotal = Math.max(progress.estimatedTotal, rows);
   progress.rowsPerSecond = Math.round((rows * 1000) / Math.max(1, Date.now() - started));
   board.event(`copy ${job.name}: ${rows} rows copied`);
+  board.publish();
 }
 
 /** Keeps the copy's control row (pause, throttle) in the database in step with the workflow's state. */
@@ -117,5 +131,7 @@ async function pushCopyControl(ctx: PhaseContext, stop: { done: boolean }): Prom
 }
 
 function writeCopyControl({ plan, run, control }: PhaseContext): Promise<void> {
-  return quick.setCopyControl({ urlEnv: plan.database.urlEnv, run, ...control.copyControl() });
+  const c = control.copyControl();
+  const summary = `copy settings: ${c.paused ? 'paused' : 'running'}, batch ${c.batchSize ?? 'adaptive'}, delay ${c.delayMs ?? 0}ms`;
+  return quick.setCopyControl.executeWithOptions({ summary }, [{ urlEnv: plan.database.urlEnv, run, ...c }]);
 }

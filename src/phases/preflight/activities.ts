@@ -18,7 +18,7 @@ import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
 import { F, failure } from '../../migration/failures';
 import { storeScripts } from '../../db/scripts';
 import { planScripts } from '../../plan/scripts';
-import { activityBody, targetPool, type ActivityDeps } from '../activity-kit';
+import { activityBody, backupDir, targetPool, type ActivityDeps } from '../activity-kit';
 
 export type FindingStatus = 'ok' | 'warn' | 'fail';
 
@@ -64,6 +64,8 @@ async function existingDir(path: string): Promise<string> {
 
 export interface PreflightOptions {
   binaries?: ActivityDeps['binaries'];
+  /** The worker's environment ($TIDEMARK_BACKUP_ROOT places relative backup directories). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Runs every preflight check against the database; shared by the workflow's activity and `plan check --rehearse`. */
@@ -106,7 +108,7 @@ export async function runPreflightChecks(
             add(tool, 'fail', `${ver.text} is older than the server (${serverMajor}); it cannot dump this database`);
           else add(tool, 'ok', `${ver.text} at ${path}`);
         }
-        await checkBackupSpace(c, plan, add);
+        await checkBackupSpace(c, plan, add, opts.env);
       } else add('backup', 'warn', 'backups are disabled for this plan');
 
       await checkConnections(c, plan, add);
@@ -133,7 +135,7 @@ export async function runPreflightChecks(
 
 type Add = (check: string, status: FindingStatus, message: string) => void;
 
-async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add) {
+async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add, env?: NodeJS.ProcessEnv) {
   let bytes: number;
   if (plan.backup.tables?.length) {
     bytes = 0;
@@ -146,7 +148,7 @@ async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add) {
   } else {
     bytes = (await c.query(`SELECT pg_database_size(current_database())::float8 AS b`)).rows[0].b;
   }
-  const dir = await existingDir(plan.backup.dir);
+  const dir = await existingDir(backupDir(plan.backup.dir, env));
   try {
     const fs = await statfs(dir);
     const free = fs.bavail * fs.bsize;
@@ -468,7 +470,7 @@ export function createPreflightActivities(deps: ActivityDeps) {
     async runPreflight(input: { plan: ResolvedPlan }): Promise<PreflightReport> {
       return activityBody('preflight', async () => {
         const pool = deps.pools.get(input.plan.database.urlEnv);
-        const report = await runPreflightChecks(pool, input.plan, { binaries: deps.binaries });
+        const report = await runPreflightChecks(pool, input.plan, { binaries: deps.binaries, env: deps.env });
         if (!report.ok) {
           const failed = report.findings.filter((f) => f.status === 'fail').map((f) => `${f.check}: ${f.message}`);
           throw failure(F.PreflightFailed, `preflight failed: ${failed.join('; ')}`, report);

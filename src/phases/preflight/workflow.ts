@@ -7,7 +7,7 @@ export const preflightPhase: Phase = {
   approvalAtStart: true,
   skip: () => false,
   async run({ plan, board }) {
-    const report = await quick.runPreflight({ plan });
+    const report = await quick.runPreflight.executeWithOptions({ summary: 'preflight: read-only checks' }, [{ plan }]);
     for (const f of report.findings.filter((x) => x.status === 'warn')) {
       board.event(`preflight warning — ${f.check}: ${f.message}`);
     }

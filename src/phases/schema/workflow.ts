@@ -22,7 +22,9 @@ export const schemaPhase: Phase<SchemaUndo> = {
       // non-transactional one can stop half-way (CREATE INDEX CONCURRENTLY leaves an invalid index), so its `down`
       // always runs.
       await ctx.changeWithUndo(`run ${step.down.path} (undo ${step.id})`, { kind: 'revertSchemaStep', step }, () =>
-        schemaSteps.applySchemaStep({ urlEnv: plan.database.urlEnv, run, step, lockTimeoutMs: plan.lockTimeout }),
+        schemaSteps.applySchemaStep.executeWithOptions({ summary: `schema step ${step.id}: ${step.up.path}` }, [
+          { urlEnv: plan.database.urlEnv, run, step, lockTimeoutMs: plan.lockTimeout },
+        ]),
       );
       applied.push(step.id);
       board.event(`schema step ${step.id} applied`);
@@ -31,5 +33,7 @@ export const schemaPhase: Phase<SchemaUndo> = {
   },
 
   undo: ({ plan, run }, { step }) =>
-    undos.revertSchemaStep({ urlEnv: plan.database.urlEnv, run, step, lockTimeoutMs: plan.lockTimeout }),
+    undos.revertSchemaStep.executeWithOptions({ summary: `undo schema step ${step.id}: ${step.down.path}` }, [
+      { urlEnv: plan.database.urlEnv, run, step, lockTimeoutMs: plan.lockTimeout },
+    ]),
 };

@@ -8,6 +8,7 @@ import type { GateReading, SoakCarry } from '../../migration/messages';
 import { flagChanges, gateReads } from '../../migration/profiles';
 import type { Gate, Stage } from '../../plan/types';
 import type { Phase, PhaseContext } from '../phase';
+import { readable, utc } from '../../migration/readable';
 
 export interface TrafficUndo {
   kind: 'resetFlag';
@@ -45,13 +46,9 @@ export const trafficPhase: Phase<TrafficUndo> = {
       await control.safePoint();
       if (stage.approval) await control.requireApproval(`traffic:${stage.percent}%`);
       const set = () =>
-        flagChanges.setFlag({
-          urlEnv: plan.database.urlEnv,
-          run,
-          flag: t.flag,
-          percent: stage.percent,
-          by: run.workflowId,
-        });
+        flagChanges.setFlag.executeWithOptions({ summary: `flag ${t.flag} → ${stage.percent}%` }, [
+          { urlEnv: plan.database.urlEnv, run, flag: t.flag, percent: stage.percent, by: run.workflowId },
+        ]);
       // Registered before the first change: whatever happens next, a rollback puts traffic back on the old path.
       if (undoRegistered) await set();
       else await ctx.changeWithUndo(`set flag ${t.flag} to 0%`, { kind: 'resetFlag', flag: t.flag }, set);
@@ -66,7 +63,9 @@ export const trafficPhase: Phase<TrafficUndo> = {
   },
 
   async undo({ plan, board }, { flag }) {
-    await flagChanges.resetFlag({ urlEnv: plan.database.urlEnv, flag, by: `${board.status.workflowId} (rollback)` });
+    await flagChanges.resetFlag.executeWithOptions({ summary: `undo: flag ${flag} → 0%` }, [
+      { urlEnv: plan.database.urlEnv, flag, by: `${board.status.workflowId} (rollback)` },
+    ]);
     if (board.status.traffic) board.status.traffic.percent = 0;
     board.event(`flag ${flag} back to 0%`);
     board.publish();
@@ -82,6 +81,7 @@ async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: 
   const traffic = board.status.traffic!;
   const end = carried?.endsAt ?? Date.now() + stage.soak;
   traffic.soakEndsAt = new Date(end).toISOString();
+  board.publish();
   const breaches = new Map<string, number>(Object.entries(carried?.breaches ?? {}));
   const due = new Map(
     gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]),
@@ -99,10 +99,17 @@ async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: 
           });
         }
         const next = Math.min(end, ...due.values());
-        if (await control.untilPromoted(next - Date.now())) break;
+        const summary =
+          next < end
+            ? `soak at ${stage.percent}%: next gate reading (soak ends ${utc(end)})`
+            : `soak at ${stage.percent}% until ${utc(end)}`;
+        if (await control.untilPromoted(next - Date.now(), summary)) break;
         const toRead = gates.filter((g) => due.get(g.name)! <= Date.now());
         if (!toRead.length) continue;
-        const values = await gateReads.readGates({ urlEnv: plan.database.urlEnv, gates: toRead });
+        const values = await gateReads.readGates.executeWithOptions(
+          { summary: `read gate${toRead.length > 1 ? 's' : ''} ${toRead.map((g) => g.name).join(', ')}` },
+          [{ urlEnv: plan.database.urlEnv, gates: toRead }],
+        );
         for (const g of toRead) {
           due.set(g.name, Date.now() + g.interval);
           const v = values.find((x) => x.gate === g.name)!;
@@ -132,12 +139,18 @@ export async function judgeGate(
   traffic.gates = [...traffic.gates.filter((r) => r.gate !== g.name), reading];
   if (ok === false) {
     const bound = g.max !== undefined && value! > g.max ? `max ${g.max}` : `min ${g.min}`;
-    board.event(`gate "${g.name}" read ${value} (${bound}), breach ${count}/${g.failureLimit}`);
+    board.announce(
+      'gate-breach',
+      `gate "${g.name}" read ${readable(value!)} (${bound}), breach ${count}/${g.failureLimit}`,
+    );
+    board.publish();
     if (count >= g.failureLimit) {
       throw new RollbackRequested(
-        `gate "${g.name}" breached ${count} time(s) in a row: read ${value}, ${bound}, at ${traffic.percent}%`,
+        `gate "${g.name}" breached ${count} time(s) in a row: read ${readable(value!)}, ${bound}, at ${traffic.percent}%`,
       );
     }
+  } else if (ok === true) {
+    board.publish();
   } else if (ok === null) {
     // A gate that cannot be read says nothing either way: hold the rollout and ask a human instead of guessing.
     board.event(`gate "${g.name}" unreadable: ${error}; rollout paused`);

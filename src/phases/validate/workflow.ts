@@ -16,6 +16,14 @@ export function validationChecks(plan: ResolvedPlan): ValidationCheck[] {
   ]);
 }
 
+function checkLabel(c: ValidationCheck): string {
+  if (c.rowCount) return `row count of ${c.rowCount.copy}`;
+  if (c.checksum) return `checksum of ${c.checksum.copy}`;
+  if (c.sql) return c.sql.name;
+  if (c.orphans) return c.orphans.name ?? `orphans in ${c.orphans.table}.${c.orphans.column}`;
+  return 'check';
+}
+
 export const validatePhase: Phase = {
   name: 'validate',
   approvalAtStart: true,
@@ -30,13 +38,16 @@ export const validatePhase: Phase = {
       if (ref && !job)
         throw failure(F.PlanRuntimeError, `validation refers to copy job "${ref}", which the plan does not have`);
       const args = { urlEnv: plan.database.urlEnv, check, job };
-      const r = check.checksum ? await longRunning.runValidationCheck(args) : await quick.runValidationCheck(args);
+      const summary = { summary: `validate: ${checkLabel(check)}` };
+      const r = await (check.checksum ? longRunning : quick).runValidationCheck.executeWithOptions(summary, [args]);
       results.push(r);
       board.status.validation = { ok: results.every((x) => x.ok), checks: results, at: board.now() };
       board.event(`validation ${r.check}: ${r.ok ? 'ok' : 'FAILED'} (${r.message})`);
     }
     const report = board.status.validation!;
-    await quick.recordReport({ urlEnv: plan.database.urlEnv, run, kind: 'validation', report });
+    await quick.recordReport.executeWithOptions({ summary: 'record the validation report' }, [
+      { urlEnv: plan.database.urlEnv, run, kind: 'validation', report },
+    ]);
     if (!report.ok) {
       const failed = report.checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.message}`);
       throw failure(F.ValidationFailed, `validation failed — ${failed.join('; ')}`);

@@ -1,0 +1,227 @@
+// tidemark's own Prometheus metrics, kept by the worker process: copy progress from the copy activities' heartbeats
+// (activities run here), and the migration's state, phases, flag, gates and compensations from the snapshots the
+// workflow sends through its `metrics` sink (migration/telemetry.ts). Everything is labelled by migration.
+import type { ActivityInterceptorsFactory } from '@temporalio/worker';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { StatusSnapshot } from '../migration/telemetry';
+import type { CopyHeartbeat } from '../phases/copy/activities';
+
+const STATES = ['running', 'paused', 'waiting-approval', 'rolling-back', 'rolled-back', 'completed', 'failed'];
+
+/** A throttle reason as a label: its kind, not its text (which carries numbers and would make a series per value). */
+export const THROTTLE_REASONS = [
+  'none',
+  'paused',
+  'operator-delay',
+  'lock-conflict',
+  'lock-waits',
+  'server-slow',
+  'sharing',
+];
+export function throttleKind(reason: string | null): string {
+  if (!reason) return 'none';
+  if (reason.startsWith('paused')) return 'paused';
+  if (reason.startsWith('operator delay')) return 'operator-delay';
+  if (reason.startsWith('lock conflict')) return 'lock-conflict';
+  if (/waiting on locks/.test(reason)) return 'lock-waits';
+  if (reason.startsWith('server slow')) return 'server-slow';
+  if (reason.startsWith('sharing')) return 'sharing';
+  return 'other';
+}
+
+interface Seen {
+  state?: string;
+  phaseEnds: Set<string>;
+  compensations: Set<string>;
+  gateReadAt: Map<string, string>;
+}
+
+export class WorkerMetrics {
+  readonly registry = new Registry();
+  private readonly seen = new Map<string, Seen>();
+
+  private readonly rows = new Counter({
+    name: 'tidemark_copy_rows_total',
+    help: 'Rows copied into the target, by migration and copy job',
+    labelNames: ['migration', 'job'],
+    registers: [this.registry],
+  });
+  private readonly batchSeconds = new Histogram({
+    name: 'tidemark_copy_batch_seconds',
+    help: "Time per copy batch, from one batch's commit to the next (includes throttle and operator delays)",
+    labelNames: ['migration', 'job'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  private readonly batchSize = new Gauge({
+    name: 'tidemark_copy_batch_size',
+    help: 'Rows per batch the copy uses now',
+    labelNames: ['migration', 'job'],
+    registers: [this.registry],
+  });
+  private readonly throttle = new Gauge({
+    name: 'tidemark_copy_throttle',
+    help: 'Why the copy is slowed down: 1 for the current reason (none when it is not), 0 for the others',
+    labelNames: ['migration', 'job', 'reason'],
+    registers: [this.registry],
+  });
+  private readonly state = new Gauge({
+    name: 'tidemark_migration_state',
+    help: 'The state of each migration: 1 for the current one, 0 for the others',
+    labelNames: ['migration', 'state'],
+    registers: [this.registry],
+  });
+  private readonly phase = new Gauge({
+    name: 'tidemark_migration_phase',
+    help: 'The phase each migration is in (or ended in): 1 for the current one, 0 for the others',
+    labelNames: ['migration', 'phase'],
+    registers: [this.registry],
+  });
+  private readonly phaseSeconds = new Gauge({
+    name: 'tidemark_phase_duration_seconds',
+    help: 'How long each finished phase took',
+    labelNames: ['migration', 'phase'],
+    registers: [this.registry],
+  });
+  private readonly phases = new Counter({
+    name: 'tidemark_phases_total',
+    help: 'Phases that ended, by outcome (completed, failed, cancelled)',
+    labelNames: ['migration', 'phase', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly flag = new Gauge({
+    name: 'tidemark_flag_percent',
+    help: 'Rollout percentage of the migration flag',
+    labelNames: ['migration', 'flag'],
+    registers: [this.registry],
+  });
+  private readonly gate = new Gauge({
+    name: 'tidemark_gate_value',
+    help: 'Last reading of each gate (absent while unreadable)',
+    labelNames: ['migration', 'gate'],
+    registers: [this.registry],
+  });
+  private readonly gateReadings = new Counter({
+    name: 'tidemark_gate_readings_total',
+    help: 'Gate readings by result (ok, breach, unreadable)',
+    labelNames: ['migration', 'gate', 'result'],
+    registers: [this.registry],
+  });
+  private readonly compensations = new Counter({
+    name: 'tidemark_compensations_total',
+    help: 'Compensations run in rollbacks, by phase and outcome (done, failed, not-run)',
+    labelNames: ['migration', 'phase', 'outcome'],
+    registers: [this.registry],
+  });
+  private readonly rollbacks = new Counter({
+    name: 'tidemark_rollbacks_total',
+    help: 'Rollbacks that started',
+    labelNames: ['migration'],
+    registers: [this.registry],
+  });
+
+  /** The `metrics` sink the workflow calls (not on replay, so nothing is counted twice by one worker). */
+  sinks() {
+    return { metrics: { observe: { fn: (_info: unknown, s: StatusSnapshot) => this.observe(s) } } };
+  }
+
+  /** Activity interceptor: watches the copy activities' heartbeats. */
+  interceptor(): ActivityInterceptorsFactory {
+    return (ctx) => {
+      if (ctx.info.activityType !== 'copyRange') return {};
+      return {
+        inbound: {
+          execute: async (input, next) => {
+            const migration = (input.args[0] as { run?: { migration?: string } })?.run?.migration ?? 'unknown';
+            const prev = ctx.info.heartbeatDetails as CopyHeartbeat | undefined;
+            const last = { rows: prev?.rowsCopied ?? 0, batches: prev?.batches ?? 0, at: Date.now() };
+            let job: string | undefined;
+            const heartbeat = ctx.heartbeat.bind(ctx);
+            // Every heartbeat of this attempt passes here on its way to the server (activity-kit calls
+            // Context.current().heartbeat, and this context is the current one).
+            (ctx as { heartbeat: (details?: unknown) => void }).heartbeat = (details?: unknown) => {
+              const beat = details as CopyHeartbeat | undefined;
+              if (beat && typeof beat.rowsCopied === 'number') {
+                job = beat.job;
+                this.copyBeat(migration, beat, last);
+              }
+              heartbeat(details);
+            };
+            try {
+              return await next(input);
+            } finally {
+              if (job) this.setThrottle(migration, job, null);
+            }
+          },
+        },
+      };
+    };
+  }
+
+  private copyBeat(migration: string, b: CopyHeartbeat, last: { rows: number; batches: number; at: number }): void {
+    const labels = { migration, job: b.job };
+    if (b.rowsCopied > last.rows) this.rows.inc(labels, b.rowsCopied - last.rows);
+    const now = Date.now();
+    if (b.batches > last.batches) {
+      const per = (now - last.at) / 1000 / (b.batches - last.batches);
+      for (let i = last.batches; i < b.batches; i++) this.batchSeconds.observe(labels, per);
+      last.at = now;
+    }
+    last.rows = Math.max(last.rows, b.rowsCopied);
+    last.batches = Math.max(last.batches, b.batches);
+    this.batchSize.set(labels, b.batchSize);
+    this.setThrottle(migration, b.job, b.throttleReason);
+  }
+
+  private setThrottle(migration: string, job: string, reason: string | null): void {
+    const kind = throttleKind(reason);
+    for (const r of new Set([...THROTTLE_REASONS, kind]))
+      this.throttle.set({ migration, job, reason: r }, r === kind ? 1 : 0);
+  }
+
+  observe(s: StatusSnapshot): void {
+    const migration = s.migration;
+    let seen = this.seen.get(s.workflowId);
+    if (!seen) {
+      seen = { phaseEnds: new Set(), compensations: new Set(), gateReadAt: new Map() };
+      this.seen.set(s.workflowId, seen);
+      // A long-lived worker forgets the oldest migrations' bookkeeping (their gauges stay).
+      if (this.seen.size > 1000) this.seen.delete(this.seen.keys().next().value!);
+    }
+    for (const st of STATES) this.state.set({ migration, state: st }, st === s.state ? 1 : 0);
+    for (const p of s.phases) this.phase.set({ migration, phase: p.name }, p.name === s.phase ? 1 : 0);
+    if (s.state === 'rolling-back' && seen.state !== 'rolling-back') this.rollbacks.inc({ migration });
+    seen.state = s.state;
+
+    for (const p of s.phases) {
+      if (!p.endedAt || !['completed', 'failed', 'cancelled'].includes(p.status)) continue;
+      const key = `${p.name}@${p.endedAt}`;
+      if (seen.phaseEnds.has(key)) continue;
+      seen.phaseEnds.add(key);
+      this.phases.inc({ migration, phase: p.name, outcome: p.status });
+      if (p.startedAt) {
+        const secs = (Date.parse(p.endedAt) - Date.parse(p.startedAt)) / 1000;
+        this.phaseSeconds.set({ migration, phase: p.name }, Math.max(0, secs));
+      }
+    }
+    if (s.traffic) {
+      this.flag.set({ migration, flag: s.traffic.flag }, s.traffic.percent);
+      for (const g of s.traffic.gates) {
+        // Status keeps each gate's last reading: a new `at` is a new reading.
+        if (seen.gateReadAt.get(g.gate) === g.at) continue;
+        seen.gateReadAt.set(g.gate, g.at);
+        const result = g.ok === null ? 'unreadable' : g.ok ? 'ok' : 'breach';
+        this.gateReadings.inc({ migration, gate: g.gate, result });
+        if (g.value === null) this.gate.remove({ migration, gate: g.gate });
+        else this.gate.set({ migration, gate: g.gate }, g.value);
+      }
+    }
+    for (const c of s.compensations) {
+      if (!['done', 'failed', 'not-run'].includes(c.status)) continue;
+      const key = `${c.id}:${c.status}`;
+      if (seen.compensations.has(key)) continue;
+      seen.compensations.add(key);
+      this.compensations.inc({ migration, phase: c.phase, outcome: c.status });
+    }
+  }
+}

@@ -1,0 +1,60 @@
+// The worker's metrics from the workflow's status snapshots: each gate reading, phase end, compensation and rollback
+// is counted once however often the same status is published, and gauges follow the latest state.
+import { WorkerMetrics, throttleKind } from '../../src/metrics/worker-metrics';
+import type { StatusSnapshot } from '../../src/migration/telemetry';
+
+const snap = (over: Partial<StatusSnapshot>): StatusSnapshot => ({
+  migration: 'orders-v2',
+  workflowId: 'tidemark-orders-v2',
+  state: 'running',
+  phase: 'traffic',
+  phases: [
+    { name: 'copy', status: 'completed', startedAt: '2026-01-01T00:00:00.000Z', endedAt: '2026-01-01T00:01:30.000Z' },
+    { name: 'traffic', status: 'running', startedAt: '2026-01-01T00:01:30.000Z' },
+  ],
+  traffic: { flag: 'use_v2', percent: 10, gates: [] },
+  compensations: [],
+  ...over,
+});
+
+const value = async (m: WorkerMetrics, name: string, labels: Record<string, string>) => {
+  const metric = (await m.registry.getMetricsAsJSON()).find((x) => x.name === name);
+  return metric?.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value;
+};
+
+test('readings, phase ends, compensations and rollbacks are counted once; gauges follow the latest status', async () => {
+  const m = new WorkerMetrics();
+  const breach = { gate: 'errors', value: 0.5, ok: false, at: '2026-01-01T00:02:00.000Z' };
+  m.observe(snap({ traffic: { flag: 'use_v2', percent: 10, gates: [breach] } }));
+  m.observe(snap({ traffic: { flag: 'use_v2', percent: 10, gates: [breach] } }));
+  m.observe(snap({ traffic: { flag: 'use_v2', percent: 10, gates: [{ ...breach, at: '2026-01-01T00:02:30.000Z' }] } }));
+  const rolling = snap({
+    state: 'rolling-back',
+    traffic: { flag: 'use_v2', percent: 0, gates: [{ ...breach, at: '2026-01-01T00:02:30.000Z' }] },
+    compensations: [{ id: 'traffic-3', phase: 'traffic', status: 'done' }],
+  });
+  m.observe(rolling);
+  m.observe(rolling);
+  m.observe({ ...rolling, state: 'rolled-back' });
+
+  const labels = { migration: 'orders-v2' };
+  expect(await value(m, 'tidemark_gate_readings_total', { ...labels, gate: 'errors', result: 'breach' })).toBe(2);
+  expect(await value(m, 'tidemark_gate_value', { ...labels, gate: 'errors' })).toBe(0.5);
+  expect(await value(m, 'tidemark_phases_total', { ...labels, phase: 'copy', outcome: 'completed' })).toBe(1);
+  expect(await value(m, 'tidemark_phase_duration_seconds', { ...labels, phase: 'copy' })).toBe(90);
+  expect(await value(m, 'tidemark_compensations_total', { ...labels, phase: 'traffic', outcome: 'done' })).toBe(1);
+  expect(await value(m, 'tidemark_rollbacks_total', labels)).toBe(1);
+  expect(await value(m, 'tidemark_flag_percent', { ...labels, flag: 'use_v2' })).toBe(0);
+  expect(await value(m, 'tidemark_migration_state', { ...labels, state: 'rolled-back' })).toBe(1);
+  expect(await value(m, 'tidemark_migration_state', { ...labels, state: 'rolling-back' })).toBe(0);
+});
+
+test('throttle reasons become a handful of label values', () => {
+  expect(throttleKind(null)).toBe('none');
+  expect(throttleKind('paused: maintenance')).toBe('paused');
+  expect(throttleKind('operator delay 30ms')).toBe('operator-delay');
+  expect(throttleKind('lock conflict (55P03); retrying with 500 rows')).toBe('lock-conflict');
+  expect(throttleKind('3 session(s) waiting on locks for over 200ms')).toBe('lock-waits');
+  expect(throttleKind('server slow to answer: 40ms vs 2.0ms at best')).toBe('server-slow');
+  expect(throttleKind('sharing the server with ~2.0 busy session(s): copying 10% of the time')).toBe('sharing');
+});
