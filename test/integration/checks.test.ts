@@ -1,6 +1,7 @@
 // Trustworthy checks: exact validation naming the differing keys, validation that does not flap under live writes,
 // backups that restore, rehearsal that catches a bad down, and preflight that refuses clearly.
 import { TidemarkClient } from '../../src/client';
+import { sha256 } from '../../src/plan/load';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { runCli } from '../helpers/cli';
 import { allTableContents, schemaDump, tableExists } from '../helpers/db-assert';
@@ -114,15 +115,15 @@ test('validation under concurrent writes, with sync triggers active, passes with
 test('abort --restore-backup puts back the pre-migration contents a step destroyed', async () => {
   const db = await h.db('restore');
   const base = await meetingsPlan(db, { rows: 2000, soakMs: 60_000 });
+  const script = (path: string, sql: string) => ({ path, sql, sha256: sha256(sql) });
   const lossy = {
     id: '000_normalize_titles',
     transactional: true,
-    up: {
-      path: 'lossy.up.sql',
-      sql: `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`,
-      sha256: 'x',
-    },
-    down: { path: 'lossy.down.sql', sql: 'SELECT 1; -- nothing can undo this', sha256: 'y' },
+    up: script(
+      'lossy.up.sql',
+      `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`,
+    ),
+    down: script('lossy.down.sql', 'SELECT 1; -- nothing can undo this'),
   };
   const plan = { ...base, schema: [lossy, ...base.schema] };
   const before = await allTableContents(db);

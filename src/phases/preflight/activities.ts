@@ -265,7 +265,7 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
     );
     if (dup.rowCount) {
       const ex = dup.rows.map((r) => `${r.k ?? 'NULL'} (${r.n}×)`).join(', ');
-      add(check, 'fail', `${job.from}.${shown} is not a unique key: ${ex}`);
+      add(check, 'fail', `${job.from}.${shown} is not a unique, non-null key: ${ex}`);
     } else {
       add(
         check,
