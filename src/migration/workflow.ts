@@ -12,7 +12,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import { PHASE_MODULES, restoreBackupIfAsked } from '../phases';
+import { PHASE_MODULES } from '../phases';
 import type { Phase, PhaseContext } from '../phases/phase';
 import { PHASES } from '../plan/schema';
 import { withoutScriptText } from '../plan/scripts';
@@ -232,6 +232,12 @@ class Runbook implements PhaseContext {
         'Fix the cause, undo it by hand, then the rest newest first'
       );
     }
-    return restoreBackupIfAsked(this);
+    // What waits for the whole saga, newest phase first: the reverse sync stays until the new tables are gone, a
+    // backup is reloaded last.
+    for (const name of [...PHASES].reverse()) {
+      const problem = await PHASE_MODULES[name].afterRollback?.(this);
+      if (problem) return problem;
+    }
+    return undefined;
   }
 }

@@ -10,7 +10,6 @@ import { trafficPhase } from './traffic/workflow';
 import { validatePhase } from './validate/workflow';
 
 export { backupPhase, cleanupPhase, copyPhase, preflightPhase, schemaPhase, trafficPhase, validatePhase };
-export { restoreBackupIfAsked } from './backup/workflow';
 
 /** Every phase by name (a missing one is a compile error). */
 export const PHASE_MODULES: { readonly [K in PhaseName]: Phase<never> } = {

@@ -46,4 +46,9 @@ export interface Phase<U extends UndoAction = UndoAction> {
   run(ctx: PhaseContext): Promise<unknown>;
   /** Undoes one change this phase registered; a note for the compensation record, if any. */
   undo?(ctx: PhaseContext, action: U): Promise<string | void>;
+  /**
+   * Runs once every undo of a rollback has succeeded (phases newest first): what must wait until the whole saga is
+   * done. Returns what went wrong, if anything (the migration then ends failed).
+   */
+  afterRollback?(ctx: PhaseContext): Promise<string | undefined>;
 }

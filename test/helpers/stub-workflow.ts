@@ -37,6 +37,7 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
     revertSchemaStep: ok('revertSchemaStep', () => 'down applied'),
     installSyncTriggers: ok('installSyncTriggers', () => ({ job: 'j', triggers: [], targetWasEmpty: true })),
     undoCopy: ok('undoCopy', () => 'sync triggers dropped'),
+    dropReverseSync: ok('dropReverseSync', (i) => (i.jobs as { name: string }[]).map((j) => j.name)),
     planCopyRanges: ok('planCopyRanges', () => ({
       ranges: [{ index: 0, after: null, upTo: '10' }],
       estimatedRows: 10,

@@ -16,10 +16,11 @@ export const backupPhase: Phase = {
     board.status.backup = b;
     return b;
   },
+  afterRollback: restoreBackupIfAsked,
 };
 
 /** After the compensations of an abort that asked for it: reload the backed-up tables; the failure, if any. */
-export async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | undefined> {
+async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | undefined> {
   if (!ctx.control.abortRequest?.restoreBackup) return undefined;
   const backup = ctx.board.status.backup as { file: string; sha256: string } | null;
   if (!backup) return 'restore-backup requested, but this run made no backup';

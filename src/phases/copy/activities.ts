@@ -8,6 +8,7 @@ import { syncIdFor, TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import {
   copySettings,
+  guardSetting,
   dropSyncDdl,
   forwardTriggerDdl,
   keyAtOffsetQuery,
@@ -220,22 +221,27 @@ export function createCopyActivities(deps: ActivityDeps) {
       const { job, run } = input;
       return activityBody(`undoing copy job "${job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        return withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+        const syncId = syncIdFor(run.runKey, job.name);
+        // The guard: emptying the target must not reach the old table through the reverse sync, which stays.
+        const tx = { lockTimeoutMs: input.lockTimeoutMs, settings: guardSetting(syncId) };
+        return withTransaction(pool, tx, async (c) => {
           const rec = await c.query(
             `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
             [run.runKey, job.name],
           );
           if (!rec.rowCount) return 'nothing was installed';
-          for (const stmt of dropSyncDdl(job.name, syncIdFor(run.runKey, job.name), job.syncFrom?.length ?? 0)) {
-            await c.query(stmt);
-          }
+          // A bidirectional job keeps its reverse sync until the rollback is over (dropReverseSync): the application
+          // may still write on the new path for a moment after the flag went back to 0, and those writes must reach
+          // the old table until the new one is gone.
+          const keepReverse = job.sync === 'bidirectional';
+          for (const stmt of dropSyncDdl(job.name, syncId, job.syncFrom?.length ?? 0, keepReverse)) await c.query(stmt);
           const discarded = job.discardNewPathWrites ? await discardedWrites(c, run, job) : '';
           if (discarded) deps.logger.warn({ job: job.name, target: job.to }, discarded.replace(/^; /, ''));
           if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
             await c.query(`TRUNCATE ${quoteTable(job.to)}`);
-            return `sync triggers dropped, ${job.to} emptied${discarded}`;
+            return `sync triggers dropped, ${job.to} emptied${discarded}${keepReverse ? ' (reverse sync kept until the end)' : ''}`;
           }
-          return `sync triggers dropped${discarded}`;
+          return `sync triggers dropped${discarded}${keepReverse ? ' (reverse sync kept until the end of the rollback)' : ''}`;
         });
       });
     },
@@ -269,6 +275,28 @@ export function createCopyActivities(deps: ActivityDeps) {
       return activityBody(`copying "${input.job.name}" range ${input.range.index}`, () =>
         copyRangeImpl(deps, input, readControl),
       );
+    },
+
+    /**
+     * The end of a rollback, once every undo has run (the new tables are dropped, unless they existed before): removes
+     * the reverse sync that undoCopy kept for the application's late writes on the new path.
+     */
+    async dropReverseSync(input: { urlEnv: string; run: RunRef; jobs: ResolvedCopyJob[]; lockTimeoutMs: number }) {
+      return activityBody('dropping the reverse sync', async () => {
+        const pool = await targetPool(deps, input.urlEnv);
+        await withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const job of input.jobs) {
+            for (const stmt of dropSyncDdl(
+              job.name,
+              syncIdFor(input.run.runKey, job.name),
+              job.syncFrom?.length ?? 0,
+            )) {
+              await c.query(stmt);
+            }
+          }
+        });
+        return input.jobs.map((j) => j.name);
+      });
     },
 
     /**

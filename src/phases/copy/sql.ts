@@ -530,12 +530,15 @@ END`;
   ];
 }
 
-/** Removes every sync trigger and function of a job; safe to run twice and when a table is already gone. */
-export function dropSyncDdl(job: string, syncId: string, querySources = 0): string[] {
+/**
+ * Removes every sync trigger and function of a job; safe to run twice and when a table is already gone.
+ * `keepReverse`: all but the reverse sync (a rollback keeps it until the new table is gone: see copy/workflow.ts).
+ */
+export function dropSyncDdl(job: string, syncId: string, querySources = 0, keepReverse = false): string[] {
   // DROP FUNCTION … CASCADE removes the triggers that use it, wherever their table now lives.
   const fns = [
     functionRef(job, syncId, 'forward'),
-    functionRef(job, syncId, 'reverse'),
+    ...(keepReverse ? [] : [functionRef(job, syncId, 'reverse')]),
     `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(writeCountName(job, syncId, 'function'))}`,
   ];
   for (let i = 0; i < querySources; i++)
@@ -549,5 +552,10 @@ export function dropSyncDdl(job: string, syncId: string, querySources = 0): stri
  * copy redoes them — and it spares the application's commits from waiting behind the copy's WAL flushes.
  */
 export function copySettings(syncId: string): Record<string, string> {
-  return { [SYNC_GUARD_SETTING]: syncId, synchronous_commit: 'off' };
+  return { ...guardSetting(syncId), synchronous_commit: 'off' };
+}
+
+/** The session setting that makes the job's own triggers ignore what this transaction writes. */
+export function guardSetting(syncId: string): Record<string, string> {
+  return { [SYNC_GUARD_SETTING]: syncId };
 }

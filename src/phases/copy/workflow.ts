@@ -45,6 +45,22 @@ export const copyPhase: Phase<CopyUndo> = {
     undos.undoCopy.executeWithOptions({ summary: `undo copy ${job.name}: drop its sync triggers` }, [
       { urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout },
     ]),
+
+  async afterRollback({ plan, run, board }) {
+    // Only when a copy undo ran: otherwise there is no reverse sync to remove.
+    const undone = board.status.compensations.some((c) => c.phase === 'copy' && c.status === 'done');
+    const jobs = plan.copy.filter((j) => j.sync === 'bidirectional');
+    if (!undone || !jobs.length) return undefined;
+    try {
+      await undos.dropReverseSync.executeWithOptions(
+        { summary: `undo: drop the reverse sync of ${jobs.map((j) => j.name).join(', ')}` },
+        [{ urlEnv: plan.database.urlEnv, run, jobs, lockTimeoutMs: plan.lockTimeout }],
+      );
+      return undefined;
+    } catch (e) {
+      return `dropping the reverse sync of ${jobs.map((j) => j.name).join(', ')}: ${errorMessage(e)}`;
+    }
+  },
 };
 
 async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
