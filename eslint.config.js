@@ -40,7 +40,13 @@ module.exports = tseslint.config(
     },
   },
   {
-    files: ['src/migration/**/*.ts', 'src/phases/phase.ts', 'src/phases/index.ts', 'src/phases/*/workflow.ts'],
+    files: [
+      'src/migration/**/*.ts',
+      'src/phases/phase.ts',
+      'src/phases/index.ts',
+      'src/phases/*/workflow.ts',
+      'src/phases/*/*-workflow.ts',
+    ],
     rules: {
       'no-restricted-imports': [
         'error',
@@ -51,7 +57,7 @@ module.exports = tseslint.config(
           })),
           patterns: [
             {
-              regex: '(^|/)(activities|activity-kit|run-activities|mapping|batcher|throttler|sizer|sql)$',
+              regex: '(^|/)(activities|activity-kit|run-activities|mapping|batcher|throttler|sizer|sql|across|capture-sql|chunks|probe)$',
               allowTypeImports: true,
               message: 'activity-side module: workflow code imports its types only (import type)',
             },

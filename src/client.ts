@@ -233,6 +233,7 @@ export class TidemarkClient {
         : null,
     }));
     mergeCopyProgress(status, live);
+    mergeReplication(status, live);
     return { ...status, live };
   }
 
@@ -347,7 +348,11 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
   for (const job of status.copy) {
     if (job.done) continue;
     const beats = live
-      .filter((l) => l.activity === 'copyRange' && (l.details as CopyBeat | null)?.job === job.job)
+      .filter(
+        (l) =>
+          (l.activity === 'copyRange' || l.activity === 'copyRangeAcross') &&
+          (l.details as CopyBeat | null)?.job === job.job,
+      )
       .map((l) => l.details as CopyBeat);
     if (!beats.length) continue;
     const running = beats.reduce((n, b) => n + b.rowsCopied, 0);
@@ -361,5 +366,15 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
     if (job.paused) job.rowsPerSecond = 0;
     const remaining = Math.max(0, job.estimatedTotal - job.rowsCopied);
     job.etaSeconds = job.rowsPerSecond > 0 ? Math.round(remaining / job.rowsPerSecond) : null;
+  }
+}
+
+/** Folds the blue-green appliers' heartbeats (applied, lag) into the status's replication list. */
+export function mergeReplication(status: MigrationStatus, live: LiveProgress[]): void {
+  for (const l of live) {
+    if (l.activity !== 'replicate' || !l.details) continue;
+    const b = l.details as { job: string; direction: string; applied: number; lagRows: number; lagSeconds: number };
+    const r = status.replication?.find((x) => x.job === b.job && x.direction === b.direction);
+    if (r) Object.assign(r, { applied: b.applied, lagRows: b.lagRows, lagSeconds: b.lagSeconds });
   }
 }

@@ -97,6 +97,16 @@ export function renderStatus(
       );
     }
   }
+  for (const r of s.replication ?? []) {
+    const way = r.direction === 'forward' ? 'source → target' : 'target → source';
+    const lag =
+      r.state === 'applying' && r.lagRows !== undefined
+        ? `, lag ${n(r.lagRows)} change(s) / ${(r.lagSeconds ?? 0).toFixed(1)}s`
+        : '';
+    lines.push(
+      `  replication ${r.job} ${way}: ${r.state}${r.applied !== undefined ? `, ${n(r.applied)} applied` : ''}${lag}`,
+    );
+  }
   if (s.throttle.batchSize !== undefined || s.throttle.delayMs !== undefined) {
     lines.push(`  throttle: batch size ${s.throttle.batchSize ?? 'adaptive'}, delay ${s.throttle.delayMs ?? 0}ms`);
   }

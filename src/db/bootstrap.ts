@@ -116,6 +116,49 @@ export const BOOTSTRAP_DDL: string[] = [
      rows bigint NOT NULL,
      at timestamptz NOT NULL DEFAULT now()
    )`,
+  // Blue-green change capture (phases/copy/capture-sql.ts): every write to a captured table, logged in the writer's
+  // own transaction, until the other database has applied it.
+  `CREATE TABLE IF NOT EXISTS ${S}.changes (
+     seq bigserial PRIMARY KEY,
+     stream text NOT NULL,
+     op char(1) NOT NULL,
+     key jsonb,
+     row jsonb,
+     stamp timestamptz NOT NULL DEFAULT clock_timestamp(),
+     origin text NOT NULL DEFAULT ''
+   )`,
+  `CREATE INDEX IF NOT EXISTS changes_stream_seq ON ${S}.changes (stream, seq)`,
+  // Per row of a captured table: the stamp of the last write this database holds of it, its own or one applied from
+  // the other side. Both databases keep the write with the highest stamp (last writer wins), so they converge even when
+  // a row is written on both at once.
+  `CREATE TABLE IF NOT EXISTS ${S}.row_clock (
+     sync_id text NOT NULL,
+     key jsonb NOT NULL,
+     stamp timestamptz NOT NULL,
+     origin text NOT NULL,
+     PRIMARY KEY (sync_id, key)
+   )`,
+  // What each capture logs and how its row images read (their columns and types, taken when it was installed): the
+  // applier needs them even after the captured table is gone (a rollback drops the new tables before the last drain).
+  `CREATE TABLE IF NOT EXISTS ${S}.captures (
+     run_key text NOT NULL,
+     job text NOT NULL,
+     sync_id text NOT NULL,
+     direction text NOT NULL,
+     stream text NOT NULL,
+     table_name text NOT NULL,
+     spec jsonb NOT NULL,
+     installed_at timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (run_key, job, direction)
+   )`,
+  // On the applying side: what each stream's applier has applied (for status and the benchmarks).
+  `CREATE TABLE IF NOT EXISTS ${S}.apply_progress (
+     stream text PRIMARY KEY,
+     applied bigint NOT NULL DEFAULT 0,
+     skipped bigint NOT NULL DEFAULT 0,
+     batches bigint NOT NULL DEFAULT 0,
+     updated_at timestamptz NOT NULL DEFAULT now()
+   )`,
 ];
 
 const TABLES = [
@@ -128,6 +171,10 @@ const TABLES = [
   'runs',
   'sync_jobs',
   'new_path_writes',
+  'changes',
+  'row_clock',
+  'captures',
+  'apply_progress',
 ];
 
 const done = new WeakMap<Pool, Promise<void>>();

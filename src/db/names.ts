@@ -58,3 +58,21 @@ export function querySyncName(
 ): string {
   return bounded(`tidemark_sync_${slug(job)}_${syncId}_from${index}${what === 'function' ? '_fn' : `_${kind}`}`);
 }
+
+/**
+ * Change capture of a blue-green copy job (one direction): its statement triggers (one per event) and their function.
+ * The forward capture sits on the source table, the reverse one on the target table, each in its own database.
+ */
+export function captureName(
+  job: string,
+  syncId: string,
+  direction: SyncDirection,
+  what: SyncTriggerKind | 'function',
+): string {
+  return bounded(`tidemark_capture_${slug(job)}_${syncId}_${direction}${what === 'function' ? '_fn' : `_${what}`}`);
+}
+
+/** The stream a direction of a job's capture logs its changes under (tidemark.changes.stream). */
+export function streamName(syncId: string, direction: SyncDirection): string {
+  return `${syncId}:${direction}`;
+}

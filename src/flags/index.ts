@@ -5,6 +5,7 @@
 //   const flags = new FlagReader(pool);
 //   await flags.start();
 //   if (flags.isEnabledFor('use_orders_v2', user.id)) { … new path … } else { … old path … }
+//   const db = flags.choose('use_green_database', user.id, bluePool, greenPool); // blue-green: one pool per side
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Pool, PoolClient } from 'pg';
@@ -87,6 +88,17 @@ export class FlagReader extends EventEmitter {
 
   isEnabledFor(flag: string, subjectId: string | number): boolean {
     return inRollout(this.percentage(flag), flag, subjectId);
+  }
+
+  /**
+   * Blue-green: which of two pools (or anything else) serves a subject — `green` once the flag's rollout includes it,
+   * else `blue`. A subject stays on one side for a given percentage, so its reads follow its own writes:
+   *
+   *   const db = flags.choose('use_green_database', user.id, bluePool, greenPool);
+   *   await db.query('UPDATE cameras SET … WHERE id = $1', [id]);
+   */
+  choose<T>(flag: string, subjectId: string | number, blue: T, green: T): T {
+    return this.isEnabledFor(flag, subjectId) ? green : blue;
   }
 
   async close(): Promise<void> {

@@ -168,8 +168,24 @@ export interface MigrationStatus {
   waitingUntil: { what: string; until: string } | null;
   /** The newest notices sent to the plan's `notify` targets (LIMITS.statusEvents), with their delivery outcome. */
   notifications?: NotificationRecord[];
+  /**
+   * Blue-green: each direction of each job's change capture — applying while it runs (live lag and counts come from
+   * the applier's heartbeat), finished once cleanup or a rollback ended it.
+   */
+  replication?: ReplicationStatus[];
   /** The newest events (LIMITS.statusEvents); `seq` counts from 1 over the whole migration, so a reader can tell what is new. */
   events: { seq: number; at: string; message: string }[];
+}
+
+export interface ReplicationStatus {
+  job: string;
+  direction: 'forward' | 'reverse';
+  state: 'applying' | 'stopped' | 'finished';
+  /** Changes applied (live, from the applier's heartbeat, in `tidemark status`). */
+  applied?: number;
+  /** Changes logged and not applied yet, and the age of the oldest (seconds). */
+  lagRows?: number;
+  lagSeconds?: number;
 }
 
 export interface ApproveRequest {

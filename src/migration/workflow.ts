@@ -14,9 +14,11 @@ import {
 } from '@temporalio/workflow';
 import { PHASE_MODULES } from '../phases';
 import type { Phase, PhaseContext } from '../phases/phase';
+import { databasesOf } from '../plan/databases';
 import { PHASES } from '../plan/schema';
 import { withoutScriptText } from '../plan/scripts';
 import type { ResolvedPlan } from '../plan/types';
+import { Background } from './background';
 import { OperatorControl } from './control';
 import { F, failure } from './failures';
 import {
@@ -44,6 +46,7 @@ class Runbook implements PhaseContext {
   readonly board: StatusBoard;
   readonly control: OperatorControl;
   readonly carried: CarryOver | undefined;
+  readonly background: Background;
   private readonly saga: Saga;
   private readonly notifier: Notifier;
 
@@ -59,6 +62,12 @@ class Runbook implements PhaseContext {
     this.control = new OperatorControl(this.board, this.plan, input.options, input.carry?.control);
     this.notifier = new Notifier(this.board, this.plan);
     this.board.announcer = (event, message) => this.notifier.send(event, message);
+    this.background = new Background((key, err) => {
+      // Work that must keep running stopped: hold the migration where it is and tell the operator why.
+      this.board.event(`${key} stopped: ${errorMessage(err)}`);
+      this.control.pauseWith({ reason: `${key} stopped: ${errorMessage(err)}`, by: 'tidemark' });
+      this.board.publish();
+    });
   }
 
   async execute(): Promise<MigrationStatus> {
@@ -84,6 +93,7 @@ class Runbook implements PhaseContext {
 
   /** The runbook. */
   private async forward(): Promise<void> {
+    if (this.carried) for (const name of PHASES) PHASE_MODULES[name].resume?.(this);
     await this.phase(PHASE_MODULES.preflight);
     // Preflight stored the scripts: from here the plan carries their hashes, not their text.
     this.plan = withoutScriptText(this.plan);
@@ -148,7 +158,9 @@ class Runbook implements PhaseContext {
   }
 
   async continueAsNew(soak: SoakCarry): Promise<never> {
-    // Updates in flight finish first, so nothing an operator sent is lost between runs; notices too.
+    // Updates in flight finish first, so nothing an operator sent is lost between runs; notices too. Background work
+    // stops here and the next run starts it again (Phase.resume).
+    await this.background.stopAll();
     await condition(allHandlersFinished);
     await this.notifier.drain();
     const carry: CarryOver = {
@@ -211,9 +223,12 @@ class Runbook implements PhaseContext {
     if (this.saga.pending) {
       try {
         // From here no forward step of this run can still commit (db/fence.ts): the undos see everything there is.
-        await undos.fenceRun.executeWithOptions({ summary: 'fence the run: no forward step may commit any more' }, [
-          { urlEnv: this.plan.database.urlEnv, run: this.run },
-        ]);
+        // Every database the run writes is fenced (a blue-green migration's target too).
+        for (const urlEnv of databasesOf(this.plan)) {
+          await undos.fenceRun.executeWithOptions({ summary: 'fence the run: no forward step may commit any more' }, [
+            { urlEnv, run: this.run },
+          ]);
+        }
       } catch (e) {
         return `rollback not started: the run could not be fenced (${errorMessage(e)}); nothing was undone — run tidemark abort again once the database is reachable`;
       }

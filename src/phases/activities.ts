@@ -3,6 +3,7 @@ import type { ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
+import { createAcrossActivities } from './copy/across';
 import { createNotifyActivities } from '../notify/activities';
 import { createPreflightActivities } from './preflight/activities';
 import { createRunActivities } from './run-activities';
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createBackupActivities(deps),
     ...createSchemaActivities(deps),
     ...createCopyActivities(deps),
+    ...createAcrossActivities(deps),
     ...createValidateActivities(deps),
     ...createTrafficActivities(deps),
     ...createCleanupActivities(deps),

@@ -1,6 +1,7 @@
 // The contract every phase keeps (workflow side). A phase is a module under src/phases/<name>/: `workflow.ts`
 // orchestrates it (what it runs, the undo it registers, what it shows in status) and `activities.ts` does its I/O,
 // forward steps and their undos side by side — the way pgroll keeps an operation's Start and Rollback in one file.
+import type { Background } from '../migration/background';
 import type { OperatorControl } from '../migration/control';
 import type { CarryOver, RunRef, SoakCarry } from '../migration/messages';
 import type { UndoAction } from '../migration/saga';
@@ -30,6 +31,8 @@ export interface PhaseContext {
   ): Promise<{ value: T; undoId: string }>;
   /** Retires an undo whose objects are gone for good. */
   retire(undoId: string): void;
+  /** Work running beside the phases until stopped (blue-green appliers); stopped before a continue-as-new. */
+  readonly background: Background;
   /** Ends this run and continues as a new one, handing `soak` to the phase that resumes there. */
   continueAsNew(soak: SoakCarry): Promise<never>;
 }
@@ -42,6 +45,11 @@ export interface Phase<U extends UndoAction = UndoAction> {
   readonly approvalAtStart: boolean;
   /** Says in the log what skipping the phase means, when that is worth saying. */
   whenSkipped?(ctx: PhaseContext): void;
+  /**
+   * In a run that continued as new: restarts what this phase had running in the background (called before the
+   * phases, whether this one finished or not).
+   */
+  resume?(ctx: PhaseContext): void;
   /** The forward step; its result is kept in the phase's status record. */
   run(ctx: PhaseContext): Promise<unknown>;
   /** Undoes one change this phase registered; a note for the compensation record, if any. */

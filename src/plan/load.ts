@@ -120,6 +120,7 @@ function resolveDocument(
     schema: plan.schema.map((s, i) => ({
       id: s.id,
       transactional: s.transactional,
+      ...(plan.target ? { on: s.on ?? 'target' } : {}),
       up: sqlAt(`schema[${i}].up`),
       down: sqlAt(`schema[${i}].down`),
     })),

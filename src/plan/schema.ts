@@ -50,6 +50,8 @@ const schemaStep = z.strictObject({
   up: filePath,
   down: filePath,
   transactional: z.boolean().default(true),
+  /** With a `target` database: where the step runs (default target). */
+  on: z.enum(['source', 'target']).optional(),
 });
 
 const syncSource = z.strictObject({
@@ -121,6 +123,8 @@ const validation = z
       expect: z.union([z.number(), z.string(), z.boolean(), z.null()]).optional(),
       max: z.number().optional(),
       min: z.number().optional(),
+      /** With a `target` database: which one the query runs on (default target). */
+      on: z.enum(['source', 'target']).optional(),
     }),
     orphans: z.strictObject({
       name: z.string().min(1).optional(),
@@ -128,6 +132,8 @@ const validation = z
       column: ident,
       references: z.strictObject({ table: tableName, column: ident }),
       max: z.number().int().min(0).default(0),
+      /** With a `target` database: which one is checked (default target). */
+      on: z.enum(['source', 'target']).optional(),
     }),
   })
   .partial();
@@ -169,6 +175,19 @@ export const planSchema = z.strictObject({
     .max(100),
   description: z.string().optional(),
   database: z.strictObject({ urlEnv: envVar }),
+  /**
+   * Blue-green: the database the tables move into (`database` is then the source). Schema steps run there, copy jobs
+   * write there, changes are captured on each side and applied to the other.
+   */
+  target: z
+    .strictObject({
+      urlEnv: envVar,
+      /** How changes are captured: logical decoding where the server allows it, else triggers (auto picks). */
+      capture: z.enum(['auto', 'logical', 'trigger']).default('auto'),
+      /** Stages wait until the changes not yet applied are younger than this. */
+      maxLag: duration.default(10_000),
+    })
+    .optional(),
   approvals: z.array(z.enum(PHASES)).default([]),
   approvalTimeout: duration.default(24 * 3_600_000),
   onApprovalTimeout: z.enum(['abort', 'pause']).default('abort'),
@@ -197,6 +216,8 @@ export const planSchema = z.strictObject({
       flag: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must match [A-Za-z0-9_.-]+'),
       stages: z.array(stage).min(1),
       gates: z.array(gate).default([]),
+      /** With a `target` database: the database holding the flag the application reads (default source). */
+      flagIn: z.enum(['source', 'target']).default('source'),
     })
     .optional(),
   cleanup: z

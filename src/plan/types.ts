@@ -14,6 +14,8 @@ export interface SqlSource {
 export interface SchemaStep {
   id: string;
   transactional: boolean;
+  /** With a `target` database: where the step runs. */
+  on?: 'source' | 'target';
   up: SqlSource;
   down: SqlSource;
 }

@@ -121,7 +121,7 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
     if (job.query && !/^\s*(select|with|values|table)\b/i.test(job.query)) err([...p, 'query'], 'must be a SELECT');
     if (job.query && !job.columns)
       err([...p, 'columns'], 'required for a query source (target column: expression over the query row)');
-    if (job.from && job.to === job.from) err([...p, 'to'], 'must differ from from');
+    if (job.from && job.to === job.from && !plan.target) err([...p, 'to'], 'must differ from from');
     const keys = jobKeys(job);
     if (keys.source.length !== keys.target.length) err([...p, 'key'], 'needs as many target columns as source columns');
     for (const [j, src] of (job.syncFrom ?? []).entries()) {
@@ -186,6 +186,27 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
         if (src && !src.url === !src.urlEnv) err(['traffic', 'gates', i, k], 'needs exactly one of url, urlEnv');
       }
     });
+  }
+  if (plan.target) {
+    plan.copy.forEach((job, i) => {
+      if (!job.from) err(['copy', i, 'query'], 'a copy across databases (target) needs a table source (from)');
+    });
+    if (plan.target.urlEnv === plan.database.urlEnv) err(['target', 'urlEnv'], 'must differ from database.urlEnv');
+    plan.copy.forEach((job, i) => {
+      if (job.discardNewPathWrites) {
+        err(['copy', i, 'discardNewPathWrites'], "not used across databases: the target's writes always flow back");
+      }
+    });
+    if (plan.copy.some((j) => j.sync !== 'none') && !plan.cleanup) {
+      err(['cleanup'], 'a plan with a target database needs a cleanup section: cleanup is what ends change capture');
+    }
+  } else {
+    plan.schema.forEach((s, i) => s.on && err(['schema', i, 'on'], 'only used with a target database'));
+    plan.validate.forEach((v, i) => {
+      if (v.sql?.on) err(['validate', i, 'sql', 'on'], 'only used with a target database');
+      if (v.orphans?.on) err(['validate', i, 'orphans', 'on'], 'only used with a target database');
+    });
+    if (plan.traffic?.flagIn === 'target') err(['traffic', 'flagIn'], 'only used with a target database');
   }
   if (plan.approvals.includes('traffic') && !plan.traffic)
     err(['approvals'], 'traffic approval without a traffic section');

@@ -3,6 +3,8 @@
 // tables — the one step with no way back.
 import { changes, undos } from '../../migration/profiles';
 import type { ResolvedCopyJob, ResolvedPlan } from '../../plan/types';
+import { isBlueGreen } from '../../plan/databases';
+import { capturedJobs, finishCapture } from '../copy/across-workflow';
 import type { Phase } from '../phase';
 
 export interface CleanupUndo {
@@ -18,7 +20,7 @@ export interface CleanupUndo {
  */
 export function archiveFollowers(plan: ResolvedPlan): ResolvedCopyJob[] {
   const c = plan.cleanup;
-  if (c?.dropAfter === undefined) return [];
+  if (c?.dropAfter === undefined || isBlueGreen(plan)) return [];
   return plan.copy.filter((j) => j.sync === 'bidirectional' && j.from !== undefined && c.archive.includes(j.from));
 }
 
@@ -45,9 +47,18 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     if (plan.approvals.includes('cleanup')) await control.requireApproval('cleanup');
 
     const followers = archiveFollowers(plan);
-    const dropping = plan.copy.filter((j) => !followers.includes(j));
+    const across = isBlueGreen(plan);
+    const dropping = across ? [] : plan.copy.filter((j) => !followers.includes(j));
     const synced = dropping.filter((j) => j.sync !== 'none');
     const result: Record<string, unknown> = { syncTriggersDropped: synced.map((j) => j.name) };
+    // Blue-green: the reverse capture follows the old tables into the archive until they are dropped, so an abort
+    // until then still finds every write made on the target in them.
+    const reverseUntilDrop = across && c.archive.length > 0 && c.dropAfter !== undefined;
+    if (across) {
+      for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
+      if (!reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
+      result.captureEnded = capturedJobs(ctx).map((j) => j.name);
+    }
     if (dropping.length) {
       // No undo: the copy's own undo drops these triggers anyway, and from here the old path takes no writes.
       await changes.dropSyncTriggers.executeWithOptions(
@@ -90,6 +101,7 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       await control.hold('drop of archived tables', c.dropAfter, false);
       await control.safePoint();
       control.passPointOfNoReturn();
+      if (reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
       const { dropped } = await changes.dropArchivedTables.executeWithOptions(
         { summary: `drop archived ${c.archive.join(', ')} (no way back)` },
         [{ urlEnv, run, tables: c.archive, lockTimeoutMs, followers }],

@@ -52,6 +52,8 @@ const SHARED_BATCH_MS = 5;
 
 export interface CopyJobInput {
   urlEnv: string;
+  /** Blue-green: the database the target table is in (urlEnv is then the source's). */
+  targetEnv?: string;
   run: RunRef;
   job: ResolvedCopyJob;
   lockTimeoutMs: number;
@@ -256,7 +258,8 @@ export function createCopyActivities(deps: ActivityDeps) {
     async planCopyRanges(input: CopyJobInput): Promise<{ ranges: CopyRange[]; estimatedRows: number }> {
       return activityBody(`planning copy ranges for "${input.job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
-        const mapping = await resolveMapping(pool, input.job);
+        const targetDb = input.targetEnv ? await targetPool(deps, input.targetEnv) : pool;
+        const mapping = await resolveMapping(pool, input.job, undefined, targetDb);
         const estimate = await estimateSourceRows(pool, mapping);
         const q = keyExtentQuery(mapping, null, null);
         const extent = (await pool.query(q.text, q.values)).rows[0] as { lo: string | null; hi: string | null };

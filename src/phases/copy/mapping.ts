@@ -26,14 +26,18 @@ export function bareColumn(expr: string): string | undefined {
 
 const listed = (cols: string[]) => cols.map((c) => `"${c}"`).join(', ');
 
-/** `run`: the migration run whose sync objects the mapping names (needed to build triggers, not to read). */
+/**
+ * `run`: the migration run whose sync objects the mapping names (needed to build triggers, not to read).
+ * `targetDb`: where the target table is, when it is in another database than the source (blue-green).
+ */
 export async function resolveMapping(
   db: Queryable,
   job: ResolvedCopyJob,
   run?: { runKey: string },
+  targetDb: Queryable = db,
 ): Promise<CopyMapping> {
   const target = parseTableRef(job.to);
-  const tcols = await tableColumns(db, target);
+  const tcols = await tableColumns(targetDb, target);
   if (!tcols.length) throw planError(job.name, `target table ${job.to} does not exist (create it in a schema step)`);
   const tByName = new Map(tcols.map((c) => [c.name, c]));
 
@@ -80,7 +84,7 @@ export async function resolveMapping(
     if (missing.length) throw planError(job.name, `source ${job.from} has no key column ${listed(missing)}`);
   }
   const conflict = [...slice.map((s) => s.column), ...keyNames.target];
-  if (!(await hasUniqueIndexOn(db, target, conflict))) {
+  if (!(await hasUniqueIndexOn(targetDb, target, conflict))) {
     throw planError(job.name, `target ${job.to} needs a unique index or primary key on exactly (${listed(conflict)})`);
   }
 

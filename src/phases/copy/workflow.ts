@@ -5,12 +5,18 @@ import type { CopyJobProgress } from '../../migration/messages';
 import { changes, longRunning, quick, undos } from '../../migration/profiles';
 import { errorMessage } from '../../migration/saga';
 import type { ResolvedCopyJob } from '../../plan/types';
+import { isBlueGreen } from '../../plan/databases';
 import type { Phase, PhaseContext } from '../phase';
+import {
+  acrossArgs,
+  endCapturesAfterRollback,
+  resumeAppliers,
+  startCapture,
+  undoCapture,
+  type CaptureUndo,
+} from './across-workflow';
 
-export interface CopyUndo {
-  kind: 'undoCopy';
-  job: ResolvedCopyJob;
-}
+export type CopyUndo = { kind: 'undoCopy'; job: ResolvedCopyJob } | CaptureUndo;
 
 export const copyPhase: Phase<CopyUndo> = {
   name: 'copy',
@@ -41,12 +47,20 @@ export const copyPhase: Phase<CopyUndo> = {
     return { jobs: ctx.board.status.copy.map((c) => ({ job: c.job, rows: c.rowsCopied })) };
   },
 
-  undo: ({ plan, run }, { job }) =>
-    undos.undoCopy.executeWithOptions({ summary: `undo copy ${job.name}: drop its sync triggers` }, [
-      { urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout },
-    ]),
+  undo: (ctx, action) =>
+    action.kind === 'undoCapture'
+      ? undoCapture(ctx, action)
+      : undos.undoCopy.executeWithOptions({ summary: `undo copy ${action.job.name}: drop its sync triggers` }, [
+          { urlEnv: ctx.plan.database.urlEnv, run: ctx.run, job: action.job, lockTimeoutMs: ctx.plan.lockTimeout },
+        ]),
 
-  async afterRollback({ plan, run, board }) {
+  resume(ctx) {
+    if (isBlueGreen(ctx.plan)) resumeAppliers(ctx);
+  },
+
+  async afterRollback(ctx) {
+    if (isBlueGreen(ctx.plan)) return endCapturesAfterRollback(ctx);
+    const { plan, run, board } = ctx;
     // Only when a copy undo ran: otherwise there is no reverse sync to remove.
     const undone = board.status.compensations.some((c) => c.phase === 'copy' && c.status === 'done');
     const jobs = plan.copy.filter((j) => j.sync === 'bidirectional');
@@ -66,18 +80,23 @@ export const copyPhase: Phase<CopyUndo> = {
 async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   const { plan, run, board } = ctx;
   const base = { urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout };
-  await ctx.changeWithUndo(
-    `drop sync triggers of ${job.name}; empty ${job.to} if the copy filled it`,
-    { kind: 'undoCopy', job },
-    () =>
-      changes.installSyncTriggers.executeWithOptions(
-        { summary: `sync triggers for ${job.name} (${job.from ?? 'query'} → ${job.to}, ${job.sync})` },
-        [base],
-      ),
-  );
+  // Blue-green: changes are captured on the source and applied to the target (another database) from here on.
+  const across = isBlueGreen(plan);
+  if (across) await startCapture(ctx, job, 'forward');
+  else {
+    await ctx.changeWithUndo(
+      `drop sync triggers of ${job.name}; empty ${job.to} if the copy filled it`,
+      { kind: 'undoCopy', job },
+      () =>
+        changes.installSyncTriggers.executeWithOptions(
+          { summary: `sync triggers for ${job.name} (${job.from ?? 'query'} → ${job.to}, ${job.sync})` },
+          [base],
+        ),
+    );
+  }
   const { ranges, estimatedRows } = await quick.planCopyRanges.executeWithOptions(
     { summary: `plan the key ranges of ${job.name}` },
-    [base],
+    [across ? { ...base, targetEnv: plan.target!.urlEnv } : base],
   );
   const progress: CopyJobProgress = {
     job: job.name,
@@ -103,10 +122,13 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   // the compensations touch the tables it writes.
   const outcomes = await Promise.allSettled(
     ranges.map(async (range) => {
-      const r = await longRunning.copyRange.executeWithOptions(
-        { summary: `copy ${job.name} range ${range.index + 1}/${ranges.length}` },
-        [{ ...base, range, estimatedRows: Math.ceil(estimatedRows / ranges.length) }],
-      );
+      const summary = { summary: `copy ${job.name} range ${range.index + 1}/${ranges.length}` };
+      const share = Math.ceil(estimatedRows / ranges.length);
+      const r = across
+        ? await longRunning.copyRangeAcross.executeWithOptions(summary, [
+            { ...acrossArgs(ctx, job), range, estimatedRows: share },
+          ])
+        : await longRunning.copyRange.executeWithOptions(summary, [{ ...base, range, estimatedRows: share }]);
       rows += r.rowsCopied;
       progress.rangesDone++;
       progress.rowsCopied = rows;
@@ -115,7 +137,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   );
   const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
   if (failed) throw failed.reason;
-  if (job.sync !== 'none') {
+  if (job.sync !== 'none' && !across) {
     // No batch runs any more: rows a batch wrote after they had left the source can now be found and removed.
     const settled = await longRunning.settleCopy.executeWithOptions(
       { summary: `settle ${job.name}: remove rows that left the source` },

@@ -19,6 +19,7 @@ import { F, failure } from '../../migration/failures';
 import { storeScripts } from '../../db/scripts';
 import { planScripts } from '../../plan/scripts';
 import { activityBody, backupDir, targetPool, type ActivityDeps } from '../activity-kit';
+import { databasesOf } from '../../plan/databases';
 
 export type FindingStatus = 'ok' | 'warn' | 'fail';
 
@@ -114,8 +115,11 @@ export async function runPreflightChecks(
       await checkConnections(c, plan, add);
       await checkLocksAndTransactions(c, plan, add);
       await checkCopyKeys(c, plan, add);
-      await checkCopyTargets(c, plan, add);
-      await checkMappings(c, plan, add);
+      // Blue-green: the targets are in the other database (checkTargetDatabase looks there).
+      if (!plan.target) {
+        await checkCopyTargets(c, plan, add);
+        await checkMappings(c, plan, add);
+      }
       await checkArchive(c, plan, add);
       await checkClaims(c, plan, add);
       for (const job of unprotectedTargets(plan)) add(`copy ${job.name}: rollback`, 'fail', unprotectedMessage(job));
@@ -316,7 +320,7 @@ async function checkCopyTargets(c: PoolClient, plan: ResolvedPlan, add: Add) {
  * default is written back — otherwise every write on the new path fails in the reverse trigger once traffic moves.
  * (The copy phase also writes through each trigger once, undone, before it copies a row.)
  */
-async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add) {
+async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add, tc: PoolClient = c) {
   const created = new Map<string, Set<string>>();
   for (const step of plan.schema) {
     try {
@@ -327,7 +331,7 @@ async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add) {
   }
   for (const job of plan.copy) {
     const check = `copy ${job.name}: mapping`;
-    const existing = await tableColumns(c, job.to);
+    const existing = await tableColumns(tc, job.to);
     const targetCols = existing.length
       ? new Set(existing.map((col) => col.name))
       : created.get(parseTableRef(job.to).name);
@@ -471,13 +475,161 @@ export function createPreflightActivities(deps: ActivityDeps) {
       return activityBody('preflight', async () => {
         const pool = deps.pools.get(input.plan.database.urlEnv);
         const report = await runPreflightChecks(pool, input.plan, { binaries: deps.binaries, env: deps.env });
+        if (input.plan.target) {
+          const more = await checkTargetDatabase(pool, deps.pools.get(input.plan.target.urlEnv), input.plan);
+          report.findings.push(...more);
+          report.ok = !report.findings.some((f) => f.status === 'fail');
+        }
         if (!report.ok) {
           const failed = report.findings.filter((f) => f.status === 'fail').map((f) => `${f.check}: ${f.message}`);
           throw failure(F.PreflightFailed, `preflight failed: ${failed.join('; ')}`, report);
         }
-        await storeScripts(await targetPool(deps, input.plan.database.urlEnv), planScripts(input.plan));
+        // Every database a step may run on keeps the scripts (a blue-green plan's schema steps run on the target).
+        for (const urlEnv of databasesOf(input.plan)) {
+          await storeScripts(await targetPool(deps, urlEnv), planScripts(input.plan));
+        }
         return report;
       });
     },
   };
+}
+
+/**
+ * Blue-green: the target database — reachable, its copy targets and mappings, how changes can be captured on each side
+ * and why, and nothing left behind by an earlier migration (a forgotten replication slot keeps WAL on the server until
+ * its disk fills; a capture of another run still logs every write).
+ */
+export async function checkTargetDatabase(source: Pool, target: Pool, plan: ResolvedPlan): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const add: Add = (check, status, message) => findings.push({ check, status, message });
+  let tc: PoolClient;
+  try {
+    tc = await target.connect();
+  } catch (e) {
+    add('target connectivity', 'fail', `cannot connect to the target database: ${formatPgError(e)}`);
+    return findings;
+  }
+  const sc = await source.connect();
+  try {
+    await inTransaction(sc, { readOnly: true, statementTimeoutMs: 60_000 }, () =>
+      inTransaction(tc, { readOnly: true, statementTimeoutMs: 60_000 }, async (t) => {
+        const names = await Promise.all(
+          [sc, t].map(
+            async (c) =>
+              (
+                await c.query(
+                  'SELECT current_database() AS d, inet_server_port() AS p, pg_postmaster_start_time()::text AS started',
+                )
+              ).rows[0],
+          ),
+        );
+        const same = (k: 'd' | 'p' | 'started') => names[0][k] === names[1][k];
+        if (same('d') && same('p') && same('started')) {
+          add(
+            'target connectivity',
+            'fail',
+            'the target is the source database itself; target.urlEnv must name another database',
+          );
+          return;
+        }
+        const v = (await t.query('SHOW server_version')).rows[0].server_version as string;
+        add('target connectivity', 'ok', `connected to ${names[1].d} (PostgreSQL ${v})`);
+        if ((await serverVersionNum(t)) < MIN_SERVER_VERSION)
+          add('target version', 'fail', `PostgreSQL ${v} is older than 11`);
+        await checkCopyTargets(t, plan, add);
+        await checkMappings(sc, plan, add, t);
+        await checkCaptureMode(sc, t, plan, add);
+        await checkLeftovers(
+          sc,
+          'source',
+          plan.copy.map((j) => j.from!),
+          add,
+        );
+        await checkLeftovers(
+          t,
+          'target',
+          plan.copy.map((j) => j.to),
+          add,
+        );
+        await checkClaims(t, plan, add);
+      }),
+    );
+  } catch (e) {
+    add('target', 'fail', `target checks failed: ${formatPgError(e)}`);
+  } finally {
+    sc.release();
+    tc.release();
+  }
+  return findings;
+}
+
+/** Which capture each side allows, and the one this plan will use. */
+async function checkCaptureMode(sc: PoolClient, tc: PoolClient, plan: ResolvedPlan, add: Add) {
+  const wanted = plan.target!.capture;
+  for (const [side, c] of [
+    ['source', sc],
+    ['target', tc],
+  ] as const) {
+    const r = await c.query(
+      `SELECT current_setting('wal_level') AS wal, (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS repl`,
+    );
+    const { wal, repl } = r.rows[0] as { wal: string; repl: boolean };
+    const logical = wal === 'logical' && repl;
+    const why =
+      wal !== 'logical'
+        ? `wal_level is ${wal} (logical decoding needs wal_level = logical, set in postgresql.conf and a restart)`
+        : !repl
+          ? 'wal_level is logical but this role has neither REPLICATION nor superuser'
+          : 'wal_level is logical and this role may use logical decoding';
+    if (wanted === 'logical') {
+      add(
+        `capture on the ${side}`,
+        'fail',
+        `capture: logical is not supported by this version of tidemark (${why}); use capture: trigger or auto`,
+      );
+    } else {
+      add(
+        `capture on the ${side}`,
+        'ok',
+        `triggers writing into tidemark.changes, applied by tidemark; ${why}${logical ? ' (triggers are used all the same: they also stamp each row for conflict resolution)' : ''}`,
+      );
+    }
+  }
+}
+
+/** Replication slots and captures an earlier migration left on one side. */
+async function checkLeftovers(c: PoolClient, side: string, tables: string[], add: Add) {
+  const slots = await c.query(
+    `SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) AS held
+       FROM pg_replication_slots WHERE slot_name LIKE 'tidemark%'`,
+  );
+  for (const s of slots.rows as { slot_name: string; active: boolean; held: string | null }[]) {
+    add(
+      `replication slot ${s.slot_name}`,
+      s.active ? 'warn' : 'fail',
+      `a tidemark replication slot is left on the ${side}${s.active ? ' (in use)' : ''}, holding ${s.held ?? 'no'} WAL: drop it with SELECT pg_drop_replication_slot('${s.slot_name}') once no migration uses it`,
+    );
+  }
+  if (!(await c.query(`SELECT to_regclass('tidemark.captures') IS NOT NULL AS x`)).rows[0].x) return;
+  const caps = await c.query(
+    `SELECT c.job, c.direction, c.table_name, r.migration, r.workflow_id,
+            (SELECT count(*) FROM tidemark.changes ch WHERE ch.stream = c.stream)::int AS backlog
+       FROM tidemark.captures c LEFT JOIN tidemark.runs r USING (run_key)`,
+  );
+  const ours = new Set(tables.map(tableKey));
+  for (const k of caps.rows as {
+    job: string;
+    direction: string;
+    table_name: string;
+    migration: string | null;
+    workflow_id: string | null;
+    backlog: number;
+  }[]) {
+    if (!ours.has(tableKey(k.table_name))) continue;
+    add(
+      `table ${k.table_name}`,
+      'fail',
+      `migration ${k.migration ?? 'unknown'}${k.workflow_id ? ` (${k.workflow_id})` : ''} captures the changes of ${k.table_name} on the ${side} (copy job ${k.job}, ${k.direction}, ${k.backlog} change(s) waiting): finish it (its cleanup) or abort it first`,
+    );
+  }
 }

@@ -1,5 +1,6 @@
 // Schema, workflow side: each step's `up`, its undo (`down`) registered before it runs.
 import { schemaSteps, undos } from '../../migration/profiles';
+import { stepUrlEnv } from '../../plan/databases';
 import type { SchemaStep } from '../../plan/types';
 import type { Phase } from '../phase';
 
@@ -23,7 +24,7 @@ export const schemaPhase: Phase<SchemaUndo> = {
       // always runs.
       await ctx.changeWithUndo(`run ${step.down.path} (undo ${step.id})`, { kind: 'revertSchemaStep', step }, () =>
         schemaSteps.applySchemaStep.executeWithOptions({ summary: `schema step ${step.id}: ${step.up.path}` }, [
-          { urlEnv: plan.database.urlEnv, run, step, lockTimeoutMs: plan.lockTimeout },
+          { urlEnv: stepUrlEnv(plan, step), run, step, lockTimeoutMs: plan.lockTimeout },
         ]),
       );
       applied.push(step.id);
@@ -34,6 +35,6 @@ export const schemaPhase: Phase<SchemaUndo> = {
 
   undo: ({ plan, run }, { step }) =>
     undos.revertSchemaStep.executeWithOptions({ summary: `undo schema step ${step.id}: ${step.down.path}` }, [
-      { urlEnv: plan.database.urlEnv, run, step, lockTimeoutMs: plan.lockTimeout },
+      { urlEnv: stepUrlEnv(plan, step), run, step, lockTimeoutMs: plan.lockTimeout },
     ]),
 };

@@ -7,13 +7,12 @@ import { LIMITS } from '../../migration/limits';
 import type { GateReading, SoakCarry } from '../../migration/messages';
 import { flagChanges, gateReads } from '../../migration/profiles';
 import type { Gate, Stage } from '../../plan/types';
+import { flagUrlEnv, isBlueGreen } from '../../plan/databases';
+import { capturedJobs, startCapture, undoCapture, waitForLag, type CaptureUndo } from '../copy/across-workflow';
 import type { Phase, PhaseContext } from '../phase';
 import { readable, utc } from '../../migration/readable';
 
-export interface TrafficUndo {
-  kind: 'resetFlag';
-  flag: string;
-}
+export type TrafficUndo = { kind: 'resetFlag'; flag: string } | CaptureUndo;
 
 export const trafficPhase: Phase<TrafficUndo> = {
   name: 'traffic',
@@ -45,9 +44,15 @@ export const trafficPhase: Phase<TrafficUndo> = {
       }
       await control.safePoint();
       if (stage.approval) await control.requireApproval(`traffic:${stage.percent}%`);
+      if (isBlueGreen(plan)) {
+        // Before the target takes its first write, its writes are captured and flow back to the source, so an abort
+        // at any stage finds them there; and traffic moves only onto a target that has (nearly) caught up.
+        if (!undoRegistered) for (const job of capturedJobs(ctx)) await startCapture(ctx, job, 'reverse');
+        await waitForLag(ctx, `flag ${t.flag} → ${stage.percent}%`);
+      }
       const set = () =>
         flagChanges.setFlag.executeWithOptions({ summary: `flag ${t.flag} → ${stage.percent}%` }, [
-          { urlEnv: plan.database.urlEnv, run, flag: t.flag, percent: stage.percent, by: run.workflowId },
+          { urlEnv: flagUrlEnv(plan), run, flag: t.flag, percent: stage.percent, by: run.workflowId },
         ]);
       // Registered before the first change: whatever happens next, a rollback puts traffic back on the old path.
       if (undoRegistered) await set();
@@ -62,9 +67,12 @@ export const trafficPhase: Phase<TrafficUndo> = {
     return { flag: t.flag, percent: traffic.percent };
   },
 
-  async undo({ plan, board }, { flag }) {
+  async undo(ctx, action) {
+    if (action.kind === 'undoCapture') return undoCapture(ctx, action);
+    const { plan, board } = ctx;
+    const { flag } = action;
     await flagChanges.resetFlag.executeWithOptions({ summary: `undo: flag ${flag} → 0%` }, [
-      { urlEnv: plan.database.urlEnv, flag, by: `${board.status.workflowId} (rollback)` },
+      { urlEnv: flagUrlEnv(plan), flag, by: `${board.status.workflowId} (rollback)` },
     ]);
     if (board.status.traffic) board.status.traffic.percent = 0;
     board.event(`flag ${flag} back to 0%`);

@@ -20,9 +20,14 @@ import {
   type RunRef,
 } from '../activity-kit';
 import { CancelledFailure } from '@temporalio/activity';
+import { validateAcross } from './across';
 
 export interface ValidationInput {
   urlEnv: string;
+  /** Blue-green: the target database (urlEnv is the source's); counts and checksums compare across the two. */
+  targetEnv?: string;
+  /** The run whose row stamps a comparison across databases reads. */
+  run?: RunRef;
   check: ValidationCheck;
   /** The copy job a rowCount/checksum check refers to. */
   job?: ResolvedCopyJob;
@@ -108,6 +113,7 @@ export function createValidateActivities(deps: ActivityDeps) {
       const { check } = input;
       const name = checkName(check);
       return activityBody(`validation "${name}"`, async () => {
+        if (input.targetEnv && (check.rowCount || check.checksum)) return validateAcross(deps, input, name);
         const pool = await targetPool(deps, input.urlEnv);
         return withClient(pool, async (c) => {
           if (check.rowCount) return rowCount(c, input, name);

@@ -1,5 +1,6 @@
 // Pure SQL builders for exact validation: chunk digests of the source seen through the mapping and of the target
 // (the job's slice of it), and the row-level diff that narrows a differing chunk to its keys.
+import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteLiteral, quoteTable } from '../../db/quote';
 import type { ChunkBounds } from '../copy/chunks';
 import {
@@ -17,7 +18,7 @@ import {
 export type { ChunkBounds } from '../copy/chunks';
 
 /** One side's rows of a chunk: in the key interval, with no NULL in the key (nullKeyQuery counts those). */
-function chunkWhere(m: CopyMapping, side: 'source' | 'target', b: ChunkBounds, values: unknown[]): string {
+export function chunkWhere(m: CopyMapping, side: 'source' | 'target', b: ChunkBounds, values: unknown[]): string {
   const alias = side === 'source' ? 's' : 't';
   const cols = keyCols(m, alias, side);
   return whereOf([
@@ -28,11 +29,11 @@ function chunkWhere(m: CopyMapping, side: 'source' | 'target', b: ChunkBounds, v
 }
 
 /** The row as text, source side: each mapped expression cast to its target column's type, in target column order. */
-function sourceRowText(m: CopyMapping): string {
+export function sourceRowText(m: CopyMapping): string {
   return `ROW(${m.columns.map((c) => `(${c.expr})::${c.type}`).join(', ')})::text`;
 }
 
-function targetRowText(m: CopyMapping): string {
+export function targetRowText(m: CopyMapping): string {
   return `ROW(${m.columns.map((c) => `t.${quoteIdent(c.target)}`).join(', ')})::text`;
 }
 
@@ -70,7 +71,7 @@ export const SHOWN_VALUE_CHARS = 200;
  * A value as PostgreSQL prints it, cut to SHOWN_VALUE_CHARS; a cut value says its length and the start of its md5,
  * so two long values that differ only past the cut still show as different.
  */
-function shown(expr: string): string {
+export function shown(expr: string): string {
   return (
     `(SELECT CASE WHEN length(v) > ${SHOWN_VALUE_CHARS} ` +
     `THEN left(v, ${SHOWN_VALUE_CHARS}) || '… (' || length(v) || ' characters, md5 ' || left(md5(v), 8) || ')' ` +
@@ -114,4 +115,93 @@ export function nullKeyQuery(m: CopyMapping): Query {
       `(SELECT count(*) FROM ${quoteTable(m.target)} AS t WHERE (${anyNull(keyCols(m, 't', 'target'))})${slice.map((p) => ` AND ${p}`).join('')})::int AS target`,
     values: [],
   };
+}
+
+// ---- across two databases (blue-green): each side read on its own -----------------------------------------------
+
+/** What one side's row is compared by: the full mapped row, or (a row count) its key only. */
+function sideRowText(m: CopyMapping, side: 'source' | 'target', keyOnly: boolean): string {
+  if (keyOnly) return encodedKeySql(m, keyCols(m, side === 'source' ? 's' : 't', side));
+  return side === 'source' ? sourceRowText(m) : targetRowText(m);
+}
+
+const sideFrom = (m: CopyMapping, side: 'source' | 'target') =>
+  side === 'source' ? sourceFrom(m) : `${quoteTable(m.target)} AS t`;
+
+/** One side's digest of a chunk: its row count and the sum of its rows' hashes (see chunkDigestQuery). */
+export function sideDigestQuery(m: CopyMapping, side: 'source' | 'target', b: ChunkBounds, keyOnly: boolean): Query {
+  const values: unknown[] = [];
+  const where = chunkWhere(m, side, b, values);
+  return {
+    text:
+      `SELECT count(*)::int AS n, coalesce(sum(hashtextextended(${sideRowText(m, side, keyOnly)}, 0)), 0)::text AS d ` +
+      `FROM ${sideFrom(m, side)}${where}`,
+    values,
+  };
+}
+
+/**
+ * One side's rows of a chunk (or of some of its keys): the key, the compared text, the values as shown in a report,
+ * and the stamp of the last write of the row this side holds (tidemark.row_clock; null for a row not written since
+ * it was copied). Two sides holding the same stamp hold the same write, so their rows must be equal.
+ */
+export function sideRowsQuery(
+  m: CopyMapping,
+  side: 'source' | 'target',
+  b: ChunkBounds,
+  keyOnly: boolean,
+  syncId: string,
+  only?: string[],
+): Query {
+  const alias = side === 'source' ? 's' : 't';
+  const values: unknown[] = [syncId];
+  const where = chunkWhere(m, side, b, values);
+  const cols = keyCols(m, alias, side);
+  const key = encodedKeySql(m, cols);
+  let filter = '';
+  if (only) {
+    values.push(only);
+    filter = `${where ? ' AND' : ' WHERE'} ${key} = ANY($${values.length}::text[])`;
+  }
+  const shownRow = `json_build_object(${m.columns
+    .map(
+      (c) =>
+        `${quoteLiteral(c.target)}, ${shown(side === 'source' ? `(${c.expr})::${c.type}` : `t.${quoteIdent(c.target)}`)}`,
+    )
+    .join(', ')})`;
+  return {
+    text:
+      `SELECT ${key} AS key, jsonb_build_array(${cols.join(', ')})::text AS ck, ` +
+      `${sideRowText(m, side, keyOnly)} AS r, ${keyOnly ? 'NULL::json' : shownRow} AS j, ` +
+      `(SELECT c.stamp::text || ' ' || c.origin FROM ${quoteIdent(TIDEMARK_SCHEMA)}.row_clock AS c ` +
+      `WHERE c.sync_id = $1 AND c.key = jsonb_build_array(${cols.join(', ')})) AS stamp ` +
+      `FROM ${sideFrom(m, side)}${where}${filter}`,
+    values,
+  };
+}
+
+/** One side's rows with a NULL in their key (in no chunk). */
+export function sideNullKeyQuery(m: CopyMapping, side: 'source' | 'target'): Query {
+  const alias = side === 'source' ? 's' : 't';
+  const anyNull = keyCols(m, alias, side)
+    .map((c) => `${c} IS NULL`)
+    .join(' OR ');
+  const slice =
+    side === 'target'
+      ? slicePredicate(m)
+          .map((p) => ` AND ${p}`)
+          .join('')
+      : '';
+  return { text: `SELECT count(*)::int AS n FROM ${sideFrom(m, side)} WHERE (${anyNull})${slice}`, values: [] };
+}
+
+/**
+ * The stamps one side holds for keys it may no longer have a row for (a deletion's stamp stays as a tombstone).
+ * $1: sync id, $2: a jsonb array of keys (each an array of the key's values, as sideRowsQuery's ck).
+ */
+export function stampsQuery(): string {
+  return (
+    `SELECT key::text AS ck, stamp::text || ' ' || origin AS stamp FROM ${quoteIdent(TIDEMARK_SCHEMA)}.row_clock ` +
+    `WHERE sync_id = $1 AND key IN (SELECT jsonb_array_elements($2::jsonb))`
+  );
 }

@@ -4,6 +4,7 @@ import type { ValidationCheckResult } from '../../migration/messages';
 import { failure, F } from '../../migration/failures';
 import { LIMITS } from '../../migration/limits';
 import { longRunning, quick } from '../../migration/profiles';
+import { urlEnvOf } from '../../plan/databases';
 import type { ResolvedPlan, ValidationCheck } from '../../plan/types';
 import type { Phase } from '../phase';
 
@@ -37,7 +38,12 @@ export const validatePhase: Phase = {
       const job = ref ? plan.copy.find((j) => j.name === ref) : undefined;
       if (ref && !job)
         throw failure(F.PlanRuntimeError, `validation refers to copy job "${ref}", which the plan does not have`);
-      const args = { urlEnv: plan.database.urlEnv, check, job };
+      // Blue-green: counts and checksums compare the two databases, other checks run where they say (the target).
+      const on = check.sql?.on ?? check.orphans?.on ?? 'target';
+      const args =
+        plan.target && (check.sql || check.orphans)
+          ? { urlEnv: urlEnvOf(plan, on), check, job }
+          : { urlEnv: plan.database.urlEnv, targetEnv: plan.target?.urlEnv, run, check, job };
       const summary = { summary: `validate: ${checkLabel(check)}` };
       const r = await (check.checksum ? longRunning : quick).runValidationCheck.executeWithOptions(summary, [args]);
       results.push(r);

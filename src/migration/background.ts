@@ -1,0 +1,40 @@
+// Work that runs beside the runbook's phases rather than inside one: the appliers of a blue-green migration, which
+// keep the two databases in step from the copy until cleanup. Each task runs in its own cancellation scope (a child
+// of the forward scope, so an abort stops it too) and is stopped by key; a task that fails on its own is reported.
+import { CancellationScope, isCancellation } from '@temporalio/workflow';
+
+export class Background {
+  private readonly tasks = new Map<string, { scope: CancellationScope; done: Promise<void> }>();
+
+  constructor(private readonly onFailure: (key: string, err: unknown) => void) {}
+
+  /** Starts `fn` under `key` unless a task with that key runs already. */
+  start(key: string, fn: () => Promise<unknown>): void {
+    if (this.tasks.has(key)) return;
+    const scope = new CancellationScope();
+    const done = scope.run(fn).then(
+      () => undefined,
+      (err) => {
+        if (!isCancellation(err)) this.onFailure(key, err);
+      },
+    );
+    const task = { scope, done: done.finally(() => this.tasks.get(key) === task && this.tasks.delete(key)) };
+    this.tasks.set(key, task);
+  }
+
+  running(key: string): boolean {
+    return this.tasks.has(key);
+  }
+
+  /** Cancels the task and waits until it has stopped (its activity's cancellation completed). */
+  async stop(key: string): Promise<void> {
+    const t = this.tasks.get(key);
+    if (!t) return;
+    t.scope.cancel();
+    await t.done;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.tasks.keys()].map((k) => this.stop(k)));
+  }
+}

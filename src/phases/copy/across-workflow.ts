@@ -1,0 +1,165 @@
+// Copy across two databases (blue-green), workflow side: each job's changes captured on the source (undo registered
+// first) and applied to the target by a background applier from before the first row is copied; the reverse capture
+// (target → source) from before traffic first moves; stages that wait for the lag; and how it all ends — in cleanup
+// (drained, then dropped) or in a rollback (the target's writes applied to the source before anything is dropped).
+import { sleep } from '@temporalio/workflow';
+import type { ReplicationStatus } from '../../migration/messages';
+import { changes, longRunning, quick, undos } from '../../migration/profiles';
+import { errorMessage } from '../../migration/saga';
+import type { ResolvedCopyJob } from '../../plan/types';
+import type { PhaseContext } from '../phase';
+
+type Direction = 'forward' | 'reverse';
+
+export interface CaptureUndo {
+  kind: 'undoCapture';
+  job: ResolvedCopyJob;
+  direction: Direction;
+}
+
+/** Jobs whose changes are captured (a job with sync none is copied once, nothing more). */
+export const capturedJobs = (ctx: Pick<PhaseContext, 'plan'>) => ctx.plan.copy.filter((j) => j.sync !== 'none');
+
+export function acrossArgs({ plan, run }: Pick<PhaseContext, 'plan' | 'run'>, job: ResolvedCopyJob) {
+  return {
+    sourceEnv: plan.database.urlEnv,
+    targetEnv: plan.target!.urlEnv,
+    run,
+    job,
+    lockTimeoutMs: plan.lockTimeout,
+  };
+}
+
+const arrow = (d: Direction) => (d === 'forward' ? 'source → target' : 'target → source');
+const applierKey = (job: string, d: Direction) => `applier of ${job} (${arrow(d)})`;
+
+function record(ctx: PhaseContext, job: string, direction: Direction): ReplicationStatus {
+  const list = (ctx.board.status.replication ??= []);
+  let r = list.find((x) => x.job === job && x.direction === direction);
+  if (!r) {
+    r = { job, direction, state: 'applying' };
+    list.push(r);
+  }
+  return r;
+}
+
+/** Starts (or restarts) the applier of one direction: it runs until stopped, beside the phases. */
+function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction): void {
+  record(ctx, job.name, direction).state = 'applying';
+  ctx.background.start(applierKey(job.name, direction), () =>
+    longRunning.replicate.executeWithOptions({ summary: `apply ${job.name} changes, ${arrow(direction)}` }, [
+      { ...acrossArgs(ctx, job), direction },
+    ]),
+  );
+}
+
+/** Installs one direction's capture, its undo registered first, and starts its applier. */
+export async function startCapture(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction): Promise<void> {
+  const description =
+    direction === 'forward'
+      ? `drop the change capture of ${job.name}; empty ${job.to} on the target if the copy filled it`
+      : `apply the changes made to ${job.to} on the target to ${job.from} on the source`;
+  await ctx.changeWithUndo(description, { kind: 'undoCapture', job, direction } satisfies CaptureUndo, () =>
+    changes.installCapture.executeWithOptions({ summary: `capture ${job.name} changes, ${arrow(direction)}` }, [
+      { ...acrossArgs(ctx, job), direction },
+    ]),
+  );
+  if (job.sync !== 'none') startApplier(ctx, job, direction);
+  ctx.board.event(`change capture of ${job.name} (${arrow(direction)}) installed; applier started`);
+  ctx.board.publish();
+}
+
+/** After a continue-as-new: the appliers that were running run again. */
+export function resumeAppliers(ctx: PhaseContext): void {
+  for (const r of ctx.board.status.replication ?? []) {
+    if (r.state !== 'applying') continue;
+    const job = ctx.plan.copy.find((j) => j.name === r.job);
+    if (job) startApplier(ctx, job, r.direction);
+  }
+}
+
+/** Stops a direction's applier, then ends its capture: triggers dropped, the log drained, its record gone. */
+export async function finishCapture(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction, last: boolean) {
+  await ctx.background.stop(applierKey(job.name, direction));
+  const { applied } = await changes.finishCapture.executeWithOptions(
+    { summary: `end the change capture of ${job.name}, ${arrow(direction)}: drain, then drop` },
+    [{ ...acrossArgs(ctx, job), direction, last }],
+  );
+  const r = record(ctx, job.name, direction);
+  r.state = 'finished';
+  ctx.board.event(`change capture of ${job.name} (${arrow(direction)}) ended; ${applied} last change(s) applied`);
+  ctx.board.publish();
+}
+
+/** The undo of a capture (see across.ts undoCapture); its applier stopped first. */
+export async function undoCapture(ctx: PhaseContext, { job, direction }: CaptureUndo): Promise<string> {
+  await ctx.background.stop(applierKey(job.name, direction));
+  if (direction === 'forward') record(ctx, job.name, direction).state = 'finished';
+  else record(ctx, job.name, direction).state = 'stopped';
+  return undos.undoCapture.executeWithOptions(
+    {
+      summary: `undo: ${direction === 'forward' ? 'drop' : 'drain'} the change capture of ${job.name}, ${arrow(direction)}`,
+    },
+    [{ ...acrossArgs(ctx, job), direction }],
+  );
+}
+
+/**
+ * The end of a blue-green rollback, once every undo ran (the target's tables dropped): the reverse capture, kept for
+ * the application's last writes on the target, is drained into the source and dropped; row stamps go on both sides.
+ */
+export async function endCapturesAfterRollback(ctx: PhaseContext): Promise<string | undefined> {
+  const undone = ctx.board.status.compensations.some((c) => c.phase === 'copy' && c.status === 'done');
+  if (!undone) return undefined;
+  for (const job of capturedJobs(ctx)) {
+    try {
+      const { applied } = await undos.finishCapture.executeWithOptions(
+        { summary: `undo: apply the target's last changes to ${job.from}, then drop the capture of ${job.name}` },
+        [{ ...acrossArgs(ctx, job), direction: 'reverse', last: true }],
+      );
+      const r = ctx.board.status.replication?.find((x) => x.job === job.name && x.direction === 'reverse');
+      if (r) r.state = 'finished';
+      if (applied) ctx.board.event(`${applied} late change(s) made on the target applied to ${job.from}`);
+    } catch (e) {
+      return `ending the change capture of ${job.name}: ${errorMessage(e)}`;
+    }
+  }
+  ctx.board.publish();
+  return undefined;
+}
+
+/**
+ * Waits until every running capture's backlog is younger than target.maxLag, so traffic moves onto a side that holds
+ * (nearly) everything. Pausable and abortable while it waits.
+ */
+export async function waitForLag(ctx: PhaseContext, before: string): Promise<void> {
+  const jobs = capturedJobs(ctx);
+  if (!jobs.length) return;
+  const maxLag = ctx.plan.target!.maxLag;
+  let said = false;
+  for (let wait = 500; ; wait = Math.min(5000, wait * 2)) {
+    await ctx.control.safePoint();
+    const lag = await quick.replicationLag.executeWithOptions({ summary: `replication lag before ${before}` }, [
+      { ...acrossArgs(ctx, jobs[0]), jobs },
+    ]);
+    for (const l of lag) Object.assign(record(ctx, l.job, l.direction), { lagRows: l.rows, lagSeconds: l.seconds });
+    const worst = lag.reduce((a, b) => (b.seconds > a.seconds ? b : a), {
+      seconds: 0,
+      rows: 0,
+      job: '',
+      direction: 'forward',
+    });
+    if (worst.seconds * 1000 <= maxLag) {
+      if (said) ctx.board.event(`replication lag below ${maxLag / 1000}s: ${before}`);
+      return;
+    }
+    if (!said) {
+      ctx.board.event(
+        `waiting before ${before}: ${worst.job} (${arrow(worst.direction)}) has ${worst.rows} change(s) to apply, the oldest ${worst.seconds.toFixed(1)}s old (maxLag ${maxLag / 1000}s)`,
+      );
+      ctx.board.publish();
+      said = true;
+    }
+    await sleep(wait);
+  }
+}

@@ -1,0 +1,605 @@
+// Copy across two databases (blue-green), activity side: change capture on either side with its undo next to it, the
+// copy of a key range from the source database into the target, and the applier that writes each side's captured
+// changes on the other (see capture-sql.ts for why the two converge).
+import { CancelledFailure } from '@temporalio/activity';
+import type { Pool, PoolClient } from 'pg';
+import { tableExists } from '../../db/catalog';
+import { isLockConflict } from '../../db/errors';
+import { enterRun } from '../../db/fence';
+import { ARCHIVE_SCHEMA, streamName, syncIdFor, TIDEMARK_SCHEMA, type SyncDirection } from '../../db/names';
+import { parseTableRef, quoteIdent, quoteTable, type TableRef } from '../../db/quote';
+import { inTransaction, withClient, withTransaction } from '../../db/tx';
+import { F, failure } from '../../migration/failures';
+import type { ResolvedCopyJob } from '../../plan/types';
+import {
+  activityBody,
+  cancellationSignal,
+  forwardTransaction,
+  heartbeat,
+  previousHeartbeat,
+  sleepMs,
+  targetPool,
+  type ActivityDeps,
+  type RunRef,
+} from '../activity-kit';
+import type { CopyHeartbeat, CopyRange, CopyRangeResult } from './activities';
+import {
+  acrossBatchQuery,
+  applyDeletesQuery,
+  applySettings,
+  applyTruncateQueries,
+  applyUpsertsQuery,
+  captureTriggerDdl,
+  claimQuery,
+  claimsOf,
+  jsonArray,
+  dropCaptureDdl,
+  forgetChangesQuery,
+  lagQuery,
+  lastSeqQuery,
+  readChangesQuery,
+  segments,
+  type ApplySpec,
+  type CaptureSpec,
+  type Change,
+} from './capture-sql';
+import { resolveMapping } from './mapping';
+import { slicePredicate, whereOf, type CopyMapping } from './sql';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+/** Changes applied per transaction. */
+const APPLY_BATCH = 5000;
+/** How long an idle applier waits before it looks at the log again (the lag it adds when writes are sparse). */
+const IDLE_POLL_MS = 50;
+
+export interface AcrossInput {
+  /** Environment variables naming the source (blue) and target (green) databases. */
+  sourceEnv: string;
+  targetEnv: string;
+  run: RunRef;
+  job: ResolvedCopyJob;
+  lockTimeoutMs: number;
+}
+
+export interface CaptureInput extends AcrossInput {
+  direction: SyncDirection;
+}
+
+export interface AcrossRangeInput extends AcrossInput {
+  range: CopyRange;
+  estimatedRows: number;
+}
+
+/** What a running applier reports in its heartbeat (shown by `status`). */
+export interface ReplicationHeartbeat {
+  kind: 'replication';
+  job: string;
+  direction: SyncDirection;
+  applied: number;
+  /** Changes that lost to a later write of the same row on the applying side, or were applied already. */
+  skipped: number;
+  lagRows: number;
+  lagSeconds: number;
+  conflicts: number;
+  updatedAt: string;
+}
+
+export interface LagReading {
+  job: string;
+  direction: SyncDirection;
+  rows: number;
+  seconds: number;
+}
+
+/** The job as a blue-green copy runs it: once traffic moves, writes flow back, so its mapping has a reverse. */
+function twoWay(job: ResolvedCopyJob): ResolvedCopyJob {
+  return job.sync === 'none' ? job : { ...job, sync: 'bidirectional' };
+}
+
+async function sidesOf(deps: ActivityDeps, input: AcrossInput): Promise<{ source: Pool; target: Pool }> {
+  return { source: await targetPool(deps, input.sourceEnv), target: await targetPool(deps, input.targetEnv) };
+}
+
+export async function acrossMapping(deps: ActivityDeps, input: AcrossInput): Promise<CopyMapping> {
+  const { source, target } = await sidesOf(deps, input);
+  return resolveMapping(source, twoWay(input.job), input.run, target);
+}
+
+function sourceTable(m: CopyMapping): TableRef {
+  if (m.source.kind !== 'table') throw failure(F.PlanRuntimeError, `copy job "${m.job}": needs a table source`);
+  return m.source.table;
+}
+
+/** What one direction's triggers log: the captured table's keys and its rows as images of the other side's table. */
+export function captureSpecOf(m: CopyMapping, direction: SyncDirection): CaptureSpec {
+  const base = { job: m.job, syncId: m.syncId!, direction, stream: streamName(m.syncId!, direction) };
+  return direction === 'forward'
+    ? {
+        ...base,
+        origin: 'source',
+        table: sourceTable(m),
+        keys: m.keys.map((k) => k.source),
+        image: m.columns.map((c) => ({ name: c.target, expr: c.expr })),
+      }
+    : {
+        ...base,
+        origin: 'target',
+        table: m.target,
+        keys: m.keys.map((k) => k.target),
+        image: m.reverse.map((r) => ({ name: r.source, expr: r.expr })),
+      };
+}
+
+/** How one direction's changes are written on the other side. */
+export function applySpecOf(m: CopyMapping, direction: SyncDirection): ApplySpec {
+  if (direction === 'forward') {
+    const typeOf = new Map(m.columns.map((c) => [c.target, c.type]));
+    return {
+      syncId: m.syncId!,
+      to: m.target,
+      keys: m.keys.map((k) => ({ name: k.target, type: typeOf.get(k.target) ?? k.type })),
+      columns: m.columns.map((c) => c.target),
+      slice: m.slice,
+    };
+  }
+  return {
+    syncId: m.syncId!,
+    to: sourceTable(m),
+    keys: m.keys.map((k) => ({ name: k.source, type: k.type })),
+    columns: m.reverse.map((r) => r.source),
+    slice: [],
+  };
+}
+
+/** The capturing and the applying database of a direction. */
+function ends(sides: { source: Pool; target: Pool }, direction: SyncDirection) {
+  return direction === 'forward'
+    ? { capturing: sides.source, applying: sides.target }
+    : { capturing: sides.target, applying: sides.source };
+}
+
+interface CaptureRecord {
+  stream: string;
+  apply: ApplySpec;
+}
+
+/** What the install recorded for a direction (on its capturing side); undefined if it never committed. */
+async function captureRecord(db: Pool | PoolClient, run: RunRef, job: string, direction: SyncDirection) {
+  const r = await db.query(
+    `SELECT stream, spec FROM ${S}.captures WHERE run_key = $1 AND job = $2 AND direction = $3`,
+    [run.runKey, job, direction],
+  );
+  if (!r.rowCount) return undefined;
+  return { stream: r.rows[0].stream as string, apply: r.rows[0].spec.apply as ApplySpec } satisfies CaptureRecord;
+}
+
+/**
+ * Where a destination table is now: in place, or moved into tidemark_archive by cleanup (the reverse stream follows
+ * the old tables there until they are dropped, so an abort still finds every write of the new side in them).
+ */
+async function whereNow(c: PoolClient, to: TableRef): Promise<TableRef | undefined> {
+  if (await tableExists(c, to)) return to;
+  const r = await c.query(
+    `SELECT archived_name FROM ${S}.archive WHERE original_schema = $1 AND table_name = $2
+        AND dropped_at IS NULL AND restored_at IS NULL ORDER BY archived_at DESC LIMIT 1`,
+    [to.schema, to.name],
+  );
+  return r.rowCount ? { schema: ARCHIVE_SCHEMA, name: r.rows[0].archived_name as string } : undefined;
+}
+
+interface Applied {
+  read: number;
+  applied: number;
+  skipped: number;
+}
+
+/**
+ * Applies the next batch of a stream: the changes that win on the applying side (later stamp than the row's there)
+ * are written in one transaction with their stamps, then the batch is removed from the log. A crash in between
+ * leaves the batch in the log; applied again, every change of it loses to its own stamp, so nothing is written twice.
+ */
+async function applyBatch(
+  cap: PoolClient,
+  app: PoolClient,
+  rec: CaptureRecord,
+  lockTimeoutMs: number,
+  through?: string,
+) {
+  const batch = (await cap.query(readChangesQuery(rec.stream, APPLY_BATCH, through))).rows as Change[];
+  const out: Applied = { read: batch.length, applied: 0, skipped: 0 };
+  if (!batch.length) return out;
+  await inTransaction(app, { lockTimeoutMs, settings: applySettings(rec.apply.syncId) }, async (tx) => {
+    const to = await whereNow(tx, rec.apply.to);
+    if (!to) {
+      throw failure(F.PlanRuntimeError, `cannot apply changes: ${quoteTable(rec.apply.to)} no longer exists`);
+    }
+    const spec = { ...rec.apply, to };
+    for (const seg of segments(batch)) {
+      if (seg.truncateFirst) for (const q of applyTruncateQueries(spec)) await tx.query(q);
+      if (!seg.changes.length) continue;
+      const won = new Set((await tx.query(claimQuery(spec), [claimsOf(seg.changes)])).rows.map((r) => r.key as string));
+      const winners = seg.changes.filter((c) => won.has(c.key!));
+      out.skipped += seg.changes.length - winners.length;
+      const deletes = winners.filter((c) => c.op === 'D').map((c) => c.key!);
+      const upserts = winners.filter((c) => c.op === 'U').map((c) => c.row!);
+      if (deletes.length) await tx.query(applyDeletesQuery(spec), [jsonArray(deletes)]);
+      if (upserts.length) await tx.query(applyUpsertsQuery(spec), [jsonArray(upserts)]);
+      out.applied += winners.length;
+    }
+    await tx.query(
+      `INSERT INTO ${S}.apply_progress (stream, applied, skipped, batches) VALUES ($1, $2, $3, 1)
+       ON CONFLICT (stream) DO UPDATE SET applied = ${S}.apply_progress.applied + EXCLUDED.applied,
+         skipped = ${S}.apply_progress.skipped + EXCLUDED.skipped, batches = ${S}.apply_progress.batches + 1,
+         updated_at = now()`,
+      [rec.stream, out.applied, out.skipped],
+    );
+  });
+  await cap.query(forgetChangesQuery(batch.map((c) => c.seq)));
+  return out;
+}
+
+/**
+ * Applies everything logged in a stream up to now; later changes are left to the applier or a later drain (with the
+ * capture still on, an application writing fast would otherwise keep a drain going for ever). Stops early when
+ * `signal` aborts.
+ */
+async function drain(
+  cap: PoolClient,
+  app: PoolClient,
+  rec: CaptureRecord,
+  lockTimeoutMs: number,
+  signal?: AbortSignal,
+) {
+  const total: Applied = { read: 0, applied: 0, skipped: 0 };
+  const through = (await cap.query(lastSeqQuery(rec.stream))).rows[0].seq as string | null;
+  if (through === null) return total;
+  for (let conflicts = 0; ;) {
+    if (signal?.aborted) throw new CancelledFailure('cancelled');
+    let r: Applied;
+    try {
+      r = await applyBatch(cap, app, rec, lockTimeoutMs, through);
+    } catch (e) {
+      if (isLockConflict(e) && ++conflicts < 50) {
+        await sleepMs(Math.min(2000, 20 * 2 ** Math.min(conflicts, 7)), signal);
+        continue;
+      }
+      throw e;
+    }
+    total.read += r.read;
+    total.applied += r.applied;
+    total.skipped += r.skipped;
+    heartbeat();
+    if (!r.read) return total;
+  }
+}
+
+async function lagOf(db: Pool | PoolClient, stream: string): Promise<{ rows: number; seconds: number }> {
+  const q = lagQuery(stream);
+  return (await db.query(q.text, q.values)).rows[0] as { rows: number; seconds: number };
+}
+
+export function createAcrossActivities(deps: ActivityDeps) {
+  return {
+    /**
+     * Installs one direction's capture: its triggers on the captured table and the record of how its changes apply,
+     * in one transaction on the capturing side. The forward install first records on the target whether it held any
+     * of the job's rows, for the undo.
+     */
+    async installCapture(input: CaptureInput): Promise<{ job: string; direction: SyncDirection; stream: string }> {
+      const { job, run, direction } = input;
+      return activityBody(`installing ${direction} change capture for copy job "${job.name}"`, async () => {
+        const sides = await sidesOf(deps, input);
+        const m = await acrossMapping(deps, input);
+        const { capturing } = ends(sides, direction);
+        const tx = { lockTimeoutMs: input.lockTimeoutMs };
+        if (direction === 'forward') {
+          await forwardTransaction(sides.target, run, tx, async (c) => {
+            const slice = whereOf(slicePredicate(m));
+            const empty = !(await c.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t${slice}) AS x`))
+              .rows[0].x;
+            await c.query(
+              `INSERT INTO ${S}.sync_jobs (run_key, job, sync_id, sources, target, target_was_empty)
+               VALUES ($1, $2, $3, '{}', $4, $5) ON CONFLICT (run_key, job) DO NOTHING`,
+              [run.runKey, job.name, m.syncId, job.to, empty],
+            );
+          });
+        }
+        if (!m.syncing) return { job: job.name, direction, stream: '' };
+        const spec = captureSpecOf(m, direction);
+        await forwardTransaction(capturing, run, tx, async (c) => {
+          for (const stmt of captureTriggerDdl(spec)) await c.query(stmt);
+          await c.query(
+            `INSERT INTO ${S}.captures (run_key, job, sync_id, direction, stream, table_name, spec)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (run_key, job, direction) DO UPDATE SET spec = EXCLUDED.spec`,
+            [
+              run.runKey,
+              job.name,
+              m.syncId,
+              direction,
+              spec.stream,
+              `${spec.table.schema}.${spec.table.name}`,
+              JSON.stringify({ apply: applySpecOf(m, direction) }),
+            ],
+          );
+        });
+        deps.logger.info({ job: job.name, direction }, 'change capture installed');
+        return { job: job.name, direction, stream: spec.stream };
+      });
+    },
+
+    /**
+     * Undo of a capture. Forward: its triggers and logged changes go (the target is being abandoned), and the target is
+     * emptied again if the copy filled it. Reverse: every change written on the target so far is applied to the
+     * source, and the capture stays — the application may still write on the target for a moment after the flag went
+     * back, until the rollback's end (finishCapture) — so nothing written on the new side is lost.
+     */
+    async undoCapture(input: CaptureInput): Promise<string> {
+      const { job, run, direction } = input;
+      return activityBody(`undoing the ${direction} change capture of "${job.name}"`, async () => {
+        const sides = await sidesOf(deps, input);
+        const syncId = syncIdFor(run.runKey, job.name);
+        const { capturing, applying } = ends(sides, direction);
+        if (direction === 'reverse') {
+          const rec = await captureRecord(capturing, run, job.name, direction);
+          if (!rec) return 'nothing was installed';
+          const done = await withClient(capturing, (cap) =>
+            withClient(applying, (app) => drain(cap, app, rec, input.lockTimeoutMs)),
+          );
+          return `${done.applied} change(s) made on the target applied to the source; capture kept until the end of the rollback`;
+        }
+        const stream = streamName(syncId, direction);
+        await withTransaction(capturing, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const stmt of dropCaptureDdl(job.name, syncId, direction)) await c.query(stmt);
+          await c.query(`DELETE FROM ${S}.changes WHERE stream = $1`, [stream]);
+          await c.query(`DELETE FROM ${S}.captures WHERE run_key = $1 AND job = $2 AND direction = $3`, [
+            run.runKey,
+            job.name,
+            direction,
+          ]);
+        });
+        // The guard: emptying the target must not be logged by its reverse capture (it would empty the source).
+        const tx = { lockTimeoutMs: input.lockTimeoutMs, settings: applySettings(syncId) };
+        return withTransaction(sides.target, tx, async (c) => {
+          const rec = await c.query(
+            `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
+            [run.runKey, job.name],
+          );
+          if (!rec.rowCount) return 'capture dropped';
+          if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
+            await c.query(`TRUNCATE ${quoteTable(parseTableRef(job.to))}`);
+            return `capture dropped, ${job.to} emptied on the target`;
+          }
+          return 'capture dropped';
+        });
+      });
+    },
+
+    /**
+     * Ends one direction's capture for good: drops its triggers (which waits for the writes in flight, whose changes
+     * are then in the log), applies everything left in the log, and forgets its record. With `last`, the job's row
+     * stamps go too, on both sides. Idempotent.
+     */
+    async finishCapture(input: CaptureInput & { last: boolean }): Promise<{ applied: number }> {
+      const { job, run, direction } = input;
+      return activityBody(`ending the ${direction} change capture of "${job.name}"`, async () => {
+        const sides = await sidesOf(deps, input);
+        const syncId = syncIdFor(run.runKey, job.name);
+        const { capturing, applying } = ends(sides, direction);
+        await withTransaction(capturing, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const stmt of dropCaptureDdl(job.name, syncId, direction)) await c.query(stmt);
+        });
+        const rec = await captureRecord(capturing, run, job.name, direction);
+        let applied = 0;
+        if (rec) {
+          const done = await withClient(capturing, (cap) =>
+            withClient(applying, (app) => drain(cap, app, rec, input.lockTimeoutMs, cancellationSignal())),
+          );
+          applied = done.applied;
+          await capturing.query(`DELETE FROM ${S}.captures WHERE run_key = $1 AND job = $2 AND direction = $3`, [
+            run.runKey,
+            job.name,
+            direction,
+          ]);
+        }
+        if (input.last) {
+          for (const db of [sides.source, sides.target]) {
+            await db.query(`DELETE FROM ${S}.row_clock WHERE sync_id = $1`, [syncId]);
+          }
+          await sides.target.query(`DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2`, [
+            run.runKey,
+            job.name,
+          ]);
+        }
+        deps.logger.info({ job: job.name, direction, applied }, 'change capture ended');
+        return { applied };
+      });
+    },
+
+    /**
+     * The applier of one direction: applies its changes as they are logged, until cancelled. Heartbeats its progress
+     * and lag; a new attempt (another worker) simply continues from the log.
+     */
+    async replicate(input: CaptureInput): Promise<void> {
+      const { job, run, direction } = input;
+      return activityBody(`applying the ${direction} changes of "${job.name}"`, async () => {
+        const sides = await sidesOf(deps, input);
+        const { capturing, applying } = ends(sides, direction);
+        const rec = await captureRecord(capturing, run, job.name, direction);
+        if (!rec) throw failure(F.PlanRuntimeError, `no ${direction} capture of "${job.name}" is installed`);
+        const signal = cancellationSignal();
+        const prev = previousHeartbeat<ReplicationHeartbeat>();
+        const state: ReplicationHeartbeat = {
+          kind: 'replication',
+          job: job.name,
+          direction,
+          applied: prev?.applied ?? 0,
+          skipped: prev?.skipped ?? 0,
+          lagRows: 0,
+          lagSeconds: 0,
+          conflicts: prev?.conflicts ?? 0,
+          updatedAt: new Date().toISOString(),
+        };
+        await withClient(capturing, (cap) =>
+          withClient(applying, async (app) => {
+            let lastBeat = 0;
+            let failures = 0;
+            for (;;) {
+              if (signal?.aborted) throw new CancelledFailure('cancelled');
+              let r: Applied = { read: 0, applied: 0, skipped: 0 };
+              try {
+                r = await applyBatch(cap, app, rec, input.lockTimeoutMs);
+                failures = 0;
+              } catch (e) {
+                // A row the application holds (or a deadlock with it): this batch waits and is applied again.
+                if (!isLockConflict(e)) throw e;
+                state.conflicts++;
+                await sleepMs(Math.min(2000, 20 * 2 ** Math.min(++failures, 7)), signal);
+              }
+              state.applied += r.applied;
+              state.skipped += r.skipped;
+              if (Date.now() - lastBeat >= 1000) {
+                Object.assign(
+                  state,
+                  await lagOf(cap, rec.stream).then((l) => ({ lagRows: l.rows, lagSeconds: l.seconds })),
+                );
+                state.updatedAt = new Date().toISOString();
+                heartbeat(state);
+                lastBeat = Date.now();
+              }
+              if (r.read < APPLY_BATCH) await sleepMs(IDLE_POLL_MS, signal);
+            }
+          }),
+        );
+      });
+    },
+
+    /** The backlog of each installed capture of these jobs (for stages that wait for the lag, and for status). */
+    async replicationLag(input: Omit<AcrossInput, 'job'> & { jobs: ResolvedCopyJob[] }): Promise<LagReading[]> {
+      return activityBody('reading the replication lag', async () => {
+        const sides = await sidesOf(deps, { ...input, job: input.jobs[0] });
+        const out: LagReading[] = [];
+        for (const job of input.jobs) {
+          for (const direction of ['forward', 'reverse'] as const) {
+            const { capturing } = ends(sides, direction);
+            const rec = await captureRecord(capturing, input.run, job.name, direction);
+            if (!rec) continue;
+            out.push({ job: job.name, direction, ...(await lagOf(capturing, rec.stream)) });
+          }
+        }
+        return out;
+      });
+    },
+
+    /** Copies one key range from the source database into the target, batch by batch; resumable from its heartbeat. */
+    async copyRangeAcross(input: AcrossRangeInput): Promise<CopyRangeResult> {
+      const { job, run, range } = input;
+      return activityBody(`copying "${job.name}" range ${range.index} across databases`, async () => {
+        const sides = await sidesOf(deps, input);
+        const m = await acrossMapping(deps, input);
+        const spec = applySpecOf(m, 'forward');
+        const signal = cancellationSignal();
+        const prev = previousHeartbeat<CopyHeartbeat>();
+        const started = Date.now();
+        const details: CopyHeartbeat = {
+          job: job.name,
+          rangeIndex: range.index,
+          cursor: prev?.cursor ?? range.after,
+          rowsCopied: prev?.rowsCopied ?? 0,
+          estimatedRows: input.estimatedRows,
+          batches: prev?.batches ?? 0,
+          batchSize: job.batchSize,
+          rowsPerSecond: 0,
+          throttleReason: null,
+          lockConflicts: prev?.lockConflicts ?? 0,
+          lastLockConflict: prev?.lastLockConflict ?? null,
+          paused: false,
+          updatedAt: new Date().toISOString(),
+        };
+        let rowsThisAttempt = 0;
+        await withClient(sides.source, (src) =>
+          withClient(sides.target, async (tgt) => {
+            for (;;) {
+              if (signal?.aborted) throw new CancelledFailure('cancelled');
+              const control = await readControl(src, run.runKey);
+              details.paused = control.paused;
+              if (control.paused) {
+                heartbeat({ ...details, updatedAt: new Date().toISOString() });
+                await sleepMs(1000, signal);
+                continue;
+              }
+              if (control.delay_ms) await sleepMs(control.delay_ms, signal);
+              const size = control.batch_size ?? job.batchSize;
+              details.batchSize = size;
+              let n: number;
+              try {
+                n = await copyBatch(src, tgt, m, spec, run, details.cursor, range.upTo, size, input.lockTimeoutMs);
+              } catch (e) {
+                if (!isLockConflict(e) || details.lockConflicts > 1000) throw e;
+                details.lockConflicts++;
+                details.lastLockConflict = new Date().toISOString();
+                await sleepMs(200, signal);
+                continue;
+              }
+              if (n < 0) break;
+              details.rowsCopied += n;
+              rowsThisAttempt += n;
+              details.batches++;
+              details.rowsPerSecond = Math.round((rowsThisAttempt * 1000) / Math.max(1, Date.now() - started));
+              heartbeat({ ...details, updatedAt: new Date().toISOString() });
+              if (n < size) break;
+            }
+          }),
+        );
+        const durationMs = Date.now() - started;
+        return {
+          job: job.name,
+          rangeIndex: range.index,
+          rowsCopied: details.rowsCopied,
+          batches: details.batches,
+          durationMs,
+          rowsPerSecond: Math.round((rowsThisAttempt * 1000) / Math.max(1, durationMs)),
+          resumed: !!prev,
+        };
+
+        /** One batch; returns its row count, or -1 when the range is done. Moves `details.cursor`. */
+        async function copyBatch(
+          src: PoolClient,
+          tgt: PoolClient,
+          mapping: CopyMapping,
+          apply: ApplySpec,
+          runRef: RunRef,
+          after: string | null,
+          upTo: string | null,
+          size: number,
+          lockTimeoutMs: number,
+        ): Promise<number> {
+          const q = acrossBatchQuery(mapping, after, upTo, size);
+          return inTransaction(src, { lockTimeoutMs }, async (s) => {
+            const b = (await s.query(q.text, q.values)).rows[0] as { n: number; last: string | null; rows: string };
+            if (!b.n) return -1;
+            // Written and committed on the target while the source rows are still locked (see acrossBatchQuery), and
+            // committed durably: the cursor moves on once the source lets go of the rows.
+            await inTransaction(tgt, { lockTimeoutMs, settings: applySettings(mapping.syncId!) }, async (t) => {
+              await enterRun(t, runRef);
+              await t.query(applyUpsertsQuery(apply), [b.rows]);
+            });
+            details.cursor = b.last;
+            return b.n;
+          });
+        }
+      });
+    },
+  };
+}
+
+async function readControl(db: PoolClient, runId: string) {
+  const r = await db.query(`SELECT paused, batch_size, delay_ms FROM ${S}.copy_control WHERE run_id = $1`, [runId]);
+  return (
+    (r.rows[0] as { paused: boolean; batch_size: number | null; delay_ms: number | null } | undefined) ?? {
+      paused: false,
+      batch_size: null,
+      delay_ms: null,
+    }
+  );
+}

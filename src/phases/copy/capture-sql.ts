@@ -1,0 +1,295 @@
+// Pure SQL for change capture across two databases (blue-green): statement triggers that log every write of a table
+// into tidemark.changes in the writer's own transaction, stamping each written row in tidemark.row_clock; the queries
+// that read the log back; and the set-based apply of a batch to the other database through a column mapping.
+//
+// Why the two databases converge. Each write of a captured row gets a stamp: the writer's clock, but always later than
+// the row's last stamp in that database. The applier writes a change only when its stamp is later than the row's stamp
+// on the applying side, and records it there. So each database keeps, per row, the write with the latest stamp (ties
+// broken by origin) — whatever order changes arrive in, however often one is re-applied after a crash, and also when
+// the application writes a row on both sides at once (while traffic is split, at 50 %): the later write wins on both.
+// A deletion keeps its stamp (a tombstone in row_clock), so an older write arriving later does not bring the row back.
+import { captureName, SYNC_GUARD_SETTING, TIDEMARK_SCHEMA, type SyncDirection } from '../../db/names';
+import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
+import {
+  encodedKeySql,
+  keyBounds,
+  keyCols,
+  sourceFrom,
+  whereOf,
+  type CopyMapping,
+  type EncodedKey,
+  type Query,
+} from './sql';
+
+const S = quoteIdent(TIDEMARK_SCHEMA);
+const GUARD = quoteLiteral(SYNC_GUARD_SETTING);
+
+/** One direction of one job's capture: the writes of `table` are logged under `stream` with `origin`. */
+export interface CaptureSpec {
+  job: string;
+  syncId: string;
+  direction: SyncDirection;
+  stream: string;
+  /** Which database the writes are made in ('source' or 'target'): the tie-break between equal stamps. */
+  origin: 'source' | 'target';
+  table: TableRef;
+  /** The captured table's key columns, in key order (the other side's key columns are in the same order). */
+  keys: string[];
+  /** The row image logged: each column of the other side's table ← SQL expression over the captured row. */
+  image: { name: string; expr: string }[];
+}
+
+/**
+ * A row image as a jsonb object (jsonb_build_object takes at most 100 arguments: wider tables are built in parts).
+ */
+export function imageSql(image: { name: string; expr: string }[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < image.length; i += 50) {
+    const pairs = image.slice(i, i + 50).map((c) => `${quoteLiteral(c.name)}, (${c.expr})`);
+    parts.push(`jsonb_build_object(${pairs.join(', ')})`);
+  }
+  return parts.length ? parts.join(' || ') : `'{}'::jsonb`;
+}
+
+/** A key as the log and the clocks hold it: a JSON array of the key's values, the same on both sides. */
+const keyArray = (alias: string, keys: string[]) =>
+  `jsonb_build_array(${keys.map((k) => `${alias}.${quoteIdent(k)}`).join(', ')})`;
+
+/** Stamps the keys of `rows` (a query with a `key` column) in row_clock, later than any stamp they had. */
+const stamped = (spec: CaptureSpec, rows: string) =>
+  `INSERT INTO ${S}.row_clock (sync_id, key, stamp, origin) SELECT ${quoteLiteral(spec.syncId)}, r.key, clock_timestamp(), ${quoteLiteral(spec.origin)} FROM (${rows}) AS r
+     ON CONFLICT (sync_id, key) DO UPDATE
+     SET stamp = greatest(EXCLUDED.stamp, ${S}.row_clock.stamp + interval '1 microsecond'), origin = EXCLUDED.origin
+     RETURNING key, stamp`;
+
+/**
+ * Statement triggers logging every write of `spec.table`: an upsert with the new row's image, a deletion with the old
+ * key (also for a key an UPDATE changed), a truncate. Writes made by tidemark's own apply or copy (whose sync guard
+ * holds the job's sync id) are not logged, so what one side applies never comes back to it.
+ */
+export function captureTriggerDdl(spec: CaptureSpec): string[] {
+  const stream = quoteLiteral(spec.stream);
+  const origin = quoteLiteral(spec.origin);
+  const sameKey = spec.keys.map((k) => `n.${quoteIdent(k)} = o.${quoteIdent(k)}`).join(' AND ');
+  const gone = (update: boolean) =>
+    `SELECT ${keyArray('o', spec.keys)} AS key FROM old_rows AS o` +
+    (update ? ` WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${sameKey})` : '');
+  const logDeletes = (update: boolean) =>
+    `WITH c AS (${stamped(spec, gone(update))})
+     INSERT INTO ${S}.changes (stream, op, key, stamp, origin) SELECT ${stream}, 'D', c.key, c.stamp, ${origin} FROM c`;
+  const logUpserts = `WITH n AS (SELECT ${keyArray('s', spec.keys)} AS key, ${imageSql(spec.image)} AS row FROM new_rows AS s),
+     c AS (${stamped(spec, 'SELECT key FROM n')})
+     INSERT INTO ${S}.changes (stream, op, key, row, stamp, origin)
+     SELECT ${stream}, 'U', n.key, n.row, c.stamp, ${origin} FROM n JOIN c ON c.key = n.key`;
+  const body = `
+BEGIN
+  IF position(${quoteLiteral(`,${spec.syncId},`)} in ',' || coalesce(current_setting(${GUARD}, true), '') || ',') > 0 THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'TRUNCATE' THEN
+    INSERT INTO ${S}.changes (stream, op, origin) VALUES (${stream}, 'T', ${origin});
+    DELETE FROM ${S}.row_clock WHERE sync_id = ${quoteLiteral(spec.syncId)};
+  ELSIF TG_OP = 'INSERT' THEN
+    ${logUpserts};
+  ELSIF TG_OP = 'UPDATE' THEN
+    ${logDeletes(true)};
+    ${logUpserts};
+  ELSE
+    ${logDeletes(false)};
+  END IF;
+  RETURN NULL;
+END`;
+  const fn = `${S}.${quoteIdent(captureName(spec.job, spec.syncId, spec.direction, 'function'))}`;
+  const table = quoteTable(spec.table);
+  const trigger = (kind: 'ins' | 'upd' | 'del' | 'truncate', event: string, transition: string) => {
+    const name = quoteIdent(captureName(spec.job, spec.syncId, spec.direction, kind));
+    return [
+      `DROP TRIGGER IF EXISTS ${name} ON ${table}`,
+      `CREATE TRIGGER ${name} AFTER ${event} ON ${table}${transition} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
+    ];
+  };
+  return [
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+    ...trigger('ins', 'INSERT', ' REFERENCING NEW TABLE AS new_rows'),
+    ...trigger('upd', 'UPDATE', ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
+    ...trigger('del', 'DELETE', ' REFERENCING OLD TABLE AS old_rows'),
+    ...trigger('truncate', 'TRUNCATE', ''),
+  ];
+}
+
+/** Removes a direction's capture triggers (wherever their table now is, with their function). */
+export function dropCaptureDdl(job: string, syncId: string, direction: SyncDirection): string[] {
+  return [`DROP FUNCTION IF EXISTS ${S}.${quoteIdent(captureName(job, syncId, direction, 'function'))}() CASCADE`];
+}
+
+/** The next changes of a stream in log order (up to seq `through`, if given); stamps as text (microseconds kept). */
+export function readChangesQuery(stream: string, limit: number, through?: string): Query {
+  return {
+    text:
+      `SELECT seq::text AS seq, op, key::text AS key, row::text AS row, stamp::text AS stamp, origin FROM ${S}.changes ` +
+      `WHERE stream = $1${through ? ' AND seq <= $3::bigint' : ''} ORDER BY seq LIMIT $2`,
+    values: through ? [stream, limit, through] : [stream, limit],
+  };
+}
+
+/** The newest change of a stream logged so far (null: none). */
+export function lastSeqQuery(stream: string): Query {
+  return { text: `SELECT max(seq)::text AS seq FROM ${S}.changes WHERE stream = $1`, values: [stream] };
+}
+
+/** Removes applied changes from the log. */
+export function forgetChangesQuery(seqs: string[]): Query {
+  return { text: `DELETE FROM ${S}.changes WHERE seq = ANY($1::bigint[])`, values: [seqs] };
+}
+
+/** Backlog of a stream: changes not yet applied, and the age of the oldest (seconds). */
+export function lagQuery(stream: string): Query {
+  return {
+    text:
+      `SELECT count(*)::int AS rows, coalesce(extract(epoch FROM clock_timestamp() - min(stamp)), 0)::float8 AS seconds ` +
+      `FROM ${S}.changes WHERE stream = $1`,
+    values: [stream],
+  };
+}
+
+/** How a batch of changes is written on the applying side. */
+export interface ApplySpec {
+  syncId: string;
+  /** The destination table. */
+  to: TableRef;
+  /** Its key columns with their types, in key order; the conflict target is slice columns + these. */
+  keys: { name: string; type: string }[];
+  /** The destination columns a row image fills. */
+  columns: string[];
+  /** Destination columns fixed for this job's rows (several jobs fill one target): part of the conflict target. */
+  slice: { column: string; value: string }[];
+}
+
+/**
+ * Claims the changes that win on this side: records each change's stamp for its key where it is later than the stamp
+ * this side holds (or the key has none) and returns the keys it recorded. $1: [{key, stamp, origin}].
+ */
+export function claimQuery(a: ApplySpec): string {
+  return (
+    `INSERT INTO ${S}.row_clock (sync_id, key, stamp, origin) ` +
+    `SELECT ${quoteLiteral(a.syncId)}, b.key, b.stamp, b.origin FROM jsonb_to_recordset($1::jsonb) AS b(key jsonb, stamp timestamptz, origin text) ` +
+    `ON CONFLICT (sync_id, key) DO UPDATE SET stamp = EXCLUDED.stamp, origin = EXCLUDED.origin ` +
+    `WHERE (${S}.row_clock.stamp, ${S}.row_clock.origin) < (EXCLUDED.stamp, EXCLUDED.origin) RETURNING key::text AS key`
+  );
+}
+
+/** Deletes the destination rows of deleted keys. $1: a jsonb array of keys (each an array of the key's values). */
+export function applyDeletesQuery(a: ApplySpec): string {
+  const match = a.keys.map((k, i) => `d.${quoteIdent(k.name)} = (e.k ->> ${i})::${k.type}`).join(' AND ');
+  const slice = a.slice.map((x) => ` AND d.${quoteIdent(x.column)} IS NOT DISTINCT FROM (${x.value})`).join('');
+  return `DELETE FROM ${quoteTable(a.to)} AS d USING jsonb_array_elements($1::jsonb) AS e(k) WHERE ${match}${slice}`;
+}
+
+/**
+ * Writes row images (objects of destination columns, mapped on the writing side), inserting or overwriting; the
+ * images' values are read as the destination's column types. $1: the images as one jsonb array.
+ */
+export function applyUpsertsQuery(a: ApplySpec): string {
+  const conflict = [...a.slice.map((x) => x.column), ...a.keys.map((k) => k.name)];
+  const cols = a.columns.map(quoteIdent).join(', ');
+  const sets = a.columns
+    .filter((c) => !conflict.includes(c))
+    .map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`);
+  const onConflict = `ON CONFLICT (${conflict.map(quoteIdent).join(', ')}) ${sets.length ? `DO UPDATE SET ${sets.join(', ')}` : 'DO NOTHING'}`;
+  return (
+    `INSERT INTO ${quoteTable(a.to)} (${cols}) SELECT ${cols} ` +
+    `FROM jsonb_populate_recordset(NULL::${quoteTable(a.to)}, $1::jsonb) ${onConflict}`
+  );
+}
+
+/** Empties the destination (its slice) for a logged TRUNCATE, and forgets the job's stamps there. */
+export function applyTruncateQueries(a: ApplySpec): string[] {
+  const slice = a.slice.map((x) => `d.${quoteIdent(x.column)} IS NOT DISTINCT FROM (${x.value})`);
+  return [
+    `DELETE FROM ${quoteTable(a.to)} AS d${slice.length ? ` WHERE ${slice.join(' AND ')}` : ''}`,
+    `DELETE FROM ${S}.row_clock WHERE sync_id = ${quoteLiteral(a.syncId)}`,
+  ];
+}
+
+/**
+ * A logged change as read back. Key and row stay JSON text, never parsed: a JavaScript number would round a bigint key
+ * or a numeric's digits (0.0 would come back as 0) on the way to the other database.
+ */
+export interface Change {
+  seq: string;
+  op: 'U' | 'D' | 'T';
+  key: string | null;
+  row: string | null;
+  stamp: string;
+  origin: string;
+}
+
+/** JSON text of an array of JSON texts. */
+export const jsonArray = (items: string[]) => `[${items.join(',')}]`;
+
+/** The claim parameter of a batch (claimQuery): key, stamp and origin of each change, the key kept as it was logged. */
+export function claimsOf(changes: Change[]): string {
+  return jsonArray(
+    changes.map((c) => `{"key":${c.key},"stamp":${JSON.stringify(c.stamp)},"origin":${JSON.stringify(c.origin)}}`),
+  );
+}
+
+/** A run of changes without a truncate in it: per key, the last change only. */
+export interface Segment {
+  /** Whether the destination is emptied before this segment (a TRUNCATE was logged just before it). */
+  truncateFirst: boolean;
+  changes: Change[];
+}
+
+/**
+ * Cuts a batch at its truncates and reduces each piece to the last change per key (the log holds a key's changes in
+ * the order their transactions held its row lock, and their stamps rise in that order).
+ */
+export function segments(changes: Change[]): Segment[] {
+  const out: Segment[] = [];
+  let current: Segment = { truncateFirst: false, changes: [] };
+  let last = new Map<string, Change>();
+  const close = () => {
+    current.changes = [...last.values()];
+    if (current.truncateFirst || current.changes.length) out.push(current);
+  };
+  for (const c of changes) {
+    if (c.op === 'T') {
+      close();
+      current = { truncateFirst: true, changes: [] };
+      last = new Map();
+    } else last.set(c.key!, c);
+  }
+  close();
+  return out;
+}
+
+/** The session setting of an applying session: the job's own capture triggers leave its writes alone. */
+export function applySettings(syncId: string): Record<string, string> {
+  return { [SYNC_GUARD_SETTING]: syncId };
+}
+
+/**
+ * One batch of a key range read on the source for a copy into another database: up to `limit` rows after the cursor,
+ * locked FOR SHARE until the caller has written them on the other side (a write to one of them waits, and its change
+ * is logged only once the copy's rows are committed there — so the applier writes it after them). Returns the number
+ * of rows, the last key, and the rows' images (objects of target columns) as one jsonb array, as text.
+ */
+export function acrossBatchQuery(
+  m: CopyMapping,
+  after: EncodedKey | null,
+  upTo: EncodedKey | null,
+  limit: number,
+): Query {
+  const values: unknown[] = [limit];
+  const where = keyBounds(m, 's', 'source', after, upTo, values);
+  const keys = keyCols(m, 's', 'source');
+  const ks = keys.map((_, i) => `b.k${i}`);
+  const image = imageSql(m.columns.map((c) => ({ name: c.target, expr: c.expr })));
+  const text =
+    `SELECT count(*)::int AS n, (array_agg(b.k ORDER BY ${ks.map((k) => `${k} DESC`).join(', ')}))[1] AS last, ` +
+    `coalesce(jsonb_agg(b.img ORDER BY ${ks.join(', ')}), '[]'::jsonb)::text AS rows FROM (` +
+    `SELECT ${keys.map((k, i) => `${k} AS k${i}`).join(', ')}, ${encodedKeySql(m, keys)} AS k, ${image} AS img ` +
+    `FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${keys.join(', ')} LIMIT $1 FOR SHARE) AS b`;
+  return { text, values };
+}
