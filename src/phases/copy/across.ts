@@ -3,6 +3,8 @@
 // changes on the other (see capture-sql.ts for why the two converge).
 import { CancelledFailure } from '@temporalio/activity';
 import type { Pool, PoolClient } from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type { Readable, Writable } from 'node:stream';
 import { tableExists } from '../../db/catalog';
 import { isLockConflict } from '../../db/errors';
 import { enterRun } from '../../db/fence';
@@ -24,7 +26,13 @@ import {
 } from '../activity-kit';
 import type { CopyHeartbeat, CopyRange, CopyRangeResult } from './activities';
 import {
-  acrossBatchQuery,
+  batchEndQuery,
+  copyInSql,
+  copyOutSql,
+  createStageSql,
+  occupiedQuery,
+  stageName,
+  unstageSql,
   applyDeletesQuery,
   applySettings,
   applyTruncateQueries,
@@ -497,7 +505,6 @@ export function createAcrossActivities(deps: ActivityDeps) {
       return activityBody(`copying "${job.name}" range ${range.index} across databases`, async () => {
         const sides = await sidesOf(deps, input);
         const m = await acrossMapping(deps, input);
-        const spec = applySpecOf(m, 'forward');
         const signal = cancellationSignal();
         const prev = previousHeartbeat<CopyHeartbeat>();
         const started = Date.now();
@@ -519,6 +526,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         let rowsThisAttempt = 0;
         await withClient(sides.source, (src) =>
           withClient(sides.target, async (tgt) => {
+            let staged = false;
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
               const control = await readControl(src, run.runKey);
@@ -531,23 +539,29 @@ export function createAcrossActivities(deps: ActivityDeps) {
               if (control.delay_ms) await sleepMs(control.delay_ms, signal);
               const size = control.batch_size ?? job.batchSize;
               details.batchSize = size;
-              let n: number;
+              let b: { n: number; end: string | null; last: boolean };
               try {
-                n = await copyBatch(src, tgt, m, spec, run, details.cursor, range.upTo, size, input.lockTimeoutMs);
+                b = await streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, staged);
               } catch (e) {
+                // The applier wrote a key of the batch meanwhile: the batch goes through the staging table.
+                if (sqlState(e) === '23505' && !staged) {
+                  staged = true;
+                  continue;
+                }
                 if (!isLockConflict(e) || details.lockConflicts > 1000) throw e;
                 details.lockConflicts++;
                 details.lastLockConflict = new Date().toISOString();
                 await sleepMs(200, signal);
                 continue;
               }
-              if (n < 0) break;
-              details.rowsCopied += n;
-              rowsThisAttempt += n;
+              staged = false;
+              details.cursor = b.end;
+              details.rowsCopied += b.n;
+              rowsThisAttempt += b.n;
               details.batches++;
               details.rowsPerSecond = Math.round((rowsThisAttempt * 1000) / Math.max(1, Date.now() - started));
               heartbeat({ ...details, updatedAt: new Date().toISOString() });
-              if (n < size) break;
+              if (b.last) break;
             }
           }),
         );
@@ -561,33 +575,6 @@ export function createAcrossActivities(deps: ActivityDeps) {
           rowsPerSecond: Math.round((rowsThisAttempt * 1000) / Math.max(1, durationMs)),
           resumed: !!prev,
         };
-
-        /** One batch; returns its row count, or -1 when the range is done. Moves `details.cursor`. */
-        async function copyBatch(
-          src: PoolClient,
-          tgt: PoolClient,
-          mapping: CopyMapping,
-          apply: ApplySpec,
-          runRef: RunRef,
-          after: string | null,
-          upTo: string | null,
-          size: number,
-          lockTimeoutMs: number,
-        ): Promise<number> {
-          const q = acrossBatchQuery(mapping, after, upTo, size);
-          return inTransaction(src, { lockTimeoutMs }, async (s) => {
-            const b = (await s.query(q.text, q.values)).rows[0] as { n: number; last: string | null; rows: string };
-            if (!b.n) return -1;
-            // Written and committed on the target while the source rows are still locked (see acrossBatchQuery), and
-            // committed durably: the cursor moves on once the source lets go of the rows.
-            await inTransaction(tgt, { lockTimeoutMs, settings: applySettings(mapping.syncId!) }, async (t) => {
-              await enterRun(t, runRef);
-              await t.query(applyUpsertsQuery(apply), [b.rows]);
-            });
-            details.cursor = b.last;
-            return b.n;
-          });
-        }
       });
     },
   };
@@ -602,4 +589,84 @@ async function readControl(db: PoolClient, runId: string) {
       delay_ms: null,
     }
   );
+}
+
+const sqlState = (e: unknown) => (e as { code?: string }).code;
+
+/**
+ * Streams a COPY out of one session into a COPY in of another, leaving both sessions usable whatever fails: when the
+ * write fails (a key the applier wrote meanwhile), the rest of the read is drained so its COPY ends normally; when the
+ * read fails, the write is abandoned (CopyFail), so the server ends it with an error.
+ */
+function pump(out: Readable, into: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let failed: unknown;
+    let outDone = false;
+    let intoDone = false;
+    const settle = () => {
+      if (!outDone || !intoDone) return;
+      if (failed) reject(failed);
+      else resolve();
+    };
+    out.once('error', (e) => {
+      failed ??= e;
+      outDone = true;
+      into.destroy(e);
+      settle();
+    });
+    out.once('end', () => {
+      outDone = true;
+      settle();
+    });
+    into.once('error', (e) => {
+      failed ??= e;
+      intoDone = true;
+      out.unpipe(into);
+      out.resume();
+      settle();
+    });
+    into.once('finish', () => {
+      intoDone = true;
+      settle();
+    });
+    into.once('close', () => {
+      intoDone = true;
+      settle();
+    });
+    out.pipe(into);
+  });
+}
+
+/**
+ * Copies one batch: the rows after `after`, up to `size` of them, streamed with COPY from the source (locked) into the
+ * target — straight into the table when the target holds none of their keys yet, else (or with `staged`) through the
+ * session's staging table and an upsert. Both streams run at once; the target commits first, then the source lets go.
+ */
+async function streamBatch(
+  src: PoolClient,
+  tgt: PoolClient,
+  m: CopyMapping,
+  run: RunRef,
+  after: string | null,
+  upTo: string | null,
+  size: number,
+  lockTimeoutMs: number,
+  staged: boolean,
+): Promise<{ n: number; end: string | null; last: boolean }> {
+  return inTransaction(src, { lockTimeoutMs }, async (s) => {
+    const endQ = batchEndQuery(m, after, upTo, size);
+    const found = (await s.query(endQ.text, endQ.values)).rows[0]?.k as string | undefined;
+    const end = found ?? upTo;
+    const n = await inTransaction(tgt, { lockTimeoutMs, settings: applySettings(m.syncId!) }, async (t) => {
+      await enterRun(t, run);
+      const occ = occupiedQuery(m, after, end);
+      const stage = staged || (await t.query(occ.text, occ.values)).rows[0].x;
+      if (stage) await t.query(createStageSql(m));
+      const into = t.query(copyFrom(copyInSql(stage ? stageName(m) : quoteTable(m.target), m)));
+      await pump(s.query(copyTo(copyOutSql(m, after, end))), into);
+      if (stage) await t.query(unstageSql(m));
+      return into.rowCount;
+    });
+    return { n, end, last: found === undefined };
+  });
 }

@@ -11,10 +11,13 @@
 import { captureName, SYNC_GUARD_SETTING, TIDEMARK_SCHEMA, type SyncDirection } from '../../db/names';
 import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 import {
+  decodeKey,
   encodedKeySql,
   keyBounds,
   keyCols,
+  slicePredicate,
   sourceFrom,
+  tuple,
   whereOf,
   type CopyMapping,
   type EncodedKey,
@@ -126,8 +129,9 @@ export function dropCaptureDdl(job: string, syncId: string, direction: SyncDirec
 export function readChangesQuery(stream: string, limit: number, through?: string): Query {
   return {
     text:
-      `SELECT seq::text AS seq, op, key::text AS key, row::text AS row, stamp::text AS stamp, origin FROM ${S}.changes ` +
-      `WHERE stream = $1${through ? ' AND seq <= $3::bigint' : ''} ORDER BY seq LIMIT $2`,
+      `SELECT c.seq::text AS seq, c.op, c.key::text AS key, c.row::text AS row, c.stamp::text AS stamp, c.origin ` +
+      // ORDER BY c.seq, the number: a bare "seq" would name the text output column, and "10000" sorts before "9999".
+      `FROM ${S}.changes AS c WHERE c.stream = $1${through ? ' AND c.seq <= $3::bigint' : ''} ORDER BY c.seq LIMIT $2`,
     values: through ? [stream, limit, through] : [stream, limit],
   };
 }
@@ -258,7 +262,11 @@ export function segments(changes: Change[]): Segment[] {
       close();
       current = { truncateFirst: true, changes: [] };
       last = new Map();
-    } else last.set(c.key!, c);
+    } else {
+      // The later of two changes of a key is the one with the higher position in the log, whatever order they came in.
+      const seen = last.get(c.key!);
+      if (!seen || BigInt(seen.seq) < BigInt(c.seq)) last.set(c.key!, c);
+    }
   }
   close();
   return out;
@@ -269,27 +277,83 @@ export function applySettings(syncId: string): Record<string, string> {
   return { [SYNC_GUARD_SETTING]: syncId };
 }
 
-/**
- * One batch of a key range read on the source for a copy into another database: up to `limit` rows after the cursor,
- * locked FOR SHARE until the caller has written them on the other side (a write to one of them waits, and its change
- * is logged only once the copy's rows are committed there — so the applier writes it after them). Returns the number
- * of rows, the last key, and the rows' images (objects of target columns) as one jsonb array, as text.
- */
-export function acrossBatchQuery(
+// ---- the copy across databases: batches streamed with COPY ---------------------------------------------------
+
+/** `key > after AND key <= upTo` with the bounds as literals (COPY takes no parameters), each through quoteLiteral. */
+function literalBounds(
   m: CopyMapping,
+  alias: string,
+  side: 'source' | 'target',
   after: EncodedKey | null,
   upTo: EncodedKey | null,
-  limit: number,
-): Query {
-  const values: unknown[] = [limit];
+) {
+  const k = tuple(keyCols(m, alias, side));
+  const lit = (v: EncodedKey) => tuple(decodeKey(m, v).map((x, i) => `${quoteLiteral(x)}::${m.keys[i].type}`));
+  const where: string[] = [];
+  if (after !== null) where.push(`${k} > ${lit(after)}`);
+  if (upTo !== null) where.push(`${k} <= ${lit(upTo)}`);
+  return where;
+}
+
+/**
+ * Where a batch of a range ends: the key of the `limit`-th source row after `after` (within `upTo`), or none when
+ * fewer rows are left (the batch then runs to the range's end).
+ */
+export function batchEndQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey | null, limit: number): Query {
+  const values: unknown[] = [limit - 1];
   const where = keyBounds(m, 's', 'source', after, upTo, values);
   const keys = keyCols(m, 's', 'source');
-  const ks = keys.map((_, i) => `b.k${i}`);
-  const image = imageSql(m.columns.map((c) => ({ name: c.target, expr: c.expr })));
-  const text =
-    `SELECT count(*)::int AS n, (array_agg(b.k ORDER BY ${ks.map((k) => `${k} DESC`).join(', ')}))[1] AS last, ` +
-    `coalesce(jsonb_agg(b.img ORDER BY ${ks.join(', ')}), '[]'::jsonb)::text AS rows FROM (` +
-    `SELECT ${keys.map((k, i) => `${k} AS k${i}`).join(', ')}, ${encodedKeySql(m, keys)} AS k, ${image} AS img ` +
-    `FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${keys.join(', ')} LIMIT $1 FOR SHARE) AS b`;
-  return { text, values };
+  return {
+    text: `SELECT ${encodedKeySql(m, keys)} AS k FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${keys.join(', ')} OFFSET $1 LIMIT 1`,
+    values,
+  };
+}
+
+/**
+ * The source rows of a batch mapped to the target's columns, streamed out with COPY: every row with a key in
+ * (after, end], locked FOR SHARE until the transaction ends — the caller commits the rows on the target first, so a
+ * write to one of them waits, and its change, logged only after, is applied after the copy's row.
+ */
+export function copyOutSql(m: CopyMapping, after: EncodedKey | null, end: EncodedKey | null): string {
+  const keys = keyCols(m, 's', 'source');
+  const cols = m.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.target)}`).join(', ');
+  return (
+    `COPY (SELECT ${cols} FROM ${sourceFrom(m)}${whereOf(literalBounds(m, 's', 'source', after, end))} ` +
+    `ORDER BY ${keys.join(', ')} FOR SHARE) TO STDOUT`
+  );
+}
+
+/** Whether the target already holds any of the job's rows in (after, end] (the applier got there first). */
+export function occupiedQuery(m: CopyMapping, after: EncodedKey | null, end: EncodedKey | null): Query {
+  const values: unknown[] = [];
+  const where = [...keyBounds(m, 't', 'target', after, end, values), ...slicePredicate(m)];
+  return { text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t${whereOf(where)}) AS x`, values };
+}
+
+/** COPY into a table (the target, or the staging table) of the mapped columns. */
+export function copyInSql(table: string, m: CopyMapping): string {
+  return `COPY ${table} (${m.columns.map((c) => quoteIdent(c.target)).join(', ')}) FROM STDIN`;
+}
+
+/** The session's staging table of a job: the mapped columns only, emptied at each commit. */
+export function stageName(m: CopyMapping): string {
+  return quoteIdent(`tidemark_stage_${m.syncId}`);
+}
+
+export function createStageSql(m: CopyMapping): string {
+  const cols = m.columns.map((c) => quoteIdent(c.target)).join(', ');
+  return `CREATE TEMP TABLE IF NOT EXISTS ${stageName(m)} ON COMMIT DELETE ROWS AS SELECT ${cols} FROM ${quoteTable(m.target)} WITH NO DATA`;
+}
+
+/** Moves a staged batch into the target, overwriting the rows the applier wrote first. */
+export function unstageSql(m: CopyMapping): string {
+  const conflict = [...m.slice.map((x) => x.column), ...m.keys.map((k) => k.target)];
+  const cols = m.columns.map((c) => quoteIdent(c.target));
+  const sets = m.columns
+    .filter((c) => !conflict.includes(c.target))
+    .map((c) => `${quoteIdent(c.target)} = EXCLUDED.${quoteIdent(c.target)}`);
+  return (
+    `INSERT INTO ${quoteTable(m.target)} (${cols.join(', ')}) SELECT ${cols.join(', ')} FROM ${stageName(m)} ` +
+    `ON CONFLICT (${conflict.map(quoteIdent).join(', ')}) ${sets.length ? `DO UPDATE SET ${sets.join(', ')}` : 'DO NOTHING'}`
+  );
 }

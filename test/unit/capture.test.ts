@@ -1,0 +1,43 @@
+// The pure parts of blue-green change capture: how a batch read from the log is reduced before it is applied.
+import { claimsOf, segments, type Change } from '../../src/phases/copy/capture-sql';
+
+const change = (
+  seq: number,
+  op: Change['op'],
+  key: string | null,
+  stamp = `2026-01-01 00:00:${String(seq % 60).padStart(2, '0')}+00`,
+): Change => ({
+  seq: String(seq),
+  op,
+  key,
+  row: op === 'U' ? `{"id":${key?.slice(1, -1)},"n":${seq}}` : null,
+  stamp,
+  origin: 'source',
+});
+
+test('per key, the change furthest along the log is kept, even when the batch came in another order', () => {
+  const batch = [
+    change(10000, 'U', '[1]'),
+    change(9999, 'U', '[1]'),
+    change(10001, 'D', '[2]'),
+    change(9998, 'U', '[2]'),
+  ];
+  const [seg] = segments(batch);
+  expect(seg.truncateFirst).toBe(false);
+  expect(seg.changes.map((c) => c.seq).sort()).toEqual(['10000', '10001']);
+});
+
+test('a truncate cuts the batch: what came before it is applied, then the table is emptied, then the rest', () => {
+  const batch = [change(1, 'U', '[1]'), change(2, 'T', null), change(3, 'U', '[1]'), change(4, 'U', '[2]')];
+  const segs = segments(batch);
+  expect(segs.map((s) => ({ t: s.truncateFirst, seqs: s.changes.map((c) => c.seq) }))).toEqual([
+    { t: false, seqs: ['1'] },
+    { t: true, seqs: ['3', '4'] },
+  ]);
+});
+
+test('keys and stamps travel as the log holds them: a bigint beyond 2^53 and a numeric keep every digit', () => {
+  const c = change(5, 'U', '[9007199254740993, 0.10]');
+  expect(JSON.parse(claimsOf([c]).replace(/\[9007199254740993, 0.10\]/, '"kept"'))[0].key).toBe('kept');
+  expect(claimsOf([c])).toContain('9007199254740993, 0.10');
+});
