@@ -2,6 +2,7 @@
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { Command, CommanderError } from 'commander';
 import { registerDemoCommand } from './commands/demo';
+import { registerLedgerCommands } from './commands/ledger-commands';
 import { registerMigrationCommands } from './commands/migration-commands';
 import { registerPlanCommands } from './commands/plan-check';
 import { registerServerCommands } from './commands/servers';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerDemoCommand(program);
   registerPlanCommands(program);
   registerMigrationCommands(program, globals);
+  registerLedgerCommands(program, globals);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -71,3 +71,9 @@ export const undos = proxyActivities<Activities>({
   startToCloseTimeout: '15m',
   retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }),
 });
+
+/** Reads a person waits for at a prompt (`tidemark history`): a few quick tries, then the error. */
+export const promptReads = proxyActivities<Activities>({
+  startToCloseTimeout: '1m',
+  retry: retry({ maximumAttempts: 3, maximumInterval: '5s' }),
+});

@@ -1,8 +1,9 @@
-// Builds every activity from its dependencies: each phase's forward steps and undos, and the run's own.
+// Builds every activity from its dependencies: each phase's forward steps and undos, the run's own, and the ledger's.
 import type { ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
+import { createLedgerActivities } from './ledger-activities';
 import { createPreflightActivities } from './preflight/activities';
 import { createRunActivities } from './run-activities';
 import { createSchemaActivities } from './schema/activities';
@@ -21,6 +22,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createValidateActivities(deps),
     ...createTrafficActivities(deps),
     ...createCleanupActivities(deps),
+    ...createLedgerActivities(deps),
   };
 }
 

@@ -53,6 +53,8 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
     restoreArchivedTables: ok('restoreArchivedTables', () => 'moved back'),
     dropArchivedTables: ok('dropArchivedTables', (i) => ({ dropped: i.tables })),
     runCleanupSql: ok('runCleanupSql', () => 'cleanup.sql'),
+    readLedger: ok('readLedger', () => []),
+    planRevert: ok('planRevert', () => ({ ok: true, findings: [], steps: [], items: [] })),
   };
   return stubs;
 }

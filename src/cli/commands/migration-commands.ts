@@ -9,7 +9,7 @@ import { LIMITS, outOfBounds, type Bounds } from '../../migration/limits';
 import { CliError, EXIT } from '../errors';
 import type { UpdateAck } from '../../migration/messages';
 
-const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
+export const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
 
 /** Parses an integer option within the same bounds the workflow's validators enforce. */
 function intOption(name: string, bounds: Bounds) {
@@ -34,31 +34,41 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .option('--watch', 'follow the migration until it ends')
     .option('--json', 'print JSON')
     .option('--by <name>', 'who starts it (shown in status)')
-    .action(async (planFile: string, o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string }) => {
-      const plan = await loadCheckedPlan(planFile);
-      await withTidemark(globals(), async (c) => {
-        if (!(await c.hasWorkers()) && !o.json) {
-          console.error(
-            `warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`,
-          );
-        }
-        const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
-        if (!o.watch) {
-          if (o.json) console.log(JSON.stringify(started));
-          else
-            console.log(
-              `started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+    .option('--rerun', 'start a plan whose last run completed (steps the ledger holds are not applied again)')
+    .action(
+      async (
+        planFile: string,
+        o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string; rerun?: boolean },
+      ) => {
+        const plan = await loadCheckedPlan(planFile);
+        await withTidemark(globals(), async (c) => {
+          if (!(await c.hasWorkers()) && !o.json) {
+            console.error(
+              `warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`,
             );
-          return;
-        }
-        if (!o.json)
-          console.log(
-            `started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
-          );
-        const final = await follow(c, started.workflowId, { json: o.json });
-        if (final.state !== 'completed') process.exitCode = EXIT.failed;
-      });
-    });
+          }
+          const started = await c.start(plan, {
+            autoApprove: !!o.autoApprove,
+            startedBy: o.by ?? who(),
+            ...(o.rerun ? { rerun: true } : {}),
+          });
+          if (!o.watch) {
+            if (o.json) console.log(JSON.stringify(started));
+            else
+              console.log(
+                `started ${started.workflowId} (run ${started.runId})\nWeb UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+              );
+            return;
+          }
+          if (!o.json)
+            console.log(
+              `started ${started.workflowId}; Web UI: ${webUiUrl(uiBase(c.address), c.namespace, started.workflowId)}`,
+            );
+          const final = await follow(c, started.workflowId, { json: o.json });
+          if (final.state !== 'completed') process.exitCode = EXIT.failed;
+        });
+      },
+    );
 
   program
     .command('status <id>')
@@ -89,11 +99,11 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         if (o.json) return void console.log(JSON.stringify(rows, null, 2));
         if (!rows.length) return void console.log('no migrations');
         console.log(
-          `${'PLAN'.padEnd(28)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED'.padEnd(20)} WORKFLOW`,
+          `${'PLAN'.padEnd(28)} ${'KIND'.padEnd(9)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED'.padEnd(20)} WORKFLOW`,
         );
         for (const r of rows) {
           console.log(
-            `${r.plan.padEnd(28)} ${(r.state ?? r.status.toLowerCase()).padEnd(17)} ${(r.phase ?? '').padEnd(10)} ${r.startTime.slice(0, 19).padEnd(20)} ${r.workflowId}`,
+            `${r.plan.padEnd(28)} ${r.kind.padEnd(9)} ${(r.state ?? r.status.toLowerCase()).padEnd(17)} ${(r.phase ?? '').padEnd(10)} ${r.startTime.slice(0, 19).padEnd(20)} ${r.workflowId}`,
           );
         }
       });
