@@ -1,53 +1,56 @@
-// `tidemark demo`: seeds a sample database, starts a Temporal dev server (Web UI included) and a worker, runs the
-// meetings example end to end with auto-approval and short soaks, and prints each phase and a summary.
+// `tidemark demo [<example>]`: seeds a fresh sample database, starts a Temporal dev server (Web UI included) and a
+// worker, runs one of the examples end to end with auto-approval and short soaks, and prints each event and a summary.
+// `--list` names the examples and the runbook each automates.
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { Client } from 'pg';
 import { TidemarkClient } from '../../client';
-import { meetingsExampleDir, seedMeetings } from '../../demo/meetings';
+import { EXAMPLES, examplePlan, findExample, seedExample } from '../../demo/examples';
+import { runExample, shortenForDemo, summarize } from '../../demo/run';
 import { portOpen, startDevServer, waitForTemporal, type DevServer } from '../../infra/devserver';
 import { findPostgres, recreateDatabase } from '../../infra/postgres';
 import { createLogger } from '../../logger';
 import { formatDuration } from '../../plan/durations';
-import { loadPlan } from '../../plan/load';
-import type { ResolvedPlan } from '../../plan/types';
 import { startWorker } from '../../worker';
-import { workflowIdFor } from '../../migration/messages';
-import { follow } from '../context';
+import { revertWorkflowIdFor, workflowIdFor } from '../../migration/messages';
 import { F } from '../../migration/failures';
 import { CliError, EXIT } from '../errors';
 import { webUiUrl } from '../format';
 import { stateDir, untilSignal } from './servers';
 
-const DEMO_DB = 'tidemark_demo';
 const DEMO_QUEUE = 'tidemark-demo';
 
-/** The example plan with durations a person can watch: short soaks and delay, archived tables kept. */
-export function shortenForDemo(plan: ResolvedPlan, soakMs: number): ResolvedPlan {
-  return {
-    ...plan,
-    backup: { ...plan.backup, dir: join(stateDir(), 'backups') },
-    traffic: plan.traffic && {
-      ...plan.traffic,
-      stages: plan.traffic.stages.map((s) => ({ ...s, soak: Math.min(s.soak, soakMs) })),
-    },
-    cleanup: plan.cleanup && { ...plan.cleanup, after: Math.min(plan.cleanup.after, soakMs), dropAfter: undefined },
-  };
+/** Each example gets its own sample database, so one example's demo never disturbs another's. */
+const demoDatabase = (example: string) =>
+  `tidemark_demo${example === 'meetings' ? '' : `_${example.replace(/-/g, '_')}`}`;
+
+export function listExamples(): string[] {
+  const width = Math.max(...EXAMPLES.map((e) => e.name.length));
+  return [
+    'examples (tidemark demo <example>; each README maps its runbook to tidemark):',
+    ...EXAMPLES.map((e) => `  ${e.name.padEnd(width)}  ${e.runbook}: ${e.summary}`),
+  ];
 }
 
 export function registerDemoCommand(program: Command): void {
   program
-    .command('demo')
-    .description('run the meetings example end to end on a sample database (auto-approved, short soaks)')
-    .option('--rows <n>', 'meetings to generate', '5000')
+    .command('demo [example]')
+    .description('run an example end to end on a fresh sample database (auto-approved, short soaks); --list names them')
+    .option('--list', 'list the examples')
+    .option('--rows <n>', "rows to generate (default: the example's own)")
     .option('--soak <duration-ms>', 'soak per traffic stage and cleanup delay, in ms', '2000')
     .option('--keep', 'keep the Temporal server, Web UI and worker running afterwards (Ctrl-C to stop)')
-    .action(async (o: { rows: string; soak: string; keep?: boolean }) => {
+    .action(async (name: string | undefined, o: { list?: boolean; rows?: string; soak: string; keep?: boolean }) => {
       const log = (s: string) => console.log(s);
-      const rows = Number(o.rows);
+      if (o.list) return listExamples().forEach((l) => log(l));
+      const ex = findExample(name ?? 'meetings');
+      if (!ex) throw new CliError(`no example "${name}"; tidemark demo --list names them`, F.Usage);
+      const rows = o.rows === undefined ? ex.defaultRows : Number(o.rows);
+      if (!Number.isInteger(rows) || rows < 1) throw new CliError(`--rows must be a positive integer`, F.Usage);
+      const soakMs = Number(o.soak);
       const pg = await findPostgres();
+      const db = demoDatabase(ex.name);
       log(
-        `PostgreSQL: ${pg.source === 'DATABASE_URL' ? '$DATABASE_URL' : pg.source === 'local' ? '127.0.0.1:5432' : 'private cluster'}; sample database "${DEMO_DB}"`,
+        `PostgreSQL: ${pg.source === 'DATABASE_URL' ? '$DATABASE_URL' : pg.source === 'local' ? '127.0.0.1:5432' : 'private cluster'}; sample database "${db}"`,
       );
       const address = process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233';
       const [host, port] = address.split(':');
@@ -67,16 +70,18 @@ export function registerDemoCommand(program: Command): void {
       }
       const ui = server?.uiUrl ?? process.env.TIDEMARK_UI_URL ?? `http://localhost:${Number(port) + 1000}`;
 
-      const plan = shortenForDemo(loadPlan(join(meetingsExampleDir(), 'plan.yaml')), Number(o.soak));
+      const plan = shortenForDemo(examplePlan(ex), soakMs, join(stateDir(), 'backups'));
       const client = await TidemarkClient.connect({ address, taskQueue: DEMO_QUEUE });
       // An earlier demo interrupted half-way would still be running against the database about to be recreated.
-      await client.client.workflow
-        .getHandle(workflowIdFor(plan.name))
-        .terminate('superseded by a new tidemark demo run')
-        .catch(() => undefined);
-      const url = await recreateDatabase(pg.adminUrl, DEMO_DB);
-      await seedMeetings(url, rows);
-      log(`seeded ${rows.toLocaleString('en-US')} meetings and ${(rows * 2 + 3).toLocaleString('en-US')} participants`);
+      for (const id of [workflowIdFor(plan.name), revertWorkflowIdFor(plan.name)]) {
+        await client.client.workflow
+          .getHandle(id)
+          .terminate('superseded by a new tidemark demo run')
+          .catch(() => undefined);
+      }
+      const url = await recreateDatabase(pg.adminUrl, db);
+      await seedExample(ex, url, rows);
+      log(`seeded ${ex.name}: ${rows.toLocaleString('en-US')} rows in its main table (${ex.runbook})`);
       const worker = await startWorker({
         address,
         taskQueue: DEMO_QUEUE,
@@ -84,22 +89,21 @@ export function registerDemoCommand(program: Command): void {
         logger: createLogger({ name: 'tidemark-worker', level: process.env.LOG_LEVEL ?? 'warn' }),
       });
       try {
-        const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'tidemark demo' });
         log(
-          `\nmigration ${plan.name} started (soaks shortened to ${formatDuration(Number(o.soak))}, approvals automatic)`,
+          `\nmigration ${plan.name} (soaks shortened to ${formatDuration(soakMs)}, approvals automatic); Web UI: ${webUiUrl(ui, client.namespace, workflowIdFor(plan.name))}\n`,
         );
-        log(`Web UI: ${webUiUrl(ui, client.namespace, workflowId)}\n`);
         // Interrupted: stop the worker and the server this command started (below), the migration stays in Temporal.
         const interrupted = untilSignal().then((sig) => {
           throw new CliError(
-            `interrupted by ${sig}; migration ${workflowId} keeps its state in the Temporal server`,
+            `interrupted by ${sig}; migration ${workflowIdFor(plan.name)} keeps its state in the Temporal server`,
             F.ActivityError,
           );
         });
         interrupted.catch(() => undefined);
-        const final = await Promise.race([follow(client, workflowId), interrupted]);
-        await summary(url, plan, final.state, final.startedAt, final.endedAt);
-        if (final.state !== 'completed') process.exitCode = EXIT.failed;
+        const run = await Promise.race([runExample(client, ex, plan, { url }), interrupted]);
+        log('\n' + (await summarize(url, plan, run)).join('\n'));
+        const ok = run.migration.state === 'completed' && (!ex.revertsAfterwards || run.revert?.state === 'completed');
+        if (!ok) process.exitCode = EXIT.failed;
         if (o.keep) {
           log(`\nserver, Web UI (${ui}) and worker keep running; Ctrl-C to stop`);
           await untilSignal();
@@ -110,37 +114,4 @@ export function registerDemoCommand(program: Command): void {
         await server?.stop();
       }
     });
-}
-
-async function summary(
-  url: string,
-  plan: ResolvedPlan,
-  state: string,
-  startedAt: string,
-  endedAt?: string,
-): Promise<void> {
-  const c = new Client({ connectionString: url });
-  await c.connect();
-  try {
-    const q = async (sql: string, values: unknown[] = []) => (await c.query(sql, values)).rows[0];
-    const v2 = await q(`SELECT count(*)::int AS n FROM meetings_v2`).catch(() => ({ n: 'gone' }));
-    const rs = await q(`SELECT count(*)::int AS n FROM room_states`).catch(() => ({ n: 'gone' }));
-    const flag = await q(`SELECT rollout_percentage AS p FROM tidemark.flags WHERE name = $1`, [
-      plan.traffic!.flag,
-    ]).catch(() => undefined);
-    const archived = await q(`SELECT count(*)::int AS n FROM tidemark_archive.meetings`).catch(() => undefined);
-    const hist = await q(
-      `SELECT count(*)::int AS n FROM tidemark.history WHERE migration = $1 AND status = 'applied'`,
-      [plan.name],
-    ).catch(() => ({ n: 0 }));
-    console.log(
-      `\nsummary: ${state} in ${formatDuration(Date.parse(endedAt ?? new Date().toISOString()) - Date.parse(startedAt))}`,
-    );
-    console.log(`  meetings_v2: ${v2.n} rows; room_states: ${rs.n} rows`);
-    console.log(`  flag ${plan.traffic!.flag}: ${flag?.p ?? 'unset'}%`);
-    console.log(`  tidemark_archive.meetings: ${archived ? `${archived.n} rows (restorable)` : 'not archived'}`);
-    console.log(`  tidemark.history: ${hist.n} applied step(s)`);
-  } finally {
-    await c.end();
-  }
 }
