@@ -116,9 +116,11 @@ class Revert {
     const current = board.status.phase && board.phase(board.status.phase);
     if (outcome.failed) {
       if (current) Object.assign(current, { status: 'failed', endedAt: board.now(), error: outcome.failed.error });
+      // In the order they ran: the newest registered first.
       const done = this.saga
         .records()
         .filter((r) => r.status === 'done')
+        .reverse()
         .map((r) => r.description);
       const left = [outcome.failed, ...outcome.notRun].map((r) => r.description);
       throw failure(
