@@ -1,5 +1,6 @@
 // Trustworthy checks: exact validation naming the differing keys, validation that does not flap under live writes,
 // backups that restore, rehearsal that catches a bad down, and preflight that refuses clearly.
+import { createHash } from 'node:crypto';
 import { TidemarkClient } from '../../src/client';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { runCli } from '../helpers/cli';
@@ -114,15 +115,16 @@ test('validation under concurrent writes, with sync triggers active, passes with
 test('abort --restore-backup puts back the pre-migration contents a step destroyed', async () => {
   const db = await h.db('restore');
   const base = await meetingsPlan(db, { rows: 2000, soakMs: 60_000 });
+  // Scripts carry their true sha256: preflight stores them by it and refuses one that does not match.
+  const script = (path: string, sql: string) => ({ path, sql, sha256: createHash('sha256').update(sql).digest('hex') });
   const lossy = {
     id: '000_normalize_titles',
     transactional: true,
-    up: {
-      path: 'lossy.up.sql',
-      sql: `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`,
-      sha256: 'x',
-    },
-    down: { path: 'lossy.down.sql', sql: 'SELECT 1; -- nothing can undo this', sha256: 'y' },
+    up: script(
+      'lossy.up.sql',
+      `UPDATE meetings SET title = upper(title) WHERE id % 2 = 0; DELETE FROM meeting_participants WHERE id % 5 = 0;`,
+    ),
+    down: script('lossy.down.sql', 'SELECT 1; -- nothing can undo this'),
   };
   const plan = { ...base, schema: [lossy, ...base.schema] };
   const before = await allTableContents(db);
