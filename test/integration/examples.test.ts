@@ -15,7 +15,8 @@ import {
   consolidationOldOps,
   weddingOps,
 } from '../helpers/example-writers';
-import { example, examplePlanFor, mappingDiff } from '../helpers/examples';
+import { example, examplePlanFile, examplePlanFor, mappingDiff } from '../helpers/examples';
+import { seedExample } from '../../src/demo/examples';
 import { startWorkload, type Op, type Workload } from '../helpers/writers';
 
 const h = new Harness();
@@ -192,6 +193,25 @@ test('events: weddings become generic events with new ids; old clients read them
     ['009_wedding_compatibility', 'cleanup'],
     ['011_event_participants_fk', 'cleanup'],
   ]);
+});
+
+test('events: the dry run rehearses every step, the cleanup steps after a simulated archive, and changes nothing', async () => {
+  const db = await h.db('eventsdry');
+  await seedExample(example('events'), db.url, 50);
+  const { file } = examplePlanFile(example('events'), db);
+  const r = await runCli(['plan', 'check', file, '--rehearse'], { [db.urlEnv]: db.url });
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  for (const step of [
+    '006_event_types_foundation',
+    '007_events_core_tables',
+    '009_wedding_compatibility',
+    '011_event_participants_fk',
+  ])
+    expect(r.stdout).toContain(`step ${step}: ok — up, down (schema restored exactly), up again`);
+  expect(r.stdout).toContain('step 008_enhanced_indexing: NOT-REHEARSABLE');
+  expect(r.stdout).toContain('database unchanged by the rehearsal: yes');
+  expect(await tableExists(db, 'events')).toBe(false);
 });
 
 test('tidemark demo --list names every example and the runbook it automates', async () => {

@@ -169,7 +169,10 @@ test('a revert refuses up front what can no longer be reverted, and never runs b
   expect((await h.client.waitForEnd(blocked.workflowId)).state).toBe('completed');
   expect(await tableExists(db, 'tidemark_archive.orders')).toBe(false);
 
-  const { workflowId } = await h.client.revert(plan, { autoApprove: true });
+  const cli = await runCli(['revert', file, '--auto-approve'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+  expect(cli.code).toBe(1);
+  expect(cli.stdout).toContain(`revert of ${plan.name} (tidemark-revert-${plan.name}): FAILED, phase preflight`);
+  const workflowId = `tidemark-revert-${plan.name}`;
   const final = await h.client.waitForEnd(workflowId);
   expect(final.state).toBe('failed');
   expect(final.error).toMatch(
