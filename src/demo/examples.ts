@@ -38,7 +38,7 @@ export const EXAMPLES: readonly Example[] = [
     name: 'consolidation',
     runbook: '002 seven tables into four',
     summary:
-      'joins, optional sides and aggregates folded into four tables, whole-database backup, 48 h before the drop',
+      'optional sides and aggregates folded into four tables with live sync, whole-database backup, 48 h before the drop',
     defaultRows: 3000,
   },
   {
