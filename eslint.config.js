@@ -51,7 +51,8 @@ module.exports = tseslint.config(
           })),
           patterns: [
             {
-              regex: '(^|/)(activities|activity-kit|run-activities|mapping|batcher|throttler|sizer|sql)$',
+              regex:
+                '(^|/)(activities|activity-kit|run-activities|ledger-activities|mapping|batcher|throttler|sizer|sql)$',
               allowTypeImports: true,
               message: 'activity-side module: workflow code imports its types only (import type)',
             },
