@@ -240,6 +240,8 @@ export class TidemarkClient {
           { key: TidemarkState, value: 'running' },
         ],
         memo: { plan: plan.name, planSha256: plan.source.sha256, revert: true },
+        staticSummary: `revert of ${planSummary(plan)}`,
+        staticDetails: planDetails(plan),
       });
       return { workflowId, runId: handle.firstExecutionRunId };
     } catch (e) {

@@ -5,5 +5,8 @@ import type { LedgerInput } from './messages';
 import { promptReads } from './profiles';
 
 export async function ledgerWorkflow(input: LedgerInput): Promise<LedgerRow[]> {
-  return promptReads.readLedger(input);
+  return promptReads.readLedger.executeWithOptions(
+    { summary: `read the ledger${input.migration ? ` of ${input.migration}` : ''}` },
+    [input],
+  );
 }

@@ -10,6 +10,7 @@ import type { PhaseContext } from '../phases/phase';
 import { withoutScriptText } from '../plan/scripts';
 import type { PhaseName, ResolvedCopyJob, ResolvedPlan } from '../plan/types';
 import { OperatorControl } from './control';
+import { Notifier } from './notify';
 import { F, failure } from './failures';
 import { initialStatus, statusQuery, type MigrationStatus, type RevertInput, type RunRef } from './messages';
 import { backups, quick, undos } from './profiles';
@@ -30,6 +31,7 @@ class Revert {
   private readonly control: OperatorControl;
   private readonly saga = new Saga();
   private changing = false;
+  private readonly notifier: Notifier;
 
   constructor(private readonly input: RevertInput) {
     const info = workflowInfo();
@@ -38,6 +40,9 @@ class Revert {
     const status = initialStatus(this.plan.name, info.workflowId, new Date().toISOString(), REVERT_PHASES);
     this.board = new StatusBoard({ ...status, kind: 'revert' });
     this.control = new OperatorControl(this.board, this.plan, input.options);
+    // The plan's notify targets hear of a revert as of a migration: its approval, its end.
+    this.notifier = new Notifier(this.board, this.plan);
+    this.board.announcer = (event, message) => this.notifier.send(event, message);
   }
 
   async execute(): Promise<MigrationStatus> {
@@ -51,19 +56,25 @@ class Revert {
     try {
       await this.control.scope.run(() => this.revert());
     } catch (err) {
-      return this.stopped(err);
+      return await this.stopped(err);
     }
     this.board.setState('completed');
     this.board.status.endedAt = this.board.now();
-    this.board.event(this.saga.records().length ? `reverted ${this.plan.name}` : 'completed: nothing to revert');
+    this.board.announce(
+      'completed',
+      this.saga.records().length ? `reverted ${this.plan.name}` : 'completed: nothing to revert',
+    );
     this.board.publish();
+    await this.notifier.drain();
     return this.board.status;
   }
 
   private async revert(): Promise<void> {
     const { plan, board, control } = this;
     const inv = await this.inPhase('preflight', () =>
-      quick.planRevert({ plan, discardNewWrites: this.input.options.discardNewWrites }),
+      quick.planRevert.executeWithOptions({ summary: 'revert: take stock of what the migration left' }, [
+        { plan, discardNewWrites: this.input.options.discardNewWrites },
+      ]),
     );
     board.status.steps = inv.steps;
     for (const f of inv.findings.filter((x) => x.status === 'warn'))
@@ -85,7 +96,11 @@ class Revert {
     if (this.plan.backup.enabled) {
       // The whole database: the downs drop the new tables, with whatever was written to them.
       const whole = { ...this.plan, backup: { ...this.plan.backup, tables: undefined } };
-      board.status.backup = await this.inPhase('backup', () => backups.createBackup({ plan: whole, run: this.run }));
+      board.status.backup = await this.inPhase('backup', () =>
+        backups.createBackup.executeWithOptions({ summary: `pg_dump the whole database into ${whole.backup.dir}` }, [
+          { plan: whole, run: this.run },
+        ]),
+      );
     } else {
       board.phase('backup').status = 'skipped';
       board.event('backup skipped: the plan disables backups');
@@ -227,7 +242,7 @@ class Revert {
     };
   }
 
-  private stopped(err: unknown): never {
+  private async stopped(err: unknown): Promise<never> {
     const { board } = this;
     const a = this.control.abortRequest;
     const reason = a
@@ -239,11 +254,15 @@ class Revert {
     board.status.pendingApproval = null;
     board.status.endedAt = board.now();
     board.setState('failed');
-    board.event(board.status.error);
+    board.announce('failed', board.status.error);
     board.publish();
+    await CancellationScope.nonCancellable(() => this.notifier.drain());
     if (isCancellation(err) && !a) throw err;
     // The final status rides along as the failure's details: `tidemark status` can show it with no worker running.
-    throw failure(F.RevertFailed, board.status.error, board.status) as ApplicationFailure;
+    const f = failure(F.RevertFailed, board.status.error, board.status);
+    // An outcome, not a crash: the Web UI shows the reason without a stack trace of the revert.
+    f.stack = '';
+    throw f as ApplicationFailure;
   }
 }
 
