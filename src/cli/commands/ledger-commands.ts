@@ -1,13 +1,10 @@
 // Commands over the ledger: `tidemark history` (steps applied, reverted and pending, across runs) and `tidemark revert`
-// (undo a completed migration, as its own workflow).
+// (undo a completed migration, as its own workflow). As in the other command modules, heavy dependencies (pg, the plan
+// parser) load inside the actions.
 import type { Command } from 'commander';
 import { existsSync, statSync } from 'node:fs';
-import { Pool } from 'pg';
 import type { TidemarkClient } from '../../client';
-import { readLedger } from '../../db/ledger';
-import { poolConfig } from '../../db/pool';
-import { plansHistory, type LedgerRow } from '../../plan/ledger';
-import { loadCheckedPlan } from '../../plan/queries';
+import type { LedgerRow } from '../../plan/ledger';
 import type { ResolvedPlan } from '../../plan/types';
 import { redact } from '../../secrets';
 import { EXIT } from '../errors';
@@ -19,7 +16,9 @@ import { who } from './migration-commands';
 const isPlanFile = (arg: string) => existsSync(arg) && statSync(arg).isFile();
 
 async function planFor(arg: string, c: () => Promise<TidemarkClient>): Promise<ResolvedPlan> {
-  return isPlanFile(arg) ? loadCheckedPlan(arg) : (await c()).planOf(arg);
+  if (!isPlanFile(arg)) return (await c()).planOf(arg);
+  const { loadCheckedPlan } = await import('../../plan/queries');
+  return loadCheckedPlan(arg);
 }
 
 /**
@@ -33,6 +32,9 @@ async function ledgerRows(
 ): Promise<{ rows: LedgerRow[]; via: HistoryReport['via'] }> {
   const url = process.env[urlEnv];
   if (url) {
+    const { Pool } = await import('pg');
+    const { poolConfig } = await import('../../db/pool');
+    const { readLedger } = await import('../../db/ledger');
     const pool = new Pool(poolConfig(url, 1));
     try {
       return { rows: await readLedger(pool, migration), via: 'direct' };
@@ -61,6 +63,7 @@ export function registerLedgerCommands(program: Command, globals: () => GlobalOp
         const plan = arg ? await planFor(arg, connect) : undefined;
         const urlEnv = plan?.database.urlEnv ?? o.urlEnv;
         const { rows, via } = await ledgerRows(urlEnv, plan?.name, connect);
+        const { plansHistory } = await import('../../plan/ledger');
         const report: HistoryReport = { database: urlEnv, via, plans: plansHistory(rows, plan) };
         console.log(redact(o.json ? JSON.stringify(report, null, 2) : renderHistory(report)));
       } finally {
