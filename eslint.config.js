@@ -57,7 +57,8 @@ module.exports = tseslint.config(
           })),
           patterns: [
             {
-              regex: '(^|/)(activities|activity-kit|run-activities|mapping|batcher|throttler|sizer|sql|across|capture-sql|chunks|probe)$',
+              regex:
+                '(^|/)(activities|activity-kit|run-activities|ledger-activities|mapping|batcher|throttler|sizer|sql|across|capture-sql|chunks|probe)$',
               allowTypeImports: true,
               message: 'activity-side module: workflow code imports its types only (import type)',
             },

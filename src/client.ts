@@ -13,12 +13,16 @@ import {
   type UpdateDefinition,
 } from '@temporalio/common';
 import { planDetails, planSummary } from './plan/summary';
+import type { LedgerRow } from './plan/ledger';
 import type { ResolvedPlan } from './plan/types';
 import {
   abortUpdate,
   approveUpdate,
   DEFAULT_TASK_QUEUE,
+  LEDGER_WORKFLOW_TYPE,
   pauseUpdate,
+  REVERT_WORKFLOW_TYPE,
+  revertWorkflowIdFor,
   promoteUpdate,
   resumeUpdate,
   statusQuery,
@@ -28,8 +32,11 @@ import {
   WORKFLOW_TYPE,
   type AbortRequest,
   type ApproveRequest,
+  type LedgerInput,
   type MigrationInput,
   type MigrationOptions,
+  type RevertInput,
+  type RevertOptions,
   type MigrationStatus,
   type PauseRequest,
   type PromoteRequest,
@@ -80,6 +87,8 @@ export interface ClientOptions {
 }
 
 export interface MigrationSummary {
+  /** A migration, or the revert of one. */
+  kind: 'migration' | 'revert';
   workflowId: string;
   runId: string;
   plan: string;
@@ -137,12 +146,52 @@ export class TidemarkClient {
     await this.connection.close();
   }
 
-  /** Starts a migration; a second start while one of the same plan runs is refused. */
+  /** A workflow's description, or undefined when the server knows no workflow of that id. */
+  private async describeOrNone(workflowId: string) {
+    try {
+      return await this.client.workflow.getHandle(workflowId).describe();
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) return undefined;
+      throw e;
+    }
+  }
+
+  /**
+   * Starts a migration. Refused while one of the same plan runs or is being reverted, and — unless `rerun` — when the
+   * plan's last run completed and was not reverted since: a completed plan is not started again by accident.
+   */
   async start(plan: ResolvedPlan, options: MigrationOptions): Promise<{ workflowId: string; runId: string }> {
     const workflowId = workflowIdFor(plan.name);
-    const input: MigrationInput = { plan, options };
-    const bytes = Buffer.byteLength(JSON.stringify(input));
+    const bytes = Buffer.byteLength(JSON.stringify({ plan, options }));
     if (bytes > MAX_INPUT_BYTES) throw new PlanTooLargeError(plan.name, bytes);
+    const [prior, revert] = await Promise.all([
+      this.describeOrNone(workflowId),
+      this.describeOrNone(revertWorkflowIdFor(plan.name)),
+    ]);
+    if (revert?.status.name === 'RUNNING') {
+      throw new RejectedError(
+        `migration ${plan.name} is being reverted (${revert.workflowId}); wait for the revert to end`,
+      );
+    }
+    const revertedSince =
+      revert?.status.name === 'COMPLETED' &&
+      !!prior?.closeTime &&
+      !!revert.closeTime &&
+      revert.closeTime > prior.closeTime;
+    if (prior?.status.name === 'COMPLETED' && !revertedSince && !options.rerun) {
+      const same = (prior.memo as { planSha256?: string } | undefined)?.planSha256 === plan.source.sha256;
+      throw new RejectedError(
+        `migration ${plan.name} already completed at ${prior.closeTime?.toISOString()} (${workflowId}); ` +
+          (same
+            ? 'this is the same plan file, so a re-run would apply nothing. '
+            : 'the plan file has changed since: a re-run applies only the steps the ledger does not hold. ') +
+          `Start it again with --rerun, or undo it with tidemark revert ${plan.name}`,
+      );
+    }
+    // Said in the migration's events only when it does run again after a completed run.
+    const { rerun, ...rest } = options;
+    const again = rerun && prior?.status.name === 'COMPLETED' && !revertedSince;
+    const input: MigrationInput = { plan, options: again ? { ...rest, rerun: true } : rest };
     try {
       const handle = await this.client.workflow.start(WORKFLOW_TYPE, {
         taskQueue: this.taskQueue,
@@ -165,6 +214,85 @@ export class TidemarkClient {
         );
       }
       throw e;
+    }
+  }
+
+  /** Starts the revert of a completed migration (its own workflow); refused while the migration or a revert runs. */
+  async revert(plan: ResolvedPlan, options: RevertOptions): Promise<{ workflowId: string; runId: string }> {
+    const workflowId = revertWorkflowIdFor(plan.name);
+    const migration = await this.describeOrNone(workflowIdFor(plan.name));
+    if (migration?.status.name === 'RUNNING') {
+      throw new RejectedError(
+        `migration ${plan.name} is still running: abort it instead (tidemark abort ${plan.name}); revert undoes completed migrations`,
+      );
+    }
+    const input: RevertInput = { plan, options };
+    const bytes = Buffer.byteLength(JSON.stringify(input));
+    if (bytes > MAX_INPUT_BYTES) throw new PlanTooLargeError(plan.name, bytes);
+    try {
+      const handle = await this.client.workflow.start(REVERT_WORKFLOW_TYPE, {
+        taskQueue: this.taskQueue,
+        workflowId,
+        args: [input],
+        typedSearchAttributes: [
+          { key: TidemarkPlan, value: plan.name },
+          { key: TidemarkPhase, value: 'pending' },
+          { key: TidemarkState, value: 'running' },
+        ],
+        memo: { plan: plan.name, planSha256: plan.source.sha256, revert: true },
+        staticSummary: `revert of ${planSummary(plan)}`,
+        staticDetails: planDetails(plan),
+      });
+      return { workflowId, runId: handle.firstExecutionRunId };
+    } catch (e) {
+      if (e instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new RejectedError(`a revert of ${plan.name} is already running (${workflowId})`);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * The plan a migration (or revert) ran, from its newest run's start event: the audit record of exactly what ran.
+   * A run continued as new carries its scripts' hashes only; they are in the database's tidemark.scripts.
+   */
+  async planOf(id: string): Promise<ResolvedPlan> {
+    const h = this.client.workflow.getHandle(toWorkflowId(id));
+    let history;
+    try {
+      history = await h.fetchHistory();
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) throw new MigrationNotFoundError(id);
+      throw e;
+    }
+    const payload = history.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads?.[0];
+    const input = payload ? (defaultPayloadConverter.fromPayload(payload) as { plan?: ResolvedPlan }) : undefined;
+    if (!input?.plan) throw new MigrationNotFoundError(id);
+    return input.plan;
+  }
+
+  /**
+   * Reads the ledger through a worker (which holds the connection strings), in a short-lived workflow whose one
+   * activity reads tidemark.history.
+   */
+  async readLedger(input: LedgerInput): Promise<LedgerRow[]> {
+    if (!(await this.hasWorkers())) {
+      throw new Error(
+        `no worker polls task queue "${this.taskQueue}" to read the ledger (start one: tidemark worker), or set ${input.urlEnv} here to read it directly`,
+      );
+    }
+    try {
+      return await this.client.workflow.execute(LEDGER_WORKFLOW_TYPE, {
+        taskQueue: this.taskQueue,
+        workflowId: `tidemark-ledger-${input.migration ?? 'all'}-${Date.now().toString(36)}`,
+        args: [input],
+        workflowExecutionTimeout: '2m',
+      });
+    } catch (e) {
+      const cause = (e as { cause?: { cause?: Error; message?: string } }).cause;
+      throw new Error(`cannot read the ledger: ${cause?.cause?.message ?? cause?.message ?? (e as Error).message}`, {
+        cause: e,
+      });
     }
   }
 
@@ -239,12 +367,15 @@ export class TidemarkClient {
 
   async list(): Promise<MigrationSummary[]> {
     const out: MigrationSummary[] = [];
-    for await (const w of this.client.workflow.list({ query: `WorkflowType = '${WORKFLOW_TYPE}'` })) {
+    const query = `WorkflowType = '${WORKFLOW_TYPE}' OR WorkflowType = '${REVERT_WORKFLOW_TYPE}'`;
+    for await (const w of this.client.workflow.list({ query })) {
       const sa = w.typedSearchAttributes;
+      const kind = w.type === REVERT_WORKFLOW_TYPE ? 'revert' : 'migration';
       out.push({
+        kind,
         workflowId: w.workflowId,
         runId: w.runId,
-        plan: sa.get(TidemarkPlan) ?? w.workflowId.replace(/^tidemark-/, ''),
+        plan: sa.get(TidemarkPlan) ?? w.workflowId.replace(/^tidemark-(revert-)?/, ''),
         phase: sa.get(TidemarkPhase) ?? null,
         state: sa.get(TidemarkState) ?? null,
         status: w.status.name,

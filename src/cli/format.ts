@@ -1,9 +1,11 @@
-// Renders a migration's status for people: phases, progress, flag, gates, pending approval, compensations.
+// Renders for people: a migration's (or a revert's) status — phases, progress, flag, gates, pending approval,
+// compensations — and the ledger's history of a plan's steps.
 import type { LiveProgress } from '../client';
 import { formatDuration } from '../plan/durations';
 import type { MigrationStatus } from '../migration/messages';
 import { readable } from '../migration/readable';
 import { c, stateColor } from './style';
+import type { StepState } from '../plan/ledger';
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
 
@@ -68,8 +70,9 @@ export function renderStatus(
   namespace = 'default',
 ): string {
   const lines: string[] = [];
+  const revert = s.kind === 'revert';
   lines.push(
-    `migration ${c.bold(s.plan)} (${s.workflowId}): ${stateColor(s.state, s.state.toUpperCase())}${s.phase ? `, phase ${s.phase}` : ''}  [${elapsed(s.startedAt, s.endedAt)}]`,
+    `${revert ? 'revert of' : 'migration'} ${c.bold(s.plan)} (${s.workflowId}): ${stateColor(s.state, s.state.toUpperCase())}${s.phase ? `, phase ${s.phase}` : ''}  [${elapsed(s.startedAt, s.endedAt)}]`,
   );
   for (const p of s.phases) {
     const detail = p.status === 'failed' || p.status === 'cancelled' ? (p.error ?? '') : phaseDetail(s, p.name, live);
@@ -123,8 +126,19 @@ export function renderStatus(
       ),
     );
   }
+  // Steps applied before this run started were applied by an earlier run of the plan.
+  const before = revert ? [] : (s.steps ?? []).filter((x) => x.state === 'applied' && x.appliedAt! < s.startedAt);
+  if (before.length) {
+    lines.push(
+      `  ${before.length} step(s) applied by an earlier run, not applied again: ${before.map((x) => x.step).join(', ')}`,
+    );
+  }
   const comp = s.compensations;
-  if (comp.length && ['rolling-back', 'rolled-back', 'failed'].includes(s.state)) {
+  if (comp.length && revert) {
+    lines.push('  undos (newest first):');
+    for (const c of [...comp].reverse())
+      lines.push(`    ${c.status.padEnd(10)} ${c.description}${c.error ? ` — ${c.error}` : ''}`);
+  } else if (comp.length && ['rolling-back', 'rolled-back', 'failed'].includes(s.state)) {
     lines.push('  compensations (newest first):');
     for (const c of [...comp].reverse())
       lines.push(`    ${c.status.padEnd(10)} ${c.description}${c.error ? ` — ${c.error}` : ''}`);
@@ -132,5 +146,45 @@ export function renderStatus(
     lines.push(`  ${comp.length} compensation(s) registered (run on abort)`);
   }
   if (uiBase) lines.push(`  Web UI: ${webUiUrl(uiBase, namespace, s.workflowId)}`);
+  return lines.join('\n');
+}
+
+export interface PlanHistory {
+  plan: string;
+  steps: StepState[];
+}
+
+export interface HistoryReport {
+  /** The environment variable naming the database that was read. */
+  database: string;
+  /** How it was read: directly (the variable is set here) or through a worker. */
+  via: 'direct' | 'worker';
+  plans: PlanHistory[];
+}
+
+const short = (sha?: string) => (sha ? sha.slice(0, 12) : '');
+const at = (iso?: string) => (iso ? when(iso) : '');
+
+export function renderHistory(r: HistoryReport): string {
+  const lines: string[] = [];
+  if (!r.plans.length) lines.push(`no steps recorded in $${r.database}`);
+  for (const p of r.plans) {
+    const count = (s: StepState['state']) => p.steps.filter((x) => x.state === s).length;
+    const counts = ['applied', 'reverted', 'pending', 'drift'].map((s) => `${count(s as StepState['state'])} ${s}`);
+    lines.push(`plan ${p.plan} ($${r.database}): ${counts.join(', ')}`);
+    const width = Math.max(4, ...p.steps.map((s) => s.step.length));
+    lines.push(`  ${'STATE'.padEnd(9)} ${'STEP'.padEnd(width)} ${'PHASE'.padEnd(8)} ${'SHA256'.padEnd(12)} WHEN / BY`);
+    for (const s of p.steps) {
+      const sha = short(s.checksum ?? s.planChecksum);
+      const detail =
+        s.state === 'pending'
+          ? 'not applied'
+          : s.state === 'reverted'
+            ? `reverted ${at(s.revertedAt)} by ${s.revertedBy ?? 'a rollback'} (applied ${at(s.appliedAt)} by ${s.appliedBy?.workflowId})`
+            : `${at(s.appliedAt)} by ${s.appliedBy?.workflowId}${s.inPlan ? '' : ', no longer in the plan'}`;
+      lines.push(`  ${s.state.padEnd(9)} ${s.step.padEnd(width)} ${s.phase.padEnd(8)} ${sha.padEnd(12)} ${detail}`);
+      if (s.drift) lines.push(`  ${''.padEnd(9)} drift: ${s.drift}`);
+    }
+  }
   return lines.join('\n');
 }

@@ -4,6 +4,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { registerCompletionCommand } from './commands/completion';
 import { registerDemoCommand } from './commands/demo';
+import { registerLedgerCommands } from './commands/ledger-commands';
 import { registerMigrationCommands } from './commands/migration-commands';
 import { registerPlanCommands } from './commands/plan-check';
 import { registerServerCommands } from './commands/servers';
@@ -35,6 +36,7 @@ export function buildProgram({ json = false }: { json?: boolean } = {}): Command
   registerPlanCommands(program);
   registerMigrationCommands(program, globals);
   registerCompletionCommand(program);
+  registerLedgerCommands(program, globals);
   for (const c of program.commands) c.exitOverride();
   // Colour is settled before any command prints.
   program.hook('preAction', () => setColor(program.opts<GlobalOptions>().color !== false));

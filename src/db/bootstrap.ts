@@ -23,6 +23,16 @@ export const BOOTSTRAP_DDL: string[] = [
      rolled_back_at timestamptz,
      UNIQUE (run_id, step_id)
    )`,
+  // The ledger across runs: a step of a plan is applied once, whichever run applied it; schema and cleanup steps alike.
+  `ALTER TABLE ${S}.history ADD COLUMN IF NOT EXISTS phase text NOT NULL DEFAULT 'schema'`,
+  `ALTER TABLE ${S}.history ADD COLUMN IF NOT EXISTS rolled_back_by text`,
+  // A database whose history already holds a step applied twice by one plan keeps working (the ledger reads the
+  // first); it only goes without the index, and says so.
+  `DO $tidemark$ BEGIN
+     CREATE UNIQUE INDEX IF NOT EXISTS history_applied_once ON ${S}.history (migration, step_id) WHERE status = 'applied';
+   EXCEPTION WHEN unique_violation THEN
+     RAISE WARNING 'tidemark.history holds a step applied twice by one plan: its ledger is not enforced by an index';
+   END $tidemark$`,
   `CREATE TABLE IF NOT EXISTS ${S}.flags (
      name text PRIMARY KEY,
      rollout_percentage integer NOT NULL DEFAULT 0 CHECK (rollout_percentage BETWEEN 0 AND 100),

@@ -51,7 +51,8 @@ export class OperatorControl {
   private controlVersion: number;
   private promoteRequested = false;
   private promotable = false;
-  private beyondReturn = false;
+  /** Why an abort is refused from here on, once the workflow is past its point of no return. */
+  private beyondReturn: string | null = null;
 
   constructor(
     private readonly board: StatusBoard,
@@ -174,9 +175,9 @@ export class OperatorControl {
     return this.promoteRequested;
   }
 
-  /** From here on an abort is refused: the step about to run (dropping archived tables) cannot be undone. */
-  passPointOfNoReturn(): void {
-    this.beyondReturn = true;
+  /** From here on an abort is refused, saying `why`: what is about to run cannot be undone (dropping archived tables). */
+  passPointOfNoReturn(why = 'the archived tables are being dropped: there is no way back any more'): void {
+    this.beyondReturn = why;
   }
 
   // ---- messages ------------------------------------------------------------------------------------------------
@@ -337,7 +338,7 @@ export class OperatorControl {
   private validateAbort(req: AbortRequest): void {
     this.rejectIfFinished();
     if (this.abortRequest) throw new Error('an abort is already under way');
-    if (this.beyondReturn) throw new Error('the archived tables are being dropped: there is no way back any more');
+    if (this.beyondReturn) throw new Error(this.beyondReturn);
     if (req.restoreBackup && !this.plan.backup.enabled) throw new Error('this plan makes no backup to restore');
   }
 

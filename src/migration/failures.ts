@@ -50,6 +50,11 @@ const TABLE = {
     exitCode: 1,
     means: 'a compensation failed: the rollback stopped and needs an operator',
   },
+  RevertFailed: {
+    retryable: false,
+    exitCode: 1,
+    means: 'a revert was refused or stopped; its status says what it reverted and what is left',
+  },
   // Raised by the CLI and the client.
   InvalidPlan: { retryable: false, exitCode: 2, means: 'the plan file is invalid' },
   Usage: { retryable: false, exitCode: 2, means: 'the command line is wrong' },

@@ -1,10 +1,17 @@
 // Every message the migration workflow understands, defined once and imported by the workflow, the client and tests.
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { StepState } from '../plan/ledger';
 import type { NotifyEvent, PhaseName, ResolvedPlan } from '../plan/types';
 
 export const WORKFLOW_TYPE = 'migrationWorkflow';
+/** Reverts a completed migration (`tidemark revert`), as its own workflow. */
+export const REVERT_WORKFLOW_TYPE = 'revertWorkflow';
+/** Reads the ledger on a worker, where the connection strings are (`tidemark history`). */
+export const LEDGER_WORKFLOW_TYPE = 'ledgerWorkflow';
 export const DEFAULT_TASK_QUEUE = 'tidemark';
 export const workflowIdFor = (planName: string): string => `tidemark-${planName}`;
+/** Plan names never start with `revert-` (plan/schema.ts), so this cannot be another plan's migration id. */
+export const revertWorkflowIdFor = (planName: string): string => `tidemark-revert-${planName}`;
 
 export type MigrationState =
   'running' | 'paused' | 'waiting-approval' | 'rolling-back' | 'rolled-back' | 'completed' | 'failed';
@@ -16,6 +23,8 @@ export interface MigrationOptions {
   autoApprove: boolean;
   /** Who started the run (free text, shown in status). */
   startedBy?: string;
+  /** Started again after an earlier run completed (`start --rerun`): steps the ledger holds are not applied again. */
+  rerun?: boolean;
 }
 
 export interface MigrationInput {
@@ -23,6 +32,22 @@ export interface MigrationInput {
   options: MigrationOptions;
   /** Set by the workflow itself when it continues as new (long gated soaks): where it was and what it had done. */
   carry?: CarryOver;
+}
+
+export interface RevertOptions extends MigrationOptions {
+  /** Revert even though writes made on the new path since the sync was removed would be lost. */
+  discardNewWrites?: boolean;
+}
+
+export interface RevertInput {
+  plan: ResolvedPlan;
+  options: RevertOptions;
+}
+
+export interface LedgerInput {
+  urlEnv: string;
+  /** One plan's steps; every plan's when omitted. */
+  migration?: string;
 }
 
 /** The run a step works for: its bookkeeping rows and its fence (db/fence.ts) are keyed by `runKey`. */
@@ -146,6 +171,8 @@ export interface NotificationRecord {
 
 export interface MigrationStatus {
   plan: string;
+  /** A migration, or the revert of one (revertWorkflow); missing means migration. */
+  kind?: 'migration' | 'revert';
   workflowId: string;
   state: MigrationState;
   phase: PhaseName | null;
@@ -164,6 +191,8 @@ export interface MigrationStatus {
   compensations: CompensationRecord[];
   /** Why the migration is rolling back or failed. */
   error: string | null;
+  /** What the ledger says about each step of the plan (after preflight): applied, pending, reverted, drifted. */
+  steps?: StepState[];
   /** Waiting for a durable timer (cleanup delay, drop delay), if any. */
   waitingUntil: { what: string; until: string } | null;
   /** The newest notices sent to the plan's `notify` targets (LIMITS.statusEvents), with their delivery outcome. */

@@ -77,3 +77,9 @@ export const notices = proxyActivities<Activities>({
   startToCloseTimeout: '10s',
   retry: retry({ initialInterval: '1s', maximumInterval: '15s', maximumAttempts: 5 }),
 });
+
+/** Reads a person waits for at a prompt (`tidemark history`): a few quick tries, then the error. */
+export const promptReads = proxyActivities<Activities>({
+  startToCloseTimeout: '1m',
+  retry: retry({ maximumAttempts: 3, maximumInterval: '5s' }),
+});

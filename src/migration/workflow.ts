@@ -73,9 +73,12 @@ class Runbook implements PhaseContext {
   async execute(): Promise<MigrationStatus> {
     setHandler(statusQuery, () => this.board.status);
     this.control.install();
-    const { startedBy, autoApprove } = this.input.options;
+    const { startedBy, autoApprove, rerun } = this.input.options;
     if (this.carried) this.board.event('continued as a new run (history kept short)');
-    else this.board.event(`started${startedBy ? ` by ${startedBy}` : ''}${autoApprove ? ' with auto-approval' : ''}`);
+    else
+      this.board.event(
+        `started${rerun ? ' again' : ''}${startedBy ? ` by ${startedBy}` : ''}${autoApprove ? ' with auto-approval' : ''}`,
+      );
     this.board.publish();
     try {
       await this.control.scope.run(() => this.forward());

@@ -1,10 +1,11 @@
-// Builds every activity from its dependencies: each phase's forward steps and undos, and the run's own.
+// Builds every activity from its dependencies: each phase's forward steps and undos, the run's own, and the ledger's.
 import type { ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
 import { createAcrossActivities } from './copy/across';
 import { createNotifyActivities } from '../notify/activities';
+import { createLedgerActivities } from './ledger-activities';
 import { createPreflightActivities } from './preflight/activities';
 import { createRunActivities } from './run-activities';
 import { createSchemaActivities } from './schema/activities';
@@ -25,6 +26,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createTrafficActivities(deps),
     ...createCleanupActivities(deps),
     ...createNotifyActivities(deps),
+    ...createLedgerActivities(deps),
   };
 }
 

@@ -421,22 +421,26 @@ async function lintSource(
 /** Every finding for every SQL file of the plan, in plan order. */
 export async function lintPlan(plan: ResolvedPlan): Promise<LintFinding[]> {
   const out: LintFinding[] = [];
-  for (const [i, step] of plan.schema.entries()) {
-    const up = await lintSource(`schema[${i}].up`, step.up, {
+  const steps = [
+    ...plan.schema.map((step, i) => ({ step, at: `schema[${i}]` })),
+    ...(plan.cleanup?.steps ?? []).map((step, i) => ({ step, at: `cleanup.steps[${i}]` })),
+  ];
+  for (const { step, at } of steps) {
+    const up = await lintSource(`${at}.up`, step.up, {
       transactional: step.transactional,
       fresh: new Set(),
       isDown: false,
     });
     const fresh = createdTables(up.stmts);
     // Statements on tables this very step creates are harmless: re-lint with that knowledge.
-    const upAgain = await lintSource(`schema[${i}].up`, step.up, {
+    const upAgain = await lintSource(`${at}.up`, step.up, {
       transactional: step.transactional,
       fresh,
       isDown: false,
     });
     out.push(...upAgain.findings);
     out.push(
-      ...(await lintSource(`schema[${i}].down`, step.down, { transactional: step.transactional, fresh, isDown: true }))
+      ...(await lintSource(`${at}.down`, step.down, { transactional: step.transactional, fresh, isDown: true }))
         .findings,
     );
   }

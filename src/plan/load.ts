@@ -47,15 +47,18 @@ function parseText(file: string, text: string): { raw?: unknown; errors: PlanErr
 /** Every SQL file path a raw document names, with its plan path, whatever else is wrong with it. */
 function referencedFiles(raw: unknown): { path: PropertyKey[]; file: string }[] {
   const out: { path: PropertyKey[]; file: string }[] = [];
-  const r = raw as { schema?: unknown; cleanup?: { sql?: unknown } };
-  if (Array.isArray(r?.schema)) {
-    r.schema.forEach((step: unknown, i) => {
+  const r = raw as { schema?: unknown; cleanup?: { sql?: unknown; steps?: unknown } };
+  const steps = (list: unknown, at: PropertyKey[]) => {
+    if (!Array.isArray(list)) return;
+    list.forEach((step: unknown, i) => {
       for (const k of ['up', 'down'] as const) {
         const f = (step as Record<string, unknown> | null)?.[k];
-        if (typeof f === 'string' && f.trim()) out.push({ path: ['schema', i, k], file: f });
+        if (typeof f === 'string' && f.trim()) out.push({ path: [...at, i, k], file: f });
       }
     });
-  }
+  };
+  steps(r?.schema, ['schema']);
+  if (r?.cleanup && typeof r.cleanup === 'object') steps(r.cleanup.steps, ['cleanup', 'steps']);
   if (r?.cleanup && typeof r.cleanup.sql === 'string' && r.cleanup.sql.trim())
     out.push({ path: ['cleanup', 'sql'], file: r.cleanup.sql });
   return out;
@@ -125,7 +128,16 @@ function resolveDocument(
       down: sqlAt(`schema[${i}].down`),
     })),
     copy: plan.copy.map((j) => ({ ...j, sync: j.sync ?? (j.query ? 'none' : 'forward') })),
-    cleanup: plan.cleanup && { ...plan.cleanup, sql: plan.cleanup.sql ? sqlAt('cleanup.sql') : undefined },
+    cleanup: plan.cleanup && {
+      ...plan.cleanup,
+      steps: plan.cleanup.steps.map((s, i) => ({
+        id: s.id,
+        transactional: s.transactional,
+        up: sqlAt(`cleanup.steps[${i}].up`),
+        down: sqlAt(`cleanup.steps[${i}].down`),
+      })),
+      sql: plan.cleanup.sql ? sqlAt('cleanup.sql') : undefined,
+    },
     source,
   };
 }

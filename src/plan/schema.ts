@@ -172,7 +172,9 @@ export const planSchema = z.strictObject({
   name: z
     .string()
     .regex(/^[a-z0-9][a-z0-9-]*$/, 'must match [a-z0-9][a-z0-9-]*')
-    .max(100),
+    .max(100)
+    // tidemark-revert-<plan> is the workflow id of a plan's revert: a plan named revert-… would take another's.
+    .refine((n) => !n.startsWith('revert-'), 'must not start with "revert-" (tidemark-revert-<plan> names reverts)'),
   description: z.string().optional(),
   database: z.strictObject({ urlEnv: envVar }),
   /**
@@ -225,6 +227,11 @@ export const planSchema = z.strictObject({
       after: duration.default(0),
       archive: z.array(tableName).default([]),
       dropAfter: duration.optional(),
+      /**
+       * Steps run after the archive, each up/down pair like a schema step: compatibility objects under the old names
+       * (a view for old clients), constraints added once the copy is done. Compensated and recorded in the ledger.
+       */
+      steps: z.array(schemaStep).default([]),
       sql: filePath.optional(),
     })
     .optional(),

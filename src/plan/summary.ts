@@ -45,7 +45,7 @@ export function planDetails(plan: ResolvedPlan): string {
   if (plan.cleanup) {
     const c = plan.cleanup;
     lines.push(
-      `**cleanup** after ${formatDuration(c.after)}${c.archive.length ? `, archive ${c.archive.join(', ')}` : ''}${c.dropAfter !== undefined ? `, drop after ${formatDuration(c.dropAfter)}` : ''}`,
+      `**cleanup** after ${formatDuration(c.after)}${c.archive.length ? `, archive ${c.archive.join(', ')}` : ''}${c.steps?.length ? `, steps ${c.steps.map((x) => x.id).join(', ')}` : ''}${c.dropAfter !== undefined ? `, drop after ${formatDuration(c.dropAfter)}` : ''}`,
     );
   }
   if (plan.approvals.length) lines.push(`**approvals** ${plan.approvals.join(', ')}`);

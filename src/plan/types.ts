@@ -33,7 +33,8 @@ export interface ResolvedPlan extends Omit<PlanDocument, 'schema' | 'cleanup' | 
   schema: SchemaStep[];
   /** Copy jobs with `sync` defaulted (forward for tables, none for queries). */
   copy: (CopyJob & { sync: SyncMode })[];
-  cleanup?: Omit<NonNullable<PlanDocument['cleanup']>, 'sql'> & { sql?: SqlSource };
+  /** `steps` may be missing in plans resolved before cleanup steps existed (recorded histories): read it as []. */
+  cleanup?: Omit<NonNullable<PlanDocument['cleanup']>, 'sql' | 'steps'> & { sql?: SqlSource; steps?: SchemaStep[] };
   /** The plan file itself. */
   source: { path: string; sha256: string };
 }

@@ -107,8 +107,13 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
   const errors: PlanError[] = [];
   const err = (path: PropertyKey[], message: string) => errors.push({ path: formatPath(path), message });
 
-  const dupSteps = duplicates(plan.schema, (s) => s.id);
+  // Schema and cleanup steps share one ledger (tidemark.history, by plan and step id): their ids are one namespace.
+  const cleanupSteps = plan.cleanup?.steps ?? [];
+  const dupSteps = duplicates([...plan.schema, ...cleanupSteps], (s) => s.id);
   plan.schema.forEach((s, i) => dupSteps.has(s.id) && err(['schema', i, 'id'], `duplicate step id "${s.id}"`));
+  cleanupSteps.forEach(
+    (s, i) => dupSteps.has(s.id) && err(['cleanup', 'steps', i, 'id'], `duplicate step id "${s.id}"`),
+  );
 
   const jobNames = new Set(plan.copy.map((j) => j.name));
   const dupJobs = duplicates(plan.copy, (j) => j.name);

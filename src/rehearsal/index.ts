@@ -1,14 +1,17 @@
 // Plan rehearsal (`tidemark plan check --rehearse`): preflight, then each schema step up → down → up inside one
-// transaction that is rolled back, checking that down restores exactly the schema up started from.
+// transaction that is rolled back, checking that down restores exactly the schema up started from; cleanup steps the
+// same way, after the archive is simulated (the old tables moved aside, as cleanup does before its steps).
 import type { Pool, PoolClient } from 'pg';
 import { probeSync, type SyncProbe } from '../phases/copy/probe';
 import { runPreflightChecks, type PreflightReport } from '../phases/preflight/activities';
 import { formatPgError } from '../db/errors';
+import { ARCHIVE_SCHEMA } from '../db/names';
+import { quoteIdent, quoteTable } from '../db/quote';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
 import { lintPlan, type LintFinding } from '../plan/lint';
 import type { ResolvedPlan } from '../plan/types';
 
-export type StepOutcome = 'ok' | 'failed' | 'not-rehearsable' | 'not-reached';
+export type StepOutcome = 'ok' | 'failed' | 'not-rehearsable' | 'not-reached' | 'applied-earlier';
 
 export interface RehearsalStep {
   id: string;
@@ -55,10 +58,21 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
         `${plan.lockTimeout}ms`,
       ]);
       let stopped = false;
-      for (const step of plan.schema) {
+      const rehearse = async (step: ResolvedPlan['schema'][number]) => {
+        const earlier = preflight.steps?.find(
+          (x) => x.step === step.id && x.state !== 'pending' && x.state !== 'reverted',
+        );
+        if (earlier) {
+          steps.push({
+            id: step.id,
+            outcome: 'applied-earlier',
+            message: `applied by ${earlier.appliedBy?.workflowId ?? 'an earlier run'}: not applied again, not rehearsed`,
+          });
+          return;
+        }
         if (stopped) {
           steps.push({ id: step.id, outcome: 'not-reached', message: 'not rehearsed: an earlier step failed' });
-          continue;
+          return;
         }
         if (!step.transactional) {
           steps.push({
@@ -67,14 +81,29 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
             message:
               'runs outside a transaction (transactional: false), so it cannot be rolled back; later steps are rehearsed without it',
           });
-          continue;
+          return;
         }
         const result = await rehearseStep(c, step.id, step.up.sql, step.down.sql);
         steps.push(result);
         if (result.outcome === 'failed') stopped = true;
-      }
+      };
+      for (const step of plan.schema) await rehearse(step);
       queries = await rehearseQueries(c, plan);
       for (const job of plan.copy) if (job.sync !== 'none') syncs.push(await probeSync(c, job, true));
+      const cleanupSteps = plan.cleanup?.steps ?? [];
+      if (cleanupSteps.length) {
+        // Cleanup steps run after the archive: the old names are free by then (a view may take one).
+        const moved = await attempt(c, simulateArchiveSql(plan.cleanup!.archive));
+        if (moved) {
+          stopped = true;
+          steps.push({
+            id: cleanupSteps[0].id,
+            outcome: 'failed',
+            message: `the archive cannot be simulated: ${moved}`,
+          });
+        }
+        for (const step of cleanupSteps) await rehearse(step);
+      }
     } finally {
       await c.query('ROLLBACK');
     }
@@ -89,6 +118,15 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
     syncs.every((s) => s.ok) &&
     !lint.some((f) => f.severity === 'error');
   return { ok, lint, preflight, steps, queries: queries ?? [], syncs, unchanged };
+}
+
+/** What cleanup does before its steps: the archived tables moved into tidemark_archive (inside the rehearsal only). */
+function simulateArchiveSql(tables: string[]): string {
+  if (!tables.length) return 'SELECT 1';
+  return [
+    `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(ARCHIVE_SCHEMA)}`,
+    ...tables.map((t) => `ALTER TABLE ${quoteTable(t)} SET SCHEMA ${quoteIdent(ARCHIVE_SCHEMA)}`),
+  ].join(';\n');
 }
 
 async function attempt(c: PoolClient, sql: string): Promise<string | null> {

@@ -1,14 +1,17 @@
-// The migration workflow on Temporal's time-skipping test server with stub activities: the runbook's logic (saga
-// order, gates, approvals, validators) without a database, in seconds. Every activity call is recorded in order.
+// The migration (and revert) workflows on Temporal's time-skipping test server with stub activities: the runbook's
+// logic (saga order, gates, approvals, validators) without a database, in seconds. Every activity call is recorded.
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { temporalTestServer } from '../../src/infra/tools';
 import {
+  REVERT_WORKFLOW_TYPE,
+  revertWorkflowIdFor,
   workflowIdFor,
   WORKFLOW_TYPE,
   type MigrationOptions,
   type MigrationStatus,
+  type RevertOptions,
 } from '../../src/migration/messages';
 import { SEARCH_ATTRIBUTES } from '../../src/migration/search-attributes';
 import type { Activities } from '../../src/phases/activities';
@@ -56,6 +59,8 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
     dropArchivedTables: ok('dropArchivedTables', (i) => ({ dropped: i.tables })),
     runCleanupSql: ok('runCleanupSql', () => 'cleanup.sql'),
     sendNotification: ok('sendNotification', () => ({ status: 200 })),
+    readLedger: ok('readLedger', () => []),
+    planRevert: ok('planRevert', () => ({ ok: true, findings: [], steps: [], items: [] })),
   };
   return stubs;
 }
@@ -152,6 +157,26 @@ export class StubEnv {
     drive: (h: Awaited<ReturnType<TestWorkflowEnvironment['client']['workflow']['start']>>) => Promise<T>,
     options: MigrationOptions = { autoApprove: true },
   ): Promise<T> {
+    return this.runWorkflow(WORKFLOW_TYPE, workflowIdFor(plan.name), { plan, options }, stubs, drive);
+  }
+
+  /** The revert of `plan` (revertWorkflow), like run. */
+  async runRevert<T>(
+    plan: ResolvedPlan,
+    stubs: Stubs,
+    drive: (h: Awaited<ReturnType<TestWorkflowEnvironment['client']['workflow']['start']>>) => Promise<T>,
+    options: RevertOptions = { autoApprove: true },
+  ): Promise<T> {
+    return this.runWorkflow(REVERT_WORKFLOW_TYPE, revertWorkflowIdFor(plan.name), { plan, options }, stubs, drive);
+  }
+
+  private async runWorkflow<T>(
+    type: string,
+    workflowId: string,
+    input: unknown,
+    stubs: Stubs,
+    drive: (h: Awaited<ReturnType<TestWorkflowEnvironment['client']['workflow']['start']>>) => Promise<T>,
+  ): Promise<T> {
     const taskQueue = `stub-${randomBytes(4).toString('hex')}`;
     const worker = await Worker.create({
       connection: this.env.nativeConnection,
@@ -162,11 +187,7 @@ export class StubEnv {
       sinks: { metrics: { observe: { fn: () => undefined } } },
     });
     return worker.runUntil(async () => {
-      const handle = await this.env.client.workflow.start(WORKFLOW_TYPE, {
-        taskQueue,
-        workflowId: workflowIdFor(plan.name),
-        args: [{ plan, options }],
-      });
+      const handle = await this.env.client.workflow.start(type, { taskQueue, workflowId, args: [input] });
       return drive(handle);
     });
   }

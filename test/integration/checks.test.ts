@@ -115,6 +115,7 @@ test('validation under concurrent writes, with sync triggers active, passes with
 test('abort --restore-backup puts back the pre-migration contents a step destroyed', async () => {
   const db = await h.db('restore');
   const base = await meetingsPlan(db, { rows: 2000, soakMs: 60_000 });
+  // Scripts carry their true sha256: preflight stores them by it and refuses one that does not match.
   const script = (path: string, sql: string) => ({ path, sql, sha256: sha256(sql) });
   const lossy = {
     id: '000_normalize_titles',

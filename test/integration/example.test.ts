@@ -113,7 +113,8 @@ test('a database dropped and re-created under a running worker gets tidemark’s
   // Same name, same connection string: the worker's pool is the one that bootstrapped the old database.
   await recreateDatabase(pgAdmin(), db.name);
   const again = await meetingsPlan(db, { rows: 300 });
-  const second = await h.client.start(again, { autoApprove: true });
+  // The plan completed on the database that was dropped: starting it again is a re-run.
+  const second = await h.client.start(again, { autoApprove: true, rerun: true });
   const final = await h.client.waitForEnd(second.workflowId);
   expect(final.error).toBeNull();
   expect(final.state).toBe('completed');

@@ -1,33 +1,31 @@
 // After the flag goes back to 0 an application still has requests in flight on the new path: every write they get
 // acknowledged while the rollback runs must be in the old table afterwards. The reverse sync stays until the new
 // table itself is dropped, so a late write either reaches the old table or fails — it is never acknowledged and lost.
+// A revert of a completed migration undoes the same way, and drops that reverse sync at its end too.
 import { Pool } from 'pg';
+import type { MigrationStatus } from '../../src/migration/messages';
 import type { ResolvedPlan } from '../../src/plan/types';
-import { eventually, Harness } from '../helpers/env';
+import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
 
 const h = new Harness();
 beforeAll(() => h.start());
 afterAll(() => h.stop());
 
-test('writes that keep landing on the new table during the whole rollback are all in the old table afterwards', async () => {
-  const db = await h.db('stragglers');
+/** The meetings plan with its one bidirectional job, the flag straight to 100 %, and no cleanup (the sync stays). */
+async function stragglerPlan(db: TestDb, soak: number): Promise<ResolvedPlan> {
   const base = await meetingsPlan(db, { rows: 2000 });
-  const plan: ResolvedPlan = {
+  return {
     ...base,
     copy: [base.copy[0]],
     validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: { flag: 'use_room_types', stages: [{ percent: 100, soak: 600_000, approval: false }], gates: [] },
+    traffic: { flag: 'use_room_types', stages: [{ percent: 100, soak, approval: false }], gates: [] },
     cleanup: undefined,
   };
-  const { workflowId } = await h.client.start(plan, { autoApprove: true });
-  await eventually(
-    async () => (await h.client.status(workflowId)).traffic?.percent === 100,
-    'traffic at 100%',
-    120_000,
-  );
+}
 
-  // Stragglers: four writers inserting on the new table without looking at the flag, until it is gone.
+/** Four writers inserting on the new table without looking at the flag, until it is gone; the ids acknowledged. */
+function startStragglers(db: TestDb) {
   const pool = new Pool({ connectionString: db.url, max: 4 });
   pool.on('error', () => undefined);
   const acknowledged: number[] = [];
@@ -48,14 +46,18 @@ test('writes that keep landing on the new table during the whole rollback are al
       }
     }
   });
-  await eventually(async () => acknowledged.length > 20, 'some writes on the new path');
-  await h.client.abort(workflowId, { reason: 'back to the old path' });
-  const final = await h.client.waitForEnd(workflowId);
-  running = false;
-  await Promise.all(writers);
-  await pool.end();
+  return {
+    acknowledged,
+    async stop() {
+      running = false;
+      await Promise.all(writers);
+      await pool.end();
+    },
+  };
+}
 
-  expect(final.state).toBe('rolled-back');
+/** Every acknowledged write is in the old table, and no sync trigger or function of tidemark is left. */
+async function expectNothingLost(db: TestDb, acknowledged: number[]): Promise<void> {
   expect(acknowledged.length).toBeGreaterThan(20);
   const present = new Set(
     (await db.query<{ id: string }>(`SELECT id FROM meetings WHERE id >= 500000`)).map((r) => Number(r.id)),
@@ -67,4 +69,48 @@ test('writes that keep landing on the new table during the whole rollback are al
     `SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE nspname = 'tidemark' AND proname LIKE 'tidemark_sync%'`,
   );
   expect(functions).toEqual([]);
+}
+
+test('writes that keep landing on the new table during the whole rollback are all in the old table afterwards', async () => {
+  const db = await h.db('stragglers');
+  const plan = await stragglerPlan(db, 600_000);
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventually(
+    async () => (await h.client.status(workflowId)).traffic?.percent === 100,
+    'traffic at 100%',
+    120_000,
+  );
+
+  const stragglers = startStragglers(db);
+  await eventually(async () => stragglers.acknowledged.length > 20, 'some writes on the new path');
+  await h.client.abort(workflowId, { reason: 'back to the old path' });
+  const final = await h.client.waitForEnd(workflowId);
+  await stragglers.stop();
+
+  expect(final.state).toBe('rolled-back');
+  await expectNothingLost(db, stragglers.acknowledged);
+});
+
+test('a revert of a completed migration keeps the reverse sync until the new table is gone, then drops it', async () => {
+  const db = await h.db('revertstragglers');
+  const plan = await stragglerPlan(db, 200);
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('completed');
+
+  const stragglers = startStragglers(db);
+  await eventually(async () => stragglers.acknowledged.length > 20, 'some writes on the new path');
+  const revert = await h.client.revert(plan, { autoApprove: true });
+  let final: MigrationStatus;
+  try {
+    final = await h.client.waitForEnd(revert.workflowId);
+  } finally {
+    await stragglers.stop();
+  }
+
+  expect(final.error).toBeNull();
+  expect(final.state).toBe('completed');
+  expect(final.events.map((e) => e.message)).toContain(
+    'reverse sync of meetings dropped (kept until the new tables were gone)',
+  );
+  await expectNothingLost(db, stragglers.acknowledged);
 });

@@ -164,3 +164,22 @@ test('a migration waiting for approval', async () => {
   await client.abort(workflowId, { reason: 'recorded' });
   await client.waitForEnd(workflowId);
 });
+
+test('the revert of a completed migration, and a read of its ledger', async () => {
+  const db = await h.db('histrevert');
+  const plan = await meetingsPlan(db, { rows: 300 });
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  expect((await client.waitForEnd(workflowId)).state).toBe('completed');
+  // The flag is at 100 % and cleanup removed the sync: the revert accepts losing the new path's writes since.
+  const revert = await client.revert(plan, { autoApprove: true, discardNewWrites: true });
+  expect((await client.waitForEnd(revert.workflowId)).state).toBe('completed');
+  await save('revert-completed', revert.workflowId);
+
+  expect((await client.readLedger({ urlEnv: db.urlEnv, migration: plan.name })).length).toBe(2);
+  const ledger = await eventually(async () => {
+    for await (const w of client.client.workflow.list({ query: `WorkflowType = 'ledgerWorkflow'` }))
+      return w.workflowId;
+    return undefined;
+  }, 'the ledger read listed');
+  await save('ledger-read', ledger);
+});

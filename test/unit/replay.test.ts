@@ -8,13 +8,15 @@ import { join } from 'node:path';
 const DIR = join(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
 
-test('the recorded histories cover the runbook: completed, aborted mid-copy, gate rollback, continued soak, approval wait', () => {
+test('the recorded histories cover every workflow: the runbook (completed, aborted mid-copy, gate rollback, continued soak, approval wait), a revert, a ledger read', () => {
   const names = new Set(files.map((f) => f.replace(/(-run\d+)?\.json$/, '')));
   expect([...names].sort()).toEqual([
     'abort-mid-copy',
     'completed',
     'continued-soak',
     'gate-rollback',
+    'ledger-read',
+    'revert-completed',
     'waiting-approval',
   ]);
 });

@@ -10,7 +10,7 @@ import { CliError, EXIT } from '../errors';
 import { stateColor } from '../style';
 import type { UpdateAck } from '../../migration/messages';
 
-const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
+export const who = () => process.env.TIDEMARK_OPERATOR ?? userInfo().username;
 
 /** Parses an integer option within the same bounds the workflow's validators enforce. */
 function intOption(name: string, bounds: Bounds) {
@@ -49,10 +49,18 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .option(...progressEvery)
     .option('--json', 'print JSON')
     .option('--by <name>', 'who starts it (shown in status)')
+    .option('--rerun', 'start a plan whose last run completed (steps the ledger holds are not applied again)')
     .action(
       async (
         planFile: string,
-        o: { autoApprove?: boolean; watch?: boolean; json?: boolean; by?: string; progressEvery: number },
+        o: {
+          autoApprove?: boolean;
+          watch?: boolean;
+          json?: boolean;
+          by?: string;
+          rerun?: boolean;
+          progressEvery: number;
+        },
       ) => {
         const { loadCheckedPlan } = await import('../../plan/queries');
         const plan = await loadCheckedPlan(planFile);
@@ -62,7 +70,11 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
               `warning: no worker is polling task queue "${c.taskQueue}"; the migration waits until one starts (tidemark worker)`,
             );
           }
-          const started = await c.start(plan, { autoApprove: !!o.autoApprove, startedBy: o.by ?? who() });
+          const started = await c.start(plan, {
+            autoApprove: !!o.autoApprove,
+            startedBy: o.by ?? who(),
+            ...(o.rerun ? { rerun: true } : {}),
+          });
           if (!o.watch) {
             if (o.json) console.log(JSON.stringify(started));
             else
@@ -110,13 +122,13 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         const rows = await c.list();
         if (o.json) return void console.log(JSON.stringify(rows, null, 2));
         if (!rows.length) return void console.log('no migrations');
-        // Reruns of a plan share its workflow id: the run id tells them apart.
+        // Reruns of a plan share its workflow id: the run id tells them apart, KIND a migration from its revert.
         console.log(
-          `${'PLAN'.padEnd(24)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED (UTC)'.padEnd(20)} RUN ID`,
+          `${'PLAN'.padEnd(24)} ${'KIND'.padEnd(9)} ${'STATE'.padEnd(17)} ${'PHASE'.padEnd(10)} ${'STARTED (UTC)'.padEnd(20)} RUN ID`,
         );
         for (const r of rows) {
           console.log(
-            `${r.plan.padEnd(24)} ${stateColor(r.state ?? r.status.toLowerCase(), (r.state ?? r.status.toLowerCase()).padEnd(17))} ${(r.phase ?? '').padEnd(10)} ${when(r.startTime).slice(0, 19).padEnd(20)} ${r.runId}`,
+            `${r.plan.padEnd(24)} ${r.kind.padEnd(9)} ${stateColor(r.state ?? r.status.toLowerCase(), (r.state ?? r.status.toLowerCase()).padEnd(17))} ${(r.phase ?? '').padEnd(10)} ${when(r.startTime).slice(0, 19).padEnd(20)} ${r.runId}`,
           );
         }
       });

@@ -40,6 +40,8 @@ export function describePlan(p: ResolvedPlan): string[] {
     lines.push(
       `  cleanup: after ${formatDuration(p.cleanup.after)}, archive ${p.cleanup.archive.join(', ') || 'nothing'}${p.cleanup.dropAfter !== undefined ? `, drop after ${formatDuration(p.cleanup.dropAfter)}` : ', keep archived tables'}`,
     );
+    for (const s of p.cleanup.steps ?? [])
+      lines.push(`  cleanup step ${s.id}: ${s.up.path} (down ${s.down.path}), after the archive`);
   }
   return lines;
 }
@@ -69,7 +71,9 @@ export function describeRehearsal(r: RehearsalReport): string[] {
   );
   for (const f of r.preflight.findings) lines.push(`    ${f.status.padEnd(4)} ${f.check}: ${f.message}`);
   for (const s of r.steps) {
-    lines.push(`  step ${s.id}: ${s.outcome === 'ok' ? 'ok' : s.outcome.toUpperCase()} — ${s.message}`);
+    const outcome =
+      s.outcome === 'ok' ? 'ok' : s.outcome === 'applied-earlier' ? 'applied earlier' : s.outcome.toUpperCase();
+    lines.push(`  step ${s.id}: ${outcome} — ${s.message}`);
     for (const g of s.difference?.gone ?? []) lines.push(`      missing afterwards: ${g}`);
     for (const a of s.difference?.added ?? []) lines.push(`      left behind:        ${a}`);
   }

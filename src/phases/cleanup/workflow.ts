@@ -1,17 +1,17 @@
 // Cleanup, workflow side: after the retention delay and approval, drop the sync triggers, move the old tables into
-// tidemark_archive (undo: move them back, registered first), run cleanup SQL, and after dropAfter drop the archived
-// tables — the one step with no way back.
+// tidemark_archive (undo: move them back, registered first), run the cleanup steps — compatibility objects under the
+// old names, each with its undo registered first, so a rollback drops them before the tables they shadow move back —
+// then cleanup SQL, and after dropAfter drop the archived tables: the one step with no way back.
 import { changes, undos } from '../../migration/profiles';
-import type { ResolvedCopyJob, ResolvedPlan } from '../../plan/types';
 import { isBlueGreen } from '../../plan/databases';
+import type { ResolvedCopyJob, ResolvedPlan, SchemaStep } from '../../plan/types';
 import { capturedJobs, finishCapture } from '../copy/across-workflow';
 import type { Phase } from '../phase';
+import { applyStep, revertStep } from '../schema/workflow';
 
-export interface CleanupUndo {
-  kind: 'restoreArchivedTables';
-  tables: string[];
-  followers: ResolvedCopyJob[];
-}
+export type CleanupUndo =
+  | { kind: 'restoreArchivedTables'; tables: string[]; followers: ResolvedCopyJob[] }
+  | { kind: 'revertCleanupStep'; step: SchemaStep };
 
 /**
  * Bidirectional jobs whose source table is archived while a drop is still to come. Until the drop, an abort must find
@@ -90,6 +90,15 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       board.event(`archived ${value.archived.join(', ')}`);
       result.archived = value.archived;
     }
+    const steps = c.steps ?? [];
+    if (steps.length) {
+      const applied: string[] = [];
+      for (const step of steps) {
+        await control.safePoint();
+        if (await applyStep(ctx, step, 'cleanup', { kind: 'revertCleanupStep', step })) applied.push(step.id);
+      }
+      result.steps = applied;
+    }
     if (c.sql) {
       result.sql = await changes.runCleanupSql.executeWithOptions({ summary: `cleanup SQL ${c.sql.path}` }, [
         { urlEnv, run, sql: c.sql, lockTimeoutMs },
@@ -113,9 +122,12 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     return result;
   },
 
-  undo: ({ plan, run }, { tables, followers }) =>
-    undos.restoreArchivedTables.executeWithOptions(
+  undo(ctx, action) {
+    if (action.kind === 'revertCleanupStep') return revertStep(ctx, action.step, 'cleanup');
+    const { tables, followers } = action;
+    return undos.restoreArchivedTables.executeWithOptions(
       { summary: `undo: move ${tables.join(', ')} back from tidemark_archive` },
-      [{ urlEnv: plan.database.urlEnv, run, tables, lockTimeoutMs: plan.lockTimeout, followers }],
-    ),
+      [{ urlEnv: ctx.plan.database.urlEnv, run: ctx.run, tables, lockTimeoutMs: ctx.plan.lockTimeout, followers }],
+    );
+  },
 };

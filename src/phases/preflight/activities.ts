@@ -17,7 +17,9 @@ import { describeKey, jobKeys } from '../../plan/keys';
 import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
 import { F, failure } from '../../migration/failures';
 import { storeScripts } from '../../db/scripts';
-import { planScripts } from '../../plan/scripts';
+import { planScripts, planSteps } from '../../plan/scripts';
+import { stepStates, type StepState } from '../../plan/ledger';
+import { readLedger } from '../../db/ledger';
 import { activityBody, backupDir, targetPool, type ActivityDeps } from '../activity-kit';
 import { databasesOf } from '../../plan/databases';
 
@@ -33,6 +35,8 @@ export interface PreflightReport {
   ok: boolean;
   findings: Finding[];
   serverVersion: string;
+  /** What the ledger says about each step of the plan (applied by an earlier run, pending, drifted). */
+  steps?: StepState[];
 }
 
 const MIN_SERVER_VERSION = 110000;
@@ -78,6 +82,7 @@ export async function runPreflightChecks(
   const findings: Finding[] = [];
   const add = (check: string, status: FindingStatus, message: string) => findings.push({ check, status, message });
   let serverVersion = 'unknown';
+  let steps: StepState[] | undefined;
 
   let client: PoolClient;
   let lost: Error | undefined;
@@ -112,6 +117,7 @@ export async function runPreflightChecks(
         await checkBackupSpace(c, plan, add, opts.env);
       } else add('backup', 'warn', 'backups are disabled for this plan');
 
+      steps = await checkLedger(c, plan, add);
       await checkConnections(c, plan, add);
       await checkLocksAndTransactions(c, plan, add);
       await checkCopyKeys(c, plan, add);
@@ -134,7 +140,7 @@ export async function runPreflightChecks(
     client.release(lost);
   }
   if (lost) throw lost;
-  return { ok: !findings.some((f) => f.status === 'fail'), findings, serverVersion };
+  return { ok: !findings.some((f) => f.status === 'fail'), findings, serverVersion, steps };
 }
 
 type Add = (check: string, status: FindingStatus, message: string) => void;
@@ -167,6 +173,29 @@ async function checkBackupSpace(c: PoolClient, plan: ResolvedPlan, add: Add, env
   } catch (e) {
     add('backup space', 'warn', `cannot read free space of ${dir}: ${(e as Error).message}`);
   }
+}
+
+/**
+ * The ledger: steps an earlier run of this plan applied are not applied again (said here, and by the schema phase);
+ * a step whose SQL changed since it was applied is drift, and refused with both checksums.
+ */
+async function checkLedger(c: PoolClient, plan: ResolvedPlan, add: Add): Promise<StepState[]> {
+  const states = stepStates(await readLedger(c, plan.name), planSteps(plan));
+  for (const s of states) {
+    const by = s.appliedBy ? `${s.appliedBy.workflowId} (run ${s.appliedBy.runId}) at ${s.appliedAt}` : '';
+    if (s.state === 'drift') {
+      add(
+        `step ${s.step}`,
+        'fail',
+        `drift: changed since ${by} applied it — ${s.drift}. Restore the script as it was applied, or revert the migration (tidemark revert ${plan.name}) before changing it`,
+      );
+    } else if (s.state === 'applied' && s.inPlan) {
+      add(`step ${s.step}`, 'ok', `already applied by ${by}: not applied again`);
+    } else if (s.state === 'applied') {
+      add(`step ${s.step}`, 'warn', `applied by ${by} but no longer in the plan: left as it is`);
+    }
+  }
+  return states;
 }
 
 async function checkConnections(c: PoolClient, plan: ResolvedPlan, add: Add) {

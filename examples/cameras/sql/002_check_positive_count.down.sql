@@ -1,0 +1,1 @@
+ALTER TABLE counting_results DROP CONSTRAINT IF EXISTS check_positive_count;

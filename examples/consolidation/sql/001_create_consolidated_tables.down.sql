@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS song_requests;
+DROP TABLE IF EXISTS events;
+DROP TABLE IF EXISTS auth_sessions;
+DROP TABLE IF EXISTS users;

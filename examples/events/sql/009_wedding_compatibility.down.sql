@@ -1,0 +1,2 @@
+DROP VIEW IF EXISTS wedding_invitations;
+DROP VIEW IF EXISTS wedding_events;

@@ -1,0 +1,2 @@
+ALTER TABLE product_variants
+  DROP COLUMN attributes;

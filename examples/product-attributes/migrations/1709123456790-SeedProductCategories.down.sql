@@ -1,0 +1,2 @@
+DELETE FROM categories
+WHERE name IN ('Electronics', 'Clothing');
