@@ -48,6 +48,13 @@ export const EXAMPLES: readonly Example[] = [
     defaultRows: 2000,
   },
   {
+    name: 'blue-green',
+    runbook: '001 blue-green deployment',
+    summary:
+      'cameras and counting results from a blue database into a green one: changes captured both ways, traffic 10 → 50 → 100 %, blue archived',
+    defaultRows: 2000,
+  },
+  {
     name: 'product-attributes',
     runbook: '004 versioned up/down migrations',
     summary: 'a schema-only plan of timestamp-named steps: run, history, revert',

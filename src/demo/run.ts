@@ -70,19 +70,31 @@ export async function runExample(
 }
 
 /** What the example left in the database, in a few lines: new tables, archived ones, the flag, the ledger. */
-export async function summarize(url: string, plan: ResolvedPlan, run: ExampleRun): Promise<string[]> {
+export async function summarize(
+  url: string,
+  plan: ResolvedPlan,
+  run: ExampleRun,
+  targetUrl?: string,
+): Promise<string[]> {
   const c = new Client({ connectionString: url });
   await c.connect();
-  const count = async (table: string) =>
-    c
+  // Blue-green: the copy's targets are in the target database.
+  const tc = targetUrl ? new Client({ connectionString: targetUrl }) : c;
+  if (tc !== c) await tc.connect();
+  const counter = (db: Client) => async (table: string) =>
+    db
       .query(`SELECT count(*)::int AS n FROM ${quoteTable(table)}`)
       .then((r) => `${r.rows[0].n} rows`)
       .catch(() => 'gone');
+  const count = counter(c);
+  const countTarget = counter(tc);
   try {
     const m = run.migration;
     const took = Date.parse(m.endedAt ?? new Date().toISOString()) - Date.parse(m.startedAt);
     const lines = [`summary: ${plan.name} ${m.state} in ${formatDuration(took)}`];
-    for (const j of plan.copy) lines.push(`  ${j.to}: ${await count(j.to)} (copy ${j.name})`);
+    for (const j of plan.copy) {
+      lines.push(`  ${targetUrl ? 'target ' : ''}${j.to}: ${await countTarget(j.to)} (copy ${j.name})`);
+    }
     for (const t of plan.cleanup?.archive ?? [])
       lines.push(`  tidemark_archive.${t}: ${await count(`tidemark_archive.${t}`)} (restorable)`);
     if (plan.traffic) {
@@ -91,12 +103,14 @@ export async function summarize(url: string, plan: ResolvedPlan, run: ExampleRun
         .catch(() => ({ rows: [] as { p: number }[] }));
       lines.push(`  flag ${plan.traffic.flag}: ${f.rows[0]?.p ?? 'unset'}%`);
     }
-    const steps = (run.historyAfter ?? (await history(url, plan))).plans[0]?.steps ?? [];
+    // A blue-green plan's steps ran on the target, whose ledger holds them.
+    const steps = (run.historyAfter ?? (await history(targetUrl ?? url, plan))).plans[0]?.steps ?? [];
     const applied = steps.filter((s) => s.state === 'applied').length;
     lines.push(`  tidemark.history: ${applied} of ${steps.length} step(s) applied`);
     if (run.revert) lines.push(`  revert: ${run.revert.state}`);
     return lines;
   } finally {
     await c.end();
+    if (tc !== c) await tc.end();
   }
 }

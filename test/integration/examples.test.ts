@@ -222,6 +222,6 @@ test('tidemark demo --list names every example and the runbook it automates', as
     .slice(1)
     .filter(Boolean)
     .map((l) => l.trim().split(/\s+/)[0]);
-  expect(names).toEqual(['meetings', 'cameras', 'consolidation', 'events', 'product-attributes']);
+  expect(names).toEqual(['meetings', 'cameras', 'consolidation', 'events', 'blue-green', 'product-attributes']);
   expect(r.stdout).toContain('004 versioned up/down migrations: a schema-only plan of timestamp-named steps');
 });

@@ -100,13 +100,20 @@ export function registerDemoCommand(program: Command, globals: () => GlobalOptio
         }
         const url = await recreateDatabase(pg.adminUrl, db, DEMO_MARK);
         await seedExample(ex, url, rows);
+        // Blue-green: the target is a second, empty database beside the sample one.
+        const targetUrl = plan.target ? await recreateDatabase(pg.adminUrl, `${db}_green`, DEMO_MARK) : undefined;
+        if (targetUrl) log(`target database "${db}_green" created (empty: the plan's schema steps run there)`);
         log(`seeded ${ex.name}: ${rows.toLocaleString('en-US')} rows in its main table (${ex.runbook})`);
         const logger = createLogger({ name: 'tidemark-worker', level: process.env.LOG_LEVEL ?? 'warn' });
         await installRuntime({ logger });
         const worker = await startWorker({
           address,
           taskQueue: DEMO_QUEUE,
-          env: { ...process.env, [plan.database.urlEnv]: url },
+          env: {
+            ...process.env,
+            [plan.database.urlEnv]: url,
+            ...(plan.target && targetUrl ? { [plan.target.urlEnv]: targetUrl } : {}),
+          },
           logger,
         });
         try {
@@ -122,7 +129,7 @@ export function registerDemoCommand(program: Command, globals: () => GlobalOptio
           });
           interrupted.catch(() => undefined);
           const run = await Promise.race([runExample(client, ex, plan, { url }), interrupted]);
-          log('\n' + (await summarize(url, plan, run)).join('\n'));
+          log('\n' + (await summarize(url, plan, run, targetUrl)).join('\n'));
           const ok =
             run.migration.state === 'completed' && (!ex.revertsAfterwards || run.revert?.state === 'completed');
           if (!ok) process.exitCode = EXIT.failed;
