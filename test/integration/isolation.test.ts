@@ -77,7 +77,7 @@ test("a migration's cleanup drops only its own sync; another migration on a held
   expect(refused.state).toBe('rolled-back');
   expect(refused.error).toContain('preflight failed');
   expect(refused.error).toContain('migration keeps-sync (tidemark-keeps-sync) syncs b (copy job a-b)');
-  expect(refused.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+  expect(refused.events.at(-1)?.message).toBe('ended: nothing was changed');
   // a is free again: a new migration of it runs.
   await db.query(`DROP TABLE a_v2`);
   expect((await completed(planFor(db, 'again-a', 'a', 'a_b'))).state).toBe('completed');

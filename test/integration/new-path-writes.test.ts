@@ -28,7 +28,7 @@ test('a plan moving traffic onto a forward-only target is refused before it chan
   expect(final.error).toContain(
     "copy meetings: rollback: traffic sends the application's writes to meetings_v2, and copy job meetings (sync: forward) syncs nothing back",
   );
-  expect(final.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+  expect(final.events.at(-1)?.message).toBe('ended: nothing was changed');
 });
 
 test('a plan that accepts the loss: the rollback reports the rows written on the new path that it discarded', async () => {

@@ -46,7 +46,7 @@ test('a NOT NULL column of the old table that reverse leaves empty is refused at
   expect(final.error).toContain(
     'copy orders: mapping: sync: bidirectional writes the new path\'s rows back to orders but leaves its NOT NULL column(s) "currency" empty',
   );
-  expect(final.events.at(-1)?.message).toBe('rolled back: nothing had been changed');
+  expect(final.events.at(-1)?.message).toBe('ended: nothing was changed');
 });
 
 test('plan check --rehearse tries the mapping: a target column that does not exist fails it', async () => {
