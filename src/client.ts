@@ -493,7 +493,8 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
     job.throttleReason = beats.find((b) => b.throttleReason)?.throttleReason ?? null;
     job.lockConflicts = (job.lockConflicts ?? 0) + beats.reduce((n, b) => n + (b.lockConflicts ?? 0), 0);
     job.lastLockConflict = beats.find((b) => b.lastLockConflict)?.lastLockConflict ?? job.lastLockConflict ?? null;
-    job.paused = beats.some((b) => b.paused);
+    // Paused once every running range has stopped at a batch boundary: from then on nothing of the job commits.
+    job.paused = beats.every((b) => b.paused);
     if (job.paused) job.rowsPerSecond = 0;
     const remaining = Math.max(0, job.estimatedTotal - job.rowsCopied);
     job.etaSeconds = job.rowsPerSecond > 0 ? Math.round(remaining / job.rowsPerSecond) : null;

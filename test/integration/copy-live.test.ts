@@ -109,8 +109,16 @@ test('sync: bidirectional with writers on both tables keeps both identical, with
       { opsPerSecond: 150, seed: 2 },
     );
     const atTraffic = await waitForGate(workflowId, 'traffic');
-    // Writers keep going on both paths for a while after validation, as during a 50 % rollout.
-    await new Promise((r) => setTimeout(r, 2000));
+    // Writers keep going on both paths for a while after validation, as during a 50 % rollout: counted, not timed.
+    const writes = (w: Workload) => w.stats.inserts + w.stats.updates + w.stats.deletes;
+    const both = onTarget;
+    const [sourceBefore, targetBefore] = [writes(onSource), writes(both)];
+    await eventually(
+      async () => writes(onSource) >= sourceBefore + 50 && writes(both) >= targetBefore + 50,
+      '50 more writes on each path',
+      120_000,
+      50,
+    );
     const s1 = await onSource.stop();
     const s2 = await onTarget.stop();
 

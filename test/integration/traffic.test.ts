@@ -132,9 +132,12 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
       120_000,
     );
     await eventually(async () => service.flags.percentage('use_room_types') === 50, 'the service to see 50%');
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(load.stats.byPath.new).toBeGreaterThan(20);
-    expect(load.stats.byPath.old).toBeGreaterThan(20);
+    await eventually(
+      async () => (load.stats.byPath.new ?? 0) > 20 && (load.stats.byPath.old ?? 0) > 20,
+      'writes on both paths',
+      60_000,
+      50,
+    );
     // Both paths take writes; both tables hold the same rows.
     expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 
@@ -150,7 +153,9 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
     // The service's reader followed the flag back to 0 (how fast: bench/rollback).
     await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 5000, 20);
     expect(flagChanges.map((c) => c.percentage)).toEqual([10, 50, 0]);
-    await new Promise((r) => setTimeout(r, 300));
+    // A few more writes once the application is back on the old path.
+    const okBefore = load.stats.ok;
+    await eventually(async () => load.stats.ok >= okBefore + 5, 'writes on the old path again', 60_000, 20);
   } finally {
     await load.stop();
     await service.close();
@@ -197,8 +202,12 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
     expect(seq).toBe('meetings_id_seq');
     const failedBefore = load.stats.failed;
     const newBefore = load.stats.byPath.new ?? 0;
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(load.stats.byPath.new - newBefore).toBeGreaterThan(50);
+    await eventually(
+      async () => (load.stats.byPath.new ?? 0) - newBefore > 50,
+      '50 more writes on the new path',
+      60_000,
+      50,
+    );
     expect(load.stats.failed - failedBefore).toBe(0);
 
     await h.client.abort(workflowId, { reason: 'new path misbehaves after cut-over' });
