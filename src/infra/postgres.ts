@@ -56,42 +56,93 @@ function which(name: string): string | undefined {
   return d && existsSync(join(d, name)) ? join(d, name) : undefined;
 }
 
-/** Starts (or reuses) a private cluster under .tidemark/pg on port 55432. initdb refuses root, so root runs it as `postgres`. */
-function startPrivateCluster(): string {
-  const initdb = which('initdb');
-  const pgCtl = which('pg_ctl');
-  if (!initdb || !pgCtl)
-    throw new Error('no PostgreSQL found: set DATABASE_URL, run a server on 127.0.0.1:5432, or install initdb/pg_ctl');
-  const port = Number(process.env.TIDEMARK_PRIVATE_PG_PORT ?? 55432);
-  const asRoot = userInfo().uid === 0;
-  const base = asRoot ? '/tmp/tidemark-pg' : join(projectRoot(), '.tidemark', 'pg');
-  const data = join(base, 'data');
-  const run = (cmd: string, args: string[]) => {
-    if (asRoot) execFileSync('runuser', ['-u', 'postgres', '--', cmd, ...args], { stdio: 'ignore' });
-    else execFileSync(cmd, args, { stdio: 'ignore' });
-  };
-  mkdirSync(base, { recursive: true });
-  if (asRoot) execFileSync('chown', ['postgres', base]);
-  if (!existsSync(join(data, 'PG_VERSION'))) {
-    run(initdb, ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']);
+export interface PrivateClusterOptions {
+  /** Where the cluster lives: data/ and server.log inside it. */
+  dir: string;
+  port: number;
+  /** Server settings given at start (`-c name=value`), e.g. `{ wal_level: 'logical' }`. */
+  settings?: Record<string, string>;
+}
+
+/**
+ * A PostgreSQL cluster of its own, made with the machine's initdb and run with pg_ctl, listening on 127.0.0.1 only:
+ * the demo's fallback when no server runs, and the tests' servers that may be restarted or configured (wal_level…)
+ * without touching the machine's own. initdb refuses root, so root runs the tools as `postgres`.
+ */
+export class PrivateCluster {
+  private readonly asRoot = userInfo().uid === 0;
+  private readonly tools: { initdb: string; pgCtl: string };
+
+  constructor(readonly opts: PrivateClusterOptions) {
+    const initdb = which('initdb');
+    const pgCtl = which('pg_ctl');
+    if (!initdb || !pgCtl)
+      throw new Error(
+        'no PostgreSQL found: set DATABASE_URL, run a server on 127.0.0.1:5432, or install initdb/pg_ctl',
+      );
+    this.tools = { initdb, pgCtl };
   }
-  const status = spawnSync(
-    asRoot ? 'runuser' : pgCtl,
-    asRoot ? ['-u', 'postgres', '--', pgCtl, 'status', '-D', data] : ['status', '-D', data],
-  );
-  if (status.status !== 0) {
-    run(pgCtl, [
+
+  get dataDir(): string {
+    return join(this.opts.dir, 'data');
+  }
+
+  /** A URL with rights to create databases. */
+  get adminUrl(): string {
+    return `postgres://postgres@127.0.0.1:${this.opts.port}/postgres`;
+  }
+
+  private run(cmd: string, args: string[]): void {
+    if (this.asRoot) execFileSync('runuser', ['-u', 'postgres', '--', cmd, ...args], { stdio: 'ignore' });
+    else execFileSync(cmd, args, { stdio: 'ignore' });
+  }
+
+  running(): boolean {
+    const args = ['status', '-D', this.dataDir];
+    const r = this.asRoot
+      ? spawnSync('runuser', ['-u', 'postgres', '--', this.tools.pgCtl, ...args])
+      : spawnSync(this.tools.pgCtl, args);
+    return r.status === 0;
+  }
+
+  /** Creates the cluster on first use and starts it unless it runs; returns once it accepts connections. */
+  start(): this {
+    mkdirSync(this.opts.dir, { recursive: true });
+    if (this.asRoot) execFileSync('chown', ['postgres', this.opts.dir]);
+    if (!existsSync(join(this.dataDir, 'PG_VERSION')))
+      this.run(this.tools.initdb, ['-D', this.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']);
+    if (this.running()) return this;
+    const settings = Object.entries(this.opts.settings ?? {}).map(([k, v]) => `-c ${k}=${v}`);
+    const options = [`-p ${this.opts.port}`, `-k ${this.opts.dir}`, '-c listen_addresses=127.0.0.1', ...settings];
+    this.run(this.tools.pgCtl, [
       'start',
       '-w',
       '-D',
-      data,
+      this.dataDir,
       '-l',
-      join(base, 'server.log'),
+      join(this.opts.dir, 'server.log'),
       '-o',
-      `-p ${port} -k ${base} -c listen_addresses=127.0.0.1`,
+      options.join(' '),
     ]);
+    return this;
   }
-  return `postgres://postgres@127.0.0.1:${port}/postgres`;
+
+  /** Stops the server: `fast` ends sessions cleanly, `immediate` is a crash (recovery runs at the next start). */
+  stop(mode: 'fast' | 'immediate' = 'fast'): void {
+    if (this.running()) this.run(this.tools.pgCtl, ['stop', '-w', '-m', mode, '-D', this.dataDir]);
+  }
+
+  restart(mode: 'fast' | 'immediate' = 'fast'): void {
+    this.stop(mode);
+    this.start();
+  }
+}
+
+/** The demo's fallback: a private cluster under .tidemark/pg (as root, /tmp/tidemark-pg) on port 55432. */
+function startPrivateCluster(): string {
+  const base = userInfo().uid === 0 ? '/tmp/tidemark-pg' : join(projectRoot(), '.tidemark', 'pg');
+  const port = Number(process.env.TIDEMARK_PRIVATE_PG_PORT ?? 55432);
+  return new PrivateCluster({ dir: base, port }).start().adminUrl;
 }
 
 export async function findPostgres(): Promise<PostgresServer> {

@@ -3,12 +3,13 @@
 // same way, after the archive is simulated (the old tables moved aside, as cleanup does before its steps).
 import type { Pool, PoolClient } from 'pg';
 import { probeSync, type SyncProbe } from '../phases/copy/probe';
-import { runPreflightChecks, type PreflightReport } from '../phases/preflight/activities';
+import { checkTargetDatabase, runPreflightChecks, type PreflightReport } from '../phases/preflight/activities';
 import { formatPgError } from '../db/errors';
 import { ARCHIVE_SCHEMA } from '../db/names';
 import { quoteIdent, quoteTable } from '../db/quote';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
 import { lintPlan, type LintFinding } from '../plan/lint';
+import { stepUrlEnv } from '../plan/databases';
 import type { ResolvedPlan } from '../plan/types';
 
 export type StepOutcome = 'ok' | 'failed' | 'not-rehearsable' | 'not-reached' | 'applied-earlier';
@@ -42,21 +43,36 @@ export interface RehearsalReport {
   unchanged: boolean;
 }
 
-export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<RehearsalReport> {
+/**
+ * Rehearses `plan` against its database (`pool`); a blue-green plan also against its target (`target`): the target's
+ * preflight checks, and each step in a rolled-back transaction on the database it runs on.
+ */
+export async function rehearsePlan(pool: Pool, plan: ResolvedPlan, target?: Pool): Promise<RehearsalReport> {
+  if (plan.target && !target) throw new Error('a blue-green plan is rehearsed against both of its databases');
   const lint = await lintPlan(plan);
   const preflight = await runPreflightChecks(pool, plan);
+  if (plan.target && target) {
+    preflight.findings.push(...(await checkTargetDatabase(pool, target, plan)));
+    preflight.ok = !preflight.findings.some((f) => f.status === 'fail');
+  }
   const steps: RehearsalStep[] = [];
   let queries: RehearsalQuery[] | undefined;
   const syncs: SyncProbe[] = [];
   const c = await pool.connect();
+  const tc = plan.target && target ? await target.connect() : undefined;
+  const sides = tc ? [c, tc] : [c];
+  const clientFor = (step: ResolvedPlan['schema'][number]) =>
+    tc && stepUrlEnv(plan, step) === plan.target!.urlEnv ? tc : c;
   let unchanged: boolean;
   try {
-    const before = await schemaFingerprint(c);
-    await c.query('BEGIN');
-    try {
-      await c.query(`SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '300s', true)`, [
+    const before = await Promise.all(sides.map((x) => schemaFingerprint(x)));
+    for (const x of sides) {
+      await x.query('BEGIN');
+      await x.query(`SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '300s', true)`, [
         `${plan.lockTimeout}ms`,
       ]);
+    }
+    try {
       let stopped = false;
       const rehearse = async (step: ResolvedPlan['schema'][number]) => {
         const earlier = preflight.steps?.find(
@@ -83,13 +99,14 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
           });
           return;
         }
-        const result = await rehearseStep(c, step.id, step.up.sql, step.down.sql);
+        const result = await rehearseStep(clientFor(step), step.id, step.up.sql, step.down.sql);
         steps.push(result);
         if (result.outcome === 'failed') stopped = true;
       };
       for (const step of plan.schema) await rehearse(step);
       queries = await rehearseQueries(c, plan);
-      for (const job of plan.copy) if (job.sync !== 'none') syncs.push(await probeSync(c, job, true));
+      // Same-database sync only: a blue-green plan's capture and its mapping are checked by the target's preflight.
+      if (!plan.target) for (const job of plan.copy) if (job.sync !== 'none') syncs.push(await probeSync(c, job, true));
       const cleanupSteps = plan.cleanup?.steps ?? [];
       if (cleanupSteps.length) {
         // Cleanup steps run after the archive: the old names are free by then (a view may take one).
@@ -105,12 +122,16 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan): Promise<Rehe
         for (const step of cleanupSteps) await rehearse(step);
       }
     } finally {
-      await c.query('ROLLBACK');
+      for (const x of sides) await x.query('ROLLBACK');
     }
-    const diff = fingerprintDiff(before, await schemaFingerprint(c));
-    unchanged = diff.gone.length === 0 && diff.added.length === 0;
+    const after = await Promise.all(sides.map((x) => schemaFingerprint(x)));
+    unchanged = after.every((a, i) => {
+      const diff = fingerprintDiff(before[i], a);
+      return diff.gone.length === 0 && diff.added.length === 0;
+    });
   } finally {
     c.release();
+    tc?.release();
   }
   const ok =
     preflight.ok &&

@@ -65,9 +65,10 @@ export class Harness {
     });
   }
 
-  async db(label = 'db'): Promise<TestDb> {
+  /** A fresh database, on the machine's server unless `adminUrl` names another (a private cluster). */
+  async db(label = 'db', adminUrl = pgAdmin()): Promise<TestDb> {
     const name = `tm_${label.replace(/[^a-z0-9]/g, '_')}_${randomBytes(3).toString('hex')}`;
-    const url = await recreateDatabase(pgAdmin(), name);
+    const url = await recreateDatabase(adminUrl, name);
     const urlEnv = `TM_${name.toUpperCase()}`;
     this.env[urlEnv] = url;
     const db: TestDb = {
@@ -83,7 +84,7 @@ export class Harness {
           await c.end();
         }
       },
-      drop: () => dropDatabase(pgAdmin(), name),
+      drop: () => dropDatabase(adminUrl, name),
     };
     this.dbs.push(db);
     return db;

@@ -123,14 +123,23 @@ export function registerPlanCommands(program: Command): void {
         const { Pool } = await import('pg');
         const { poolConfig } = await import('../../db/pool');
         const { rehearsePlan } = await import('../../rehearsal');
+        // A blue-green plan is rehearsed on both databases: its steps run on the target by default.
+        const targetUrl = p.target ? process.env[p.target.urlEnv] : undefined;
+        if (p.target && !targetUrl)
+          throw new CliError(
+            `set ${p.target.urlEnv} (the plan's target.urlEnv) to the target database to rehearse against`,
+            F.Usage,
+          );
         const pool = new Pool(poolConfig(url, 2));
+        const target = targetUrl ? new Pool(poolConfig(targetUrl, 2)) : undefined;
         try {
-          const r = await rehearsePlan(pool, p);
+          const r = await rehearsePlan(pool, p, target);
           report = { plan: p.name, ...r };
           ok = r.ok && r.unchanged && !(o.strict && r.lint.length);
           lines.push('', ...describeLint(r.lint), '', ...describeRehearsal(r));
         } finally {
           await pool.end();
+          await target?.end();
         }
       } else {
         const lint = await lintPlan(p);

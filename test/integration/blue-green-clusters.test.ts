@@ -1,0 +1,134 @@
+// Blue-green between two servers of their own: blue runs with wal_level = logical, green with wal_level = replica,
+// each a private cluster started here (initdb/pg_ctl), so nothing depends on how the machine's server is configured.
+// Preflight says which capture each side allows and refuses a replication slot tidemark left behind; the migration
+// then moves the tables across servers under writes and leaves no slot, trigger or change table on either.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PrivateCluster } from '../../src/infra/postgres';
+import {
+  BLUE_CAMERAS_AS_GREEN,
+  BLUE_GREEN_DIR,
+  blueGreenPlan,
+  CameraWriters,
+  exceptAcross,
+  GREEN_CAMERAS,
+  leftovers,
+  RESULTS,
+  seedBlue,
+} from '../helpers/blue-green';
+import { runCli } from '../helpers/cli';
+import { eventually, Harness, type TestDb } from '../helpers/env';
+
+const h = new Harness();
+const clusters: PrivateCluster[] = [];
+const ROWS = 2000;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function cluster(walLevel: 'logical' | 'replica'): Promise<PrivateCluster> {
+  const c = new PrivateCluster({
+    dir: mkdtempSync(join(tmpdir(), `tidemark-${walLevel}-`)),
+    port: await freePort(),
+    settings: { wal_level: walLevel, max_wal_senders: '4', max_replication_slots: '4', fsync: 'off' },
+  });
+  clusters.push(c);
+  return c.start();
+}
+
+let blue: TestDb;
+let green: TestDb;
+
+beforeAll(async () => {
+  await h.start();
+  const [logical, replica] = [await cluster('logical'), await cluster('replica')];
+  blue = await h.db('bgc_blue', logical.adminUrl);
+  green = await h.db('bgc_green', replica.adminUrl);
+  await seedBlue(blue, ROWS);
+}, 180_000);
+
+afterAll(async () => {
+  await h.stop();
+  for (const c of clusters) {
+    c.stop('immediate');
+    rmSync(c.opts.dir, { recursive: true, force: true });
+  }
+});
+
+const clean = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+
+test('plan check --rehearse on both servers: says which capture each allows, refuses a slot tidemark left behind, changes nothing', async () => {
+  const env = { BLUE_DATABASE_URL: blue.url, GREEN_DATABASE_URL: green.url };
+  const rehearse = () => runCli(['plan', 'check', join(BLUE_GREEN_DIR, 'plan.yaml'), '--rehearse'], env);
+  await blue.query(`SELECT pg_create_logical_replication_slot('tidemark_left_behind', 'test_decoding')`);
+  const refused = await rehearse();
+  expect(refused.code).not.toBe(0);
+  expect(refused.stdout).toMatch(
+    /fail replication slot tidemark_left_behind: a tidemark replication slot is left on the source, holding .* WAL: drop it with SELECT pg_drop_replication_slot\('tidemark_left_behind'\)/,
+  );
+  await blue.query(`SELECT pg_drop_replication_slot('tidemark_left_behind')`);
+
+  const r = await rehearse();
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(
+    /ok {3}capture on the source: .*wal_level is logical and this role may use logical decoding/,
+  );
+  expect(r.stdout).toMatch(
+    /ok {3}capture on the target: .*wal_level is replica \(logical decoding needs wal_level = logical/,
+  );
+  // The schema steps were tried on green, where they run, and left nothing there.
+  for (const step of ['001_create_cameras', '002_create_counting_results'])
+    expect(r.stdout).toContain(`step ${step}: ok — up, down (schema restored exactly), up again`);
+  expect(r.stdout).toContain('database unchanged by the rehearsal: yes');
+  expect(await green.query(`SELECT 1 FROM pg_tables WHERE tablename IN ('cameras', 'counting_results')`)).toEqual([]);
+});
+
+test('across two servers under writes on blue: green ends identical through the mapping, neither keeps a slot, trigger or change', async () => {
+  const plan = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 600_000 }] });
+  const onBlue = new CameraWriters(blue.url, 'blue', {
+    loops: 3,
+    existingIds: ROWS,
+    firstNewId: 1_000_000,
+    pauseMs: 5,
+  });
+  let stopped = false;
+  try {
+    const { workflowId } = await h.client.start(plan, { autoApprove: true });
+    // Blue takes writes until the copy has run and traffic starts to move (the writers stop as the flag turns).
+    await eventually(
+      async () => {
+        const s = await h.client.status(workflowId);
+        if (['rolled-back', 'failed', 'completed'].includes(s.state))
+          throw new Error(`migration ${s.state}: ${s.error}`);
+        return (
+          s.events.some((e) => e.message.startsWith('flag use_green_database at 100%')) && onBlue.acknowledged > 200
+        );
+      },
+      'traffic at 100%, with writes on blue',
+      300_000,
+    );
+    await onBlue.stop();
+    stopped = true;
+    await h.client.promote(workflowId, {});
+    const final = await h.client.waitForEnd(workflowId);
+    expect(final.error).toBeNull();
+    expect(final.state).toBe('completed');
+  } finally {
+    if (!stopped) await onBlue.stop();
+  }
+  expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
+  expect(await exceptAcross(blue, RESULTS, green, RESULTS)).toEqual({ onlyInA: [], onlyInB: [] });
+  expect(await leftovers(blue)).toEqual(clean);
+  expect(await leftovers(green)).toEqual(clean);
+}, 600_000);
