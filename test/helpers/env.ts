@@ -3,6 +3,7 @@ import { bundleWorkflowCode, DefaultLogger, Runtime, type WorkflowBundle } from 
 import { randomBytes } from 'node:crypto';
 import { Client } from 'pg';
 import { TidemarkClient } from '../../src/client';
+import type { MigrationStatus } from '../../src/migration/messages';
 import { dropDatabase, recreateDatabase } from '../../src/infra/postgres';
 import { createLogger } from '../../src/logger';
 import { startWorker, type RunningWorker, type WorkerOptions } from '../../src/worker';
@@ -90,18 +91,9 @@ export class Harness {
     return db;
   }
 
-  /** Waits until the migration asks for approval of `gate`; fails at once if it ends instead. */
-  async approvalPending(workflowId: string, gate: string, timeoutMs = 120_000) {
-    return eventually(
-      async () => {
-        const s = await this.client.status(workflowId);
-        if (['rolled-back', 'failed', 'completed'].includes(s.state))
-          throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-        return s.pendingApproval?.gate === gate ? s : undefined;
-      },
-      `approval of ${gate}`,
-      timeoutMs,
-    );
+  /** Waits until the migration asks for approval of `gate` (see `approvalOf`). */
+  approvalPending(workflowId: string, gate: string, stallMs = 120_000) {
+    return approvalOf(this.client, workflowId, gate, stallMs);
   }
 
   async stop(): Promise<void> {
@@ -133,4 +125,74 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+/** What moves while a migration works: its events, rows copied, checks done, flag stage. */
+export function progressOf(s: MigrationStatus): string {
+  return JSON.stringify([
+    s.events.length,
+    s.phase,
+    s.copy.map((c) => c.rowsCopied),
+    s.validation?.checks.length ?? 0,
+    s.traffic?.percent ?? null,
+  ]);
+}
+
+/**
+ * Like `eventually`, but the time limit is on standing still: it resets whenever `progress()` returns something new.
+ * For waits whose length depends on how busy the machine is (a copy under load), not on whether the thing happens.
+ */
+export async function whileProgressing<T>(
+  fn: () => Promise<T | undefined | false>,
+  progress: () => Promise<string>,
+  what: string,
+  stallMs = 120_000,
+  everyMs = 200,
+): Promise<T> {
+  let seen = '';
+  let deadline = Date.now() + stallMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+      const now = await progress();
+      if (now !== seen) {
+        seen = now;
+        deadline = Date.now() + stallMs;
+      }
+    } catch (e) {
+      if (e instanceof StopWaiting) throw e;
+      last = e;
+    }
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(
+    `timed out waiting for ${what}: nothing moved for ${stallMs} ms${last ? `: ${(last as Error).message}` : ''}`,
+  );
+}
+
+/**
+ * Waits until the migration asks for approval of `gate`; fails at once if it ends instead, and only after `stallMs`
+ * without progress (no new event, no row copied, no check done): a slow machine makes it slower, not fail.
+ */
+export function approvalOf(
+  client: TidemarkClient,
+  workflowId: string,
+  gate: string,
+  stallMs = 120_000,
+): Promise<MigrationStatus> {
+  let latest: MigrationStatus | undefined;
+  return whileProgressing(
+    async () => {
+      const s = (latest = await client.status(workflowId));
+      if (['rolled-back', 'failed', 'completed'].includes(s.state))
+        throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+      return s.pendingApproval?.gate === gate ? s : undefined;
+    },
+    async () => (latest ? progressOf(latest) : ''),
+    `approval of ${gate}`,
+    stallMs,
+  );
 }

@@ -5,7 +5,7 @@ import { sha256 } from '../../src/plan/load';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { runCli } from '../helpers/cli';
 import { allTableContents, schemaDump, tableExists } from '../helpers/db-assert';
-import { eventually, Harness, temporalAddress, type TestDb } from '../helpers/env';
+import { approvalOf, eventually, Harness, temporalAddress, type TestDb } from '../helpers/env';
 import { meetingsPlan, writePlan } from '../helpers/plans';
 import { meetingsSourceOps, startWorkload } from '../helpers/writers';
 
@@ -13,17 +13,7 @@ const h = new Harness();
 beforeAll(() => h.start());
 afterAll(() => h.stop());
 
-async function waitForGate(client: TidemarkClient, workflowId: string, gate: string) {
-  return eventually(
-    async () => {
-      const s = await client.status(workflowId);
-      if (['rolled-back', 'failed', 'completed'].includes(s.state)) throw new Error(`migration ${s.state}: ${s.error}`);
-      return s.pendingApproval?.gate === gate ? s : undefined;
-    },
-    `approval of ${gate}`,
-    120_000,
-  );
-}
+const waitForGate = (client: TidemarkClient, workflowId: string, gate: string) => approvalOf(client, workflowId, gate);
 
 /** The meetings job only, forward sync, checked by row count and checksum. */
 async function meetingsChecked(

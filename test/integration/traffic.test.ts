@@ -41,7 +41,12 @@ async function gatedPlan(
     ...base,
     copy: [base.copy[0]],
     validate: [{ rowCount: { copy: 'meetings' } }, { checksum: { copy: 'meetings', chunkSize: 1000 } }],
-    traffic: { flag: 'use_room_types', stages: stages.map((s) => ({ ...s, approval: false })), gates },
+    traffic: {
+      flag: 'use_room_types',
+      flagIn: 'source',
+      stages: stages.map((s) => ({ ...s, approval: false })),
+      gates,
+    },
     cleanup,
   };
 }
