@@ -156,7 +156,7 @@ test('the demo service: writers on both paths at 50 % keep the tables identical;
       /^gate "new-path error rate" breached 2 time\(s\) in a row: read 0\.\d+, max 0\.05, at 50%$/,
     );
     // The service's reader followed the flag back to 0 (how fast: bench/rollback).
-    await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 5000, 20);
+    await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 30_000, 20);
     expect(flagChanges.map((c) => c.percentage)).toEqual([10, 50, 0]);
     // A few more writes once the application is back on the old path.
     const okBefore = load.stats.ok;
@@ -220,7 +220,7 @@ test('abort after cut-over, with the old table already archived: traffic goes ba
     expect(final.state).toBe('rolled-back');
     expect(await tableExists(db, 'meetings')).toBe(true);
     expect(await tableExists(db, 'meetings_v2')).toBe(false);
-    await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 5000, 20);
+    await eventually(async () => service.flags.percentage('use_room_types') === 0, 'the reader to see 0%', 30_000, 20);
     // The schema is as before, the sequence owned by meetings.id again included.
     expect(schemaDump(db)).toBe(schemaBefore);
   } finally {
