@@ -3,9 +3,9 @@
 // Preflight says which capture each side allows and refuses a replication slot tidemark left behind; the migration
 // then moves the tables across servers under writes and leaves no slot, trigger or change table on either.
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../src/infra/devserver';
 import { PrivateCluster } from '../../src/infra/postgres';
 import {
   BLUE_CAMERAS_AS_GREEN,
@@ -24,17 +24,6 @@ import { eventually, Harness, type TestDb } from '../helpers/env';
 const h = new Harness();
 const clusters: PrivateCluster[] = [];
 const ROWS = 2000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function cluster(walLevel: 'logical' | 'replica'): Promise<PrivateCluster> {
   const c = new PrivateCluster({
