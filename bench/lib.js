@@ -75,41 +75,81 @@ function phaseMs(status, name) {
   return Date.parse(p.endedAt) - Date.parse(p.startedAt);
 }
 
-/** pgbench against `url` for `seconds`; returns TPS and p99 latency (ms) from its per-transaction log. */
-function pgbench(url, seconds, clients = 4) {
+/**
+ * pgbench against `url`: `seconds` long (or until stop()), `clients` clients, at most `rate` transactions per second
+ * when given (-R: latencies then count from each transaction's scheduled start, as a client of a rate-limited
+ * application would feel them). Returns { done, stop }: done resolves to TPS, latency percentiles (ms) — over the whole
+ * run, or over the transactions that started inside `window()` ({ from, to } in ms since the epoch) when given — and
+ * the failed transactions (errors, failures, clients aborted).
+ */
+function startPgbench(url, { seconds, clients = 4, rate, window } = {}) {
   const pgbenchBin = dist('db/pgtools').findPgTool('pgbench') ?? 'pgbench';
   const dir = mkdtempSync(join(tmpdir(), 'tidemark-pgbench-'));
   // The workload is an application, not tidemark: its sessions must not carry tidemark's application_name (which
   // libpqEnv sets), or the copy's throttler would take them for its own and ignore them.
   const env = { ...process.env, ...dist('db/pgtools').libpqEnv(url), PGAPPNAME: 'pgbench' };
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      pgbenchBin,
-      ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-l', '--log-prefix', join(dir, 'log')],
-      {
-        env,
-        cwd: dir,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
+  const args = ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds), '-l', '--log-prefix', join(dir, 'log')];
+  if (rate) args.push('-R', String(Math.max(1, Math.round(rate))));
+  const child = spawn(pgbenchBin, args, { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let stopped = false;
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
+  const done = new Promise((resolve, reject) => {
     child.on('error', reject);
     child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`pgbench exited ${code}: ${out.slice(-400)}`));
-      const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
-      const lat = execFileSync('sh', ['-c', `cat ${join(dir, 'log')}.* | awk '{print $3}' | sort -n`], {
+      if (code !== 0 && !stopped) return reject(new Error(`pgbench exited ${code}: ${out.slice(-400)}`));
+      // Log lines: client transaction time(us)|failed|skipped script epoch(s) us [lag]
+      const lines = execFileSync('sh', ['-c', `cat ${join(dir, 'log')}.* 2>/dev/null || true`], {
         encoding: 'utf8',
-        maxBuffer: 1 << 28,
+        maxBuffer: 1 << 29,
       })
         .trim()
         .split('\n')
-        .map(Number);
-      const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] / 1000;
-      resolve({ tps, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), transactions: lat.length });
+        .filter(Boolean)
+        .map((l) => l.split(' '));
+      const w = window?.();
+      const inWindow = lines.filter((f) => {
+        if (!w) return true;
+        const endMs = Number(f[4]) * 1000 + Number(f[5]) / 1000;
+        const startMs = f[2] === 'failed' || f[2] === 'skipped' ? endMs : endMs - Number(f[2]) / 1000;
+        return startMs >= w.from && startMs <= w.to;
+      });
+      const lat = inWindow
+        .filter((f) => /^\d+$/.test(f[2]))
+        .map((f) => Number(f[2]))
+        .sort((a, b) => a - b);
+      const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(lat.length * p))] / 1000 : NaN);
+      const aborted = (out.match(/client \d+ aborted/g) ?? []).length;
+      const failedLogged = inWindow.filter((f) => f[2] === 'failed').length;
+      const failedReported = Number(/number of failed transactions: (\d+)/.exec(out)?.[1] ?? 0);
+      const tps = w
+        ? lat.length / Math.max((w.to - w.from) / 1000, 1e-3)
+        : Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? NaN);
+      resolve({
+        tps,
+        p50: pct(0.5),
+        p90: pct(0.9),
+        p99: pct(0.99),
+        transactions: lat.length,
+        failed: Math.max(failedLogged, w ? 0 : failedReported) + aborted,
+      });
     });
   });
+  return {
+    done,
+    /** Ends the run early; what it logged so far is what counts. */
+    stop() {
+      stopped = true;
+      if (child.exitCode === null) child.kill('SIGINT');
+      return done;
+    },
+  };
+}
+
+/** pgbench against `url` for `seconds` (see startPgbench). */
+function pgbench(url, seconds, clients = 4, rate) {
+  return startPgbench(url, { seconds, clients, rate }).done;
 }
 
 /** A fresh scratch database holding `table` with `rows` generated rows (integer key, numbers, text, timestamps). */
@@ -167,5 +207,6 @@ module.exports = {
   runToEnd,
   phaseMs,
   pgbench,
+  startPgbench,
   fmt,
 };
