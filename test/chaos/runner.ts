@@ -83,7 +83,7 @@ export class ChaosLab {
     readonly cluster: PrivateCluster,
     opts: ChaosOptions,
   ) {
-    this.rows = opts.rows ?? 10_000;
+    this.rows = opts.rows ?? 6_000;
     this.boundMs = opts.boundMs ?? 240_000;
     this.log = opts.log ?? (() => undefined);
   }
@@ -349,6 +349,13 @@ export class ChaosLab {
       writes: writer.counts,
       ms: Date.now() - started,
     };
+    const w = writer.counts;
+    this.log(
+      `  writes: old path ${w.oldPath.inserts} inserts, ${w.oldPath.updates} updates, ${w.oldPath.deletes} deletes, ` +
+        `${w.oldPath.keyChanges} key changes; new path ${w.newPath.inserts} inserts, ${w.newPath.updates} updates, ` +
+        `${w.newPath.deletes} deletes; refused ${JSON.stringify(w.failed)}; outcome unknown ${w.uncertain}` +
+        (skipped.length ? `; not reached: ${skipped.map((f) => `${f.kind} ${describeTrigger(f.at)}`).join(', ')}` : ''),
+    );
     this.log(
       `  → ${outcome}${final?.error ? ` (${final.error})` : ''} in ${(result.ms / 1000).toFixed(1)}s` +
         (violations.length ? `\n  VIOLATIONS (replay: ${replayCommand(seed)}):\n    ${violations.join('\n    ')}` : ''),

@@ -196,7 +196,7 @@ export class LedgerWriter {
       return;
     }
     const newPath = this.flags.isEnabledFor(FLAG, id);
-    if (roll < 0.7) {
+    if (roll < 0.75) {
       await attempt([id], async () => {
         const r = newPath
           ? await this.pool.query(
@@ -213,7 +213,7 @@ export class LedgerWriter {
         if (newPath) this.counts.newPath.updates++;
         else this.counts.oldPath.updates++;
       });
-    } else if (roll < 0.85) {
+    } else if (roll < 0.92) {
       await attempt([id], async () => {
         const r = await this.pool.query(`DELETE FROM ${newPath ? NEW : OLD} WHERE id = $1`, [id]);
         if (r.rowCount !== 1) return;
