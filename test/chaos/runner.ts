@@ -305,7 +305,18 @@ export class ChaosLab {
 
     const outcome: Outcome = (final?.state as Outcome | undefined) ?? 'no end';
     if (!final) {
-      violations.push(`no terminal state within ${this.boundMs / 1000}s`);
+      const s = await this.statusOrNull(wf);
+      const pending = await this.pendingActivities(wf);
+      violations.push(
+        `no terminal state within ${this.boundMs / 1000}s: ${
+          s
+            ? `${s.state} in ${s.phase}, last events: ${s.events
+                .slice(-3)
+                .map((e) => e.message)
+                .join(' | ')}`
+            : 'status unreadable'
+        }; pending activities: ${pending}`,
+      );
       await (await this.client.handle(wf)).terminate('chaos: no end within the bound').catch(() => undefined);
     } else if (final.state === 'failed') violations.push(`the migration ended failed: ${final.error}`);
     violations.push(...this.unexpectedExits);
@@ -361,6 +372,23 @@ export class ChaosLab {
         (violations.length ? `\n  VIOLATIONS (replay: ${replayCommand(seed)}):\n    ${violations.join('\n    ')}` : ''),
     );
     return result;
+  }
+
+  private async pendingActivities(wf: string): Promise<string> {
+    try {
+      const d = await (await this.client.handle(wf)).describe();
+      const raw = d.raw.pendingActivities ?? [];
+      return (
+        raw
+          .map(
+            (a) =>
+              `${a.activityType?.name} attempt ${a.attempt} (${a.state}, last failure: ${a.lastFailure?.message ?? 'none'})`,
+          )
+          .join('; ') || 'none'
+      );
+    } catch (e) {
+      return `unreadable (${(e as Error).message.split('\n')[0]})`;
+    }
   }
 
   /** The secret must not appear in the workflow's history, in `tidemark status --json`, or in the worker's log. */
