@@ -66,9 +66,13 @@ export const gateReads = proxyActivities<Activities>({
   retry: retry({ maximumAttempts: 2 }),
 });
 
-/** Compensations retry patiently: giving up leaves objects behind (and stops the rollback). */
+/**
+ * Compensations retry patiently: giving up leaves objects behind (and stops the rollback). They heartbeat while they
+ * run (UNDO_ACTIVITIES in phases/activities.ts), so a worker lost mid-rollback costs 30 s, not the 15-minute timeout.
+ */
 export const undos = proxyActivities<Activities>({
   startToCloseTimeout: '15m',
+  heartbeatTimeout: '30s',
   retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }),
 });
 

@@ -1,5 +1,5 @@
 // Builds every activity from its dependencies: each phase's forward steps and undos, the run's own, and the ledger's.
-import type { ActivityDeps } from './activity-kit';
+import { keptAlive, type ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
@@ -14,8 +14,24 @@ import { createValidateActivities } from './validate/activities';
 
 export type { ActivityDeps } from './activity-kit';
 
+/**
+ * The activities a rollback runs through the `undos` profile. They keep heartbeating while they run (keptAlive), so a
+ * worker lost in the middle of a rollback is noticed within that profile's heartbeat timeout and the undo retried on
+ * another worker, instead of the rollback standing still until the 15-minute start-to-close timeout.
+ */
+export const UNDO_ACTIVITIES = [
+  'fenceRun',
+  'undoCopy',
+  'dropReverseSync',
+  'undoCapture',
+  'finishCapture',
+  'revertSchemaStep',
+  'restoreArchivedTables',
+  'restoreBackup',
+] as const;
+
 export function createActivities(deps: ActivityDeps) {
-  return {
+  const activities = {
     ...createRunActivities(deps),
     ...createPreflightActivities(deps),
     ...createBackupActivities(deps),
@@ -28,6 +44,11 @@ export function createActivities(deps: ActivityDeps) {
     ...createNotifyActivities(deps),
     ...createLedgerActivities(deps),
   };
+  for (const name of UNDO_ACTIVITIES) {
+    const run = activities[name] as (...args: unknown[]) => Promise<unknown>;
+    activities[name] = ((...args: unknown[]) => keptAlive(() => run(...args))) as never;
+  }
+  return activities;
 }
 
 export type Activities = ReturnType<typeof createActivities>;

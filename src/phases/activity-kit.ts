@@ -73,11 +73,39 @@ export async function activityBody<T>(context: string, fn: () => Promise<T>): Pr
   }
 }
 
+/** The details each running activity heartbeat last, so a keep-alive beat repeats them instead of erasing them. */
+const lastDetails = new WeakMap<Context, { details: unknown }>();
+
 export function heartbeat(details?: unknown): void {
   try {
-    Context.current().heartbeat(details);
+    const ctx = Context.current();
+    lastDetails.set(ctx, { details });
+    ctx.heartbeat(details);
   } catch {
     // Outside an activity context (unit use): nothing to report to.
+  }
+}
+
+/**
+ * Runs `fn` heartbeating every few seconds — with the details the activity heartbeat last, or else those of its
+ * previous attempt, so a checkpoint is never overwritten — so that a heartbeat timeout notices a lost worker within
+ * seconds and Temporal retries the activity on another, rather than at the end of its start-to-close timeout.
+ */
+export async function keptAlive<T>(fn: () => Promise<T>, everyMs = 5000): Promise<T> {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return fn();
+  }
+  const beat = setInterval(() => {
+    const last = lastDetails.get(ctx);
+    ctx.heartbeat(last ? last.details : ctx.info.heartbeatDetails);
+  }, everyMs);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(beat);
   }
 }
 
