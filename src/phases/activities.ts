@@ -15,11 +15,18 @@ import { createValidateActivities } from './validate/activities';
 export type { ActivityDeps } from './activity-kit';
 
 /**
- * The activities a rollback runs through the `undos` profile. They keep heartbeating while they run (keptAlive), so a
- * worker lost in the middle of a rollback is noticed within that profile's heartbeat timeout and the undo retried on
- * another worker, instead of the rollback standing still until the 15-minute start-to-close timeout.
+ * The activities the `quick` and `undos` profiles run: they do not heartbeat on their own, so they keep heartbeating
+ * while they run (keptAlive) and those profiles have a heartbeat timeout. A worker lost in the middle of one (a
+ * preflight, a rollback's fence or undo) is then noticed within seconds and the activity retried on another worker,
+ * instead of the migration standing still until the 15-minute start-to-close timeout.
  */
-export const UNDO_ACTIVITIES = [
+export const KEPT_ALIVE = [
+  'runPreflight',
+  'planCopyRanges',
+  'planRevert',
+  'recordReport',
+  'replicationLag',
+  'setCopyControl',
   'fenceRun',
   'undoCopy',
   'dropReverseSync',
@@ -44,7 +51,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createNotifyActivities(deps),
     ...createLedgerActivities(deps),
   };
-  for (const name of UNDO_ACTIVITIES) {
+  for (const name of KEPT_ALIVE) {
     const run = activities[name] as (...args: unknown[]) => Promise<unknown>;
     activities[name] = ((...args: unknown[]) => keptAlive(() => run(...args))) as never;
   }
