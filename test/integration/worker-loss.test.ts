@@ -1,7 +1,8 @@
-// A worker lost in the middle of a rollback: the step it was running (here the fence, held up on a lock) is retried on
-// another worker within the undos' heartbeat timeout, not after their 15-minute start-to-close timeout, and the
-// rollback ends. Found by the chaos suite (npm run chaos -- --seed 1028 --runs 1: an abort in validation, the worker
-// SIGKILLed while the rollback ran, no end within 240 s).
+// A worker lost in the middle of an activity that does not heartbeat on its own — a rollback's fence, a preflight —
+// is noticed within the profile's heartbeat timeout and the activity retried on another worker, not after its
+// 15-minute start-to-close timeout. Found by the chaos suite: npm run chaos -- --seed 1028 --runs 1 (an abort in
+// validation, the worker SIGKILLed while the rollback ran) and --seed 2000 (the worker SIGKILLed in preflight), each
+// with no end within 240 s.
 import { Client } from 'pg';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { allTableContents, schemaDump } from '../helpers/db-assert';
@@ -65,6 +66,49 @@ test('a worker SIGKILLed while the rollback fences the run: another worker finis
     expect(await allTableContents(db)).toEqual(contentsBefore);
   } finally {
     await holder.end().catch(() => undefined);
+    await killed(worker, 'SIGTERM');
+  }
+}, 240_000);
+
+test('a worker SIGKILLed during preflight: another worker runs it again and the migration goes on', async () => {
+  const db = await h.db('preflightloss');
+  const base = await meetingsPlan(db, { rows: 300 });
+  const plan: ResolvedPlan = {
+    ...base,
+    // A check that takes a few seconds, so the worker surely dies while preflight runs it.
+    preflight: {
+      ...base.preflight,
+      checks: [{ name: 'slow check', sql: 'SELECT count(*) FROM pg_sleep(3)', severity: 'warn' }],
+    },
+    copy: [base.copy[0]],
+    validate: [{ rowCount: { copy: 'meetings' } }],
+    traffic: undefined,
+    approvals: [],
+    cleanup: undefined,
+  };
+  const env = { [db.urlEnv]: db.url };
+  let worker = workerProcess(h.client.address, h.taskQueue, env);
+  try {
+    const { workflowId } = await h.client.start(plan, { autoApprove: true });
+    await eventually(
+      async () => {
+        const [{ n }] = await db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database()
+              AND application_name LIKE 'tidemark%' AND query ~ 'pg_sleep'`,
+        );
+        return n > 0;
+      },
+      'the slow preflight check running',
+      60_000,
+      50,
+    );
+    await killed(worker, 'SIGKILL');
+    const killedAt = Date.now();
+    worker = workerProcess(h.client.address, h.taskQueue, env);
+    const final = await h.client.waitForEnd(workflowId, undefined, 500);
+    expect(final.state).toBe('completed');
+    expect(Date.now() - killedAt).toBeLessThan(120_000);
+  } finally {
     await killed(worker, 'SIGTERM');
   }
 }, 240_000);
