@@ -4,6 +4,7 @@
 // validation, the worker SIGKILLed while the rollback ran) and --seed 2000 (the worker SIGKILLed in preflight), each
 // with no end within 240 s.
 import { Client } from 'pg';
+import { quoteTable } from '../../src/db/quote';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { allTableContents, schemaDump } from '../helpers/db-assert';
 import { eventually, Harness } from '../helpers/env';
@@ -41,7 +42,7 @@ test('a worker SIGKILLed while the rollback fences the run: another worker finis
     // The fence writes tidemark.runs: hold it up there, so the rollback's first step is surely running when the worker dies.
     await holder.connect();
     await holder.query('BEGIN');
-    await holder.query('LOCK TABLE tidemark.runs IN EXCLUSIVE MODE');
+    await holder.query(`LOCK TABLE ${quoteTable({ schema: 'tidemark', name: 'runs' })} IN EXCLUSIVE MODE`);
     await h.client.abort(workflowId, { by: 'test', reason: 'worker lost mid-rollback' });
     await eventually(
       async () => {
