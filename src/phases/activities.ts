@@ -15,13 +15,14 @@ import { createValidateActivities } from './validate/activities';
 export type { ActivityDeps } from './activity-kit';
 
 /**
- * The activities the `quick` and `undos` profiles run: they do not heartbeat on their own, so they keep heartbeating
- * while they run (keptAlive) and those profiles have a heartbeat timeout. A worker lost in the middle of one (a
+ * The activities the `quick` and `undos` profiles run: most do not heartbeat on their own, so they are kept alive while
+ * they run (keptAlive: until they heartbeat themselves) and those profiles have a heartbeat timeout. A worker lost in the middle of one (a
  * preflight, a rollback's fence or undo) is then noticed within seconds and the activity retried on another worker,
  * instead of the migration standing still until the 15-minute start-to-close timeout.
  */
 export const KEPT_ALIVE = [
   'runPreflight',
+  'runValidationCheck',
   'planCopyRanges',
   'planRevert',
   'recordReport',

@@ -73,13 +73,13 @@ export async function activityBody<T>(context: string, fn: () => Promise<T>): Pr
   }
 }
 
-/** The details each running activity heartbeat last, so a keep-alive beat repeats them instead of erasing them. */
-const lastDetails = new WeakMap<Context, { details: unknown }>();
+/** Activities that heartbeat their own progress, with details (keptAlive stops beating for them). */
+const selfBeating = new WeakSet<Context>();
 
 export function heartbeat(details?: unknown): void {
   try {
     const ctx = Context.current();
-    lastDetails.set(ctx, { details });
+    if (details !== undefined) selfBeating.add(ctx);
     ctx.heartbeat(details);
   } catch {
     // Outside an activity context (unit use): nothing to report to.
@@ -87,9 +87,10 @@ export function heartbeat(details?: unknown): void {
 }
 
 /**
- * Runs `fn` heartbeating every few seconds — with the details the activity heartbeat last, or else those of its
- * previous attempt, so a checkpoint is never overwritten — so that a heartbeat timeout notices a lost worker within
- * seconds and Temporal retries the activity on another, rather than at the end of its start-to-close timeout.
+ * Runs `fn` heartbeating every few seconds, so that a heartbeat timeout notices a lost worker within seconds and
+ * Temporal retries the activity on another, rather than at the end of its start-to-close timeout. The beats carry the
+ * previous attempt's details (a checkpoint is never erased), and stop once the activity heartbeats its own progress
+ * (with details): from then on its own beats say whether it moves.
  */
 export async function keptAlive<T>(fn: () => Promise<T>, everyMs = 5000): Promise<T> {
   let ctx: Context;
@@ -99,8 +100,8 @@ export async function keptAlive<T>(fn: () => Promise<T>, everyMs = 5000): Promis
     return fn();
   }
   const beat = setInterval(() => {
-    const last = lastDetails.get(ctx);
-    ctx.heartbeat(last ? last.details : ctx.info.heartbeatDetails);
+    if (selfBeating.has(ctx)) clearInterval(beat);
+    else ctx.heartbeat(ctx.info.heartbeatDetails);
   }, everyMs);
   try {
     return await fn();
