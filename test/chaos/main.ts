@@ -2,6 +2,7 @@
 // prints each run, then a summary (runs, outcomes, faults injected by kind, invariant violations with the command
 // that replays each). Exits 1 on any violation.
 import { ChaosLab, replayCommand, summarize, type RunResult } from './runner';
+import { scheduleFor } from './schedule';
 
 function args(argv: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -31,7 +32,16 @@ export async function main(argv: string[]): Promise<number> {
   const results: RunResult[] = [];
   const started = Date.now();
   try {
-    for (let i = 0; i < runs; i++) results.push(await lab.run(seed + i));
+    for (let i = 0; i < runs; i++) {
+      try {
+        results.push(await lab.run(seed + i));
+      } catch (e) {
+        // The run could not be carried out (a service of the lab itself failed): reported like a violation.
+        const message = `the run itself failed: ${(e as Error).message.split('\n')[0]}`;
+        print(`  ${message} (replay: ${replayCommand(seed + i)})`);
+        results.push(crashed(seed + i, message));
+      }
+    }
   } finally {
     await lab.close();
   }
@@ -55,4 +65,23 @@ export async function main(argv: string[]): Promise<number> {
     for (const line of v.violations) print(`    ${line}`);
   }
   return s.violations.length ? 1 : 0;
+}
+
+function crashed(seed: number, message: string): RunResult {
+  return {
+    seed,
+    schedule: scheduleFor(seed),
+    outcome: 'no end',
+    injected: [],
+    skipped: [],
+    violations: [message],
+    error: null,
+    writes: {
+      oldPath: { inserts: 0, updates: 0, deletes: 0, keyChanges: 0 },
+      newPath: { inserts: 0, updates: 0, deletes: 0 },
+      failed: {},
+      uncertain: 0,
+    },
+    ms: 0,
+  };
 }
