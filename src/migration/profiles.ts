@@ -16,8 +16,15 @@ const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): Activity
 /** An abort waits until the activity has stopped (its statement cancelled in the server) before compensating. */
 const waitForCancel = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
 
-/** Quick work an abort need not wait for: reads (preflight, planning, counts) and bookkeeping rows (reports, settings). */
-export const quick = proxyActivities<Activities>({ startToCloseTimeout: '15m', retry: retry() });
+/**
+ * Quick work an abort need not wait for: reads (preflight, planning, counts) and bookkeeping rows (reports, settings).
+ * They heartbeat while they run (KEPT_ALIVE in phases/activities.ts), so a lost worker costs 30 s, not 15 minutes.
+ */
+export const quick = proxyActivities<Activities>({
+  startToCloseTimeout: '15m',
+  heartbeatTimeout: '30s',
+  retry: retry(),
+});
 
 /**
  * Short steps that change the database (sync triggers, archive, cleanup SQL). They heartbeat, so a cancellation reaches
@@ -66,9 +73,13 @@ export const gateReads = proxyActivities<Activities>({
   retry: retry({ maximumAttempts: 2 }),
 });
 
-/** Compensations retry patiently: giving up leaves objects behind (and stops the rollback). */
+/**
+ * Compensations retry patiently: giving up leaves objects behind (and stops the rollback). They heartbeat while they
+ * run (KEPT_ALIVE in phases/activities.ts), so a worker lost mid-rollback costs 30 s, not the 15-minute timeout.
+ */
 export const undos = proxyActivities<Activities>({
   startToCloseTimeout: '15m',
+  heartbeatTimeout: '30s',
   retry: retry({ maximumAttempts: 12, maximumInterval: '30s' }),
 });
 

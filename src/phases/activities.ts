@@ -1,5 +1,5 @@
 // Builds every activity from its dependencies: each phase's forward steps and undos, the run's own, and the ledger's.
-import type { ActivityDeps } from './activity-kit';
+import { keptAlive, type ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
@@ -14,8 +14,32 @@ import { createValidateActivities } from './validate/activities';
 
 export type { ActivityDeps } from './activity-kit';
 
+/**
+ * The activities the `quick` and `undos` profiles run: most do not heartbeat on their own, so they are kept alive while
+ * they run (keptAlive: until they heartbeat themselves) and those profiles have a heartbeat timeout. A worker lost in the middle of one (a
+ * preflight, a rollback's fence or undo) is then noticed within seconds and the activity retried on another worker,
+ * instead of the migration standing still until the 15-minute start-to-close timeout.
+ */
+export const KEPT_ALIVE = [
+  'runPreflight',
+  'runValidationCheck',
+  'planCopyRanges',
+  'planRevert',
+  'recordReport',
+  'replicationLag',
+  'setCopyControl',
+  'fenceRun',
+  'undoCopy',
+  'dropReverseSync',
+  'undoCapture',
+  'finishCapture',
+  'revertSchemaStep',
+  'restoreArchivedTables',
+  'restoreBackup',
+] as const;
+
 export function createActivities(deps: ActivityDeps) {
-  return {
+  const activities = {
     ...createRunActivities(deps),
     ...createPreflightActivities(deps),
     ...createBackupActivities(deps),
@@ -28,6 +52,11 @@ export function createActivities(deps: ActivityDeps) {
     ...createNotifyActivities(deps),
     ...createLedgerActivities(deps),
   };
+  for (const name of KEPT_ALIVE) {
+    const run = activities[name] as (...args: unknown[]) => Promise<unknown>;
+    activities[name] = ((...args: unknown[]) => keptAlive(() => run(...args))) as never;
+  }
+  return activities;
 }
 
 export type Activities = ReturnType<typeof createActivities>;

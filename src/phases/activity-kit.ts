@@ -73,11 +73,40 @@ export async function activityBody<T>(context: string, fn: () => Promise<T>): Pr
   }
 }
 
+/** Activities that heartbeat their own progress, with details (keptAlive stops beating for them). */
+const selfBeating = new WeakSet<Context>();
+
 export function heartbeat(details?: unknown): void {
   try {
-    Context.current().heartbeat(details);
+    const ctx = Context.current();
+    if (details !== undefined) selfBeating.add(ctx);
+    ctx.heartbeat(details);
   } catch {
     // Outside an activity context (unit use): nothing to report to.
+  }
+}
+
+/**
+ * Runs `fn` heartbeating every few seconds, so that a heartbeat timeout notices a lost worker within seconds and
+ * Temporal retries the activity on another, rather than at the end of its start-to-close timeout. The beats carry the
+ * previous attempt's details (a checkpoint is never erased), and stop once the activity heartbeats its own progress
+ * (with details): from then on its own beats say whether it moves.
+ */
+export async function keptAlive<T>(fn: () => Promise<T>, everyMs = 5000): Promise<T> {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return fn();
+  }
+  const beat = setInterval(() => {
+    if (selfBeating.has(ctx)) clearInterval(beat);
+    else ctx.heartbeat(ctx.info.heartbeatDetails);
+  }, everyMs);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(beat);
   }
 }
 
