@@ -1,7 +1,7 @@
 // Finds a PostgreSQL server for the demo and the tests: $DATABASE_URL, else 127.0.0.1:5432, else a private cluster
 // started with the machine's initdb/pg_ctl. Also creates and drops scratch databases.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
@@ -62,6 +62,8 @@ export interface PrivateClusterOptions {
   port: number;
   /** Server settings given at start (`-c name=value`), e.g. `{ wal_level: 'logical' }`. */
   settings?: Record<string, string>;
+  /** With a password, TCP connections must give it (scram-sha-256) and `adminUrl` carries it; else trust. */
+  password?: string;
 }
 
 /**
@@ -89,7 +91,8 @@ export class PrivateCluster {
 
   /** A URL with rights to create databases. */
   get adminUrl(): string {
-    return `postgres://postgres@127.0.0.1:${this.opts.port}/postgres`;
+    const auth = this.opts.password ? `postgres:${encodeURIComponent(this.opts.password)}` : 'postgres';
+    return `postgres://${auth}@127.0.0.1:${this.opts.port}/postgres`;
   }
 
   private run(cmd: string, args: string[]): void {
@@ -109,22 +112,32 @@ export class PrivateCluster {
   start(): this {
     mkdirSync(this.opts.dir, { recursive: true });
     if (this.asRoot) execFileSync('chown', ['postgres', this.opts.dir]);
-    if (!existsSync(join(this.dataDir, 'PG_VERSION')))
-      this.run(this.tools.initdb, ['-D', this.dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']);
+    if (!existsSync(join(this.dataDir, 'PG_VERSION'))) this.initdb();
     if (this.running()) return this;
+    this.run(this.tools.pgCtl, ['start', ...this.startArgs()]);
+    return this;
+  }
+
+  private initdb(): void {
+    const args = ['-D', this.dataDir, '-U', 'postgres', '-E', 'UTF8'];
+    if (!this.opts.password) {
+      this.run(this.tools.initdb, [...args, '--auth=trust']);
+      return;
+    }
+    // The password reaches initdb through a file readable by the server's user, removed at once.
+    const pwfile = join(this.opts.dir, 'pwfile');
+    writeFileSync(pwfile, `${this.opts.password}\n`, { mode: 0o644 });
+    try {
+      this.run(this.tools.initdb, [...args, '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`]);
+    } finally {
+      rmSync(pwfile, { force: true });
+    }
+  }
+
+  private startArgs(): string[] {
     const settings = Object.entries(this.opts.settings ?? {}).map(([k, v]) => `-c ${k}=${v}`);
     const options = [`-p ${this.opts.port}`, `-k ${this.opts.dir}`, '-c listen_addresses=127.0.0.1', ...settings];
-    this.run(this.tools.pgCtl, [
-      'start',
-      '-w',
-      '-D',
-      this.dataDir,
-      '-l',
-      join(this.opts.dir, 'server.log'),
-      '-o',
-      options.join(' '),
-    ]);
-    return this;
+    return ['-w', '-t', '120', '-D', this.dataDir, '-l', join(this.opts.dir, 'server.log'), '-o', options.join(' ')];
   }
 
   /** Stops the server: `fast` ends sessions cleanly, `immediate` is a crash (recovery runs at the next start). */
@@ -132,9 +145,17 @@ export class PrivateCluster {
     if (this.running()) this.run(this.tools.pgCtl, ['stop', '-w', '-m', mode, '-D', this.dataDir]);
   }
 
-  restart(mode: 'fast' | 'immediate' = 'fast'): void {
-    this.stop(mode);
-    this.start();
+  /** Restarts the server without blocking the caller, so clients can keep trying (and failing) meanwhile. */
+  restart(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    const args = ['restart', '-m', mode, ...this.startArgs()];
+    const [cmd, argv] = this.asRoot
+      ? ['runuser', ['-u', 'postgres', '--', this.tools.pgCtl, ...args]]
+      : [this.tools.pgCtl, args];
+    return new Promise((resolve, reject) => {
+      const child = spawn(cmd, argv, { stdio: 'ignore' });
+      child.once('error', reject);
+      child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pg_ctl restart exited ${code}`))));
+    });
   }
 }
 

@@ -19,7 +19,7 @@ import type { TestDb } from '../helpers/env';
 import { meetingsPlan, tempDir } from '../helpers/plans';
 import { killed, workerProcess } from '../helpers/worker-process';
 import { MEETINGS_AS_V2, V2_COLUMNS } from '../helpers/writers';
-import { CHAOS_PASSWORD, PrivateCluster } from './cluster';
+import { CHAOS_PASSWORD, ChaosCluster } from './cluster';
 import { prng } from './prng';
 import {
   describeSchedule,
@@ -80,7 +80,7 @@ export class ChaosLab {
   private readonly log: (line: string) => void;
 
   private constructor(
-    readonly cluster: PrivateCluster,
+    readonly cluster: ChaosCluster,
     opts: ChaosOptions,
   ) {
     this.rows = opts.rows ?? 6_000;
@@ -89,7 +89,7 @@ export class ChaosLab {
   }
 
   static async open(opts: ChaosOptions = {}): Promise<ChaosLab> {
-    const lab = new ChaosLab(await PrivateCluster.start(), opts);
+    const lab = new ChaosLab(await ChaosCluster.start(), opts);
     try {
       lab.port = await freePort();
       lab.server = await startDevServer({ port: lab.port, dbFile: lab.dbFile, headless: true });
