@@ -1,6 +1,11 @@
 // How the workflow calls activities: one proxy per kind of work, with its timeouts, retries and cancellation named
 // next to it. Activities are imported as types only; the phases' workflow sides call them through these proxies.
-import { ActivityCancellationType, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  proxyActivities,
+  proxyLocalActivities,
+  type ActivityOptions,
+} from '@temporalio/workflow';
 import type { Activities } from '../phases/activities';
 import { NON_RETRYABLE } from './failures';
 
@@ -15,6 +20,16 @@ const retry = (o: Partial<NonNullable<ActivityOptions['retry']>> = {}): Activity
 
 /** An abort waits until the activity has stopped (its statement cancelled in the server) before compensating. */
 const waitForCancel = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
+
+/**
+ * Operator settings the running copy reads (pause, resume, throttle): local activities, run by the worker that runs the
+ * workflow task without waiting for an activity slot. Paused copy ranges keep their slots (they wait at a batch
+ * boundary); with every slot of every worker held by one, a resume sent as an ordinary activity would never start.
+ */
+export const operatorSettings = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: retry(),
+});
 
 /**
  * Quick work an abort need not wait for: reads (preflight, planning, counts) and bookkeeping rows (reports, settings).

@@ -99,6 +99,8 @@ export async function keptAlive<T>(fn: () => Promise<T>, everyMs = 5000): Promis
   } catch {
     return fn();
   }
+  // A local activity has no heartbeat: the workflow's worker runs it and times it out itself.
+  if (ctx.info.isLocal) return fn();
   const beat = setInterval(() => {
     if (selfBeating.has(ctx)) clearInterval(beat);
     else ctx.heartbeat(ctx.info.heartbeatDetails);

@@ -43,6 +43,19 @@ const metricsPortOption = () =>
     .env('TIDEMARK_METRICS_PORT')
     .argParser(port('--metrics-port'));
 
+const maxActivitiesOption = () =>
+  new Option(
+    '--max-activities <n>',
+    'activities this worker runs at once (copy ranges, checks, appliers…; default 32): size it to the cores and connections it may use',
+  )
+    .env('TIDEMARK_MAX_ACTIVITIES')
+    .argParser((v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 1000)
+        throw new CliError(`--max-activities must be a whole number from 1 to 1000, got "${v}"`, F.Usage);
+      return n;
+    });
+
 /** Installs the runtime and starts a worker, serving metrics if asked. */
 async function runWorker(o: {
   address?: string;
@@ -50,6 +63,7 @@ async function runWorker(o: {
   taskQueue?: string;
   logFormat?: LogFormat;
   metricsPort?: number;
+  maxActivities?: number;
 }) {
   const { createLogger, defaultLogFormat } = await import('../../logger');
   const { installRuntime } = await import('../../runtime');
@@ -66,7 +80,7 @@ async function runWorker(o: {
     logger: createLogger({ name: 'temporal-sdk', format }),
     sdkMetrics: o.metricsPort !== undefined,
   });
-  return startWorker({ ...o, logger, sdkMetricsUrl });
+  return startWorker({ ...o, maxConcurrentActivities: o.maxActivities, logger, sdkMetricsUrl });
 }
 
 export function registerServerCommands(program: Command, globals: () => GlobalOptions): void {
@@ -75,7 +89,8 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
     .description("run a worker on the tidemark task queue (connection strings come from this process's environment)")
     .addOption(metricsPortOption())
     .addOption(logFormatOption())
-    .action(async (o: { metricsPort?: number; logFormat?: LogFormat }) => {
+    .addOption(maxActivitiesOption())
+    .action(async (o: { metricsPort?: number; logFormat?: LogFormat; maxActivities?: number }) => {
       const g = globals();
       const w = await runWorker({ address: g.address, namespace: g.namespace, taskQueue: g.taskQueue, ...o });
       console.error(

@@ -1,8 +1,8 @@
 // Copy, workflow side: for each job, sync triggers (their undo registered first), then its key ranges copied by
 // parallel activities while pause and throttle settings are pushed to where the running copy reads them.
-import { condition, isCancellation } from '@temporalio/workflow';
+import { condition, isCancellation, patched } from '@temporalio/workflow';
 import type { CopyJobProgress } from '../../migration/messages';
-import { changes, longRunning, quick, undos } from '../../migration/profiles';
+import { changes, longRunning, operatorSettings, quick, undos } from '../../migration/profiles';
 import { errorMessage } from '../../migration/saga';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { isBlueGreen } from '../../plan/databases';
@@ -168,8 +168,14 @@ async function pushCopyControl(ctx: PhaseContext, stop: { done: boolean }): Prom
   }
 }
 
+/** Patch: copy settings are written by a local activity (see `operatorSettings` in migration/profiles.ts). */
+const COPY_CONTROL_LOCAL = 'copy-control-local-activity';
+
 function writeCopyControl({ plan, run, control }: PhaseContext): Promise<void> {
   const c = control.copyControl();
   const summary = `copy settings: ${c.paused ? 'paused' : 'running'}, batch ${c.batchSize ?? 'adaptive'}, delay ${c.delayMs ?? 0}ms`;
-  return quick.setCopyControl.executeWithOptions({ summary }, [{ urlEnv: plan.database.urlEnv, run, ...c }]);
+  const args: Parameters<typeof quick.setCopyControl> = [{ urlEnv: plan.database.urlEnv, run, ...c }];
+  // Migrations started before this change recorded an ordinary activity here; they replay as they ran.
+  if (patched(COPY_CONTROL_LOCAL)) return operatorSettings.setCopyControl.executeWithOptions({ summary }, args);
+  return quick.setCopyControl.executeWithOptions({ summary }, args);
 }
