@@ -71,6 +71,26 @@ const copyKey = z.union([keyNames, z.strictObject({ source: keyNames, target: ke
     iss.input === undefined ? undefined : 'must be a column name, a list of them, or { source: …, target: … }',
 });
 
+/**
+ * Where a query job's target rows are written back to under `sync: bidirectional`: one old table each, every expression
+ * over the target row (`t`, and the `unfold` item's alias). A target row writes one row to `table` (a join's sides, the
+ * optional side included), or several when `unfold` spreads a folded column out again (`jsonb_each(t.settings)`);
+ * `owner` names the old rows one target row stands for, so the ones it no longer yields are deleted.
+ */
+const writeBack = z.strictObject({
+  table: tableName,
+  /** The old table's key columns (a primary key or unique index): each needs an entry in `columns`. */
+  key: keyNames,
+  /** Old table column → expression over the target row. */
+  columns: z.record(ident, sqlText),
+  /** Old table column → expression over the target row: the old rows one target row stands for (default: the key). */
+  owner: z.record(ident, sqlText).optional(),
+  /** A set-returning FROM item over the target row, `jsonb_each(t.preferences) AS u(key, value)`: one old row each. */
+  unfold: sqlText.optional(),
+  /** Which target rows are written back here (default: all). */
+  where: sqlText.optional(),
+});
+
 const copyJob = z.strictObject({
   name: jobName,
   from: tableName.optional(),
@@ -79,6 +99,8 @@ const copyJob = z.strictObject({
   key: copyKey,
   columns: z.record(ident, sqlText).optional(),
   reverse: z.record(ident, sqlText).optional(),
+  /** Query sources under `sync: bidirectional`: the old tables the new path's writes go back to, parents first. */
+  writeBack: z.array(writeBack).min(1).optional(),
   sync: z.enum(['none', 'forward', 'bidirectional']).optional(),
   /** For query sources: the tables whose writes must be replayed into the target, and how to find the key. */
   syncFrom: z.array(syncSource).optional(),

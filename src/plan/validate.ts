@@ -98,7 +98,7 @@ export function unprotectedTargets<J extends { sync?: string; discardNewPathWrit
 export function unprotectedMessage(job: { name: string; to: string; sync?: string }): string {
   return (
     `traffic sends the application's writes to ${job.to}, and copy job ${job.name} (sync: ${job.sync ?? 'default'}) ` +
-    'syncs nothing back: a rollback would lose them. Use sync: bidirectional (with reverse for mapped columns), or ' +
+    'syncs nothing back: a rollback would lose them. Use sync: bidirectional (with reverse for mapped columns, or writeBack for a query source), or ' +
     'set discardNewPathWrites: true to accept losing them (the rollback reports how many rows it discarded)'
   );
 }
@@ -140,8 +140,19 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
     }
     if (sharedTargets.has(job.to) && !job.slice)
       err([...p, 'slice'], `required: ${job.to} is filled by several jobs, and each needs its slice of it`);
-    if (job.sync === 'bidirectional' && !job.from)
-      err([...p, 'sync'], 'bidirectional sync needs a table source (from)');
+    if (job.sync === 'bidirectional' && !job.from && !job.writeBack)
+      err(
+        [...p, 'sync'],
+        'bidirectional sync of a query source needs writeBack: the old tables its rows are written back to',
+      );
+    if (job.writeBack && !job.query) err([...p, 'writeBack'], 'only used with a query source (from uses reverse)');
+    if (job.writeBack && job.sync !== 'bidirectional') err([...p, 'writeBack'], 'only used with sync: bidirectional');
+    job.writeBack?.forEach((w, j) => {
+      const key = Array.isArray(w.key) ? w.key : [w.key];
+      const missing = key.filter((k) => w.columns[k] === undefined);
+      if (missing.length)
+        err([...p, 'writeBack', j, 'columns'], `needs the key column(s) ${missing.map((k) => `"${k}"`).join(', ')}`);
+    });
     if (job.reverse && job.sync !== 'bidirectional') err([...p, 'reverse'], 'only used with sync: bidirectional');
     if (job.query && job.sync && job.sync !== 'none' && !job.syncFrom?.length)
       err(
@@ -195,6 +206,7 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
   if (plan.target) {
     plan.copy.forEach((job, i) => {
       if (!job.from) err(['copy', i, 'query'], 'a copy across databases (target) needs a table source (from)');
+      if (job.writeBack) err(['copy', i, 'writeBack'], 'not used across databases');
     });
     if (plan.target.urlEnv === plan.database.urlEnv) err(['target', 'urlEnv'], 'must differ from database.urlEnv');
     plan.copy.forEach((job, i) => {

@@ -121,7 +121,7 @@ export const MALFORMED: MalformedCase[] = [
     title: 'traffic onto a target nothing syncs back',
     doc: edit((d) => delete (d.copy[0] as Doc).discardNewPathWrites),
     errors: [
-      "copy[0].sync: traffic sends the application's writes to orders_v2, and copy job orders (sync: forward) syncs nothing back: a rollback would lose them. Use sync: bidirectional (with reverse for mapped columns), or set discardNewPathWrites: true to accept losing them (the rollback reports how many rows it discarded)",
+      "copy[0].sync: traffic sends the application's writes to orders_v2, and copy job orders (sync: forward) syncs nothing back: a rollback would lose them. Use sync: bidirectional (with reverse for mapped columns, or writeBack for a query source), or set discardNewPathWrites: true to accept losing them (the rollback reports how many rows it discarded)",
     ],
   },
   {

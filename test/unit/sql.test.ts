@@ -15,6 +15,7 @@ const m: CopyMapping = {
     { target: 'amount', expr: 'amount_cents / 100.0', type: 'numeric(12,2)' },
   ],
   reverse: [],
+  writeBack: [],
   syncing: true,
   syncFrom: [],
   slice: [],

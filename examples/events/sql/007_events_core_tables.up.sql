@@ -26,3 +26,28 @@ CREATE TABLE event_participants (
   legacy_invitation_id integer UNIQUE,
   created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Weddings and invitations the new engine creates take their wedding-app ids from the wedding app's own sequences, and
+-- their uuids from those ids as the copied rows do: the old app (and a rollback, which writes them back to the wedding
+-- tables) sees them like any other, and the sync never has to renumber them.
+CREATE FUNCTION events_wedding_ids() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.event_type = 'wedding' AND NEW.legacy_wedding_id IS NULL THEN
+    NEW.legacy_wedding_id := nextval('wedding_events_id_seq');
+    NEW.id := md5('wedding:' || NEW.legacy_wedding_id)::uuid;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER events_wedding_ids BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_wedding_ids();
+
+CREATE FUNCTION event_participants_wedding_ids() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.legacy_invitation_id IS NULL
+     AND EXISTS (SELECT 1 FROM events e WHERE e.id = NEW.event_id AND e.event_type = 'wedding') THEN
+    NEW.legacy_invitation_id := nextval('wedding_invitations_id_seq');
+    NEW.id := md5('invitation:' || NEW.legacy_invitation_id)::uuid;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER event_participants_wedding_ids BEFORE INSERT ON event_participants
+  FOR EACH ROW EXECUTE FUNCTION event_participants_wedding_ids();

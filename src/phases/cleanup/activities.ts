@@ -36,7 +36,8 @@ function archived(table: string): TableRef {
 
 /** The tables a job's sync writes on the old side: its source table, or the tables a query source reads. */
 function oldSide(job: ResolvedCopyJob): string[] {
-  return job.from ? [job.from] : (job.syncFrom ?? []).map((f) => f.table);
+  if (job.from) return [job.from];
+  return [...new Set([...(job.syncFrom ?? []).map((f) => f.table), ...(job.writeBack ?? []).map((w) => w.table)])];
 }
 
 interface KeptSequence {
@@ -82,15 +83,23 @@ async function lockInAppOrder(c: PoolClient, tables: (string | TableRef)[]): Pro
   }
 }
 
-/** Re-points a job's reverse sync at wherever its source table now is (same transaction as the move). */
-async function repointReverseSync(
-  c: PoolClient,
-  job: ResolvedCopyJob,
-  source: TableRef,
-  mapping: CopyMapping,
-): Promise<void> {
-  const moved: CopyMapping = { ...mapping, source: { kind: 'table', table: source } };
+/**
+ * Re-points a job's reverse sync at wherever the old tables it writes now are (same transaction as the move): `at`
+ * gives a table's current place.
+ */
+async function repointReverseSync(c: PoolClient, mapping: CopyMapping, at: (t: TableRef) => TableRef): Promise<void> {
+  const moved: CopyMapping = {
+    ...mapping,
+    source: mapping.source.kind === 'table' ? { kind: 'table', table: at(mapping.source.table) } : mapping.source,
+    writeBack: mapping.writeBack.map((w) => ({ ...w, table: at(w.table) })),
+  };
   for (const stmt of reverseTriggerDdl(moved)) await c.query(stmt);
+}
+
+/** Where a table is once `tables` are archived. */
+function placeAfterArchive(tables: string[]): (t: TableRef) => TableRef {
+  const moving = new Set(tables.map((t) => quoteTable(t)));
+  return (t) => (moving.has(quoteTable(t)) ? { schema: ARCHIVE_SCHEMA, name: t.name } : t);
 }
 
 /** Whether a job put triggers on its tables: a sync, or the counter of writes a rollback would discard. */
@@ -181,7 +190,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
             }
             done.push(t);
           }
-          for (const f of followers) await repointReverseSync(c, f.job, archived(f.job.from!), f.mapping);
+          for (const f of followers) await repointReverseSync(c, f.mapping, placeAfterArchive(input.tables));
         });
         deps.logger.info({ archived: done }, 'tables archived');
         return { archived: done };
@@ -215,7 +224,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
           }
           for (const job of input.followers) {
             // Back in place: the reverse sync writes to the original table again.
-            await repointReverseSync(c, job, parseTableRef(job.from!), await resolveMapping(c, job, run));
+            await repointReverseSync(c, await resolveMapping(c, job, run), (t) => t);
           }
         });
         return restored.length ? `moved back: ${restored.join(', ')}` : 'nothing archived';

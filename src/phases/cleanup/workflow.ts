@@ -21,7 +21,8 @@ export type CleanupUndo =
 export function archiveFollowers(plan: ResolvedPlan): ResolvedCopyJob[] {
   const c = plan.cleanup;
   if (c?.dropAfter === undefined || isBlueGreen(plan)) return [];
-  return plan.copy.filter((j) => j.sync === 'bidirectional' && j.from !== undefined && c.archive.includes(j.from));
+  const oldTables = (j: (typeof plan.copy)[number]) => (j.from ? [j.from] : (j.writeBack ?? []).map((w) => w.table));
+  return plan.copy.filter((j) => j.sync === 'bidirectional' && oldTables(j).some((t) => c.archive.includes(t)));
 }
 
 export const cleanupPhase: Phase<CleanupUndo> = {

@@ -17,6 +17,8 @@ import {
   reverseTriggerDdl,
   writeCountDdl,
   slowConflictMode,
+  slicePredicate,
+  whereOf,
   settleQuery,
   sourceFrom,
   targetHasRowsQuery,
@@ -185,8 +187,12 @@ export function createCopyActivities(deps: ActivityDeps) {
           run,
           { lockTimeoutMs: input.lockTimeoutMs },
           async (c) => {
-            const empty = !(await c.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(mapping.target)}) AS x`)).rows[0]
-              .x;
+            // Its slice of the target, when jobs share one.
+            const empty = !(
+              await c.query(
+                `SELECT EXISTS (SELECT 1 FROM ${quoteTable(mapping.target)} AS t${whereOf(slicePredicate(mapping))}) AS x`,
+              )
+            ).rows[0].x;
             for (const stmt of ddl) await c.query(stmt);
             // A retry after a commit whose answer was lost keeps what the first attempt saw.
             const r = await c.query(
@@ -240,7 +246,13 @@ export function createCopyActivities(deps: ActivityDeps) {
           const discarded = job.discardNewPathWrites ? await discardedWrites(c, run, job) : '';
           if (discarded) deps.logger.warn({ job: job.name, target: job.to }, discarded.replace(/^; /, ''));
           if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
-            await c.query(`TRUNCATE ${quoteTable(job.to)}`);
+            // A target shared by several jobs loses this job's slice only, by DELETE: a TRUNCATE would reach the
+            // other jobs' reverse syncs as a truncate of their rows too.
+            const slice = Object.entries(job.slice ?? {}).map(
+              ([col, value]) => `t.${quoteIdent(col)} IS NOT DISTINCT FROM (${value})`,
+            );
+            if (slice.length) await c.query(`DELETE FROM ${quoteTable(job.to)} AS t${whereOf(slice)}`);
+            else await c.query(`TRUNCATE ${quoteTable(job.to)}`);
             return `sync triggers dropped, ${job.to} emptied${discarded}${keepReverse ? ' (reverse sync kept until the end)' : ''}`;
           }
           return `sync triggers dropped${discarded}${keepReverse ? ' (reverse sync kept until the end of the rollback)' : ''}`;

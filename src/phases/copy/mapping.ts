@@ -7,7 +7,7 @@ import { parseTableRef, quoteIdent } from '../../db/quote';
 import { F, failure } from '../../migration/failures';
 import { jobKeys, syncKeyExprs } from '../../plan/keys';
 import type { ResolvedCopyJob } from '../../plan/types';
-import type { CopyMapping, KeyColumn, ReverseColumn } from './sql';
+import type { CopyMapping, KeyColumn, ReverseColumn, WriteBackTable } from './sql';
 
 type Queryable = Pool | PoolClient;
 
@@ -96,8 +96,8 @@ export async function resolveMapping(
   }));
 
   let reverse: ReverseColumn[] = [];
-  if (job.sync === 'bidirectional') {
-    if (!(await hasUniqueIndexOn(db, parseTableRef(job.from!), keyNames.source))) {
+  if (job.sync === 'bidirectional' && job.from) {
+    if (!(await hasUniqueIndexOn(db, parseTableRef(job.from), keyNames.source))) {
       throw planError(
         job.name,
         `bidirectional sync needs a unique index or primary key on ${job.from}(${listed(keyNames.source)})`,
@@ -115,6 +115,30 @@ export async function resolveMapping(
     reverse = [...bySource].map(([source, expr]) => ({ source, expr }));
   }
 
+  const writeBack: WriteBackTable[] = [];
+  for (const w of job.sync === 'bidirectional' ? (job.writeBack ?? []) : []) {
+    const table = parseTableRef(w.table);
+    const cols = await tableColumns(db, table);
+    if (!cols.length) throw planError(job.name, `writeBack: table ${w.table} does not exist`);
+    const names = new Set(cols.map((c) => c.name));
+    const key = Array.isArray(w.key) ? w.key : [w.key];
+    const unknown = [...Object.keys(w.columns), ...Object.keys(w.owner ?? {}), ...key].filter((c) => !names.has(c));
+    if (unknown.length)
+      throw planError(job.name, `writeBack: ${w.table} has no column ${listed([...new Set(unknown)])}`);
+    if (!(await hasUniqueIndexOn(db, table, key))) {
+      throw planError(job.name, `writeBack needs a unique index or primary key on ${w.table}(${listed(key)})`);
+    }
+    const pairs = (r: Record<string, string>) => Object.entries(r).map(([name, expr]) => ({ name, expr }));
+    writeBack.push({
+      table,
+      key,
+      columns: pairs(w.columns),
+      owner: w.owner ? pairs(w.owner) : key.map((k) => ({ name: k, expr: w.columns[k] })),
+      unfold: w.unfold,
+      where: w.where,
+    });
+  }
+
   return {
     job: job.name,
     syncId: run ? syncIdFor(run.runKey, job.name) : undefined,
@@ -123,6 +147,7 @@ export async function resolveMapping(
     keys,
     columns,
     reverse,
+    writeBack,
     syncing: job.sync !== 'none',
     syncFrom: (job.syncFrom ?? []).map((s) => ({ table: parseTableRef(s.table), keyExprs: syncKeyExprs(s.key) })),
     slice,

@@ -16,6 +16,8 @@ import {
   keyEquals,
   querySyncTriggerDdl,
   reverseTriggerDdl,
+  slicePredicate,
+  whereOf,
   type CopyMapping,
 } from './sql';
 
@@ -75,7 +77,17 @@ async function writeThrough(
     const r = await c.query(
       `UPDATE ${quoteTable(src.table)} SET ${col} = ${col} WHERE ctid = (SELECT ctid FROM ${quoteTable(src.table)} LIMIT 1)`,
     );
-    return r.rowCount ? 'a write to its source reaches the target' : 'its source is empty: nothing to write through';
+    if (!r.rowCount) return 'its source is empty: nothing to write through';
+    if (job.sync !== 'bidirectional') return 'a write to its source reaches the target';
+    // The write back: a no-op update of one of the job's target rows, then its delete.
+    const target = quoteTable(m.target);
+    const one = `ctid = (SELECT ctid FROM ${target} AS t${whereOf(slicePredicate(m))} LIMIT 1)`;
+    const k = quoteIdent(m.keys[0].target);
+    at(`an update on ${target} (written back to ${m.writeBack.map((w) => quoteTable(w.table)).join(', ')})`);
+    await c.query(`UPDATE ${target} SET ${k} = ${k} WHERE ${one}`);
+    at(`a delete on ${target} (written back)`);
+    await c.query(`DELETE FROM ${target} WHERE ${one}`);
+    return 'writes on either side reach the other';
   }
   const table = quoteTable(m.source.table);
   const src = keyCols(m, 's', 'source');

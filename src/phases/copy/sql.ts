@@ -27,6 +27,19 @@ export interface ReverseColumn {
   expr: string;
 }
 
+/** One old table a query job's target rows are written back to (sync: bidirectional); see the plan's writeBack. */
+export interface WriteBackTable {
+  table: TableRef;
+  /** The old table's key columns (a unique index): what an upsert conflicts on. */
+  key: string[];
+  /** Old table column → expression over the target row `t` (and the unfold alias). */
+  columns: { name: string; expr: string }[];
+  /** Old table column → expression over the target row: the old rows one target row stands for. */
+  owner: { name: string; expr: string }[];
+  unfold?: string;
+  where?: string;
+}
+
 /** One column of a copy key: its name in the source row and in the target, and its type. */
 export interface KeyColumn {
   source: string;
@@ -53,6 +66,8 @@ export interface CopyMapping {
   columns: MappedColumn[];
   /** Source columns written back from the target under bidirectional sync (key columns included). */
   reverse: ReverseColumn[];
+  /** Query sources under bidirectional sync: where the target's rows are written back, parents first. */
+  writeBack: WriteBackTable[];
   /** Sync triggers keep the target in step (sync is not none). */
   syncing: boolean;
   /** Query sources: the tables whose writes are replayed, each with the expressions giving the target rows' keys. */
@@ -352,6 +367,11 @@ interface TableSync {
   columns: { name: string; expr: string }[];
   /** Columns of `to` that pick this job's rows (truncate) and join the key in ON CONFLICT. */
   slice: { column: string; value: string }[];
+  /**
+   * Columns of `from` that pick this job's rows (the reverse sync of a job with a slice): rows of the other jobs
+   * sharing the table are not replayed, and a row leaving the slice counts as deleted.
+   */
+  fromSlice?: { column: string; value: string }[];
 }
 
 /**
@@ -363,12 +383,14 @@ function tableSyncDdl(r: TableSync): string[] {
   const cols = r.columns.map((c) => quoteIdent(c.name)).join(', ');
   const exprs = r.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.name)}`).join(', ');
   const conflict = [...r.slice.map((s) => s.column), ...r.keys.map((k) => k.to)];
-  const upsert = `INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM new_rows AS s ${upsertTail(
+  const inSlice = (slice: { column: string; value: string }[], alias: string) =>
+    slice.map((s) => ` AND ${alias}.${quoteIdent(s.column)} IS NOT DISTINCT FROM (${s.value})`).join('');
+  const sliceOf = (alias: string) => inSlice(r.slice, alias);
+  const fromSliceOf = (alias: string) => inSlice(r.fromSlice ?? [], alias);
+  const upsert = `INSERT INTO ${r.to} (${cols}) SELECT ${exprs} FROM new_rows AS s WHERE true${fromSliceOf('s')} ${upsertTail(
     conflict,
     r.columns.map((c) => c.name),
   )};`;
-  const sliceOf = (alias: string) =>
-    r.slice.map((s) => ` AND ${alias}.${quoteIdent(s.column)} IS NOT DISTINCT FROM (${s.value})`).join('');
   const match = (a: string, b: string, aSide: 'from' | 'to', bSide: 'from' | 'to') =>
     r.keys.map((k) => `${a}.${quoteIdent(k[aSide])} = ${b}.${quoteIdent(k[bSide])}`).join(' AND ');
   // The target's rows whose keys are among `keysOf`'s, written `IN (…)`: the planner then probes the target's key
@@ -386,12 +408,12 @@ BEGIN
   ELSIF TG_OP = 'INSERT' THEN
     ${upsert}
   ELSIF TG_OP = 'UPDATE' THEN
-    -- Keys that changed: their old rows go.
+    -- Keys that changed (or rows that left the slice): their old rows go.
     DELETE FROM ${r.to} AS d
-     WHERE ${targetRowsIn(`old_rows AS o WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${match('n', 'o', 'from', 'from')})`)}${sliceOf('d')};
+     WHERE ${targetRowsIn(`old_rows AS o WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${match('n', 'o', 'from', 'from')}${fromSliceOf('n')})${fromSliceOf('o')}`)}${sliceOf('d')};
     ${upsert}
   ELSE
-    DELETE FROM ${r.to} AS d WHERE ${targetRowsIn('old_rows AS o')}${sliceOf('d')};
+    DELETE FROM ${r.to} AS d WHERE ${targetRowsIn(`old_rows AS o WHERE true${fromSliceOf('o')}`)}${sliceOf('d')};
   END IF;
   ${guardLeave}
   RETURN NULL;
@@ -415,9 +437,12 @@ export function forwardTriggerDdl(m: CopyMapping): string[] {
   });
 }
 
-/** Reverse sync (bidirectional): writes made on the target are replayed into the source through `reverse`. */
+/**
+ * Reverse sync (bidirectional): writes made on the target are replayed into the source through `reverse` (a table
+ * source) or into the old tables through `writeBack` (a query source).
+ */
 export function reverseTriggerDdl(m: CopyMapping): string[] {
-  if (m.source.kind !== 'table') throw new Error('reverse triggers need a table source');
+  if (m.source.kind !== 'table') return writeBackTriggerDdl(m);
   return tableSyncDdl({
     job: m.job,
     syncId: syncIdOf(m),
@@ -427,7 +452,85 @@ export function reverseTriggerDdl(m: CopyMapping): string[] {
     keys: m.keys.map((k) => ({ from: k.target, to: k.source })),
     columns: m.reverse.map((r) => ({ name: r.source, expr: r.expr })),
     slice: [],
+    fromSlice: m.slice,
   });
+}
+
+/** The advisory lock a sync takes per target key before recomputing or writing back its rows (see querySyncTriggerDdl). */
+function keyLocks(syncId: string, keysJson: string): string {
+  return `PERFORM pg_advisory_xact_lock(hashtextextended(${quoteLiteral(`${syncId}:`)} || x.k::text, 0))
+       FROM jsonb_array_elements(${keysJson}) AS x(k) ORDER BY x.k::text;`;
+}
+
+/** A key as the jsonb array of its values as text: how the forward and the reverse sync name a key to lock it. */
+const keyJson = (exprs: string[]) => `jsonb_build_array(${exprs.map((e) => `(${e})::text`).join(', ')})`;
+
+/**
+ * Reverse sync of a query source: a write to the target writes its rows back to each old table of `writeBack`, in the
+ * same transaction. For each table, the old rows the touched target rows stand for (`owner`, before and after the
+ * write) that the new rows no longer yield are deleted — children before parents, so newest entry first — and the rows
+ * they yield are upserted on the old table's key, parents first. Updating in place (not delete and insert) keeps the
+ * old rows that reference them. The target keys are locked as the forward sync locks them, so a write on each path to
+ * one row is applied one after the other. The expressions see the target row's columns (alias `t`) and, with `unfold`,
+ * that item's columns; they are evaluated in CTEs, where no outer row can capture a name.
+ */
+function writeBackTriggerDdl(m: CopyMapping): string[] {
+  const syncId = syncIdOf(m);
+  const tgtKeys = m.keys.map((k) => `t.${quoteIdent(k.target)}`);
+  const rowsOf = (w: WriteBackTable, rows: string) =>
+    `${rows} AS t${w.unfold ? ` CROSS JOIN LATERAL ${w.unfold}` : ''}${w.where ? ` WHERE (${w.where})` : ''}`;
+  const ownersOf = (w: WriteBackTable, rows: string) =>
+    `SELECT ${w.owner.map((o, i) => `(${o.expr}) AS o${i}`).join(', ')} FROM ${rows} AS t${w.where ? ` WHERE (${w.where})` : ''}`;
+  const keyExpr = (w: WriteBackTable, k: string) => w.columns.find((c) => c.name === k)!.expr;
+  const del = (w: WriteBackTable, ownerRows: string[], yielded: boolean) => {
+    const owners = ownerRows.map((r) => ownersOf(w, r)).join(' UNION ');
+    const produced = `SELECT ${w.key.map((k, i) => `(${keyExpr(w, k)}) AS k${i}`).join(', ')} FROM ${rowsOf(w, 'new_rows')}`;
+    const kept = yielded
+      ? ` AND NOT EXISTS (SELECT 1 FROM p WHERE ${w.key.map((k, i) => `p.k${i} = d.${quoteIdent(k)}`).join(' AND ')})`
+      : '';
+    return (
+      `WITH o AS (${owners})${yielded ? `, p AS (${produced})` : ''} DELETE FROM ${quoteTable(w.table)} AS d ` +
+      `WHERE ${tuple(w.owner.map((c) => `d.${quoteIdent(c.name)}`))} IN (SELECT * FROM o)${kept};`
+    );
+  };
+  const upsert = (w: WriteBackTable) =>
+    `INSERT INTO ${quoteTable(w.table)} (${w.columns.map((c) => quoteIdent(c.name)).join(', ')}) ` +
+    `SELECT ${w.columns.map((c) => `(${c.expr})`).join(', ')} FROM ${rowsOf(w, 'new_rows')} ${upsertTail(
+      w.key,
+      w.columns.map((c) => c.name),
+    )};`;
+  const newestFirst = [...m.writeBack].reverse();
+  const apply = (ownerRows: string[], yielded: boolean) =>
+    [...newestFirst.map((w) => del(w, ownerRows, yielded)), ...(yielded ? m.writeBack.map((w) => upsert(w)) : [])].join(
+      '\n    ',
+    );
+  const touched = (rows: string[]) => rows.map((r) => `SELECT ${keyJson(tgtKeys)} AS k FROM ${r} AS t`).join(' UNION ');
+  const body = `
+DECLARE
+  ${guardDeclare}
+  touched jsonb;
+BEGIN
+  ${guardEnter(syncId)}
+  IF TG_OP = 'TRUNCATE' THEN
+    ${newestFirst.map((w) => `DELETE FROM ${quoteTable(w.table)};`).join('\n    ')}
+  ELSIF TG_OP = 'INSERT' THEN
+    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${touched(['new_rows'])}) AS c;
+    ${keyLocks(syncId, 'touched')}
+    ${apply(['new_rows'], true)}
+  ELSIF TG_OP = 'UPDATE' THEN
+    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${touched(['old_rows', 'new_rows'])}) AS c;
+    ${keyLocks(syncId, 'touched')}
+    ${apply(['old_rows', 'new_rows'], true)}
+  ELSE
+    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${touched(['old_rows'])}) AS c;
+    ${keyLocks(syncId, 'touched')}
+    ${apply(['old_rows'], false)}
+  END IF;
+  ${guardLeave}
+  RETURN NULL;
+END`;
+  const fn = functionRef(m.job, syncId, 'reverse');
+  return statementTriggers(fn, (kind) => syncTriggerName(m.job, syncId, 'reverse', kind), quoteTable(m.target), body);
 }
 
 /**
@@ -443,8 +546,7 @@ export function querySyncTriggerDdl(m: CopyMapping): string[] {
   const syncId = syncIdOf(m);
   const query = stripSemicolon(m.source.sql);
   const tgt = quoteTable(m.target);
-  const keysOf = (rows: string, exprs: string[]) =>
-    `SELECT jsonb_build_array(${exprs.map((e) => `(${e})::text`).join(', ')}) AS k FROM ${rows} AS s`;
+  const keysOf = (rows: string, exprs: string[]) => `SELECT ${keyJson(exprs)} AS k FROM ${rows} AS s`;
   // The touched keys as rows of typed values: joined to the target's and the query's key columns.
   const typed = `SELECT ${m.keys.map((k, i) => `(x.k->>${i})::${k.type} AS k${i}`).join(', ')} FROM jsonb_array_elements(touched) AS x(k)`;
   const inTouched = (cols: string[]) => `${tuple(cols)} IN (${typed})`;
@@ -477,8 +579,7 @@ BEGIN
     SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${collect('old_rows')}) AS c;
   END IF;
   IF touched IS NOT NULL THEN
-    PERFORM pg_advisory_xact_lock(hashtextextended(${quoteLiteral(`${syncId}:`)} || x.k::text, 0))
-       FROM jsonb_array_elements(touched) AS x(k) ORDER BY x.k::text;
+    ${keyLocks(syncId, 'touched')}
     DELETE FROM ${tgt} AS t WHERE ${inTouched(keyCols(m, 't', 'target'))}${slicePredicate(m)
       .map((p) => ` AND ${p}`)
       .join('')};

@@ -373,7 +373,19 @@ async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add, tc: Po
       add(check, 'fail', `target ${job.to} has no column ${missing.map((m) => `"${m}"`).join(', ')}`);
       continue;
     }
-    if (job.sync !== 'bidirectional' || !job.from) continue;
+    if (job.sync !== 'bidirectional') continue;
+    for (const w of job.writeBack ?? []) {
+      const old = await tableColumns(c, w.table);
+      const gaps = old.filter((s) => s.notNull && !s.hasDefault && !s.generated && w.columns[s.name] === undefined);
+      if (gaps.length) {
+        add(
+          check,
+          'fail',
+          `writeBack to ${w.table} leaves its NOT NULL column(s) ${gaps.map((g) => `"${g.name}"`).join(', ')} empty: every write on the new path would fail; give each an expression over the ${job.to} row`,
+        );
+      }
+    }
+    if (!job.from) continue;
     const source = await tableColumns(c, job.from);
     // The key always goes back (from the target's key columns); so do columns mapped one-to-one.
     const writtenBack = new Set([...Object.keys(job.reverse ?? {}), ...keys.source]);
