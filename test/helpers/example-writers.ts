@@ -1,5 +1,5 @@
 // What the examples' applications write while their migrations run: the old path's tables throughout, the new path's
-// once traffic moves (only tables whose writes are synced back: the others' plans discard them on rollback).
+// once traffic moves.
 import type { Op } from './writers';
 
 const pick = <T>(rnd: () => number, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
@@ -180,6 +180,107 @@ export function consolidationNewOps(events: string[], admins: number, maxRequest
         [id(rnd, admins)],
       );
       s.inserts++;
+    },
+  ];
+}
+
+/** The admin screens on the new path: users (their preferences and Spotify link) and events (settings, announcements). */
+export function consolidationAdminOps(events: string[], admins: number): Op[] {
+  return [
+    async (pool, rnd, s) => {
+      // A preference set, another removed.
+      await pool.query(
+        `UPDATE users SET display_name = $2, preferences = (preferences - 'lang') || jsonb_build_object('theme', $3::text) WHERE id = $1`,
+        [id(rnd, admins), `v2 admin ${Math.floor(rnd() * 1e6)}`, pick(rnd, ['dark', 'light', 'neon'])],
+      );
+      s.updates++;
+    },
+    async (pool, rnd, s) => {
+      // The Spotify link made or refreshed, or cleared.
+      if (rnd() < 0.3) {
+        await pool.query(
+          `UPDATE users SET spotify_user_id = NULL, spotify_access_token = NULL, spotify_refresh_token = NULL, spotify_expires_at = NULL WHERE id = $1`,
+          [id(rnd, admins)],
+        );
+      } else {
+        await pool.query(
+          `UPDATE users SET spotify_user_id = coalesce(spotify_user_id, 'v2-' || id), spotify_access_token = md5(random()::text),
+                            spotify_refresh_token = md5(random()::text), spotify_expires_at = date_trunc('second', now()) + interval '1 hour'
+            WHERE id = $1`,
+          [id(rnd, admins)],
+        );
+      }
+      s.updates++;
+    },
+    async (pool, rnd, s) => {
+      await pool.query(
+        `INSERT INTO users (id, email, display_name, password_hash, preferences, created_at)
+         VALUES (nextval('admins_id_seq'), 'v2-' || md5(random()::text) || '@example.com', 'v2 admin', 'x', '{"lang": "en"}', now())`,
+      );
+      s.inserts++;
+    },
+    async (pool, rnd, s) => {
+      await pool.query(
+        `UPDATE events SET settings = settings || jsonb_build_object('theme', $2::text, 'votingEnabled', $3::boolean) WHERE event_code = $1`,
+        [pick(rnd, events), pick(rnd, ['party', 'calm']), rnd() < 0.5],
+      );
+      s.updates++;
+    },
+    async (pool, rnd, s) => {
+      // An announcement appended as the new screens write it: message, level, time.
+      await pool.query(
+        `UPDATE events SET announcements = announcements || jsonb_build_array(jsonb_build_object(
+           'message', $2::text, 'level', 'info', 'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+          WHERE event_code = $1`,
+        [pick(rnd, events), `v2 announcement ${Math.floor(rnd() * 1e6)}`],
+      );
+      s.updates++;
+    },
+  ];
+}
+
+/** The generic engine on the new path: weddings and their participants, as the wedding mapping shapes them. */
+export function eventsEngineOps(weddings: number): Op[] {
+  return [
+    async (pool, rnd, s) => {
+      // Two statements, as the engine's API makes them: the wedding, then its guests.
+      const [e] = (
+        await pool.query(
+          `INSERT INTO events (event_type, tenant_id, title, start_date, venue, status, details)
+           VALUES ('wedding', md5('tenant2')::uuid, $1, date '2026-06-20', 'Lake House', 'planning', '{"source": "wedding-app"}')
+           RETURNING id`,
+          [`Engine couple ${Math.floor(rnd() * 1e6)}`],
+        )
+      ).rows;
+      await pool.query(
+        `INSERT INTO event_participants (event_id, role, name, rsvp_status, details)
+         SELECT $1::uuid, 'guest', 'Engine guest ' || g, 'pending', jsonb_build_object('plusOnes', g % 2, 'tableNumber', NULL)
+           FROM generate_series(1, 2) AS g`,
+        [e.id],
+      );
+      s.inserts++;
+    },
+    async (pool, rnd, s) => {
+      await pool.query(
+        `UPDATE events SET status = $1, capacity = coalesce(capacity, 0) + 10 WHERE legacy_wedding_id = $2`,
+        [pick(rnd, ['confirmed', 'completed']), id(rnd, weddings)],
+      );
+      s.updates++;
+    },
+    async (pool, rnd, s) => {
+      await pool.query(
+        `UPDATE event_participants SET rsvp_status = $1, details = jsonb_set(details, '{tableNumber}', to_jsonb($2::int))
+          WHERE id = (SELECT id FROM event_participants ORDER BY legacy_invitation_id OFFSET $3 LIMIT 1)`,
+        [pick(rnd, ['accepted', 'declined']), id(rnd, 20), id(rnd, weddings)],
+      );
+      s.updates++;
+    },
+    async (pool, rnd, s) => {
+      await pool.query(
+        `DELETE FROM event_participants WHERE id = (SELECT id FROM event_participants ORDER BY legacy_invitation_id OFFSET $1 LIMIT 1)`,
+        [id(rnd, weddings)],
+      );
+      s.deletes++;
     },
   ];
 }

@@ -11,8 +11,10 @@ import { eventually, Harness, StopWaiting, type TestDb } from '../helpers/env';
 import {
   camerasOldOps,
   camerasOps,
+  consolidationAdminOps,
   consolidationNewOps,
   consolidationOldOps,
+  eventsEngineOps,
   weddingOps,
 } from '../helpers/example-writers';
 import { example, examplePlanFile, examplePlanFor, mappingDiff } from '../helpers/examples';
@@ -122,7 +124,7 @@ test('cameras: synced both ways through the canary, exact through the mapping, t
   expect(await db.query(`SELECT * FROM cameras_old ORDER BY id`)).toEqual(archived);
 });
 
-test('consolidation: seven tables folded into four under writes to all seven, then to the new path', async () => {
+test('consolidation: seven tables folded into four under writes to all seven, then to all four on the new path', async () => {
   const ex = example('consolidation');
   const db = await h.db('consolidation');
   const plan = await examplePlanFor(ex, db, { rows: 2000, cleanupAfterMs: 600_000 });
@@ -131,13 +133,10 @@ test('consolidation: seven tables folded into four under writes to all seven, th
   );
   const [{ admins }] = await db.query<{ admins: number }>(`SELECT count(*)::int AS admins FROM admins`);
 
-  const run = await runUnderLoad(
-    ex,
-    db,
-    plan,
-    consolidationOldOps(events, admins, 2000),
-    consolidationNewOps(events, admins, 2000),
-  );
+  const run = await runUnderLoad(ex, db, plan, consolidationOldOps(events, admins, 2000), [
+    ...consolidationNewOps(events, admins, 2000),
+    ...consolidationAdminOps(events, admins),
+  ]);
 
   expect(run.migration.error).toBeNull();
   expect(run.migration.state).toBe('completed');
@@ -193,6 +192,84 @@ test('events: weddings become generic events with new ids; old clients read them
     ['009_wedding_compatibility', 'cleanup'],
     ['011_event_participants_fk', 'cleanup'],
   ]);
+});
+
+/**
+ * The riskiest moment: traffic at 100 %, the new path has written rows the old tables hold only through the write back,
+ * the old path still writes too. Stops both, checks the two sides agree through every mapping, aborts, and expects the
+ * old tables untouched by the rollback: every write of either path is in them, and the new tables are gone.
+ */
+async function abortAfterCutOver(ex: Example, db: TestDb, plan: ResolvedPlan, oldPath: Op[], newPath: Op[]) {
+  const oldTables = [
+    ...new Set(plan.copy.flatMap((j) => (j.from ? [j.from] : (j.syncFrom ?? []).map((f) => f.table)))),
+  ];
+  const old = startWorkload(db.url, oldPath, { concurrency: 2, opsPerSecond: 100 });
+  let fresh: Workload | undefined;
+  const running = runExample(h.client, ex, plan, { url: db.url, out: new PassThrough() });
+  running.catch(() => undefined);
+  const id = `tidemark-${plan.name}`;
+  try {
+    await eventually(async () => {
+      const s = await h.client.status(id);
+      if (s.state !== 'running') throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+      return s.waitingUntil?.what === 'cleanup delay';
+    }, 'traffic at 100 % and the cleanup delay');
+    fresh = startWorkload(db.url, newPath, { concurrency: 2, opsPerSecond: 100, seed: 5 });
+    await eventually(async () => ops(fresh!) >= 60, 'writes on the new path');
+  } finally {
+    await fresh?.stop();
+    await old.stop();
+  }
+  expect(await flagPercent(db, plan.traffic!.flag)).toBe(100);
+  for (const job of plan.copy) {
+    expect([job.name, await mappingDiff(db, job)]).toEqual([job.name, { onlyInSource: 0, onlyInTarget: 0 }]);
+  }
+  const snapshot = () => Promise.all(oldTables.map((t) => db.query(`SELECT * FROM ${t} ORDER BY 1`)));
+  const before = await snapshot();
+
+  await h.client.abort(id, { reason: 'abort after cut-over' });
+  const final = await h.client.waitForEnd(id);
+  expect(final.state).toBe('rolled-back');
+  expect(final.compensations.filter((c) => c.status !== 'done')).toEqual([]);
+  expect(await snapshot()).toEqual(before);
+  for (const job of plan.copy) expect([job.to, await tableExists(db, job.to)]).toEqual([job.to, false]);
+  expect(await flagPercent(db, plan.traffic!.flag)).toBe(0);
+}
+
+test('events: aborted after the switch while the engine writes weddings, the wedding tables keep every write', async () => {
+  const ex = example('events');
+  const db = await h.db('eventsabort');
+  const plan = await examplePlanFor(ex, db, { rows: 400, cleanupAfterMs: 600_000 });
+  const [{ n }] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM wedding_invitations`);
+  await abortAfterCutOver(ex, db, plan, weddingOps(400, n), eventsEngineOps(400));
+  // Weddings the engine created are in the wedding app's table, with their guests.
+  const [made] = await db.query<{ weddings: number; guests: number }>(
+    `SELECT count(DISTINCT w.id)::int AS weddings, count(i.id)::int AS guests
+       FROM wedding_events w LEFT JOIN wedding_invitations i ON i.wedding_event_id = w.id
+      WHERE w.couple_name LIKE 'Engine couple %'`,
+  );
+  expect(made.weddings).toBeGreaterThan(0);
+  expect(made.guests).toBeGreaterThan(0);
+});
+
+test('consolidation: aborted after cut-over while the admin screens write users and events, nothing is lost', async () => {
+  const ex = example('consolidation');
+  const db = await h.db('consolidationabort');
+  const plan = await examplePlanFor(ex, db, { rows: 1000, cleanupAfterMs: 600_000 });
+  const events = (await db.query<{ c: string }>(`SELECT event_code AS c FROM event_settings ORDER BY 1`)).map(
+    (r) => r.c,
+  );
+  const [{ admins }] = await db.query<{ admins: number }>(`SELECT count(*)::int AS admins FROM admins`);
+  await abortAfterCutOver(ex, db, plan, consolidationOldOps(events, admins, 1000), [
+    ...consolidationNewOps(events, admins, 1000),
+    ...consolidationAdminOps(events, admins),
+  ]);
+  const [made] = await db.query<{ admins: number; announcements: number }>(
+    `SELECT (SELECT count(*) FROM admins WHERE display_name LIKE 'v2 admin%')::int AS admins,
+            (SELECT count(*) FROM notifications WHERE message LIKE 'v2 announcement %')::int AS announcements`,
+  );
+  expect(made.admins).toBeGreaterThan(0);
+  expect(made.announcements).toBeGreaterThan(0);
 });
 
 test('events: the dry run rehearses every step, the cleanup steps after a simulated archive, and changes nothing', async () => {

@@ -535,7 +535,7 @@ END`;
 
 /**
  * Query sources: a write to any table the query reads recomputes the target rows of the keys it touches (before and
- * after): delete them, then insert whatever the query now yields for those keys. The keys are locked first (a
+ * after): delete those the query no longer yields, upsert what it yields now. The keys are locked first (a
  * transaction-scoped advisory lock per key, in key order), and the recomputation runs in statements after the lock,
  * so each sees what the previous writer of the same target row committed: two transactions changing different tables
  * of one row recompute it one after the other instead of each from its own stale view. Aggregates, outer joins,
@@ -580,9 +580,13 @@ BEGIN
   END IF;
   IF touched IS NOT NULL THEN
     ${keyLocks(syncId, 'touched')}
+    -- Rows the query no longer yields go; the others are updated in place, so an application's write to the same
+    -- row on the new path waits for this one and then applies on top of it (a delete and insert would make it miss).
     DELETE FROM ${tgt} AS t WHERE ${inTouched(keyCols(m, 't', 'target'))}${slicePredicate(m)
       .map((p) => ` AND ${p}`)
-      .join('')};
+      .join('')}
+       AND ${tuple(keyCols(m, 't', 'target'))} NOT IN (SELECT ${keyCols(m, 's', 'source').join(', ')} FROM (${query}) AS s
+                                 WHERE ${inTouched(keyCols(m, 's', 'source'))});
     INSERT INTO ${tgt} (${targetList(m)}) SELECT ${mappedSelectList(m)} FROM (${query}) AS s
      WHERE ${inTouched(keyCols(m, 's', 'source'))}
     ${upsertTail(
