@@ -194,6 +194,52 @@ test('events: weddings become generic events with new ids; old clients read them
   ]);
 });
 
+test("events: aborted while the archived wedding tables await their drop, they come back with the engine's writes", async () => {
+  const ex = example('events');
+  const db = await h.db('eventsdrop');
+  const base = await examplePlanFor(ex, db, { rows: 300 });
+  const plan = { ...base, cleanup: { ...base.cleanup!, dropAfter: 3_600_000 } };
+  const running = runExample(h.client, ex, plan, { url: db.url, out: new PassThrough() });
+  running.catch(() => undefined);
+  const id = `tidemark-${plan.name}`;
+  await eventually(async () => {
+    const s = await h.client.status(id);
+    if (s.state !== 'running') throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+    return s.waitingUntil?.what === 'drop of archived tables';
+  }, 'the wait for the drop');
+  // The wedding tables are archived and the compatibility views stand in their place; the engine writes weddings,
+  // which the write back carries into the archived tables.
+  const engine = startWorkload(db.url, eventsEngineOps(300), { concurrency: 2, opsPerSecond: 100, seed: 3 });
+  try {
+    await eventually(async () => ops(engine) >= 40, 'the engine writing');
+  } finally {
+    await engine.stop();
+  }
+  const shown = async () => ({
+    weddings: await db.query(`SELECT * FROM public.wedding_events ORDER BY id`),
+    invitations: await db.query(`SELECT * FROM public.wedding_invitations ORDER BY id`),
+  });
+  const views = await shown();
+  await h.client.abort(id, { reason: 'back to the wedding app' });
+  const final = await h.client.waitForEnd(id);
+  expect(final.state).toBe('rolled-back');
+  expect(final.compensations.filter((c) => c.status !== 'done')).toEqual([]);
+  // The tables are back where the views were, holding exactly what the views showed.
+  expect(await tableExists(db, 'events')).toBe(false);
+  expect(await shown()).toEqual(views);
+  const [{ made }] = await db.query<{ made: number }>(
+    `SELECT count(*)::int AS made FROM wedding_events WHERE couple_name LIKE 'Engine couple %'`,
+  );
+  expect(made).toBeGreaterThan(0);
+});
+
+test('cameras: aborted after the canary reached 100 % with writes on both paths, cameras_old keeps every write', async () => {
+  const ex = example('cameras');
+  const db = await h.db('camerasabort');
+  const plan = await examplePlanFor(ex, db, { rows: 1000, cleanupAfterMs: 600_000 });
+  await abortAfterCutOver(ex, db, plan, camerasOldOps(1000), camerasOps(1000));
+});
+
 /**
  * The riskiest moment: traffic at 100 %, the new path has written rows the old tables hold only through the write back,
  * the old path still writes too. Stops both, checks the two sides agree through every mapping, aborts, and expects the
