@@ -17,6 +17,8 @@ const run = (cmd, args) => {
 
 run(process.execPath, [join(root, 'scripts', 'build.js')]);
 run(process.execPath, [join(root, 'node_modules', 'eslint', 'bin', 'eslint.js'), '.']);
+// The tests are compiled without type checks when they run: checked here, with the sources they use.
+run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'test')]);
 run(process.execPath, [
   join(root, 'node_modules', 'prettier', 'bin', 'prettier.cjs'),
   '--check',

@@ -61,6 +61,12 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
     sendNotification: ok('sendNotification', () => ({ status: 200 })),
     readLedger: ok('readLedger', () => []),
     planRevert: ok('planRevert', () => ({ ok: true, findings: [], steps: [], items: [] })),
+    installCapture: ok('installCapture', (i) => ({ job: 'j', direction: i.direction, stream: 's' })),
+    undoCapture: ok('undoCapture', () => 'capture removed'),
+    finishCapture: ok('finishCapture', () => ({ applied: 0 })),
+    replicate: ok('replicate', () => undefined),
+    replicationLag: ok('replicationLag', () => []),
+    copyRangeAcross: ok('copyRangeAcross', () => ({ rowsCopied: 10, batches: 1 })),
   };
   return stubs;
 }

@@ -35,6 +35,7 @@ async function gatedSoak(db: TestDb, soakMs: number): Promise<ResolvedPlan> {
     copy: [base.copy[0]],
     validate: [{ rowCount: { copy: 'meetings' } }],
     traffic: {
+      flagIn: 'source',
       flag: 'use_room_types',
       stages: [
         { percent: 10, soak: soakMs, approval: false },

@@ -15,7 +15,12 @@ async function forwardOnly(db: TestDb, discardNewPathWrites?: boolean): Promise<
     ...base,
     copy: [{ ...base.copy[0], sync: 'forward', discardNewPathWrites }],
     validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: { flag: 'use_room_types', stages: [{ percent: 100, soak: 600_000, approval: false }], gates: [] },
+    traffic: {
+      flagIn: 'source',
+      flag: 'use_room_types',
+      stages: [{ percent: 100, soak: 600_000, approval: false }],
+      gates: [],
+    },
     cleanup: undefined,
   };
 }

@@ -64,6 +64,7 @@ test('a multi-statement gate started through the API (past the CLI check) cannot
     copy: [base.copy[0]],
     validate: [{ rowCount: { copy: 'meetings' } }],
     traffic: {
+      flagIn: 'source',
       flag: 'use_room_types',
       stages: [{ percent: 100, soak: 60_000, approval: false }],
       gates: [

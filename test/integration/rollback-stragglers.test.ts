@@ -19,7 +19,7 @@ async function stragglerPlan(db: TestDb, soak: number): Promise<ResolvedPlan> {
     ...base,
     copy: [base.copy[0]],
     validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: { flag: 'use_room_types', stages: [{ percent: 100, soak, approval: false }], gates: [] },
+    traffic: { flagIn: 'source', flag: 'use_room_types', stages: [{ percent: 100, soak, approval: false }], gates: [] },
     cleanup: undefined,
   };
 }

@@ -131,6 +131,7 @@ test('a gated soak that continues as new and completes', async () => {
     copy: [base.copy[0]],
     validate: [{ rowCount: { copy: 'meetings' } }],
     traffic: {
+      flagIn: 'source',
       flag: 'use_room_types',
       stages: [
         { percent: 10, soak: 15_000, approval: false },

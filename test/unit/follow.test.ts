@@ -78,7 +78,14 @@ test('a paused soak says that its clock runs on and the next stage waits', () =>
     ...statusWith(1),
     paused: { reason: 'look', at: '2026-01-01T00:00:00.000Z' },
     phases: [{ name: 'traffic', status: 'running', startedAt: '2026-01-01T00:00:00.000Z' }],
-    traffic: { flag: 'f', percent: 10, stageIndex: 0, soakEndsAt: '2026-01-01T01:00:00.000Z', gates: [] },
+    traffic: {
+      flag: 'f',
+      percent: 10,
+      stageIndex: 0,
+      stages: [{ percent: 10, soakMs: 3_600_000, approval: false }],
+      soakEndsAt: '2026-01-01T01:00:00.000Z',
+      gates: [],
+    },
   } as Status;
   expect(renderStatus(s)).toContain(
     'flag f at 10%, soaking until 2026-01-01 01:00:00 UTC (paused: the next stage waits for resume)',

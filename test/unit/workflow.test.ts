@@ -261,6 +261,7 @@ describe('gates', () => {
   const gated = () =>
     fullPlan({
       traffic: {
+        flagIn: 'source',
         flag: 'use_orders_v2',
         stages: [
           { percent: 10, soak: 3_600_000, approval: false },
