@@ -125,6 +125,37 @@ export const MALFORMED: MalformedCase[] = [
     ],
   },
   {
+    title: 'a query source synced both ways with no write back',
+    doc: edit((d) => {
+      const job = d.copy[0] as Doc;
+      delete job.from;
+      delete job.discardNewPathWrites;
+      Object.assign(job, {
+        query: 'SELECT o.id, o.amount_cents FROM orders o',
+        sync: 'bidirectional',
+        syncFrom: [{ table: 'orders', key: 'id' }],
+      });
+    }),
+    errors: [
+      'copy[0].sync: bidirectional sync of a query source needs writeBack: the old tables its rows are written back to',
+    ],
+  },
+  {
+    title: 'a write back that leaves out its key and comes with a table source',
+    doc: edit((d) => {
+      const job = d.copy[0] as Doc;
+      delete job.discardNewPathWrites;
+      Object.assign(job, {
+        sync: 'bidirectional',
+        writeBack: [{ table: 'orders', key: 'id', columns: { amount_cents: '(total * 100)::bigint' } }],
+      });
+    }),
+    errors: [
+      'copy[0].writeBack: only used with a query source (from uses reverse)',
+      'copy[0].writeBack[0].columns: needs the key column(s) "id"',
+    ],
+  },
+  {
     title: 'a column name with a double quote',
     doc: edit((d) => ((d.copy[0] as Doc).columns = { id: 'id', 'to"tal': 'amount_cents' })),
     errors: ['copy[0].columns.to"tal: must be a name of 1 to 63 characters without double quotes'],
