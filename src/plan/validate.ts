@@ -152,6 +152,11 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
       const missing = key.filter((k) => w.columns[k] === undefined);
       if (missing.length)
         err([...p, 'writeBack', j, 'columns'], `needs the key column(s) ${missing.map((k) => `"${k}"`).join(', ')}`);
+      if (w.unfold && !w.owner)
+        err(
+          [...p, 'writeBack', j, 'owner'],
+          'required with unfold: the old rows one target row stands for, as expressions over the target row',
+        );
     });
     if (job.reverse && job.sync !== 'bidirectional') err([...p, 'reverse'], 'only used with sync: bidirectional');
     if (job.query && job.sync && job.sync !== 'none' && !job.syncFrom?.length)

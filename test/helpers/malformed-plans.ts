@@ -141,6 +141,30 @@ export const MALFORMED: MalformedCase[] = [
     ],
   },
   {
+    title: 'a write back that unfolds a column without saying which old rows a target row stands for',
+    doc: edit((d) => {
+      const job = d.copy[0] as Doc;
+      delete job.from;
+      delete job.discardNewPathWrites;
+      Object.assign(job, {
+        query: 'SELECT o.id, o.amount_cents FROM orders o',
+        sync: 'bidirectional',
+        syncFrom: [{ table: 'orders', key: 'id' }],
+        writeBack: [
+          {
+            table: 'order_tags',
+            key: ['order_id', 'tag'],
+            unfold: 'jsonb_array_elements_text(t.tags) AS g(tag)',
+            columns: { order_id: 't.id', tag: 'g.tag' },
+          },
+        ],
+      });
+    }),
+    errors: [
+      'copy[0].writeBack[0].owner: required with unfold: the old rows one target row stands for, as expressions over the target row',
+    ],
+  },
+  {
     title: 'a write back that leaves out its key and comes with a table source',
     doc: edit((d) => {
       const job = d.copy[0] as Doc;
