@@ -361,9 +361,21 @@ describe('approvals', () => {
 test('every operator message the workflow must refuse is refused, changes nothing, and leaves no trace in history', async () => {
   const calls: Call[] = [];
   const plan = fullPlan({ approvals: ['schema'], backup: { enabled: false, dir: '/tmp' }, cleanup: undefined });
+  // The second schema step is held until the abort is sent: the pause and the abort then land in the schema phase
+  // whatever the machine's load, never while the copy writes its settings. (On the time-skipping test server, an update
+  // sent while that local activity is in flight can stay unanswered; the real server answers it, see rollback.test.ts.)
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const stubs = stubActivities(calls, {
+    applySchemaStep: async (i: never) => {
+      const id = (i as { step: { id: string } }).step.id;
+      if (id === '002') await held;
+      return { step: id, applied: true };
+    },
+  });
   const { refusals, history } = await stub.run(
     plan,
-    stubActivities(calls),
+    stubs,
     async (h) => {
       await until(h, (s) => s.pendingApproval?.gate === 'schema', 'the schema approval');
       const refusals = {
@@ -380,12 +392,20 @@ test('every operator message the workflow must refuse is refused, changes nothin
       };
       await h.executeUpdate(approveUpdate, { args: [{ by: 'alice' }] });
       refusals.approveTwice = await rejection(h.executeUpdate(approveUpdate, { args: [{}] }));
+      for (
+        const deadline = Date.now() + 30_000;
+        !calls.some((c) => c.name === 'applySchemaStep' && (c.input.step as { id: string }).id === '002');
+      ) {
+        if (Date.now() > deadline) throw new Error('timed out waiting for step 002 to start');
+        await new Promise((r) => setTimeout(r, 25));
+      }
       await h.executeUpdate(pauseUpdate, { args: [{ reason: 'look' }] });
       refusals.pauseTwice = await rejection(h.executeUpdate(pauseUpdate, { args: [{}] }));
       const s = await h.query(statusQuery);
       expect(s.throttle).toEqual({});
       expect(s.approvals).toHaveLength(1);
       await h.executeUpdate(abortUpdate, { args: [{ reason: 'done' }] });
+      release();
       await finalStatus(h);
       return { refusals, history: await h.fetchHistory() };
     },
