@@ -472,7 +472,8 @@ const keyJson = (exprs: string[]) => `jsonb_build_array(${exprs.map((e) => `(${e
  * they yield are upserted on the old table's key, parents first. Updating in place (not delete and insert) keeps the
  * old rows that reference them. The target keys are locked as the forward sync locks them, so a write on each path to
  * one row is applied one after the other. The expressions see the target row's columns (alias `t`) and, with `unfold`,
- * that item's columns; they are evaluated in CTEs, where no outer row can capture a name.
+ * that item's columns; they are evaluated in CTEs (named so that no plan's table is shadowed), where no outer row can
+ * capture a name.
  */
 function writeBackTriggerDdl(m: CopyMapping): string[] {
   const syncId = syncIdOf(m);
@@ -486,11 +487,11 @@ function writeBackTriggerDdl(m: CopyMapping): string[] {
     const owners = ownerRows.map((r) => ownersOf(w, r)).join(' UNION ');
     const produced = `SELECT ${w.key.map((k, i) => `(${keyExpr(w, k)}) AS k${i}`).join(', ')} FROM ${rowsOf(w, 'new_rows')}`;
     const kept = yielded
-      ? ` AND NOT EXISTS (SELECT 1 FROM p WHERE ${w.key.map((k, i) => `p.k${i} = d.${quoteIdent(k)}`).join(' AND ')})`
+      ? ` AND NOT EXISTS (SELECT 1 FROM tidemark_yield WHERE ${w.key.map((k, i) => `tidemark_yield.k${i} = d.${quoteIdent(k)}`).join(' AND ')})`
       : '';
     return (
-      `WITH o AS (${owners})${yielded ? `, p AS (${produced})` : ''} DELETE FROM ${quoteTable(w.table)} AS d ` +
-      `WHERE ${tuple(w.owner.map((c) => `d.${quoteIdent(c.name)}`))} IN (SELECT * FROM o)${kept};`
+      `WITH tidemark_owners AS (${owners})${yielded ? `, tidemark_yield AS (${produced})` : ''} DELETE FROM ${quoteTable(w.table)} AS d ` +
+      `WHERE ${tuple(w.owner.map((c) => `d.${quoteIdent(c.name)}`))} IN (SELECT * FROM tidemark_owners)${kept};`
     );
   };
   const upsert = (w: WriteBackTable) =>
