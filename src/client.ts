@@ -443,7 +443,14 @@ export class TidemarkClient {
       }
       if (s) {
         onStatus?.(s);
-        if (TERMINAL_STATES.includes(s.state)) return s;
+        // A terminal state is set before the workflow lets its notices in flight finish: the end is when it closes,
+        // and the status it closed with is the final one.
+        if (TERMINAL_STATES.includes(s.state)) {
+          const closed = await this.described(id)
+            .then((d) => d.description.status.name !== 'RUNNING')
+            .catch(() => false);
+          if (closed) return this.status(id);
+        }
       }
       await new Promise((r) => setTimeout(r, s ? pollMs : Math.max(pollMs, 2000)));
     }
