@@ -505,7 +505,13 @@ function writeBackTriggerDdl(m: CopyMapping): string[] {
     [...newestFirst.map((w) => del(w, ownerRows, yielded)), ...(yielded ? m.writeBack.map((w) => upsert(w)) : [])].join(
       '\n    ',
     );
-  const touched = (rows: string[]) => rows.map((r) => `SELECT ${keyJson(tgtKeys)} AS k FROM ${r} AS t`).join(' UNION ');
+  // The target keys the write touched, locked in key order; then the old rows they stand for are written.
+  const lockThenApply = (rows: string[], yielded: boolean) =>
+    `SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${rows
+      .map((r) => `SELECT ${keyJson(tgtKeys)} AS k FROM ${r} AS t`)
+      .join(' UNION ')}) AS c;
+    ${keyLocks(syncId, 'touched')}
+    ${apply(rows, yielded)}`;
   const body = `
 DECLARE
   ${guardDeclare}
@@ -515,17 +521,11 @@ BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     ${newestFirst.map((w) => `DELETE FROM ${quoteTable(w.table)};`).join('\n    ')}
   ELSIF TG_OP = 'INSERT' THEN
-    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${touched(['new_rows'])}) AS c;
-    ${keyLocks(syncId, 'touched')}
-    ${apply(['new_rows'], true)}
+    ${lockThenApply(['new_rows'], true)}
   ELSIF TG_OP = 'UPDATE' THEN
-    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${touched(['old_rows', 'new_rows'])}) AS c;
-    ${keyLocks(syncId, 'touched')}
-    ${apply(['old_rows', 'new_rows'], true)}
+    ${lockThenApply(['old_rows', 'new_rows'], true)}
   ELSE
-    SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${touched(['old_rows'])}) AS c;
-    ${keyLocks(syncId, 'touched')}
-    ${apply(['old_rows'], false)}
+    ${lockThenApply(['old_rows'], false)}
   END IF;
   ${guardLeave}
   RETURN NULL;
