@@ -30,10 +30,10 @@ import {
   copyInSql,
   copyOutSql,
   createStageSql,
-  occupiedQuery,
   stageName,
   unstageSql,
   applyDeletesQuery,
+  applyLockSql,
   applySettings,
   applyTruncateQueries,
   applyUpsertsQuery,
@@ -47,7 +47,9 @@ import {
   lastSeqQuery,
   readChangesQuery,
   segments,
+  presentKeysQuery,
   type ApplySpec,
+  type BatchKeys,
   type CaptureSpec,
   type Change,
 } from './capture-sql';
@@ -217,6 +219,8 @@ async function applyBatch(
   const out: Applied = { read: batch.length, applied: 0, skipped: 0 };
   if (!batch.length) return out;
   await inTransaction(app, { lockTimeoutMs, settings: applySettings(rec.apply.syncId) }, async (tx) => {
+    // Never beside a batch of the copy (see "Why the copy is exact" in capture-sql.ts).
+    await tx.query(applyLockSql(false), [rec.apply.syncId]);
     const to = await whereNow(tx, rec.apply.to);
     if (!to) {
       throw failure(F.PlanRuntimeError, `cannot apply changes: ${quoteTable(rec.apply.to)} no longer exists`);
@@ -637,10 +641,15 @@ function pump(out: Readable, into: Writable): Promise<void> {
   });
 }
 
+/** Keys a batch leaves out of its COPY by name; with more than this in its range, it goes through the staging table. */
+const MAX_LISTED_KEYS = 1000;
+
 /**
- * Copies one batch: the rows after `after`, up to `size` of them, streamed with COPY from the source (locked) into the
- * target — straight into the table when the target holds none of their keys yet, else (or with `staged`) through the
- * session's staging table and an upsert. Both streams run at once; the target commits first, then the source lets go.
+ * Copies one batch: the rows after `after`, up to `size` of them, streamed with COPY from the source into the target
+ * under the job's apply lock, taken before the source is read (see "Why the copy is exact" in capture-sql.ts). Rows go
+ * straight into the table, less the keys the target holds already, which are overwritten through the session's
+ * staging table. With many such keys in the range (or `staged`), the whole batch goes through the staging table. Both
+ * streams run at once; the target commits first, then the source lets go.
  */
 async function streamBatch(
   src: PoolClient,
@@ -659,13 +668,20 @@ async function streamBatch(
     const end = found ?? upTo;
     const n = await inTransaction(tgt, { lockTimeoutMs, settings: applySettings(m.syncId!) }, async (t) => {
       await enterRun(t, run);
-      const occ = occupiedQuery(m, after, end);
-      const stage = staged || (await t.query(occ.text, occ.values)).rows[0].x;
-      if (stage) await t.query(createStageSql(m));
-      const into = t.query(copyFrom(copyInSql(stage ? stageName(m) : quoteTable(m.target), m)));
-      await pump(s.query(copyTo(copyOutSql(m, after, end))), into);
-      if (stage) await t.query(unstageSql(m));
-      return into.rowCount;
+      await t.query(applyLockSql(true), [m.syncId]);
+      const q = presentKeysQuery(m, after, end, MAX_LISTED_KEYS + 1);
+      const present = (await t.query(q.text, q.values)).rows.map((r) => r.k as string);
+      const viaStage = async (keys?: BatchKeys) => {
+        await t.query(createStageSql(m));
+        const into = t.query(copyFrom(copyInSql(stageName(m), m)));
+        await pump(s.query(copyTo(copyOutSql(m, after, end, keys))), into);
+        await t.query(unstageSql(m));
+        return into.rowCount;
+      };
+      if (staged || present.length > MAX_LISTED_KEYS) return viaStage();
+      const into = t.query(copyFrom(copyInSql(quoteTable(m.target), m)));
+      await pump(s.query(copyTo(copyOutSql(m, after, end, { except: present }))), into);
+      return into.rowCount + (present.length ? await viaStage({ only: present }) : 0);
     });
     return { n, end, last: found === undefined };
   });

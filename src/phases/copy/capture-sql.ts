@@ -278,8 +278,24 @@ export function applySettings(syncId: string): Record<string, string> {
 }
 
 // ---- the copy across databases: batches streamed with COPY ---------------------------------------------------
+//
+// Why the copy is exact without locking what it reads. The capture is installed before any batch runs, so every
+// write of the source from then on is in the log, and the applier writes the log on the target in order. A batch and
+// the applier never interleave there: the applier holds the job's apply lock (applyLockSql) for each of its
+// transactions, a batch holds it shared for its whole target transaction, and the batch reads the source only once
+// it holds the lock. So every change the applier wrote before the batch was committed on the source before the
+// batch's snapshot: the snapshot's rows are as new as any on the target, and the batch writes them all, overwriting
+// the rows the applier (or an earlier attempt of the batch) wrote in its range. Every change committed after that
+// snapshot is still in the log and applied after the batch commits. A row deleted before the snapshot is not in it;
+// one deleted after is deleted by the applier later. The source transaction stays open until the target commits, so
+// a TRUNCATE of the source waits for the batch and is applied after it.
 
-/** `key > after AND key <= upTo` with the bounds as literals (COPY takes no parameters), each through quoteLiteral. */
+/** A key value as a literal tuple of the key's types (COPY takes no parameters), each value through quoteLiteral. */
+function keyLiteral(m: CopyMapping, v: EncodedKey): string {
+  return tuple(decodeKey(m, v).map((x, i) => `${quoteLiteral(x)}::${m.keys[i].type}`));
+}
+
+/** `key > after AND key <= upTo` with the bounds as literals. */
 function literalBounds(
   m: CopyMapping,
   alias: string,
@@ -288,15 +304,22 @@ function literalBounds(
   upTo: EncodedKey | null,
 ) {
   const k = tuple(keyCols(m, alias, side));
-  const lit = (v: EncodedKey) => tuple(decodeKey(m, v).map((x, i) => `${quoteLiteral(x)}::${m.keys[i].type}`));
   const where: string[] = [];
-  if (after !== null) where.push(`${k} > ${lit(after)}`);
-  if (upTo !== null) where.push(`${k} <= ${lit(upTo)}`);
+  if (after !== null) where.push(`${k} > ${keyLiteral(m, after)}`);
+  if (upTo !== null) where.push(`${k} <= ${keyLiteral(m, upTo)}`);
   return where;
 }
 
 /**
- * Where a batch of a range ends: the key of the `limit`-th source row after `after` (within `upTo`), or none when
+ * The advisory lock that keeps the applier of a job and the batches of its copy apart on the applying side: the
+ * applier takes it for each transaction, a batch takes it shared (ranges copy side by side). $1: the job's sync id.
+ */
+export function applyLockSql(shared: boolean): string {
+  return `SELECT pg_advisory_xact_lock${shared ? '_shared' : ''}(hashtextextended('tidemark-apply:' || $1, 0))`;
+}
+
+/**
+ * Where a batch of a range ends: the key of the \`limit\`-th source row after \`after\` (within \`upTo\`), or none when
  * fewer rows are left (the batch then runs to the range's end).
  */
 export function batchEndQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey | null, limit: number): Query {
@@ -309,25 +332,43 @@ export function batchEndQuery(m: CopyMapping, after: EncodedKey | null, upTo: En
   };
 }
 
+/** Which rows of a batch the source sends: all of them, all but some keys, or only some keys. */
+export type BatchKeys = { except: EncodedKey[] } | { only: EncodedKey[] };
+
 /**
  * The source rows of a batch mapped to the target's columns, streamed out with COPY: every row with a key in
- * (after, end], locked FOR SHARE until the transaction ends — the caller commits the rows on the target first, so a
- * write to one of them waits, and its change, logged only after, is applied after the copy's row.
+ * (after, end], less (or only) the keys given. Nothing is locked: see "Why the copy is exact" above.
  */
-export function copyOutSql(m: CopyMapping, after: EncodedKey | null, end: EncodedKey | null): string {
-  const keys = keyCols(m, 's', 'source');
+export function copyOutSql(m: CopyMapping, after: EncodedKey | null, end: EncodedKey | null, keys?: BatchKeys): string {
+  const order = keyCols(m, 's', 'source');
   const cols = m.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.target)}`).join(', ');
-  return (
-    `COPY (SELECT ${cols} FROM ${sourceFrom(m)}${whereOf(literalBounds(m, 's', 'source', after, end))} ` +
-    `ORDER BY ${keys.join(', ')} FOR SHARE) TO STDOUT`
-  );
+  const where = literalBounds(m, 's', 'source', after, end);
+  const list = keys && ('only' in keys ? keys.only : keys.except);
+  if (list?.length) {
+    const k = tuple(order);
+    const items = list.map((v) => keyLiteral(m, v)).join(', ');
+    where.push('only' in keys! ? `${k} IN (${items})` : `${k} NOT IN (${items})`);
+  }
+  return `COPY (SELECT ${cols} FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${order.join(', ')}) TO STDOUT`;
 }
 
-/** Whether the target already holds any of the job's rows in (after, end] (the applier got there first). */
-export function occupiedQuery(m: CopyMapping, after: EncodedKey | null, end: EncodedKey | null): Query {
-  const values: unknown[] = [];
+/**
+ * The keys of the job's target rows in (after, end], at most `limit` of them: rows the applier (or an earlier attempt
+ * of the batch) wrote there, which the batch overwrites rather than inserts.
+ */
+export function presentKeysQuery(
+  m: CopyMapping,
+  after: EncodedKey | null,
+  end: EncodedKey | null,
+  limit: number,
+): Query {
+  const values: unknown[] = [limit];
   const where = [...keyBounds(m, 't', 'target', after, end, values), ...slicePredicate(m)];
-  return { text: `SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t${whereOf(where)}) AS x`, values };
+  const keys = keyCols(m, 't', 'target');
+  return {
+    text: `SELECT ${encodedKeySql(m, keys)} AS k FROM ${quoteTable(m.target)} AS t${whereOf(where)} LIMIT $1`,
+    values,
+  };
 }
 
 /** COPY into a table (the target, or the staging table) of the mapped columns. */
@@ -345,7 +386,7 @@ export function createStageSql(m: CopyMapping): string {
   return `CREATE TEMP TABLE IF NOT EXISTS ${stageName(m)} ON COMMIT DELETE ROWS AS SELECT ${cols} FROM ${quoteTable(m.target)} WITH NO DATA`;
 }
 
-/** Moves a staged batch into the target, overwriting the rows the applier wrote first. */
+/** Moves a staged batch into the target, overwriting the rows already there (see "Why the copy is exact"). */
 export function unstageSql(m: CopyMapping): string {
   const conflict = [...m.slice.map((x) => x.column), ...m.keys.map((k) => k.target)];
   const cols = m.columns.map((c) => quoteIdent(c.target));

@@ -1,0 +1,154 @@
+// Blue-green: the copy across databases reads the source without locking it, so every race between a batch and the
+// application must come out right. Batches in two ranges run while writers update, delete, re-insert and move keys
+// all over the table (ahead of the copy, inside the batch being copied, behind it); each row is written twice, so a
+// row a batch got wrong is not mended by a later write. Once the log is applied, green must equal blue through the
+// mapping, row for row.
+import { Pool } from 'pg';
+import { loadPlan } from '../../src/plan/load';
+import { exceptAcross, leftovers } from '../helpers/blue-green';
+import { eventually, Harness, StopWaiting } from '../helpers/env';
+import { writePlan } from '../helpers/plans';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+
+const ROWS = 30_000;
+
+/** Writes of every kind, as fast as they go, each acknowledged one timed. */
+class Churn {
+  readonly acknowledged: number[] = [];
+  private running = true;
+  private readonly pool: Pool;
+  private readonly loops: Promise<void>[];
+
+  constructor(url: string, loops: number) {
+    this.pool = new Pool({ connectionString: url, max: loops });
+    this.loops = Array.from({ length: loops }, async (_, loop) => {
+      let seed = 7 + loop;
+      const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+      let fresh = 1_000_000 + loop;
+      const next = () => (fresh += loops);
+      // Each row is written twice, in a shuffled order: the first write gets it onto green ahead of the copy, the
+      // second may race the batch that copies it, and nothing later would mend a row that batch got wrong. Loop
+      // `loop` owns the rows ≡ loop (mod loops).
+      const order: number[] = [];
+      for (let id = 1 + loop; id <= ROWS; id += loops) order.push(id, id);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = rnd(i + 1);
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+      for (const id of order) {
+        if (!this.running) break;
+        const op = rnd(10);
+        if (op < 4)
+          await this.pool.query(`UPDATE ledger SET amount = amount + 1, note = $2 WHERE id = $1`, [id, `u${op}`]);
+        else if (op < 6) await this.pool.query(`DELETE FROM ledger WHERE id = $1`, [id]);
+        else if (op < 7)
+          // Back inside the copied range: a key deleted before may come back.
+          await this.pool.query(
+            `INSERT INTO ledger (id, account, amount, note) VALUES ($1, $2, 5, 'back')
+             ON CONFLICT (id) DO UPDATE SET note = 'again'`,
+            [id, id % 97],
+          );
+        else if (op < 8) await this.pool.query(`UPDATE ledger SET id = $2 WHERE id = $1`, [id, next()]);
+        else await this.pool.query(`INSERT INTO ledger (id, account, amount, note) VALUES ($1, 1, 1, 'new')`, [next()]);
+        this.acknowledged.push(Date.now());
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+    await this.pool.end();
+  }
+}
+
+test('batches copied while writers change every part of the table: green equals blue through the mapping', async () => {
+  const blue = await h.db('bgcopy_blue');
+  const green = await h.db('bgcopy_green');
+  await blue.query(`CREATE TABLE ledger (id bigint PRIMARY KEY, account integer NOT NULL, amount bigint NOT NULL, note text);
+    INSERT INTO ledger SELECT i, i % 97, i * 3, 'seed ' || i FROM generate_series(1, ${ROWS}) i`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: `copy-race-${blue.name.replace(/_/g, '-')}`,
+        database: { urlEnv: blue.urlEnv },
+        target: { urlEnv: green.urlEnv, maxLag: '2s' },
+        backup: { enabled: false },
+        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+        copy: [
+          {
+            name: 'ledger',
+            from: 'ledger',
+            to: 'ledger',
+            key: 'id',
+            columns: { id: 'id', account: 'account', cents: 'amount * 100', note: 'note' },
+            reverse: { amount: 'cents / 100' },
+            sync: 'bidirectional',
+            batchSize: 1000,
+            parallel: 2,
+          },
+        ],
+        validate: [{ rowCount: { copy: 'ledger' } }],
+        traffic: {
+          flag: 'use_green',
+          stages: [
+            { percent: 10, soak: '1h' },
+            { percent: 100, soak: '1h' },
+          ],
+        },
+        cleanup: {},
+      },
+      {
+        'up.sql': `CREATE TABLE ledger (id bigint PRIMARY KEY, account integer NOT NULL, cents bigint NOT NULL, note text)`,
+        'down.sql': `DROP TABLE ledger`,
+      },
+    ),
+  );
+  const churn = new Churn(blue.url, 4);
+  let stopped = false;
+  try {
+    const { workflowId } = await h.client.start(plan, { autoApprove: true });
+    const copy = await eventually(
+      async () => {
+        const s = await h.client.status(workflowId);
+        if (['rolled-back', 'failed', 'completed'].includes(s.state))
+          throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+        const p = s.phases.find((x) => x.name === 'copy');
+        return p?.status === 'completed' && s.events.some((e) => e.message.startsWith('flag use_green at 10%')) && p;
+      },
+      'copy done and traffic at 10%',
+      240_000,
+    );
+    await churn.stop();
+    stopped = true;
+    const [from, to] = [Date.parse(copy.startedAt!), Date.parse(copy.endedAt!)];
+    const during = churn.acknowledged.filter((t) => t >= from && t <= to).length;
+    expect(during).toBeGreaterThan(200);
+    await eventually(
+      async () => Number((await blue.query<{ n: string }>(`SELECT count(*) AS n FROM tidemark.changes`))[0].n) === 0,
+      'every change applied',
+      120_000,
+    );
+    const diff = await exceptAcross(
+      blue,
+      `SELECT row_to_json(x)::text AS r FROM (SELECT id, account, amount * 100 AS cents, note FROM ledger) AS x`,
+      green,
+      `SELECT row_to_json(x)::text AS r FROM (SELECT id, account, cents, note FROM ledger) AS x`,
+    );
+    expect({ onlyOnBlue: diff.onlyInA.slice(0, 10), onlyOnGreen: diff.onlyInB.slice(0, 10) }).toEqual({
+      onlyOnBlue: [],
+      onlyOnGreen: [],
+    });
+    await h.client.abort(workflowId, { reason: 'test done' });
+    const final = await h.client.waitForEnd(workflowId);
+    expect(final.state).toBe('rolled-back');
+    const clean = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+    expect(await leftovers(blue)).toEqual(clean);
+    expect(await leftovers(green)).toEqual(clean);
+  } finally {
+    if (!stopped) await churn.stop();
+  }
+}, 600_000);
