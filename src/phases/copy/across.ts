@@ -54,6 +54,7 @@ import {
   type Change,
 } from './capture-sql';
 import { resolveMapping } from './mapping';
+import { BatchSizer, DEFAULT_MAX_BATCH } from './sizer';
 import { slicePredicate, whereOf, type CopyMapping } from './sql';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -528,6 +529,10 @@ export function createAcrossActivities(deps: ActivityDeps) {
           updatedAt: new Date().toISOString(),
         };
         let rowsThisAttempt = 0;
+        // Batches sized toward the job's target duration, like the copy within one database: a batch costs a fixed
+        // part (its bounds, two transactions) that small batches would pay over and over.
+        let adaptive = prev?.batchSize ?? job.batchSize;
+        const sizer = new BatchSizer(job.targetBatchMs, job.maxBatchSize ?? Math.max(DEFAULT_MAX_BATCH, job.batchSize));
         await withClient(sides.source, (src) =>
           withClient(sides.target, async (tgt) => {
             let staged = false;
@@ -541,9 +546,10 @@ export function createAcrossActivities(deps: ActivityDeps) {
                 continue;
               }
               if (control.delay_ms) await sleepMs(control.delay_ms, signal);
-              const size = control.batch_size ?? job.batchSize;
+              const size = control.batch_size ?? adaptive;
               details.batchSize = size;
               let b: { n: number; end: string | null; last: boolean };
+              const batchStarted = Date.now();
               try {
                 b = await streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, staged);
               } catch (e) {
@@ -559,6 +565,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
                 continue;
               }
               staged = false;
+              if (b.n > 0) adaptive = sizer.next(b.n, Date.now() - batchStarted, size);
               details.cursor = b.end;
               details.rowsCopied += b.n;
               rowsThisAttempt += b.n;

@@ -44,11 +44,10 @@ import {
   type RunRef,
 } from '../activity-kit';
 import { resolveMapping } from './mapping';
-import { BatchSizer, MIN_BATCH } from './sizer';
+import { BatchSizer, DEFAULT_MAX_BATCH, MIN_BATCH } from './sizer';
 import { Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
-const DEFAULT_MAX_BATCH = 50_000;
 /** Batch duration to aim for while other sessions are busy. */
 const SHARED_BATCH_MS = 5;
 

@@ -5,6 +5,8 @@
 // last batches and, when the fixed part dominates, grows the batches to amortise it instead.
 
 export const MIN_BATCH = 50;
+/** The largest batch when the plan sets no maxBatchSize (and its batchSize is smaller). */
+export const DEFAULT_MAX_BATCH = 50_000;
 const WINDOW = 8;
 
 export class BatchSizer {
