@@ -22,7 +22,10 @@ class Churn {
   private readonly pool: Pool;
   private readonly loops: Promise<void>[];
 
-  constructor(url: string, loops: number) {
+  /** `composite`: the table's key is (tenant, id), the tenant text. */
+  constructor(url: string, loops: number, composite: boolean) {
+    const tenant = (v: string) => (composite ? `'t' || (${v} % 3), ` : '');
+    const tenantCol = composite ? 'tenant, ' : '';
     this.pool = new Pool({ connectionString: url, max: loops });
     this.loops = Array.from({ length: loops }, async (_, loop) => {
       let seed = 7 + loop;
@@ -47,12 +50,16 @@ class Churn {
         else if (op < 7)
           // Back inside the copied range: a key deleted before may come back.
           await this.pool.query(
-            `INSERT INTO ledger (id, account, amount, note) VALUES ($1, $2, 5, 'back')
-             ON CONFLICT (id) DO UPDATE SET note = 'again'`,
+            `INSERT INTO ledger (${tenantCol}id, account, amount, note) VALUES (${tenant('$1')}$1, $2, 5, 'back')
+             ON CONFLICT (${tenantCol}id) DO UPDATE SET note = 'again'`,
             [id, id % 97],
           );
         else if (op < 8) await this.pool.query(`UPDATE ledger SET id = $2 WHERE id = $1`, [id, next()]);
-        else await this.pool.query(`INSERT INTO ledger (id, account, amount, note) VALUES ($1, 1, 1, 'new')`, [next()]);
+        else
+          await this.pool.query(
+            `INSERT INTO ledger (${tenantCol}id, account, amount, note) VALUES (${tenant('$1')}$1, 1, 1, 'new')`,
+            [next()],
+          );
         this.acknowledged.push(Date.now());
       }
     });
@@ -65,90 +72,106 @@ class Churn {
   }
 }
 
-test('batches copied while writers change every part of the table: green equals blue through the mapping', async () => {
-  const blue = await h.db('bgcopy_blue');
-  const green = await h.db('bgcopy_green');
-  await blue.query(`CREATE TABLE ledger (id bigint PRIMARY KEY, account integer NOT NULL, amount bigint NOT NULL, note text);
-    INSERT INTO ledger SELECT i, i % 97, i * 3, 'seed ' || i FROM generate_series(1, ${ROWS}) i`);
-  const plan = loadPlan(
-    writePlan(
-      {
-        name: `copy-race-${blue.name.replace(/_/g, '-')}`,
-        database: { urlEnv: blue.urlEnv },
-        target: { urlEnv: green.urlEnv, maxLag: '2s' },
-        backup: { enabled: false },
-        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
-        copy: [
-          {
-            name: 'ledger',
-            from: 'ledger',
-            to: 'ledger',
-            key: 'id',
-            columns: { id: 'id', account: 'account', cents: 'amount * 100', note: 'note' },
-            reverse: { amount: 'cents / 100' },
-            sync: 'bidirectional',
-            batchSize: 1000,
-            parallel: 2,
-          },
-        ],
-        validate: [{ rowCount: { copy: 'ledger' } }],
-        traffic: {
-          flag: 'use_green',
-          stages: [
-            { percent: 10, soak: '1h' },
-            { percent: 100, soak: '1h' },
+describe.each([
+  { shape: 'a bigint key', composite: false },
+  { shape: 'a composite key with a text part', composite: true },
+])('$shape', ({ composite }) => {
+  const tenantCol = composite ? 'tenant, ' : '';
+  const key = composite
+    ? 'tenant text NOT NULL, id bigint NOT NULL, PRIMARY KEY (tenant, id)'
+    : 'id bigint PRIMARY KEY';
+  test('batches copied while writers change every part of the table: green equals blue through the mapping', async () => {
+    const blue = await h.db(`bgcopy_blue${composite ? '_ck' : ''}`);
+    const green = await h.db(`bgcopy_green${composite ? '_ck' : ''}`);
+    await blue.query(`CREATE TABLE ledger (${key}, account integer NOT NULL, amount bigint NOT NULL, note text);
+    INSERT INTO ledger (${tenantCol}id, account, amount, note)
+      SELECT ${composite ? "'t' || (i % 3), " : ''}i, i % 97, i * 3, 'seed ' || i FROM generate_series(1, ${ROWS}) i`);
+    const plan = loadPlan(
+      writePlan(
+        {
+          name: `copy-race-${blue.name.replace(/_/g, '-')}`,
+          database: { urlEnv: blue.urlEnv },
+          target: { urlEnv: green.urlEnv, maxLag: '2s' },
+          backup: { enabled: false },
+          schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+          copy: [
+            {
+              name: 'ledger',
+              from: 'ledger',
+              to: 'ledger',
+              key: composite ? ['tenant', 'id'] : 'id',
+              columns: {
+                ...(composite ? { tenant: 'tenant' } : {}),
+                id: 'id',
+                account: 'account',
+                cents: 'amount * 100',
+                note: 'note',
+              },
+              reverse: { amount: 'cents / 100' },
+              sync: 'bidirectional',
+              batchSize: 1000,
+              parallel: 2,
+            },
           ],
+          validate: [{ rowCount: { copy: 'ledger' } }],
+          traffic: {
+            flag: 'use_green',
+            stages: [
+              { percent: 10, soak: '1h' },
+              { percent: 100, soak: '1h' },
+            ],
+          },
+          cleanup: {},
         },
-        cleanup: {},
-      },
-      {
-        'up.sql': `CREATE TABLE ledger (id bigint PRIMARY KEY, account integer NOT NULL, cents bigint NOT NULL, note text)`,
-        'down.sql': `DROP TABLE ledger`,
-      },
-    ),
-  );
-  const churn = new Churn(blue.url, 4);
-  let stopped = false;
-  try {
-    const { workflowId } = await h.client.start(plan, { autoApprove: true });
-    const copy = await eventually(
-      async () => {
-        const s = await h.client.status(workflowId);
-        if (['rolled-back', 'failed', 'completed'].includes(s.state))
-          throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-        const p = s.phases.find((x) => x.name === 'copy');
-        return p?.status === 'completed' && s.events.some((e) => e.message.startsWith('flag use_green at 10%')) && p;
-      },
-      'copy done and traffic at 10%',
-      240_000,
+        {
+          'up.sql': `CREATE TABLE ledger (${key}, account integer NOT NULL, cents bigint NOT NULL, note text)`,
+          'down.sql': `DROP TABLE ledger`,
+        },
+      ),
     );
-    await churn.stop();
-    stopped = true;
-    const [from, to] = [Date.parse(copy.startedAt!), Date.parse(copy.endedAt!)];
-    const during = churn.acknowledged.filter((t) => t >= from && t <= to).length;
-    expect(during).toBeGreaterThan(200);
-    await eventually(
-      async () => Number((await blue.query<{ n: string }>(`SELECT count(*) AS n FROM tidemark.changes`))[0].n) === 0,
-      'every change applied',
-      120_000,
-    );
-    const diff = await exceptAcross(
-      blue,
-      `SELECT row_to_json(x)::text AS r FROM (SELECT id, account, amount * 100 AS cents, note FROM ledger) AS x`,
-      green,
-      `SELECT row_to_json(x)::text AS r FROM (SELECT id, account, cents, note FROM ledger) AS x`,
-    );
-    expect({ onlyOnBlue: diff.onlyInA.slice(0, 10), onlyOnGreen: diff.onlyInB.slice(0, 10) }).toEqual({
-      onlyOnBlue: [],
-      onlyOnGreen: [],
-    });
-    await h.client.abort(workflowId, { reason: 'test done' });
-    const final = await h.client.waitForEnd(workflowId);
-    expect(final.state).toBe('rolled-back');
-    const clean = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
-    expect(await leftovers(blue)).toEqual(clean);
-    expect(await leftovers(green)).toEqual(clean);
-  } finally {
-    if (!stopped) await churn.stop();
-  }
-}, 600_000);
+    const churn = new Churn(blue.url, 4, composite);
+    let stopped = false;
+    try {
+      const { workflowId } = await h.client.start(plan, { autoApprove: true });
+      const copy = await eventually(
+        async () => {
+          const s = await h.client.status(workflowId);
+          if (['rolled-back', 'failed', 'completed'].includes(s.state))
+            throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+          const p = s.phases.find((x) => x.name === 'copy');
+          return p?.status === 'completed' && s.events.some((e) => e.message.startsWith('flag use_green at 10%')) && p;
+        },
+        'copy done and traffic at 10%',
+        240_000,
+      );
+      await churn.stop();
+      stopped = true;
+      const [from, to] = [Date.parse(copy.startedAt!), Date.parse(copy.endedAt!)];
+      const during = churn.acknowledged.filter((t) => t >= from && t <= to).length;
+      expect(during).toBeGreaterThan(200);
+      await eventually(
+        async () => Number((await blue.query<{ n: string }>(`SELECT count(*) AS n FROM tidemark.changes`))[0].n) === 0,
+        'every change applied',
+        120_000,
+      );
+      const diff = await exceptAcross(
+        blue,
+        `SELECT row_to_json(x)::text AS r FROM (SELECT ${tenantCol}id, account, amount * 100 AS cents, note FROM ledger) AS x`,
+        green,
+        `SELECT row_to_json(x)::text AS r FROM (SELECT ${tenantCol}id, account, cents, note FROM ledger) AS x`,
+      );
+      expect({ onlyOnBlue: diff.onlyInA.slice(0, 10), onlyOnGreen: diff.onlyInB.slice(0, 10) }).toEqual({
+        onlyOnBlue: [],
+        onlyOnGreen: [],
+      });
+      await h.client.abort(workflowId, { reason: 'test done' });
+      const final = await h.client.waitForEnd(workflowId);
+      expect(final.state).toBe('rolled-back');
+      const clean = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+      expect(await leftovers(blue)).toEqual(clean);
+      expect(await leftovers(green)).toEqual(clean);
+    } finally {
+      if (!stopped) await churn.stop();
+    }
+  }, 600_000);
+});
