@@ -33,6 +33,8 @@ export const KEPT_ALIVE = [
   'dropReverseSync',
   'undoCapture',
   'finishCapture',
+  'installCapture',
+  'switchCaptureToTriggers',
   'revertSchemaStep',
   'restoreArchivedTables',
   'restoreBackup',

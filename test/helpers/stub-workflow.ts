@@ -64,6 +64,7 @@ export function stubActivities(calls: Call[], overrides: Partial<Stubs> = {}): S
     installCapture: ok('installCapture', (i) => ({ job: 'j', direction: i.direction, stream: 's' })),
     undoCapture: ok('undoCapture', () => 'capture removed'),
     finishCapture: ok('finishCapture', () => ({ applied: 0 })),
+    switchCaptureToTriggers: ok('switchCaptureToTriggers', () => ({ logged: 0 })),
     replicate: ok('replicate', () => undefined),
     replicationLag: ok('replicationLag', () => []),
     copyRangeAcross: ok('copyRangeAcross', () => ({ rowsCopied: 10, batches: 1 })),

@@ -1,7 +1,8 @@
 // Blue-green between two servers of their own: blue runs with wal_level = logical, green with wal_level = replica,
 // each a private cluster started here (initdb/pg_ctl), so nothing depends on how the machine's server is configured.
 // Preflight says which capture each side allows and refuses a replication slot tidemark left behind; the migration
-// then moves the tables across servers under writes and leaves no slot, trigger or change table on either.
+// then moves the tables across servers under writes (captured on blue by logical decoding while the copy runs, by
+// triggers from then on) and leaves no slot, trigger or change table on either.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +114,16 @@ test('across two servers under writes on blue: green ends identical through the 
     const final = await h.client.waitForEnd(workflowId);
     expect(final.error).toBeNull();
     expect(final.state).toBe('completed');
+    // Blue allows logical decoding: the copy ran with slots, not triggers, then switched before traffic moved.
+    const said = final.events.map((e) => e.message);
+    for (const job of ['cameras', 'counting_results']) {
+      expect(said).toContain(
+        `change capture of ${job} (source → target) installed, by logical decoding; applier started`,
+      );
+      expect(
+        said.some((m) => m.startsWith(`change capture of ${job} switched from logical decoding to triggers`)),
+      ).toBe(true);
+    }
   } finally {
     if (!stopped) await onBlue.stop();
   }

@@ -1,5 +1,5 @@
 // The pure parts of blue-green change capture: how a batch read from the log is reduced before it is applied.
-import { claimsOf, segments, type Change } from '../../src/phases/copy/capture-sql';
+import { claimsOf, segments, stampMicros, type Change } from '../../src/phases/copy/capture-sql';
 
 const change = (
   seq: number,
@@ -25,6 +25,20 @@ test('per key, the change furthest along the log is kept, even when the batch ca
   const [seg] = segments(batch);
   expect(seg.truncateFirst).toBe(false);
   expect(seg.changes.map((c) => c.seq).sort()).toEqual(['10000', '10001']);
+});
+
+test('per key, the change with the latest stamp is kept, also when an older one came later in the log', () => {
+  // A change pumped from a logical slot during the switch to triggers, logged after a newer one the triggers logged.
+  const batch = [
+    change(7, 'U', '[1]', '2026-01-01 00:00:05.5+00'),
+    change(8, 'U', '[1]', '2026-01-01 00:00:05.123456+00'),
+    change(9, 'D', '[2]', '2026-01-01 00:00:06+00'),
+    change(10, 'U', '[2]', '2026-01-01 00:00:06+00'),
+  ];
+  const [seg] = segments(batch);
+  expect(seg.changes.map((c) => c.seq).sort()).toEqual(['10', '7']);
+  expect(stampMicros('2026-01-01 00:00:05.5+00') - stampMicros('2026-01-01 00:00:05.123456+00')).toBe(376544n);
+  expect(stampMicros('2026-01-01 05:30:00+05:30')).toBe(stampMicros('2026-01-01 00:00:00+00'));
 });
 
 test('a truncate cuts the batch: what came before it is applied, then the table is emptied, then the rest', () => {

@@ -27,6 +27,7 @@ export function acrossArgs({ plan, run }: Pick<PhaseContext, 'plan' | 'run'>, jo
     run,
     job,
     lockTimeoutMs: plan.lockTimeout,
+    capture: plan.target!.capture,
   };
 }
 
@@ -53,19 +54,50 @@ function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direct
   );
 }
 
-/** Installs one direction's capture, its undo registered first, and starts its applier. */
-export async function startCapture(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction): Promise<void> {
+/**
+ * Installs one direction's capture, its undo registered first, and starts its applier. Returns how the changes are
+ * captured: by triggers, or (forward, where the source allows it) by a logical slot until switchCapture.
+ */
+export async function startCapture(
+  ctx: PhaseContext,
+  job: ResolvedCopyJob,
+  direction: Direction,
+): Promise<'trigger' | 'logical'> {
   const description =
     direction === 'forward'
       ? `drop the change capture of ${job.name}; empty ${job.to} on the target if the copy filled it`
       : `apply the changes made to ${job.to} on the target to ${job.from} on the source`;
-  await ctx.changeWithUndo(description, { kind: 'undoCapture', job, direction } satisfies CaptureUndo, () =>
-    changes.installCapture.executeWithOptions({ summary: `capture ${job.name} changes, ${arrow(direction)}` }, [
-      { ...acrossArgs(ctx, job), direction },
-    ]),
+  const installed = await ctx.changeWithUndo(
+    description,
+    { kind: 'undoCapture', job, direction } satisfies CaptureUndo,
+    () =>
+      changes.installCapture.executeWithOptions({ summary: `capture ${job.name} changes, ${arrow(direction)}` }, [
+        { ...acrossArgs(ctx, job), direction },
+      ]),
   );
+  const mode = installed.value?.mode ?? 'trigger';
   if (job.sync !== 'none') startApplier(ctx, job, direction);
-  ctx.board.event(`change capture of ${job.name} (${arrow(direction)}) installed; applier started`);
+  ctx.board.event(
+    `change capture of ${job.name} (${arrow(direction)}) installed${mode === 'logical' ? ', by logical decoding' : ''}; applier started`,
+  );
+  ctx.board.publish();
+  return mode;
+}
+
+/**
+ * Once a job's copy is done: a forward capture fed by a logical slot switches to triggers, which stamp each write for
+ * conflict resolution once both sides may take writes. Its applier stops meanwhile.
+ */
+export async function switchCapture(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
+  await ctx.background.stop(applierKey(job.name, 'forward'));
+  const { logged } = await changes.switchCaptureToTriggers.executeWithOptions(
+    { summary: `switch the change capture of ${job.name} from its logical slot to triggers` },
+    [{ ...acrossArgs(ctx, job), direction: 'forward' }],
+  );
+  if (job.sync !== 'none') startApplier(ctx, job, 'forward');
+  ctx.board.event(
+    `change capture of ${job.name} switched from logical decoding to triggers (${logged} last decoded change(s) logged)`,
+  );
   ctx.board.publish();
 }
 

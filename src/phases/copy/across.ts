@@ -53,6 +53,7 @@ import {
   type CaptureSpec,
   type Change,
 } from './capture-sql';
+import { createSlot, dropSlot, identityHoldsKey, logicalAllowed, pumpSlot, slotExists } from './logical';
 import { resolveMapping } from './mapping';
 import { BatchSizer, DEFAULT_MAX_BATCH } from './sizer';
 import { slicePredicate, whereOf, type CopyMapping } from './sql';
@@ -74,7 +75,12 @@ export interface AcrossInput {
 
 export interface CaptureInput extends AcrossInput {
   direction: SyncDirection;
+  /** The plan's target.capture (absent in migrations started before logical decoding: triggers). */
+  capture?: 'auto' | 'logical' | 'trigger';
 }
+
+/** How a direction's changes are captured: triggers, or (forward, while only the source writes) a logical slot. */
+export type CaptureMode = 'trigger' | 'logical';
 
 export interface AcrossRangeInput extends AcrossInput {
   range: CopyRange;
@@ -172,6 +178,8 @@ function ends(sides: { source: Pool; target: Pool }, direction: SyncDirection) {
 interface CaptureRecord {
   stream: string;
   apply: ApplySpec;
+  /** Set while a logical slot feeds the log instead of triggers: how its changes are logged. */
+  logical?: CaptureSpec;
 }
 
 /** What the install recorded for a direction (on its capturing side); undefined if it never committed. */
@@ -181,7 +189,8 @@ async function captureRecord(db: Pool | PoolClient, run: RunRef, job: string, di
     [run.runKey, job, direction],
   );
   if (!r.rowCount) return undefined;
-  return { stream: r.rows[0].stream as string, apply: r.rows[0].spec.apply as ApplySpec } satisfies CaptureRecord;
+  const spec = r.rows[0].spec as { apply: ApplySpec; logical?: CaptureSpec };
+  return { stream: r.rows[0].stream as string, apply: spec.apply, logical: spec.logical } satisfies CaptureRecord;
 }
 
 /**
@@ -264,6 +273,7 @@ async function drain(
   signal?: AbortSignal,
 ) {
   const total: Applied = { read: 0, applied: 0, skipped: 0 };
+  if (rec.logical) await pumpAll(cap, rec.logical);
   const through = (await cap.query(lastSeqQuery(rec.stream))).rows[0].seq as string | null;
   if (through === null) return total;
   for (let conflicts = 0; ;) {
@@ -286,6 +296,29 @@ async function drain(
   }
 }
 
+/** Moves everything the slot decoded up to now into the log (nothing when the slot is gone). */
+async function pumpAll(cap: PoolClient, spec: CaptureSpec): Promise<number> {
+  if (!(await slotExists(cap, spec.syncId))) return 0;
+  const upTo = (await cap.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+  let logged = 0;
+  for (;;) {
+    const r = await pumpSlot(cap, spec, APPLY_BATCH, upTo);
+    logged += r.logged;
+    heartbeat();
+    if (!r.more) return logged;
+  }
+}
+
+/** Which capture a job's forward direction uses on this source: the plan's choice, or for auto what the server allows. */
+async function forwardMode(c: PoolClient, capture: CaptureInput['capture'], spec: CaptureSpec): Promise<CaptureMode> {
+  if (!capture || capture === 'trigger') return 'trigger';
+  let allowed = await logicalAllowed(c);
+  if (allowed.ok) allowed = await identityHoldsKey(c, spec.table, spec.keys);
+  if (allowed.ok) return 'logical';
+  if (capture === 'logical') throw failure(F.PlanRuntimeError, `capture: logical is not possible here: ${allowed.why}`);
+  return 'trigger';
+}
+
 async function lagOf(db: Pool | PoolClient, stream: string): Promise<{ rows: number; seconds: number }> {
   const q = lagQuery(stream);
   return (await db.query(q.text, q.values)).rows[0] as { rows: number; seconds: number };
@@ -298,7 +331,9 @@ export function createAcrossActivities(deps: ActivityDeps) {
      * in one transaction on the capturing side. The forward install first records on the target whether it held any
      * of the job's rows, for the undo.
      */
-    async installCapture(input: CaptureInput): Promise<{ job: string; direction: SyncDirection; stream: string }> {
+    async installCapture(
+      input: CaptureInput,
+    ): Promise<{ job: string; direction: SyncDirection; stream: string; mode?: CaptureMode }> {
       const { job, run, direction } = input;
       return activityBody(`installing ${direction} change capture for copy job "${job.name}"`, async () => {
         const sides = await sidesOf(deps, input);
@@ -319,8 +354,13 @@ export function createAcrossActivities(deps: ActivityDeps) {
         }
         if (!m.syncing) return { job: job.name, direction, stream: '' };
         const spec = captureSpecOf(m, direction);
+        const mode =
+          direction === 'forward' ? await withClient(capturing, (c) => forwardMode(c, input.capture, spec)) : 'trigger';
+        // The slot first, in a session that has written nothing (which creating one needs): every transaction that
+        // commits after it is decoded, and the copy's snapshots come later.
+        if (mode === 'logical') await withClient(capturing, (c) => createSlot(c, m.syncId!));
         await forwardTransaction(capturing, run, tx, async (c) => {
-          for (const stmt of captureTriggerDdl(spec)) await c.query(stmt);
+          if (mode === 'trigger') for (const stmt of captureTriggerDdl(spec)) await c.query(stmt);
           await c.query(
             `INSERT INTO ${S}.captures (run_key, job, sync_id, direction, stream, table_name, spec)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -332,12 +372,12 @@ export function createAcrossActivities(deps: ActivityDeps) {
               direction,
               spec.stream,
               `${spec.table.schema}.${spec.table.name}`,
-              JSON.stringify({ apply: applySpecOf(m, direction) }),
+              JSON.stringify({ apply: applySpecOf(m, direction), logical: mode === 'logical' ? spec : undefined }),
             ],
           );
         });
-        deps.logger.info({ job: job.name, direction }, 'change capture installed');
-        return { job: job.name, direction, stream: spec.stream };
+        deps.logger.info({ job: job.name, direction, mode }, 'change capture installed');
+        return { job: job.name, direction, stream: spec.stream, mode };
       });
     },
 
@@ -362,6 +402,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
           return `${done.applied} change(s) made on the target applied to the source; capture kept until the end of the rollback`;
         }
         const stream = streamName(syncId, direction);
+        await withClient(capturing, (c) => dropSlot(c, syncId));
         await withTransaction(capturing, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           for (const stmt of dropCaptureDdl(job.name, syncId, direction)) await c.query(stmt);
           await c.query(`DELETE FROM ${S}.changes WHERE stream = $1`, [stream]);
@@ -409,6 +450,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             withClient(applying, (app) => drain(cap, app, rec, input.lockTimeoutMs, cancellationSignal())),
           );
           applied = done.applied;
+          await withClient(capturing, (c) => dropSlot(c, syncId));
           await capturing.query(`DELETE FROM ${S}.captures WHERE run_key = $1 AND job = $2 AND direction = $3`, [
             run.runKey,
             job.name,
@@ -430,6 +472,40 @@ export function createAcrossActivities(deps: ActivityDeps) {
     },
 
     /**
+     * Switches a forward capture fed by a logical slot to triggers (before the target may take writes): installs the
+     * triggers, then pumps the slot up to a position after they were committed and drops it (see logical.ts).
+     * Idempotent; its applier must not run meanwhile.
+     */
+    async switchCaptureToTriggers(input: CaptureInput): Promise<{ logged: number }> {
+      const { job, run } = input;
+      return activityBody(`switching the change capture of "${job.name}" to triggers`, async () => {
+        const sides = await sidesOf(deps, input);
+        const rec = await captureRecord(sides.source, run, job.name, 'forward');
+        if (!rec?.logical) return { logged: 0 };
+        const spec = rec.logical;
+        await forwardTransaction(sides.source, run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+          for (const stmt of captureTriggerDdl(spec)) await c.query(stmt);
+        });
+        // Every write committed after this position went through the triggers. The slot's changes are applied before
+        // the switch ends: they carry no stamp on the source, so validation could not tell one of them still on its
+        // way from a real difference.
+        const logged = await withClient(sides.source, (c) => pumpAll(c, spec));
+        await withClient(sides.source, (cap) =>
+          withClient(sides.target, (app) =>
+            drain(cap, app, { ...rec, logical: undefined }, input.lockTimeoutMs, cancellationSignal()),
+          ),
+        );
+        await withClient(sides.source, (c) => dropSlot(c, spec.syncId));
+        await sides.source.query(
+          `UPDATE ${S}.captures SET spec = spec - 'logical' WHERE run_key = $1 AND job = $2 AND direction = 'forward'`,
+          [run.runKey, job.name],
+        );
+        deps.logger.info({ job: job.name, logged }, 'change capture switched from the logical slot to triggers');
+        return { logged };
+      });
+    },
+
+    /**
      * The applier of one direction: applies its changes as they are logged, until cancelled. Heartbeats its progress
      * and lag; a new attempt (another worker) simply continues from the log.
      */
@@ -438,8 +514,9 @@ export function createAcrossActivities(deps: ActivityDeps) {
       return activityBody(`applying the ${direction} changes of "${job.name}"`, async () => {
         const sides = await sidesOf(deps, input);
         const { capturing, applying } = ends(sides, direction);
-        const rec = await captureRecord(capturing, run, job.name, direction);
-        if (!rec) throw failure(F.PlanRuntimeError, `no ${direction} capture of "${job.name}" is installed`);
+        const found = await captureRecord(capturing, run, job.name, direction);
+        if (!found) throw failure(F.PlanRuntimeError, `no ${direction} capture of "${job.name}" is installed`);
+        let rec: CaptureRecord = found;
         const signal = cancellationSignal();
         const prev = previousHeartbeat<ReplicationHeartbeat>();
         const state: ReplicationHeartbeat = {
@@ -460,6 +537,13 @@ export function createAcrossActivities(deps: ActivityDeps) {
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
               let r: Applied = { read: 0, applied: 0, skipped: 0 };
+              let pumped = 0;
+              if (rec.logical) {
+                // The slot feeds the log until the capture switches to triggers (then the slot is gone).
+                if (await slotExists(cap, rec.logical.syncId))
+                  pumped = (await pumpSlot(cap, rec.logical, APPLY_BATCH)).logged;
+                else rec = (await captureRecord(cap, run, job.name, direction)) ?? rec;
+              }
               try {
                 r = await applyBatch(cap, app, rec, input.lockTimeoutMs);
                 failures = 0;
@@ -480,7 +564,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
                 heartbeat(state);
                 lastBeat = Date.now();
               }
-              if (r.read < APPLY_BATCH) await sleepMs(IDLE_POLL_MS, signal);
+              if (r.read < APPLY_BATCH && !pumped) await sleepMs(IDLE_POLL_MS, signal);
             }
           }),
         );

@@ -245,9 +245,26 @@ export interface Segment {
   changes: Change[];
 }
 
+/** A stamp as PostgreSQL prints a timestamptz (ISO DateStyle), in microseconds since the epoch. */
+export function stampMicros(stamp: string): bigint {
+  const m = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?([+-]\d{2})(?::?(\d{2}))?(?::\d{2})?$/.exec(stamp);
+  if (!m) throw new Error(`unexpected stamp: ${stamp}`);
+  const ms = Date.parse(`${m[1]}T${m[2]}${m[4]}:${m[5] ?? '00'}`);
+  return BigInt(ms) * 1000n + BigInt((m[3] ?? '').padEnd(6, '0'));
+}
+
+/** Whether change `a` is later than `b` for its key: the later stamp, or at equal stamps the later place in the log. */
+function later(a: Change, b: Change): boolean {
+  const sa = stampMicros(a.stamp);
+  const sb = stampMicros(b.stamp);
+  return sa !== sb ? sa > sb : BigInt(a.seq) > BigInt(b.seq);
+}
+
 /**
- * Cuts a batch at its truncates and reduces each piece to the last change per key (the log holds a key's changes in
- * the order their transactions held its row lock, and their stamps rise in that order).
+ * Cuts a batch at its truncates and reduces each piece to the last change per key: the one with the latest stamp, at
+ * equal stamps the one further along the log. A key's stamps rise in the order its writers held its row lock; the log
+ * mostly holds them in that order too, but not always: changes pumped from a logical slot while the capture switches
+ * to triggers come after newer changes the triggers logged.
  */
 export function segments(changes: Change[]): Segment[] {
   const out: Segment[] = [];
@@ -263,9 +280,8 @@ export function segments(changes: Change[]): Segment[] {
       current = { truncateFirst: true, changes: [] };
       last = new Map();
     } else {
-      // The later of two changes of a key is the one with the higher position in the log, whatever order they came in.
       const seen = last.get(c.key!);
-      if (!seen || BigInt(seen.seq) < BigInt(c.seq)) last.set(c.key!, c);
+      if (!seen || later(c, seen)) last.set(c.key!, c);
     }
   }
   close();

@@ -12,6 +12,7 @@ import {
   endCapturesAfterRollback,
   resumeAppliers,
   startCapture,
+  switchCapture,
   undoCapture,
   type CaptureUndo,
 } from './across-workflow';
@@ -82,7 +83,8 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   const base = { urlEnv: plan.database.urlEnv, run, job, lockTimeoutMs: plan.lockTimeout };
   // Blue-green: changes are captured on the source and applied to the target (another database) from here on.
   const across = isBlueGreen(plan);
-  if (across) await startCapture(ctx, job, 'forward');
+  let mode: 'trigger' | 'logical' = 'trigger';
+  if (across) mode = await startCapture(ctx, job, 'forward');
   else {
     await ctx.changeWithUndo(
       `drop sync triggers of ${job.name}; empty ${job.to} if the copy filled it`,
@@ -137,6 +139,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   );
   const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
   if (failed) throw failed.reason;
+  if (mode === 'logical') await switchCapture(ctx, job);
   if (job.sync !== 'none' && !across) {
     // No batch runs any more: rows a batch wrote after they had left the source can now be found and removed.
     const settled = await longRunning.settleCopy.executeWithOptions(

@@ -12,6 +12,7 @@ import { firstValue, inTransaction } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
+import { logicalAllowed } from '../copy/logical';
 import { bareColumn } from '../copy/mapping';
 import { describeKey, jobKeys } from '../../plan/keys';
 import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
@@ -607,42 +608,39 @@ export async function checkTargetDatabase(source: Pool, target: Pool, plan: Reso
 /** Which capture each side allows, and the one this plan will use. */
 async function checkCaptureMode(sc: PoolClient, tc: PoolClient, plan: ResolvedPlan, add: Add) {
   const wanted = plan.target!.capture;
-  for (const [side, c] of [
-    ['source', sc],
-    ['target', tc],
-  ] as const) {
-    const r = await c.query(
-      `SELECT current_setting('wal_level') AS wal, (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user) AS repl`,
+  const source = await logicalAllowed(sc);
+  const triggers = 'triggers writing into tidemark.changes, applied by tidemark';
+  if (wanted === 'logical' && !source.ok) {
+    add(
+      'capture on the source',
+      'fail',
+      `capture: logical is not possible: ${source.why}; use capture: trigger or auto`,
     );
-    const { wal, repl } = r.rows[0] as { wal: string; repl: boolean };
-    const logical = wal === 'logical' && repl;
-    const why =
-      wal !== 'logical'
-        ? `wal_level is ${wal} (logical decoding needs wal_level = logical, set in postgresql.conf and a restart)`
-        : !repl
-          ? 'wal_level is logical but this role has neither REPLICATION nor superuser'
-          : 'wal_level is logical and this role may use logical decoding';
-    if (wanted === 'logical') {
-      add(
-        `capture on the ${side}`,
-        'fail',
-        `capture: logical is not supported by this version of tidemark (${why}); use capture: trigger or auto`,
-      );
-    } else {
-      add(
-        `capture on the ${side}`,
-        'ok',
-        `triggers writing into tidemark.changes, applied by tidemark; ${why}${logical ? ' (triggers are used all the same: they also stamp each row for conflict resolution)' : ''}`,
-      );
-    }
+  } else if (wanted !== 'trigger' && source.ok) {
+    add(
+      'capture on the source',
+      'ok',
+      `logical decoding (a slot, no triggers) while the copy runs, for each table whose replica identity holds its key, then ${triggers}, which stamp each write for conflict resolution once both sides may take writes; ${source.why}`,
+    );
+  } else {
+    add('capture on the source', 'ok', `${triggers}; ${source.why}`);
   }
+  // The target's changes are captured only once it takes writes, with both sides writing: always by triggers.
+  add('capture on the target', 'ok', `${triggers}; ${(await logicalAllowed(tc)).why}`);
 }
 
 /** Replication slots and captures an earlier migration left on one side. */
 async function checkLeftovers(c: PoolClient, side: string, tables: string[], add: Add) {
+  const installed = (await c.query(`SELECT to_regclass('tidemark.captures') IS NOT NULL AS x`)).rows[0].x as boolean;
   const slots = await c.query(
     `SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) AS held
-       FROM pg_replication_slots WHERE slot_name LIKE 'tidemark%'`,
+       FROM pg_replication_slots s WHERE slot_name LIKE 'tidemark%'
+        -- A slot of a capture that is still installed belongs to a migration in progress.
+        ${
+          installed
+            ? `AND NOT EXISTS (SELECT 1 FROM tidemark.captures c WHERE 'tidemark_' || c.sync_id = s.slot_name AND c.spec ? 'logical')`
+            : ''
+        }`,
   );
   for (const s of slots.rows as { slot_name: string; active: boolean; held: string | null }[]) {
     add(
@@ -651,7 +649,7 @@ async function checkLeftovers(c: PoolClient, side: string, tables: string[], add
       `a tidemark replication slot is left on the ${side}${s.active ? ' (in use)' : ''}, holding ${s.held ?? 'no'} WAL: drop it with SELECT pg_drop_replication_slot('${s.slot_name}') once no migration uses it`,
     );
   }
-  if (!(await c.query(`SELECT to_regclass('tidemark.captures') IS NOT NULL AS x`)).rows[0].x) return;
+  if (!installed) return;
   const caps = await c.query(
     `SELECT c.job, c.direction, c.table_name, r.migration, r.workflow_id,
             (SELECT count(*) FROM tidemark.changes ch WHERE ch.stream = c.stream)::int AS backlog
