@@ -1,9 +1,16 @@
 // Blue-green: the worker applying changes to the target is SIGKILLed while an application writes on the source. A new
 // worker carries on from the log: in the end both sides are identical, and no change was applied twice — a row the
-// application updated n times was written by the applier at most n times.
+// application updated n times was written by the applier at most n times. Then the same while the copy is captured
+// by logical decoding: the worker dies while it pumps the slot, and the next one logs and applies what it left.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../../src/infra/devserver';
+import { PrivateCluster } from '../../src/infra/postgres';
 import { eventually, Harness } from '../helpers/env';
 import {
   BLUE_CAMERAS_AS_GREEN,
+  leftovers,
   blueGreenPlan,
   CameraWriters,
   exceptAcross,
@@ -13,8 +20,15 @@ import {
 import { killed, workerProcess } from '../helpers/worker-process';
 
 const h = new Harness();
+let cluster: PrivateCluster | undefined;
 beforeAll(() => h.start({ worker: false }));
-afterAll(() => h.stop());
+afterAll(async () => {
+  await h.stop();
+  if (cluster) {
+    cluster.stop('immediate');
+    rmSync(cluster.opts.dir, { recursive: true, force: true });
+  }
+});
 
 const ROWS = 2000;
 
@@ -73,6 +87,79 @@ test('a worker SIGKILLed mid-apply: nothing lost, nothing applied twice', async 
     expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
   } finally {
     await writers?.stop().catch(() => undefined);
+    await killed(worker, 'SIGTERM');
+  }
+}, 600_000);
+
+test('logical decoding: a worker SIGKILLed while it pumps the slot during the copy; a new one carries on, nothing lost', async () => {
+  // Blue on a server of its own with wal_level = logical: the copy is captured by decoding, not by triggers.
+  cluster = await new PrivateCluster({
+    dir: mkdtempSync(join(tmpdir(), 'tidemark-logical-')),
+    port: await freePort(),
+    settings: { wal_level: 'logical', max_wal_senders: '4', max_replication_slots: '4', fsync: 'off' },
+  }).start();
+  const blue = await h.db('bg_kill_lg_blue', cluster.adminUrl);
+  const green = await h.db('bg_kill_lg_green');
+  const rows = 20_000;
+  await seedBlue(blue, rows);
+  const env = { [blue.urlEnv]: blue.url, [green.urlEnv]: green.url };
+  const plan = blueGreenPlan(blue, green, { stages: [{ percent: 10, soak: 600_000 }] });
+  let worker = workerProcess(h.client.address, h.taskQueue, env);
+  const writers = new CameraWriters(blue.url, 'blue', { loops: 3, existingIds: rows, firstNewId: 1_000_000 });
+  let stopped = false;
+  try {
+    const { workflowId } = await h.client.start(plan, { autoApprove: true });
+    const said = async () => (await h.client.status(workflowId)).events.map((e) => e.message);
+    await eventually(
+      async () =>
+        (await said()).some((m) =>
+          m.startsWith('change capture of cameras (source → target) installed, by logical decoding'),
+        ),
+      'cameras captured by logical decoding',
+      120_000,
+      20,
+    );
+    // Small, spaced batches: the copy is still running when the worker dies and when the next one starts.
+    await h.client.throttle(workflowId, { batchSize: 50, delayMs: 50 });
+    const applied = async () =>
+      Number(
+        (await green.query<{ n: string | null }>(`SELECT sum(applied) AS n FROM tidemark.apply_progress`))[0].n ?? 0,
+      );
+    await eventually(async () => (await applied()) > 1000, '1000 decoded changes applied', 120_000, 20);
+    expect((await h.client.status(workflowId)).phase).toBe('copy');
+    await killed(worker, 'SIGKILL');
+    // While no worker runs, the application's changes pile up in the slot.
+    const before = writers.acknowledged;
+    await eventually(async () => writers.acknowledged > before + 500, 'writes while no worker runs', 60_000, 20);
+    worker = workerProcess(h.client.address, h.taskQueue, env);
+    await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
+    await eventually(
+      async () => (await said()).some((m) => m.startsWith('flag use_green_database at 10%')),
+      'traffic at 10%',
+      240_000,
+    );
+    await writers.stop();
+    stopped = true;
+    expect(await said()).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^change capture of cameras switched from logical decoding to triggers/),
+      ]),
+    );
+    await eventually(
+      async () => Number((await blue.query<{ n: string }>(`SELECT count(*) AS n FROM tidemark.changes`))[0].n) === 0,
+      'every change applied',
+      120_000,
+    );
+    expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
+    expect(await writers.missingIn(green)).toEqual([]);
+
+    await h.client.promote(workflowId, {});
+    const final = await h.client.waitForEnd(workflowId);
+    expect(final.state).toBe('completed');
+    const clean = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+    expect(await leftovers(blue)).toEqual(clean);
+  } finally {
+    if (!stopped) await writers.stop().catch(() => undefined);
     await killed(worker, 'SIGTERM');
   }
 }, 600_000);
