@@ -110,7 +110,8 @@ test('a composite key: (tenant_id, id), with key changes, copied and kept in ste
 test('a key renamed in the target, whose rows get new uuid ids: the legacy key carries the sync, the ids stay put', async () => {
   const db = await h.db('renamedkey');
   await db.query(`CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL);
-    INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 5000) g;`);
+    INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 5002) g;`);
+  // The workload writes ids up to 5000; 5001 and 5002 are left for the checks at the end.
   let next = 100_000;
   const ops: Op[] = [
     async (p: Pool, _rnd, s) => {
@@ -157,13 +158,13 @@ test('a key renamed in the target, whose rows get new uuid ids: the legacy key c
     onlyInB: 0,
   });
   // The mapping stays queryable, and a write on either side keeps the new row's own id.
-  const [before] = await db.query<{ id: string }>(`SELECT id FROM customers_v2 WHERE legacy_id = 42`);
-  await db.query(`UPDATE customers SET name = 'old path' WHERE id = 42`);
-  await db.query(`UPDATE customers_v2 SET name = 'new path' WHERE legacy_id = 43`);
-  expect(await db.query(`SELECT id, name FROM customers_v2 WHERE legacy_id = 42`)).toEqual([
+  const [before] = await db.query<{ id: string }>(`SELECT id FROM customers_v2 WHERE legacy_id = 5001`);
+  await db.query(`UPDATE customers SET name = 'old path' WHERE id = 5001`);
+  await db.query(`UPDATE customers_v2 SET name = 'new path' WHERE legacy_id = 5002`);
+  expect(await db.query(`SELECT id, name FROM customers_v2 WHERE legacy_id = 5001`)).toEqual([
     { id: before.id, name: 'old path' },
   ]);
-  expect(await db.query(`SELECT name FROM customers WHERE id = 43`)).toEqual([{ name: 'new path' }]);
+  expect(await db.query(`SELECT name FROM customers WHERE id = 5002`)).toEqual([{ name: 'new path' }]);
 });
 
 test('merges into one target: a left join, two tables into one (each its slice), rows folded into JSONB', async () => {
