@@ -512,8 +512,16 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
 export function mergeReplication(status: MigrationStatus, live: LiveProgress[]): void {
   for (const l of live) {
     if (l.activity !== 'replicate' || !l.details) continue;
-    const b = l.details as { job: string; direction: string; applied: number; lagRows: number; lagSeconds: number };
+    const b = l.details as {
+      job: string;
+      direction: string;
+      applied: number;
+      lagRows: number;
+      lagSeconds: number;
+      slotBytes?: number;
+    };
     const r = status.replication?.find((x) => x.job === b.job && x.direction === b.direction);
-    if (r) Object.assign(r, { applied: b.applied, lagRows: b.lagRows, lagSeconds: b.lagSeconds });
+    if (r)
+      Object.assign(r, { applied: b.applied, lagRows: b.lagRows, lagSeconds: b.lagSeconds, slotBytes: b.slotBytes });
   }
 }

@@ -8,6 +8,8 @@ import { c, stateColor } from './style';
 import type { StepState } from '../plan/ledger';
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
+/** Bytes as kB or MB (1024-based, like PostgreSQL's pg_size_pretty). */
+const bytes = (x: number) => (x < 1048576 ? `${n(x / 1024)} kB` : `${(x / 1048576).toFixed(1)} MB`);
 
 function elapsed(a?: string, b?: string): string {
   if (!a) return '';
@@ -104,7 +106,8 @@ export function renderStatus(
     const way = r.direction === 'forward' ? 'source → target' : 'target → source';
     const lag =
       r.state === 'applying' && r.lagRows !== undefined
-        ? `, lag ${n(r.lagRows)} change(s) / ${(r.lagSeconds ?? 0).toFixed(1)}s`
+        ? `, lag ${n(r.lagRows)} change(s) / ${(r.lagSeconds ?? 0).toFixed(1)}s` +
+          (r.slotBytes !== undefined ? `, slot holds ${bytes(r.slotBytes)} of WAL` : '')
         : '';
     lines.push(
       `  replication ${r.job} ${way}: ${r.state}${r.applied !== undefined ? `, ${n(r.applied)} applied` : ''}${lag}`,

@@ -215,6 +215,11 @@ export interface ReplicationStatus {
   /** Changes logged and not applied yet, and the age of the oldest (seconds). */
   lagRows?: number;
   lagSeconds?: number;
+  /**
+   * Captured by logical decoding (while the copy runs): WAL the replication slot still holds, not yet logged. Its age is
+   * part of lagSeconds.
+   */
+  slotBytes?: number;
 }
 
 export interface ApproveRequest {

@@ -119,8 +119,9 @@ test('logical decoding: a worker SIGKILLed while it pumps the slot during the co
       120_000,
       20,
     );
-    // Small, spaced batches: the copy is still running when the worker dies and when the next one starts.
-    await h.client.throttle(workflowId, { batchSize: 50, delayMs: 50 });
+    // Small batches far apart: the copy is still running when the worker dies, and after the next one starts, until
+    // the throttle is lifted below.
+    await h.client.throttle(workflowId, { batchSize: 50, delayMs: 2000 });
     const applied = async () =>
       Number(
         (await green.query<{ n: string | null }>(`SELECT sum(applied) AS n FROM tidemark.apply_progress`))[0].n ?? 0,
@@ -132,6 +133,19 @@ test('logical decoding: a worker SIGKILLed while it pumps the slot during the co
     const before = writers.acknowledged;
     await eventually(async () => writers.acknowledged > before + 500, 'writes while no worker runs', 60_000, 20);
     worker = workerProcess(h.client.address, h.taskQueue, env);
+    // The new applier reports what the slot still holds (the application keeps writing, so it never holds nothing).
+    await eventually(
+      async () => {
+        const r = (await h.client.status(workflowId)).replication?.find(
+          (x) => x.job === 'cameras' && x.direction === 'forward',
+        );
+        return r?.slotBytes !== undefined && r.slotBytes > 0 && r.lagSeconds !== undefined;
+      },
+      'status shows the backlog of the slot',
+      120_000,
+      20,
+    );
+    expect((await h.client.status(workflowId)).phase).toBe('copy');
     await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
     await eventually(
       async () => (await said()).some((m) => m.startsWith('flag use_green_database at 10%')),

@@ -174,7 +174,12 @@ export async function waitForLag(ctx: PhaseContext, before: string): Promise<voi
     const lag = await quick.replicationLag.executeWithOptions({ summary: `replication lag before ${before}` }, [
       { ...acrossArgs(ctx, jobs[0]), jobs },
     ]);
-    for (const l of lag) Object.assign(record(ctx, l.job, l.direction), { lagRows: l.rows, lagSeconds: l.seconds });
+    for (const l of lag)
+      Object.assign(record(ctx, l.job, l.direction), {
+        lagRows: l.rows,
+        lagSeconds: l.seconds,
+        slotBytes: l.slotBytes,
+      });
     const worst = lag.reduce((a, b) => (b.seconds > a.seconds ? b : a), {
       seconds: 0,
       rows: 0,

@@ -53,7 +53,15 @@ import {
   type CaptureSpec,
   type Change,
 } from './capture-sql';
-import { createSlot, dropSlot, identityHoldsKey, logicalAllowed, pumpSlot, slotExists } from './logical';
+import {
+  createSlot,
+  dropSlot,
+  identityHoldsKey,
+  logicalAllowed,
+  pumpSlot,
+  slotBacklogBytes,
+  slotExists,
+} from './logical';
 import { resolveMapping } from './mapping';
 import { BatchSizer, DEFAULT_MAX_BATCH } from './sizer';
 import { slicePredicate, whereOf, type CopyMapping } from './sql';
@@ -97,6 +105,8 @@ export interface ReplicationHeartbeat {
   skipped: number;
   lagRows: number;
   lagSeconds: number;
+  /** Logical capture: WAL the slot still holds, not yet in the log (its age is part of lagSeconds). */
+  slotBytes?: number;
   conflicts: number;
   updatedAt: string;
 }
@@ -106,6 +116,8 @@ export interface LagReading {
   direction: SyncDirection;
   rows: number;
   seconds: number;
+  /** Logical capture: WAL the slot still holds, not yet in the log. */
+  slotBytes?: number;
 }
 
 /** The job as a blue-green copy runs it: once traffic moves, writes flow back, so its mapping has a reverse. */
@@ -319,9 +331,15 @@ async function forwardMode(c: PoolClient, capture: CaptureInput['capture'], spec
   return 'trigger';
 }
 
-async function lagOf(db: Pool | PoolClient, stream: string): Promise<{ rows: number; seconds: number }> {
-  const q = lagQuery(stream);
-  return (await db.query(q.text, q.values)).rows[0] as { rows: number; seconds: number };
+/** The log's backlog of a capture, and with a logical slot, the WAL the slot still holds. */
+async function lagOf(
+  db: Pool | PoolClient,
+  rec: CaptureRecord,
+): Promise<{ rows: number; seconds: number; slotBytes?: number }> {
+  const q = lagQuery(rec.stream);
+  const lag = (await db.query(q.text, q.values)).rows[0] as { rows: number; seconds: number };
+  const bytes = rec.logical ? await slotBacklogBytes(db, rec.logical.syncId) : null;
+  return bytes === null ? lag : { ...lag, slotBytes: bytes };
 }
 
 export function createAcrossActivities(deps: ActivityDeps) {
@@ -534,15 +552,24 @@ export function createAcrossActivities(deps: ActivityDeps) {
           withClient(applying, async (app) => {
             let lastBeat = 0;
             let failures = 0;
+            let slotSeconds = 0;
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
               let r: Applied = { read: 0, applied: 0, skipped: 0 };
               let pumped = 0;
               if (rec.logical) {
                 // The slot feeds the log until the capture switches to triggers (then the slot is gone).
-                if (await slotExists(cap, rec.logical.syncId))
-                  pumped = (await pumpSlot(cap, rec.logical, APPLY_BATCH)).logged;
-                else rec = (await captureRecord(cap, run, job.name, direction)) ?? rec;
+                try {
+                  const p = await pumpSlot(cap, rec.logical, APPLY_BATCH);
+                  pumped = p.logged;
+                  // Caught up, or behind by at most the age of the newest transaction just pumped.
+                  slotSeconds =
+                    p.more && p.lastCommitAt ? Math.max(0, (Date.now() - Date.parse(p.lastCommitAt)) / 1000) : 0;
+                } catch (e) {
+                  if (sqlState(e) !== UNDEFINED_OBJECT) throw e;
+                  rec = (await captureRecord(cap, run, job.name, direction)) ?? rec;
+                  slotSeconds = 0;
+                }
               }
               try {
                 r = await applyBatch(cap, app, rec, input.lockTimeoutMs);
@@ -556,10 +583,12 @@ export function createAcrossActivities(deps: ActivityDeps) {
               state.applied += r.applied;
               state.skipped += r.skipped;
               if (Date.now() - lastBeat >= 1000) {
-                Object.assign(
-                  state,
-                  await lagOf(cap, rec.stream).then((l) => ({ lagRows: l.rows, lagSeconds: l.seconds })),
-                );
+                const l = await lagOf(cap, rec);
+                Object.assign(state, {
+                  lagRows: l.rows,
+                  lagSeconds: Math.max(l.seconds, rec.logical ? slotSeconds : 0),
+                  slotBytes: l.slotBytes,
+                });
                 state.updatedAt = new Date().toISOString();
                 heartbeat(state);
                 lastBeat = Date.now();
@@ -581,7 +610,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             const { capturing } = ends(sides, direction);
             const rec = await captureRecord(capturing, input.run, job.name, direction);
             if (!rec) continue;
-            out.push({ job: job.name, direction, ...(await lagOf(capturing, rec.stream)) });
+            out.push({ job: job.name, direction, ...(await lagOf(capturing, rec)) });
           }
         }
         return out;
@@ -687,6 +716,8 @@ async function readControl(db: PoolClient, runId: string) {
 }
 
 const sqlState = (e: unknown) => (e as { code?: string }).code;
+/** SQLSTATE of a missing object (here: a slot dropped by the switch to triggers). */
+const UNDEFINED_OBJECT = '42704';
 
 /**
  * Streams a COPY out of one session into a COPY in of another, leaving both sessions usable whatever fails: when the

@@ -10,7 +10,7 @@
 // switches to triggers: they are installed, the slot is pumped up to a position after their install committed, the
 // log is applied up to there, and the slot is dropped. A change made in between is logged twice, with two stamps for
 // one row image; whichever arrives second loses or writes the same row (segments() keeps a key's latest stamp).
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 import { imageSql, type CaptureSpec } from './capture-sql';
@@ -158,7 +158,7 @@ export async function pumpSlot(
   spec: CaptureSpec,
   limit: number,
   upTo?: string,
-): Promise<{ logged: number; more: boolean }> {
+): Promise<{ logged: number; more: boolean; lastCommitAt?: string }> {
   const slot = slotName(spec.syncId);
   const rows = (
     await c.query(
@@ -170,6 +170,7 @@ export async function pumpSlot(
   const pending: Pending[] = [];
   let inTx: Pending[] = [];
   let lastCommit: string | undefined;
+  let lastCommitAt: string | undefined;
   for (const r of rows) {
     if (r.data.startsWith('BEGIN')) {
       inTx = [];
@@ -188,6 +189,7 @@ export async function pumpSlot(
       pending.push(...inTx);
       inTx = [];
       lastCommit = r.lsn;
+      lastCommitAt = at;
       continue;
     }
     if (!r.data.startsWith('table ')) continue;
@@ -214,7 +216,7 @@ export async function pumpSlot(
     }
   }
   await c.query(`SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, [slot, lastCommit]);
-  return { logged: pending.length, more: rows.length >= limit };
+  return { logged: pending.length, more: rows.length >= limit, lastCommitAt };
 }
 
 /**
@@ -294,6 +296,20 @@ export async function dropSlot(c: PoolClient, syncId: string): Promise<void> {
   await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [
     slotName(syncId),
   ]);
+}
+
+/**
+ * How much WAL the slot of a job's capture still holds for it (bytes between the server's write position and what the
+ * slot has confirmed), or null without a slot. Read from pg_replication_slots only: peeking would take the slot from
+ * the applier that pumps it.
+ */
+export async function slotBacklogBytes(c: Pool | PoolClient, syncId: string): Promise<number | null> {
+  const r = await c.query(
+    `SELECT greatest(0, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn))::float8 AS bytes
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [slotName(syncId)],
+  );
+  return r.rows.length ? Number(r.rows[0].bytes) : null;
 }
 
 /** Whether the slot of a job's capture exists. */
