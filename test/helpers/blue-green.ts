@@ -1,7 +1,11 @@
 // Blue-green tests: the example plan pointed at two scratch databases, application writers on either side, and the
 // comparison of the two through the example's mapping.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Pool } from 'pg';
+import { freePort } from '../../src/infra/devserver';
+import { PrivateCluster } from '../../src/infra/postgres';
 import { projectRoot } from '../../src/infra/tools';
 import { loadPlan } from '../../src/plan/load';
 import type { ResolvedPlan } from '../../src/plan/types';
@@ -182,4 +186,29 @@ export class CameraWriters {
     }
     return missing;
   }
+}
+
+/**
+ * A PostgreSQL server of the test's own, started, on a free port in a fresh directory: `logical` lets tidemark capture
+ * by logical decoding. Stop it with `removeCluster`.
+ */
+export async function startPrivateCluster(walLevel: 'logical' | 'replica'): Promise<PrivateCluster> {
+  const c = new PrivateCluster({
+    dir: mkdtempSync(join(tmpdir(), `tidemark-${walLevel}-`)),
+    port: await freePort(),
+    settings: { wal_level: walLevel, max_wal_senders: '4', max_replication_slots: '4', fsync: 'off' },
+  });
+  try {
+    return await c.start();
+  } catch (e) {
+    removeCluster(c);
+    throw e;
+  }
+}
+
+/** Stops a private server at once and removes its directory. */
+export function removeCluster(c: PrivateCluster | undefined): void {
+  if (!c) return;
+  c.stop('immediate');
+  rmSync(c.opts.dir, { recursive: true, force: true });
 }

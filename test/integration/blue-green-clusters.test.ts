@@ -3,11 +3,8 @@
 // Preflight says which capture each side allows and refuses a replication slot tidemark left behind; the migration
 // then moves the tables across servers under writes (captured on blue by logical decoding while the copy runs, by
 // triggers from then on) and leaves no slot, trigger or change table on either.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from '../../src/infra/devserver';
-import { PrivateCluster } from '../../src/infra/postgres';
+import type { PrivateCluster } from '../../src/infra/postgres';
 import {
   BLUE_CAMERAS_AS_GREEN,
   BLUE_GREEN_DIR,
@@ -17,7 +14,9 @@ import {
   GREEN_CAMERAS,
   leftovers,
   RESULTS,
+  removeCluster,
   seedBlue,
+  startPrivateCluster,
 } from '../helpers/blue-green';
 import { runCli } from '../helpers/cli';
 import { eventually, Harness, type TestDb } from '../helpers/env';
@@ -27,13 +26,9 @@ const clusters: PrivateCluster[] = [];
 const ROWS = 2000;
 
 async function cluster(walLevel: 'logical' | 'replica'): Promise<PrivateCluster> {
-  const c = new PrivateCluster({
-    dir: mkdtempSync(join(tmpdir(), `tidemark-${walLevel}-`)),
-    port: await freePort(),
-    settings: { wal_level: walLevel, max_wal_senders: '4', max_replication_slots: '4', fsync: 'off' },
-  });
+  const c = await startPrivateCluster(walLevel);
   clusters.push(c);
-  return c.start();
+  return c;
 }
 
 let blue: TestDb;
@@ -49,10 +44,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await h.stop();
-  for (const c of clusters) {
-    c.stop('immediate');
-    rmSync(c.opts.dir, { recursive: true, force: true });
-  }
+  for (const c of clusters) removeCluster(c);
 });
 
 const clean = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };

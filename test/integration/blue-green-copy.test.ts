@@ -3,14 +3,10 @@
 // all over the table (ahead of the copy, inside the batch being copied, behind it); each row is written twice, so a
 // row a batch got wrong is not mended by a later write. Once the log is applied, green must equal blue through the
 // mapping, row for row.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Pool } from 'pg';
-import { freePort } from '../../src/infra/devserver';
-import { PrivateCluster } from '../../src/infra/postgres';
+import type { PrivateCluster } from '../../src/infra/postgres';
 import { loadPlan } from '../../src/plan/load';
-import { exceptAcross, leftovers } from '../helpers/blue-green';
+import { exceptAcross, leftovers, removeCluster, startPrivateCluster } from '../helpers/blue-green';
 import { eventually, Harness, StopWaiting } from '../helpers/env';
 import { writePlan } from '../helpers/plans';
 
@@ -19,19 +15,12 @@ let logicalCluster: PrivateCluster | undefined;
 beforeAll(() => h.start());
 afterAll(async () => {
   await h.stop();
-  if (logicalCluster) {
-    logicalCluster.stop('immediate');
-    rmSync(logicalCluster.opts.dir, { recursive: true, force: true });
-  }
+  removeCluster(logicalCluster);
 });
 
 /** A private server with wal_level = logical, started on first use: there the copy is captured by logical decoding. */
 async function logicalServer(): Promise<string> {
-  logicalCluster ??= await new PrivateCluster({
-    dir: mkdtempSync(join(tmpdir(), 'tidemark-logical-')),
-    port: await freePort(),
-    settings: { wal_level: 'logical', max_wal_senders: '4', max_replication_slots: '4', fsync: 'off' },
-  }).start();
+  logicalCluster ??= await startPrivateCluster('logical');
   return logicalCluster.adminUrl;
 }
 

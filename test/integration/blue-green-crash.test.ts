@@ -2,11 +2,7 @@
 // worker carries on from the log: in the end both sides are identical, and no change was applied twice — a row the
 // application updated n times was written by the applier at most n times. Then the same while the copy is captured
 // by logical decoding: the worker dies while it pumps the slot, and the next one logs and applies what it left.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { freePort } from '../../src/infra/devserver';
-import { PrivateCluster } from '../../src/infra/postgres';
+import type { PrivateCluster } from '../../src/infra/postgres';
 import { eventually, Harness } from '../helpers/env';
 import {
   BLUE_CAMERAS_AS_GREEN,
@@ -15,7 +11,9 @@ import {
   CameraWriters,
   exceptAcross,
   GREEN_CAMERAS,
+  removeCluster,
   seedBlue,
+  startPrivateCluster,
 } from '../helpers/blue-green';
 import { killed, workerProcess } from '../helpers/worker-process';
 
@@ -24,10 +22,7 @@ let cluster: PrivateCluster | undefined;
 beforeAll(() => h.start({ worker: false }));
 afterAll(async () => {
   await h.stop();
-  if (cluster) {
-    cluster.stop('immediate');
-    rmSync(cluster.opts.dir, { recursive: true, force: true });
-  }
+  removeCluster(cluster);
 });
 
 const ROWS = 2000;
@@ -93,11 +88,7 @@ test('a worker SIGKILLed mid-apply: nothing lost, nothing applied twice', async 
 
 test('logical decoding: a worker SIGKILLed while it pumps the slot during the copy; a new one carries on, nothing lost', async () => {
   // Blue on a server of its own with wal_level = logical: the copy is captured by decoding, not by triggers.
-  cluster = await new PrivateCluster({
-    dir: mkdtempSync(join(tmpdir(), 'tidemark-logical-')),
-    port: await freePort(),
-    settings: { wal_level: 'logical', max_wal_senders: '4', max_replication_slots: '4', fsync: 'off' },
-  }).start();
+  cluster = await startPrivateCluster('logical');
   const blue = await h.db('bg_kill_lg_blue', cluster.adminUrl);
   const green = await h.db('bg_kill_lg_green');
   const rows = 20_000;
