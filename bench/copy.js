@@ -114,13 +114,18 @@ async function main() {
     }
     const during = await load.done;
     const liveSecs = b.phaseMs(live.final, 'copy') / 1000;
-    const p99Ratio = during.p99 / alone.p99;
+    // The load alone once more, as long as the copy ran: one window's p99 can hold a spike of its own (a checkpoint,
+    // an autovacuum), and a spike in the baseline would flatter the ratio. The lower of the two windows counts.
+    await b.sql(url, 'CHECKPOINT');
+    const afterwards = await b.pgbench(url, Math.max(seconds, Math.ceil(liveSecs)), 4, rate);
+    const baseline = afterwards.p99 < alone.p99 ? afterwards : alone;
+    const p99Ratio = during.p99 / baseline.p99;
     figure(
-      `load p99: ${during.p99.toFixed(1)} ms during the copy vs ${alone.p99.toFixed(1)} ms without (-R ${rate}, ${b.fmt(during.transactions)} vs ${b.fmt(alone.transactions)} transactions) → ${p99Ratio.toFixed(2)}× (target ≤ 1.25)`,
+      `load p99: ${during.p99.toFixed(1)} ms during the copy vs ${baseline.p99.toFixed(1)} ms without (-R ${rate}; without: ${alone.p99.toFixed(1)} ms before the copy, ${afterwards.p99.toFixed(1)} ms after it, the lower counts; ${b.fmt(during.transactions)} vs ${b.fmt(baseline.transactions)} transactions) → ${p99Ratio.toFixed(2)}× (target ≤ 1.25)`,
       p99Ratio <= 1.25,
     );
     figure(
-      `load failed transactions: ${during.failed} during the copy (${alone.failed} without) (target 0)`,
+      `load failed transactions: ${during.failed} during the copy (${alone.failed + afterwards.failed} without) (target 0)`,
       during.failed === 0,
     );
     const liveRps = rows / liveSecs;

@@ -50,6 +50,8 @@ import { Throttler } from './throttler';
 const S = quoteIdent(TIDEMARK_SCHEMA);
 /** Batch duration to aim for while other sessions are busy. */
 const SHARED_BATCH_MS = 5;
+/** The first batch's size when the server is shared from the start; the sizer takes it from there. */
+const SHARED_FIRST_BATCH = 200;
 
 export interface CopyJobInput {
   urlEnv: string;
@@ -325,6 +327,9 @@ export function createCopyActivities(deps: ActivityDeps) {
         const mapping = await resolveMapping(pool, job, run);
         const signal = cancellationSignal();
         const state: SettleResult = previousHeartbeat<SettleResult>() ?? { cursor: null, chunks: 0, removed: 0 };
+        // Paced like the copy: while the application shares the server, the chunks run in its short bursts too
+        // (unpaced, the settle pass was one burst at full speed at the end of every copy).
+        const throttler = await Throttler.acquire(pool);
         return withClient(pool, async (c) => {
           const planner = await chunkPlanner(c, mapping, SETTLE_CHUNK_ROWS, state.cursor);
           for (;;) {
@@ -339,10 +344,12 @@ export function createCopyActivities(deps: ActivityDeps) {
                   lockTimeoutMs: input.lockTimeoutMs,
                   settings: copySettings(mapping.syncId!),
                 };
-                const r = await inTransaction(c, tx, async (t) => {
-                  await enterRun(t, run);
-                  return t.query(q.text, q.values);
-                });
+                const { value: r } = await throttler.paced(() =>
+                  inTransaction(c, tx, async (t) => {
+                    await enterRun(t, run);
+                    return t.query(q.text, q.values);
+                  }),
+                );
                 state.removed += r.rowCount ?? 0;
                 break;
               } catch (e) {
@@ -360,7 +367,7 @@ export function createCopyActivities(deps: ActivityDeps) {
           }
           if (state.removed) deps.logger.info({ job: job.name, removed: state.removed }, 'copy settled');
           return state;
-        });
+        }).finally(() => throttler.release());
       });
     },
 
@@ -470,6 +477,9 @@ async function copyRangeImpl(
 
   const client = await pool.connect();
   const throttler = await Throttler.acquire(pool);
+  // Sharing the server from the start: the first batch is already a short burst, not the plan's batchSize (under
+  // load, several batches of thousands of rows ran before the sizer had shrunk them).
+  if (throttler.decision.duty && !previous) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);
   const batcher = batcherFor(mapping, range);
   let details: CopyHeartbeat = {
     job: job.name,
