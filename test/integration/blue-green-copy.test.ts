@@ -4,6 +4,8 @@
 // row a batch got wrong is not mended by a later write. Once the log is applied, green must equal blue through the
 // mapping, row for row.
 import { Pool } from 'pg';
+import { copyFormat } from '../../src/phases/copy/across';
+import { resolveMapping } from '../../src/phases/copy/mapping';
 import type { PrivateCluster } from '../../src/infra/postgres';
 import { loadPlan } from '../../src/plan/load';
 import { exceptAcross, leftovers, removeCluster, startPrivateCluster } from '../helpers/blue-green';
@@ -141,7 +143,8 @@ describe.each([
           cleanup: {},
         },
         {
-          'up.sql': `CREATE TABLE ledger (${key}, account integer NOT NULL, cents bigint NOT NULL, note text, blob text)`,
+          // With a composite key, account widens to bigint: batches then travel as text, otherwise in binary.
+          'up.sql': `CREATE TABLE ledger (${key}, account ${composite ? 'bigint' : 'integer'} NOT NULL, cents bigint NOT NULL, note text, blob text)`,
           'down.sql': `DROP TABLE ledger`,
         },
       ),
@@ -166,6 +169,9 @@ describe.each([
       const said = (await h.client.status(workflowId)).events.map((e) => e.message);
       expect(said).toContain(
         `change capture of ledger (source → target) installed${logical ? ', by logical decoding' : ''}; applier started`,
+      );
+      expect(said.find((m) => m.startsWith('copy ledger: ') && m.includes('rows copied'))).toMatch(
+        composite ? / rows copied \(text COPY format\)$/ : / rows copied \(binary COPY format\)$/,
       );
       const [from, to] = [Date.parse(copy.startedAt!), Date.parse(copy.endedAt!)];
       const during = churn.acknowledged.filter((t) => t >= from && t <= to).length;
@@ -195,4 +201,50 @@ describe.each([
       if (!stopped) await churn.stop();
     }
   }, 600_000);
+});
+
+test('batches travel in binary COPY format only where the target reads each value exactly as the source wrote it', async () => {
+  const blue = await h.db('bgcopy_fmt_blue');
+  const green = await h.db('bgcopy_fmt_green');
+  await blue.query(`CREATE TYPE mood AS ENUM ('ok', 'sad');
+    CREATE TABLE t (id bigint PRIMARY KEY, n integer, s text, at timestamptz, tags text[], m mood)`);
+  await green.query(`CREATE TYPE mood AS ENUM ('ok', 'sad');
+    CREATE TABLE same (id bigint PRIMARY KEY, n integer, s varchar(20), at timestamptz, tags text[]);
+    CREATE TABLE wider (id bigint PRIMARY KEY, n bigint);
+    CREATE TABLE moods (id bigint PRIMARY KEY, m mood)`);
+  const [bluePool, greenPool] = [new Pool({ connectionString: blue.url }), new Pool({ connectionString: green.url })];
+  const [src, tgt] = [await bluePool.connect(), await greenPool.connect()];
+  try {
+    const format = async (to: string, columns: Record<string, string>) => {
+      const plan = loadPlan(
+        writePlan(
+          {
+            name: 'copy-format',
+            database: { urlEnv: blue.urlEnv },
+            target: { urlEnv: green.urlEnv },
+            backup: { enabled: false },
+            schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+            copy: [{ name: 'j', from: 't', to, key: 'id', columns }],
+            cleanup: {},
+          },
+          { 'up.sql': 'SELECT 1', 'down.sql': 'SELECT 1' },
+        ),
+      );
+      return copyFormat(src, tgt, await resolveMapping(bluePool, plan.copy[0], { runKey: 'r' }, greenPool));
+    };
+    // The same built-in types on both sides (varchar(20) still checks each value's length as it reads it).
+    expect(await format('same', { id: 'id', n: 'n', s: 's::varchar', at: 'at', tags: 'tags' })).toBe('binary');
+    // text into varchar: another type, so the target parses it as it always did.
+    expect(await format('same', { id: 'id', n: 'n', s: 's', at: 'at', tags: 'tags' })).toBe('text');
+    // integer into bigint: the binary forms differ in width.
+    expect(await format('wider', { id: 'id', n: 'n' })).toBe('text');
+    expect(await format('wider', { id: 'id', n: 'n::bigint' })).toBe('binary');
+    // An enum has an OID of its own in each database.
+    expect(await format('moods', { id: 'id', m: 'm' })).toBe('text');
+  } finally {
+    src.release();
+    tgt.release();
+    await bluePool.end();
+    await greenPool.end();
+  }
 });

@@ -29,6 +29,8 @@ import {
   batchEndQuery,
   copyInSql,
   copyOutSql,
+  mappedTypesSql,
+  type CopyFormat,
   createStageSql,
   stageName,
   unstageSql,
@@ -642,12 +644,15 @@ export function createAcrossActivities(deps: ActivityDeps) {
           updatedAt: new Date().toISOString(),
         };
         let rowsThisAttempt = 0;
+        let format: CopyFormat = 'text';
         // Batches sized toward the job's target duration, like the copy within one database: a batch costs a fixed
         // part (its bounds, two transactions) that small batches would pay over and over.
         let adaptive = prev?.batchSize ?? job.batchSize;
         const sizer = new BatchSizer(job.targetBatchMs, job.maxBatchSize ?? Math.max(DEFAULT_MAX_BATCH, job.batchSize));
         await withClient(sides.source, (src) =>
           withClient(sides.target, async (tgt) => {
+            format = await copyFormat(src, tgt, m);
+            if (!prev) deps.logger.info({ job: job.name, range: range.index, format }, 'copy across databases');
             let staged = false;
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
@@ -664,7 +669,10 @@ export function createAcrossActivities(deps: ActivityDeps) {
               let b: { n: number; end: string | null; last: boolean };
               const batchStarted = Date.now();
               try {
-                b = await streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, staged);
+                b = await streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, {
+                  staged,
+                  format,
+                });
               } catch (e) {
                 // The applier wrote a key of the batch meanwhile: the batch goes through the staging table.
                 if (sqlState(e) === '23505' && !staged) {
@@ -698,6 +706,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
           durationMs,
           rowsPerSecond: Math.round((rowsThisAttempt * 1000) / Math.max(1, durationMs)),
           resumed: !!prev,
+          format,
         };
       });
     },
@@ -763,6 +772,35 @@ function pump(out: Readable, into: Writable): Promise<void> {
   });
 }
 
+/** Types PostgreSQL creates at initdb have OIDs below this: the same type on every server. */
+const FIRST_NON_BUILTIN_OID = 10_000;
+
+/**
+ * The format batches travel in (see CopyFormat). Binary only where nothing can differ between how the source writes a
+ * value and how the target column reads it: both servers of one major version and one encoding (binary text is not
+ * converted), and each mapped column's type on the source the very type of its target column, a built-in one (a
+ * domain, an enum or a composite has an OID of its own on each server). Otherwise text, which is what it always was.
+ */
+export async function copyFormat(src: PoolClient, tgt: PoolClient, m: CopyMapping): Promise<CopyFormat> {
+  const serverSql = `SELECT current_setting('server_version_num')::int / 10000 AS major, current_setting('server_encoding') AS enc`;
+  const [a, b] = [(await src.query(serverSql)).rows[0], (await tgt.query(serverSql)).rows[0]];
+  if (a.major !== b.major || a.enc !== b.enc) return 'text';
+  const fields = (await src.query(mappedTypesSql(m))).fields;
+  const target = new Map(
+    (
+      await tgt.query(
+        `SELECT attname, atttypid::int AS type FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`,
+        [quoteTable(m.target)],
+      )
+    ).rows.map((r) => [r.attname as string, r.type as number]),
+  );
+  const same = m.columns.every((c, i) => {
+    const type = fields[i]?.dataTypeID;
+    return type !== undefined && type < FIRST_NON_BUILTIN_OID && target.get(c.target) === type;
+  });
+  return same ? 'binary' : 'text';
+}
+
 /** Keys a batch leaves out of its COPY by name; with more than this in its range, it goes through the staging table. */
 const MAX_LISTED_KEYS = 1000;
 
@@ -782,7 +820,7 @@ async function streamBatch(
   upTo: string | null,
   size: number,
   lockTimeoutMs: number,
-  staged: boolean,
+  { staged, format }: { staged: boolean; format: CopyFormat },
 ): Promise<{ n: number; end: string | null; last: boolean }> {
   return inTransaction(src, { lockTimeoutMs }, async (s) => {
     const endQ = batchEndQuery(m, after, upTo, size);
@@ -795,14 +833,14 @@ async function streamBatch(
       const present = (await t.query(q.text, q.values)).rows.map((r) => r.k as string);
       const viaStage = async (keys?: BatchKeys) => {
         await t.query(createStageSql(m));
-        const into = t.query(copyFrom(copyInSql(stageName(m), m)));
-        await pump(s.query(copyTo(copyOutSql(m, after, end, keys))), into);
+        const into = t.query(copyFrom(copyInSql(stageName(m), m, format)));
+        await pump(s.query(copyTo(copyOutSql(m, after, end, keys, format))), into);
         await t.query(unstageSql(m));
         return into.rowCount;
       };
       if (staged || present.length > MAX_LISTED_KEYS) return viaStage();
-      const into = t.query(copyFrom(copyInSql(quoteTable(m.target), m)));
-      await pump(s.query(copyTo(copyOutSql(m, after, end, { except: present }))), into);
+      const into = t.query(copyFrom(copyInSql(quoteTable(m.target), m, format)));
+      await pump(s.query(copyTo(copyOutSql(m, after, end, { except: present }, format))), into);
       return into.rowCount + (present.length ? await viaStage({ only: present }) : 0);
     });
     return { n, end, last: found === undefined };

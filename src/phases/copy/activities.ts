@@ -109,6 +109,8 @@ export interface CopyRangeResult {
   rowsPerSecond: number;
   /** Whether this attempt continued from a checkpoint left by an earlier attempt. */
   resumed: boolean;
+  /** Across databases: the COPY format the batches travelled in. */
+  format?: 'text' | 'binary';
 }
 
 export interface SettleResult {

@@ -355,9 +355,15 @@ export type BatchKeys = { except: EncodedKey[] } | { only: EncodedKey[] };
  * The source rows of a batch mapped to the target's columns, streamed out with COPY: every row with a key in
  * (after, end], less (or only) the keys given. Nothing is locked: see "Why the copy is exact" above.
  */
-export function copyOutSql(m: CopyMapping, after: EncodedKey | null, end: EncodedKey | null, keys?: BatchKeys): string {
+export function copyOutSql(
+  m: CopyMapping,
+  after: EncodedKey | null,
+  end: EncodedKey | null,
+  keys?: BatchKeys,
+  format: CopyFormat = 'text',
+): string {
   const order = keyCols(m, 's', 'source');
-  const cols = m.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.target)}`).join(', ');
+  const cols = mappedColumns(m);
   const where = literalBounds(m, 's', 'source', after, end);
   const list = keys && ('only' in keys ? keys.only : keys.except);
   if (list?.length) {
@@ -365,7 +371,26 @@ export function copyOutSql(m: CopyMapping, after: EncodedKey | null, end: Encode
     const items = list.map((v) => keyLiteral(m, v)).join(', ');
     where.push('only' in keys! ? `${k} IN (${items})` : `${k} NOT IN (${items})`);
   }
-  return `COPY (SELECT ${cols} FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${order.join(', ')}) TO STDOUT`;
+  return `COPY (SELECT ${cols} FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${order.join(', ')}) TO STDOUT${formatOption(format)}`;
+}
+
+/**
+ * How a batch travels between the databases: `text` always works (each value printed by the source and parsed by
+ * the target, as the target column's input); `binary` skips both, where every value's binary form is the one the
+ * target column reads (see `binaryCopyAllowed` in across.ts).
+ */
+export type CopyFormat = 'text' | 'binary';
+
+const formatOption = (format: CopyFormat) => (format === 'binary' ? ' (FORMAT binary)' : '');
+
+/** The source row mapped to the target's columns, as a select list over the source aliased `s`. */
+function mappedColumns(m: CopyMapping): string {
+  return m.columns.map((c) => `(${c.expr}) AS ${quoteIdent(c.target)}`).join(', ');
+}
+
+/** No rows: what the mapped columns' types are on the source (read from the result's description). */
+export function mappedTypesSql(m: CopyMapping): string {
+  return `SELECT ${mappedColumns(m)} FROM ${sourceFrom(m)} LIMIT 0`;
 }
 
 /**
@@ -388,8 +413,8 @@ export function presentKeysQuery(
 }
 
 /** COPY into a table (the target, or the staging table) of the mapped columns. */
-export function copyInSql(table: string, m: CopyMapping): string {
-  return `COPY ${table} (${m.columns.map((c) => quoteIdent(c.target)).join(', ')}) FROM STDIN`;
+export function copyInSql(table: string, m: CopyMapping, format: CopyFormat = 'text'): string {
+  return `COPY ${table} (${m.columns.map((c) => quoteIdent(c.target)).join(', ')}) FROM STDIN${formatOption(format)}`;
 }
 
 /** The session's staging table of a job: the mapped columns only, emptied at each commit. */

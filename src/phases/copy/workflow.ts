@@ -120,6 +120,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   board.publish();
   const started = Date.now();
   let rows = 0;
+  let format: string | undefined;
   // allSettled, not all: on an abort every range's activity must have stopped (its cancellation completed) before
   // the compensations touch the tables it writes.
   const outcomes = await Promise.allSettled(
@@ -132,6 +133,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
           ])
         : await longRunning.copyRange.executeWithOptions(summary, [{ ...base, range, estimatedRows: share }]);
       rows += r.rowsCopied;
+      format ??= r.format;
       progress.rangesDone++;
       progress.rowsCopied = rows;
       board.publish();
@@ -155,7 +157,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   progress.etaSeconds = 0;
   progress.estimatedTotal = Math.max(progress.estimatedTotal, rows);
   progress.rowsPerSecond = Math.round((rows * 1000) / Math.max(1, Date.now() - started));
-  board.event(`copy ${job.name}: ${rows} rows copied`);
+  board.event(`copy ${job.name}: ${rows} rows copied${format ? ` (${format} COPY format)` : ''}`);
   board.publish();
 }
 
