@@ -49,7 +49,7 @@ import { Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 /** Batch duration to aim for while other sessions are busy. */
-const SHARED_BATCH_MS = 5;
+const SHARED_BATCH_MS = 15;
 /** The first batch's size when the server is shared from the start; the sizer takes it from there. */
 const SHARED_FIRST_BATCH = 200;
 
