@@ -45,6 +45,7 @@ import {
 } from '../activity-kit';
 import { resolveMapping } from './mapping';
 import { BatchSizer, DEFAULT_MAX_BATCH, MIN_BATCH } from './sizer';
+import type { CopyFormat } from './capture-sql';
 import { Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -110,7 +111,7 @@ export interface CopyRangeResult {
   /** Whether this attempt continued from a checkpoint left by an earlier attempt. */
   resumed: boolean;
   /** Across databases: the COPY format the batches travelled in. */
-  format?: 'text' | 'binary';
+  format?: CopyFormat;
 }
 
 export interface SettleResult {
@@ -329,8 +330,9 @@ export function createCopyActivities(deps: ActivityDeps) {
         const mapping = await resolveMapping(pool, job, run);
         const signal = cancellationSignal();
         const state: SettleResult = previousHeartbeat<SettleResult>() ?? { cursor: null, chunks: 0, removed: 0 };
-        // Paced like the copy: while the application shares the server, the chunks run in its short bursts too
-        // (unpaced, the settle pass was one burst at full speed at the end of every copy).
+        // Paced like the copy: while the application shares the server, a chunk runs only in the copy's share of the
+        // time, one at a time (unpaced, the settle pass was one burst at full speed at the end of every copy). The
+        // chunks keep their size: each is one anti-join, not sized toward SHARED_BATCH_MS.
         const throttler = await Throttler.acquire(pool);
         return withClient(pool, async (c) => {
           const planner = await chunkPlanner(c, mapping, SETTLE_CHUNK_ROWS, state.cursor);
