@@ -104,8 +104,16 @@ async function main() {
     const load = b.startPgbench(url, { seconds: 3600, rate, window: () => window });
     await new Promise((r) => setTimeout(r, 2000));
     let live;
+    // What the latency budget did: the duties it chose while the copy shared the server with the load.
+    const duties = [];
+    let lastReason = null;
+    const watch = (s) => {
+      const c = s.copy?.[0];
+      if (c?.duty !== undefined) duties.push(c.duty);
+      if (c?.throttleReason) lastReason = c.throttleReason;
+    };
     try {
-      live = await b.runToEnd(client, planFor('bench-copy-live', 'BENCH_DATABASE_URL', 'bench_target_live'));
+      live = await b.runToEnd(client, planFor('bench-copy-live', 'BENCH_DATABASE_URL', 'bench_target_live'), watch);
     } finally {
       const p = live?.final.phases.find((x) => x.name === 'copy');
       if (p) window = { from: Date.parse(p.startedAt), to: Date.parse(p.endedAt) };
@@ -134,6 +142,12 @@ async function main() {
       `copy under load: ${b.fmt(liveRps)} rows/s over ${b.fmt(liveSecs, 1)}s vs ${b.fmt(copyRps)} rows/s idle → ${liveRatio.toFixed(2)}× (target ≥ 0.50)`,
       liveRatio >= 0.5,
     );
+    if (duties.length) {
+      const mean = duties.reduce((a, x) => a + x, 0) / duties.length;
+      console.log(
+        `latency budget: duty ${b.fmt(Math.min(...duties) * 100, 0)}–${b.fmt(Math.max(...duties) * 100, 0)} % (mean ${b.fmt(mean * 100, 0)} % over ${duties.length} readings); last: ${lastReason}`,
+      );
+    }
     const rss = worker.peakRssMb();
     figure(`worker peak RSS: ${b.fmt(rss, 0)} MB (target < 300 MB)`, rss < 300);
     console.log(`targets met: ${targets.filter(Boolean).length} of ${targets.length}`);

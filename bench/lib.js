@@ -61,11 +61,11 @@ function makePlan(doc, files) {
   return dist('plan/load').loadPlan(join(dir, 'plan.json'));
 }
 
-async function runToEnd(client, plan) {
+async function runToEnd(client, plan, onStatus) {
   const { workflowId } = await client.start(plan, { autoApprove: true, startedBy: 'bench' });
   // Polled every 2 s: figures come from the phases' own timestamps, and `status` every 250 ms was itself a load. On two
   // cores it took pgbench's p99 from 4.5 to 9.5 ms with the copy paused, more than the copy added when running.
-  const final = await client.waitForEnd(workflowId, undefined, 2000);
+  const final = await client.waitForEnd(workflowId, onStatus, 2000);
   if (final.state !== 'completed') throw new Error(`${plan.name} ended ${final.state}: ${final.error}`);
   const handle = await client.handle(workflowId);
   const desc = await handle.describe();

@@ -476,6 +476,8 @@ interface CopyBeat {
   rowsPerSecond: number;
   batchSize: number;
   throttleReason: string | null;
+  duty?: number;
+  latencyIncrease?: number;
   lockConflicts?: number;
   lastLockConflict?: string | null;
   paused: boolean;
@@ -498,6 +500,9 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
     job.rowsPerSecond = beats.reduce((n, b) => n + b.rowsPerSecond, 0);
     job.batchSize = beats[0].batchSize;
     job.throttleReason = beats.find((b) => b.throttleReason)?.throttleReason ?? null;
+    const sharing = beats.find((b) => b.duty !== undefined);
+    job.duty = sharing?.duty;
+    job.latencyIncrease = sharing?.latencyIncrease;
     job.lockConflicts = (job.lockConflicts ?? 0) + beats.reduce((n, b) => n + (b.lockConflicts ?? 0), 0);
     job.lastLockConflict = beats.find((b) => b.lastLockConflict)?.lastLockConflict ?? job.lastLockConflict ?? null;
     // Paused once every running range has stopped at a batch boundary: from then on nothing of the job commits.

@@ -65,6 +65,18 @@ export class WorkerMetrics {
     labelNames: ['migration', 'job', 'reason'],
     registers: [this.registry],
   });
+  private readonly duty = new Gauge({
+    name: 'tidemark_copy_duty',
+    help: 'Share of the time the copy works (1 unless it shares the server; then what its latency budget allows)',
+    labelNames: ['migration', 'job'],
+    registers: [this.registry],
+  });
+  private readonly latencyIncrease = new Gauge({
+    name: 'tidemark_copy_latency_increase',
+    help: "While the copy shares the server: its probe's p90 latency while copying against quiet, minus one (0.1 = 10 % slower)",
+    labelNames: ['migration', 'job'],
+    registers: [this.registry],
+  });
   private readonly state = new Gauge({
     name: 'tidemark_migration_state',
     help: 'The state of each migration: 1 for the current one, 0 for the others',
@@ -170,6 +182,8 @@ export class WorkerMetrics {
     last.rows = Math.max(last.rows, b.rowsCopied);
     last.batches = Math.max(last.batches, b.batches);
     this.batchSize.set(labels, b.batchSize);
+    this.duty.set(labels, b.duty ?? 1);
+    if (b.latencyIncrease !== undefined) this.latencyIncrease.set(labels, b.latencyIncrease);
     this.setThrottle(migration, b.job, b.throttleReason);
   }
 

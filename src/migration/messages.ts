@@ -96,6 +96,12 @@ export interface CopyJobProgress {
   ranges: number;
   rangesDone: number;
   throttleReason: string | null;
+  /**
+   * While the copy shares the server with the application: the share of the time its latency budget lets it work, and
+   * the increase of the probe's latency it measured while copying (0.1: 10 % slower than quiet).
+   */
+  duty?: number;
+  latencyIncrease?: number;
   /** Lock timeouts and deadlocks the copy met and backed off from, and the last one. */
   lockConflicts: number;
   lastLockConflict: string | null;

@@ -1,6 +1,7 @@
 // The plan file's shape (SPEC §2) as a zod schema: parses untrusted input once into a typed object with defaults.
 import { z } from 'zod';
 import { LIMITS } from '../migration/limits';
+import { DEFAULT_MAX_LATENCY_INCREASE } from '../phases/copy/budget';
 import { parseDuration } from './durations';
 
 export const PHASES = ['preflight', 'backup', 'schema', 'copy', 'validate', 'traffic', 'cleanup'] as const;
@@ -91,6 +92,18 @@ const writeBack = z.strictObject({
   where: sqlText.optional(),
 });
 
+/** A percentage, `25%` (or the number 25): as a fraction. */
+const percent = z
+  .union([z.string().regex(/^\d+(\.\d+)?%$/, 'must be a percentage like "25%"'), z.number()])
+  .transform((v) => (typeof v === 'number' ? v : Number(v.slice(0, -1))) / 100)
+  .refine((f) => f >= 0.01 && f <= 10, 'must be between 1% and 1000%');
+
+/**
+ * What the copy may cost the application while they share the server. The copy measures a committing probe with and
+ * without its batches and copies as much of the time as keeps the difference within `maxLatencyIncrease`.
+ */
+const impact = z.strictObject({ maxLatencyIncrease: percent.default(DEFAULT_MAX_LATENCY_INCREASE) });
+
 const copyJob = z.strictObject({
   name: jobName,
   from: tableName.optional(),
@@ -108,6 +121,8 @@ const copyJob = z.strictObject({
   maxBatchSize: z.number().int().min(LIMITS.batchSize.min).max(LIMITS.batchSize.max).optional(),
   targetBatchMs: z.number().int().min(10).max(60_000).default(200),
   parallel: z.number().int().min(1).max(64).default(1),
+  /** Absent: the default budget (read where it is used, so runs started before this field existed still resume). */
+  impact: impact.optional(),
   /**
    * With a traffic section the application writes the target on the new path, and a rollback loses what nothing syncs
    * back (any sync but bidirectional). Such a plan is refused unless this says the loss is accepted (a read model, a

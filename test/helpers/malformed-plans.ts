@@ -88,6 +88,16 @@ export const MALFORMED: MalformedCase[] = [
     errors: ['copy[0].key: required'],
   },
   {
+    title: 'a latency budget that is not a percentage',
+    doc: edit((d) => ((d.copy[0] as Doc).impact = { maxLatencyIncrease: 'a quarter' })),
+    errors: ['copy[0].impact.maxLatencyIncrease: must be a percentage like "25%"'],
+  },
+  {
+    title: 'a latency budget below 1 %',
+    doc: edit((d) => ((d.copy[0] as Doc).impact = { maxLatencyIncrease: '0.5%' })),
+    errors: ['copy[0].impact.maxLatencyIncrease: must be between 1% and 1000%'],
+  },
+  {
     title: 'a check naming a copy job that does not exist',
     doc: edit((d) => (d.validate[0].rowCount.copy = 'order')),
     errors: ['validate[0].rowCount.copy: no copy job named "order"'],

@@ -28,6 +28,15 @@ test('the same plan as JSON resolves identically', () => {
   expect(strip(fromJson)).toEqual(strip(fromYaml));
 });
 
+test("a copy job's latency budget: a percentage (or a number of percent), absent meaning the default", () => {
+  const withBudget = (impact: unknown) =>
+    loadPlan(writePlan({ ...VALID_PLAN, copy: [{ ...VALID_PLAN.copy[0], impact }] }, SQL_FILES)).copy[0].impact;
+  expect(withBudget({ maxLatencyIncrease: '25%' })).toEqual({ maxLatencyIncrease: 0.25 });
+  expect(withBudget({ maxLatencyIncrease: 10 })).toEqual({ maxLatencyIncrease: 0.1 });
+  expect(withBudget({})).toEqual({ maxLatencyIncrease: 0.25 });
+  expect(loadPlan(writePlan(VALID_PLAN, SQL_FILES)).copy[0].impact).toBeUndefined();
+});
+
 test('names are taken exactly as written: mixed case, spaces and other schemas are fine', () => {
   const plan = loadPlan(
     writePlan(

@@ -49,8 +49,6 @@ import type { CopyFormat } from './capture-sql';
 import { Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
-/** Batch duration to aim for while other sessions are busy. */
-const SHARED_BATCH_MS = 15;
 /** The first batch's size when the server is shared from the start; the sizer takes it from there. */
 const SHARED_FIRST_BATCH = 200;
 
@@ -94,6 +92,9 @@ export interface CopyHeartbeat {
   batchSize: number;
   rowsPerSecond: number;
   throttleReason: string | null;
+  /** While sharing the server: the share of the time the latency budget lets the copy work, and what it measured. */
+  duty?: number;
+  latencyIncrease?: number;
   /** Lock timeouts and deadlocks met so far (all attempts), and the last one: a count a reader can wait on. */
   lockConflicts: number;
   lastLockConflict: string | null;
@@ -332,8 +333,8 @@ export function createCopyActivities(deps: ActivityDeps) {
         const state: SettleResult = previousHeartbeat<SettleResult>() ?? { cursor: null, chunks: 0, removed: 0 };
         // Paced like the copy: while the application shares the server, a chunk runs only in the copy's share of the
         // time, one at a time (unpaced, the settle pass was one burst at full speed at the end of every copy). The
-        // chunks keep their size: each is one anti-join, not sized toward SHARED_BATCH_MS.
-        const throttler = await Throttler.acquire(pool);
+        // chunks keep their size: each is one anti-join, not sized toward the shared bursts.
+        const throttler = await Throttler.acquire(pool, job.impact?.maxLatencyIncrease);
         return withClient(pool, async (c) => {
           const planner = await chunkPlanner(c, mapping, SETTLE_CHUNK_ROWS, state.cursor);
           for (;;) {
@@ -480,7 +481,7 @@ async function copyRangeImpl(
   let lockFailures = 0;
 
   const client = await pool.connect();
-  const throttler = await Throttler.acquire(pool);
+  const throttler = await Throttler.acquire(pool, job.impact?.maxLatencyIncrease);
   // Sharing the server from the start: the first batch is already a short burst, not the plan's batchSize (under
   // load, several batches of thousands of rows ran before the sizer had shrunk them).
   if (throttler.decision.duty && !previous) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);
@@ -597,8 +598,9 @@ async function copyRangeImpl(
       rowsThisAttempt += res.rows;
 
       const decision = throttler.decision;
-      // Sharing the server: short bursts, so the application's queries never wait long behind a batch.
-      const targetMs = decision.duty ? Math.min(job.targetBatchMs, SHARED_BATCH_MS) : job.targetBatchMs;
+      // Sharing the server: short bursts, so the application's queries never wait long behind a batch; longer ones
+      // only when the latency budget lets the copy take a larger share of the time.
+      const targetMs = decision.burstMs ? Math.min(job.targetBatchMs, decision.burstMs) : job.targetBatchMs;
       if (res.rows > 0) adaptive = sizer.next(res.rows, elapsed, size, targetMs);
       let delay = ctl.delay_ms ?? 0;
       if (decision.throttle && !decision.duty) {
@@ -616,6 +618,8 @@ async function copyRangeImpl(
         batchSize: ctl.batch_size ?? adaptive,
         rowsPerSecond: secs > 0 ? Math.round(rowsThisAttempt / secs) : 0,
         throttleReason: decision.throttle ? decision.reason : ctl.delay_ms ? `operator delay ${ctl.delay_ms}ms` : null,
+        duty: decision.duty,
+        latencyIncrease: decision.latencyIncrease,
         paused: false,
         updatedAt: new Date().toISOString(),
       };

@@ -4,16 +4,27 @@
 //   1. sessions waiting on locks for a while          → back off hard
 //   2. the server slow to answer a trivial query      → back off hard
 //   3. other sessions busy on the server (or just were) → share: all of this worker's ranges together copy only part of
-//                                                       the time (duty cycle), one batch at a time, in short bursts
+//                                                       the time (duty cycle), one batch at a time, in short bursts;
+//                                                       how large a part, the latency budget decides (budget.ts)
 // It reads pg_stat_activity only, twice a second: pg_blocking_pids() and pg_locks take the lock manager's shared
 // state, and polling them often measurably slows every other session.
+//
+// While sharing, it also measures what the application feels: four times a second a probe that commits (it takes a
+// transaction id, so its commit waits for the WAL flush like an application's write does), and every 20 s a quiet
+// window of about 1.3 s in which no batch runs and ten probes give the latency without the copy. The budget moves
+// the duty to keep the one within `impact.maxLatencyIncrease` of the other.
 import type { Pool } from 'pg';
+import { BUDGET_DEFAULTS, DEFAULT_MAX_LATENCY_INCREASE, describeBudget, LatencyBudget } from './budget';
 
 export interface ThrottleDecision {
   throttle: boolean;
   reason: string | null;
   /** When set, this worker's copy should be busy at most this share of the time (the rest it sleeps). */
   duty?: number;
+  /** While sharing: how long one batch should take (longer when the budget allows a larger share). */
+  burstMs?: number;
+  /** While sharing and measured: the probe's latency while copying against quiet, minus one. */
+  latencyIncrease?: number;
 }
 
 export interface ThrottlerOptions {
@@ -21,8 +32,9 @@ export interface ThrottlerOptions {
   lockWaitMs: number;
   /** How often to look. */
   intervalMs: number;
-  /** Share of the time the copy may work while other sessions are busy. */
-  sharedDuty: number;
+  /** How often to probe the latency while sharing, and how often to take a quiet window. */
+  probeMs: number;
+  quietEveryMs: number;
   /** Average number of busy other sessions above which the server counts as shared. */
   busySessions: number;
   /** A probe slower than this many times its best (and above probeFloorMs) means the server is saturated. */
@@ -30,10 +42,19 @@ export interface ThrottlerOptions {
   probeFloorMs: number;
 }
 
+/** A batch's duration while sharing at the starting duty; it grows with the duty (up to the job's own target). */
+export const SHARED_BATCH_MS = 15;
+
+/** How long one batch should take while sharing at `duty`: 15 ms at the starting 10 %, ten times that at 100 %. */
+export function sharedBurstMs(duty: number): number {
+  return Math.round(SHARED_BATCH_MS * Math.max(1, duty / BUDGET_DEFAULTS.startDuty));
+}
+
 const DEFAULTS: ThrottlerOptions = {
   lockWaitMs: 200,
   intervalMs: 500,
-  sharedDuty: 0.1,
+  probeMs: 250,
+  quietEveryMs: 20_000,
   busySessions: 0.5,
   probeFactor: 10,
   probeFloorMs: 20,
@@ -42,19 +63,29 @@ const DEFAULTS: ThrottlerOptions = {
 export class Throttler {
   private static readonly shared = new Map<Pool, { throttler: Throttler; users: number }>();
 
-  /** The throttler watching `pool`'s server, started on first use; call release() when done with it. */
-  static async acquire(pool: Pool): Promise<Throttler> {
+  /**
+   * The throttler watching `pool`'s server, started on first use; call release() when done with it. Jobs sharing it
+   * with different budgets get the tightest one any of them asked for while it runs.
+   */
+  static async acquire(pool: Pool, maxLatencyIncrease = DEFAULT_MAX_LATENCY_INCREASE): Promise<Throttler> {
     let entry = Throttler.shared.get(pool);
     if (!entry) {
-      entry = { throttler: new Throttler(pool), users: 0 };
+      entry = { throttler: new Throttler(pool, { maxLatencyIncrease }), users: 0 };
       Throttler.shared.set(pool, entry);
       await entry.throttler.start();
     }
+    if (maxLatencyIncrease < entry.throttler.budget.maxIncrease)
+      entry.throttler.budget.setMaxIncrease(maxLatencyIncrease);
     entry.users++;
     return entry.throttler;
   }
 
   private timer?: NodeJS.Timeout;
+  private probeTimer?: NodeJS.Timeout;
+  private readonly budget: LatencyBudget;
+  private probeSql = 'SELECT txid_current()';
+  private quieting = false;
+  private lastQuietAt = 0;
   private bestProbeMs = Infinity;
   private busy: number | undefined;
   private current: ThrottleDecision = { throttle: false, reason: null };
@@ -64,9 +95,10 @@ export class Throttler {
 
   constructor(
     private readonly pool: Pool,
-    opts: Partial<ThrottlerOptions> = {},
+    opts: Partial<ThrottlerOptions> & { maxLatencyIncrease?: number } = {},
   ) {
     this.opts = { ...DEFAULTS, ...opts };
+    this.budget = new LatencyBudget({ maxIncrease: opts.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE });
   }
 
   get decision(): ThrottleDecision {
@@ -104,7 +136,9 @@ export class Throttler {
     if (!entry || --entry.users > 0) return;
     Throttler.shared.delete(this.pool);
     if (this.timer) clearTimeout(this.timer);
+    if (this.probeTimer) clearInterval(this.probeTimer);
     this.timer = undefined;
+    this.probeTimer = undefined;
   }
 
   /** Starts watching; resolves after the first look, so the very first batch already knows whether to hold back. */
@@ -123,6 +157,70 @@ export class Throttler {
     await tick();
     this.timer = setTimeout(loop, this.opts.intervalMs);
     this.timer.unref();
+    let probing = false;
+    this.probeTimer = setInterval(() => {
+      if (probing || !this.current.duty) return;
+      probing = true;
+      this.sample()
+        .catch(() => undefined)
+        .finally(() => (probing = false));
+    }, this.opts.probeMs);
+    this.probeTimer.unref();
+  }
+
+  /** One probe while sharing: a quiet window when one is due, else a sample of the latency with the copy running. */
+  private async sample(): Promise<void> {
+    if (this.quieting) return;
+    if (!this.budget.calibrated || Date.now() - this.lastQuietAt > this.opts.quietEveryMs) return this.quietWindow();
+    const ms = await this.probe();
+    if (!this.quieting && this.current.duty) this.budget.addBusy(ms);
+  }
+
+  /**
+   * Takes the turn like a batch does, so it starts once the batch in flight (and its pause) is over and no batch of
+   * this worker runs until it ends; waits a little for the batch's writes to settle, then probes ten times.
+   */
+  private async quietWindow(): Promise<void> {
+    this.quieting = true;
+    const previous = this.turn;
+    let done!: () => void;
+    this.turn = new Promise((r) => (done = r));
+    try {
+      await previous;
+      // Copy batches commit asynchronously: the WAL writer flushes their last records within wal_writer_delay (200 ms
+      // by default), and a probe before that would pay for them.
+      await new Promise((r) => setTimeout(r, 400));
+      const samples: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        samples.push(await this.probe());
+        await new Promise((r) => setTimeout(r, 80));
+      }
+      this.budget.addQuietWindow(samples);
+    } finally {
+      this.lastQuietAt = Date.now();
+      this.quieting = false;
+      this.budget.resetBusy();
+      done();
+    }
+  }
+
+  /** The time a committing transaction takes, connection from the pool not counted. */
+  private async probe(): Promise<number> {
+    const c = await this.pool.connect();
+    try {
+      const t0 = performance.now();
+      try {
+        await c.query(this.probeSql);
+      } catch (e) {
+        // A read-only server (a standby, default_transaction_read_only) gives no transaction id: probe a round trip.
+        if ((e as { code?: string }).code !== '25006') throw e;
+        this.probeSql = 'SELECT 1';
+        return this.probe();
+      }
+      return performance.now() - t0;
+    } finally {
+      c.release();
+    }
   }
 
   private async look(): Promise<ThrottleDecision> {
@@ -154,13 +252,16 @@ export class Throttler {
       };
     }
     if (this.busy >= this.opts.busySessions) {
-      const duty = this.opts.sharedDuty;
+      const reading = this.budget.reading;
       return {
         throttle: true,
-        duty,
-        reason: `sharing the server with ~${this.busy.toFixed(1)} busy session(s): copying ${Math.round(duty * 100)}% of the time`,
+        duty: reading.duty,
+        burstMs: sharedBurstMs(reading.duty),
+        latencyIncrease: reading.increase,
+        reason: `sharing the server with ~${this.busy.toFixed(1)} busy session(s): ${describeBudget(reading, this.budget.maxIncrease)}`,
       };
     }
+    if (this.current.duty) this.budget.resetBusy();
     return { throttle: false, reason: null };
   }
 }

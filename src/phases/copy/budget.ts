@@ -1,0 +1,128 @@
+// The latency budget: how much of the time the copy may work while the application shares the server. It compares what
+// a tiny committing probe costs while the copy runs with what it costs while the copy holds still (short quiet windows
+// the throttler takes now and then), and moves the copy's share of the time to keep the difference within the plan's
+// `impact.maxLatencyIncrease`: down fast when over (×0.6), up gently when well under (×1.25), unchanged in between.
+// Pure bookkeeping, no I/O: the throttler feeds it samples and acts on `duty`.
+
+export interface BudgetOptions {
+  /** The allowed increase of the probe's latency while copying, as a fraction (0.25: 25 % slower at most). */
+  maxIncrease: number;
+  /** The copy's share of the time before anything is measured. */
+  startDuty: number;
+  /** Never less: a copy that cannot fit the budget still moves, slowly, and says so. */
+  minDuty: number;
+  maxDuty: number;
+  /** Samples taken while copying that one decision looks at. */
+  decideEvery: number;
+  /** Quiet windows kept for the baseline (the latest ones). */
+  quietKept: number;
+}
+
+/** The budget when the plan sets none: the application's commits at most 25 % slower while the copy runs. */
+export const DEFAULT_MAX_LATENCY_INCREASE = 0.25;
+
+export const BUDGET_DEFAULTS: Omit<BudgetOptions, 'maxIncrease'> = {
+  startDuty: 0.1,
+  minDuty: 0.02,
+  maxDuty: 1,
+  decideEvery: 16,
+  quietKept: 3,
+};
+
+/** The share of the probes that must be within the budget: the 90th percentile, not the median, so stalls count. */
+const PERCENTILE = 0.9;
+
+export interface BudgetReading {
+  duty: number;
+  /** The probe's latency while copying against while quiet, minus one (0.12: 12 % slower); undefined until measured. */
+  increase?: number;
+  quietMs?: number;
+  busyMs?: number;
+}
+
+export function percentile(samples: readonly number[], p: number): number {
+  const s = [...samples].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))];
+}
+
+export class LatencyBudget {
+  private readonly opts: BudgetOptions;
+  /** The 90th percentile of each recent quiet window. */
+  private readonly quiet: number[] = [];
+  private busy: number[] = [];
+  private last: BudgetReading;
+
+  constructor(opts: Partial<BudgetOptions> & { maxIncrease: number }) {
+    this.opts = { ...BUDGET_DEFAULTS, ...opts };
+    this.last = { duty: this.opts.startDuty };
+  }
+
+  get maxIncrease(): number {
+    return this.opts.maxIncrease;
+  }
+
+  get reading(): BudgetReading {
+    return this.last;
+  }
+
+  get duty(): number {
+    return this.last.duty;
+  }
+
+  /** Whether a baseline exists; until then the copy stays at its starting share. */
+  get calibrated(): boolean {
+    return this.quiet.length > 0;
+  }
+
+  /**
+   * The probes of one quiet window. The baseline is the lowest of the recent windows' 90th percentiles: a window that
+   * met a checkpoint or the tail of the copy's own WAL would otherwise make the copy bolder than the server allows.
+   */
+  addQuietWindow(samples: readonly number[]): void {
+    if (!samples.length) return;
+    this.quiet.push(percentile(samples, PERCENTILE));
+    if (this.quiet.length > this.opts.quietKept) this.quiet.shift();
+  }
+
+  /** A probe taken while the copy ran at the current duty; every `decideEvery` of them, the duty is decided again. */
+  addBusy(ms: number): void {
+    this.busy.push(ms);
+    if (this.busy.length >= this.opts.decideEvery) this.decide();
+  }
+
+  /** The budget changed (another job with a tighter one joined): judge the next samples against it. */
+  setMaxIncrease(maxIncrease: number): void {
+    this.opts.maxIncrease = maxIncrease;
+  }
+
+  /** Forgets samples taken at an earlier state (the copy stopped sharing, then shares again). */
+  resetBusy(): void {
+    this.busy = [];
+  }
+
+  private decide(): void {
+    const samples = this.busy;
+    this.busy = [];
+    if (!this.calibrated) return;
+    const quietMs = Math.min(...this.quiet);
+    const busyMs = percentile(samples, PERCENTILE);
+    // Below a tenth of a millisecond the difference is the clock's, not the server's.
+    const increase = busyMs / Math.max(quietMs, 0.1) - 1;
+    const { maxIncrease, minDuty, maxDuty } = this.opts;
+    let duty = this.last.duty;
+    if (increase > maxIncrease) duty = Math.max(minDuty, duty * 0.6);
+    else if (increase < maxIncrease / 2) duty = Math.min(maxDuty, duty * 1.25 + 0.01);
+    this.last = { duty, increase, quietMs, busyMs };
+  }
+}
+
+/** What the budget says, for `status` and the logs. */
+export function describeBudget(r: BudgetReading, maxIncrease: number): string {
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
+  if (r.increase === undefined) return `copying ${pct(r.duty)} of the time until the probe's quiet latency is measured`;
+  const over = r.increase > maxIncrease;
+  return (
+    `copying ${pct(r.duty)} of the time: probe p90 ${r.busyMs!.toFixed(1)}ms vs ${r.quietMs!.toFixed(1)}ms quiet ` +
+    `(${r.increase >= 0 ? '+' : ''}${pct(r.increase)}, budget +${pct(maxIncrease)}${over ? ', over: slowing down' : ''})`
+  );
+}
