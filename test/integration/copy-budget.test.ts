@@ -45,7 +45,6 @@ test('sharing the server, the copy reports the duty its latency budget allows an
       'the budget to measure the latency while copying',
       180_000,
     );
-    expect(measured.rowsCopied).toBeLessThan(rows);
     expect(measured.duty).toBeGreaterThanOrEqual(0.02);
     expect(measured.duty).toBeLessThanOrEqual(1);
     expect(measured.throttleReason).toMatch(
