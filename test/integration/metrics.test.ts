@@ -71,6 +71,10 @@ test("the worker serves the SDK metrics and tidemark's own, labelled by migratio
   );
   expect(current).toHaveLength(1);
   expect(current[0]).not.toBe('none');
+  // The share of the time the copy works: all of it, or while sharing what its latency budget allows.
+  const duty = sample(during, 'tidemark_copy_duty', { ...m, job: 'meetings' })!;
+  expect(duty).toBeGreaterThanOrEqual(0.02);
+  expect(duty).toBeLessThanOrEqual(1);
   expect(during).toMatch(/^tidemark_copy_batch_seconds_count\{[^}]*job="meetings"[^}]*\} [1-9]/m);
   // The SDK's own worker metrics come through the same endpoint.
   expect(during).toMatch(/^temporal_\w+/m);
