@@ -208,16 +208,17 @@ export class Throttler {
   private async probe(): Promise<number> {
     const c = await this.pool.connect();
     try {
-      const t0 = performance.now();
-      try {
-        await c.query(this.probeSql);
-      } catch (e) {
-        // A read-only server (a standby, default_transaction_read_only) gives no transaction id: probe a round trip.
-        if ((e as { code?: string }).code !== '25006') throw e;
-        this.probeSql = 'SELECT 1';
-        return this.probe();
+      for (;;) {
+        const t0 = performance.now();
+        try {
+          await c.query(this.probeSql);
+          return performance.now() - t0;
+        } catch (e) {
+          // A standby (in recovery) gives no transaction id: time a round trip instead.
+          if ((e as { code?: string }).code !== '25006' || this.probeSql === 'SELECT 1') throw e;
+          this.probeSql = 'SELECT 1';
+        }
       }
-      return performance.now() - t0;
     } finally {
       c.release();
     }
