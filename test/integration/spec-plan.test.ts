@@ -47,6 +47,7 @@ copy:
     sync: bidirectional
     batchSize: 5000
     targetBatchMs: 200
+    impact: { maxLatencyIncrease: 25% }   # from SPEC's additions to the plan
 validate:
   - rowCount: { copy: orders }
   - checksum: { copy: orders }
