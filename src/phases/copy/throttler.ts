@@ -86,6 +86,8 @@ export class Throttler {
   private probeSql = 'SELECT txid_current()';
   private quieting = false;
   private lastQuietAt = 0;
+  /** Until when a probe measures the copy at work: during a batch, and its pause plus a second after it. */
+  private copyingUntil = 0;
   private bestProbeMs = Infinity;
   private busy: number | undefined;
   private current: ThrottleDecision = { throttle: false, reason: null };
@@ -121,10 +123,13 @@ export class Throttler {
     await previous;
     try {
       const t0 = performance.now();
-      const value = await fn();
+      this.copyingUntil = Infinity;
+      const value = await fn().finally(() => (this.copyingUntil = Date.now() + 1000));
       const ms = performance.now() - t0;
       const duty = this.current.duty ?? 1;
-      if (duty < 1) await new Promise((r) => setTimeout(r, ms * (1 / duty - 1)));
+      const pause = duty < 1 ? ms * (1 / duty - 1) : 0;
+      this.copyingUntil = Date.now() + pause + 1000;
+      if (pause) await new Promise((r) => setTimeout(r, pause));
       return { value, ms };
     } finally {
       done();
@@ -172,6 +177,9 @@ export class Throttler {
   private async sample(): Promise<void> {
     if (this.quieting) return;
     if (!this.budget.calibrated || Date.now() - this.lastQuietAt > this.opts.quietEveryMs) return this.quietWindow();
+    // Only while the copy works: with every range paused (the operator's pause, a lock back-off) the probe would
+    // measure no copy at all and talk the budget into a larger share than the server allows.
+    if (Date.now() > this.copyingUntil) return;
     const ms = await this.probe();
     if (!this.quieting && this.current.duty) this.budget.addBusy(ms);
   }
