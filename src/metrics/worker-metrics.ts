@@ -73,7 +73,7 @@ export class WorkerMetrics {
   });
   private readonly latencyIncrease = new Gauge({
     name: 'tidemark_copy_latency_increase',
-    help: "While the copy shares the server: its probe's p90 latency while copying against quiet, minus one (0.1 = 10 % slower)",
+    help: "While the copy shares the server: the time its probe's p90 gains while copying, as a share of the quiet p90 (at least 2 ms): 0.1 = 10 % slower",
     labelNames: ['migration', 'job'],
     registers: [this.registry],
   });

@@ -23,7 +23,7 @@ export interface ThrottleDecision {
   duty?: number;
   /** While sharing: how long one batch should take (longer when the budget allows a larger share). */
   burstMs?: number;
-  /** While sharing and measured: the probe's latency while copying against quiet, minus one. */
+  /** While sharing and measured: the time the probe's p90 gains while copying, as a share of the quiet p90 (at least 2 ms). */
   latencyIncrease?: number;
 }
 
