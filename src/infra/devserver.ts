@@ -54,10 +54,14 @@ export function portOpen(host: string, port: number, timeoutMs = 500): Promise<b
 }
 
 /** Waits until a Temporal frontend answers at `address`. */
-export async function waitForTemporal(address: string, timeoutMs = 60_000): Promise<void> {
+export async function waitForTemporal(
+  address: string,
+  timeoutMs = 60_000,
+  gaveUp: () => boolean = () => false,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !gaveUp()) {
     try {
       const conn = await Connection.connect({ address, connectTimeout: 2000 });
       try {
@@ -74,53 +78,84 @@ export async function waitForTemporal(address: string, timeoutMs = 60_000): Prom
   throw new Error(`Temporal did not answer at ${address} within ${timeoutMs / 1000}s: ${(last as Error)?.message}`);
 }
 
+/** What a dev server that exited said: its panic or error line and what follows, else its last lines. */
+export function exitReason(stderr: string, code: number | null): string {
+  const lines = stderr.trim().split('\n');
+  const at = lines.findIndex((l) => /\bpanic\b|\b(error|fatal)\b/i.test(l));
+  const said = (at >= 0 ? lines.slice(at, at + 6) : lines.slice(-6)).join(' | ');
+  return `exit code ${code}${said ? `: ${said}` : ''}`;
+}
+
+/**
+ * Starts a dev server; when it exits before it answers (a port another process took in between, or state the last
+ * process is still letting go of), it tries again, up to three times, and says what each attempt said.
+ */
 export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
-  const port = opts.port ?? (await freePort());
-  const uiPort = opts.headless ? undefined : (opts.uiPort ?? (await freePort()));
-  const args = [
-    'server',
-    'start-dev',
-    '--ip',
-    '127.0.0.1',
-    '--port',
-    String(port),
-    '--log-level',
-    'error',
-    '--namespace',
-    opts.namespace ?? 'default',
-  ];
-  if (uiPort) args.push('--ui-port', String(uiPort));
-  else args.push('--headless');
-  if (opts.dbFile) {
-    mkdirSync(dirname(opts.dbFile), { recursive: true });
-    args.push('--db-filename', opts.dbFile);
+  const failures: string[] = [];
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    if (attempt > 1) {
+      process.stderr.write(`tidemark: the Temporal dev server exited at start (${failures.at(-1)}); trying again\n`);
+      await new Promise((r) => setTimeout(r, 1000 * attempt));
+    }
+    // Ports not given are picked again on each attempt: another process may have taken the last pick.
+    const port = opts.port ?? (await freePort());
+    const uiPort = opts.headless ? undefined : (opts.uiPort ?? (await freePort()));
+    const address = `127.0.0.1:${port}`;
+    const args = [
+      'server',
+      'start-dev',
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--log-level',
+      'error',
+      '--namespace',
+      opts.namespace ?? 'default',
+    ];
+    if (uiPort) args.push('--ui-port', String(uiPort));
+    else args.push('--headless');
+    if (opts.dbFile) {
+      mkdirSync(dirname(opts.dbFile), { recursive: true });
+      args.push('--db-filename', opts.dbFile);
+    }
+    for (const sa of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${sa.name}=Keyword`);
+    for (const [k, v] of Object.entries(opts.dynamicConfig ?? {}))
+      args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
+    const child = spawn(temporalCli(), args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-20_000);
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const gone = () => child.exitCode !== null || child.signalCode !== null;
+    const ready = waitForTemporal(address, 60_000, gone).then(
+      () => 'ready' as const,
+      (e: Error) => e,
+    );
+    const first = await Promise.race([ready, exited.then(() => 'exited' as const)]);
+    if (first instanceof Error) {
+      child.kill('SIGKILL');
+      throw first;
+    }
+    if (first === 'exited') {
+      failures.push(exitReason(stderr, child.exitCode));
+      continue;
+    }
+    return {
+      address,
+      uiUrl: uiPort ? `http://localhost:${uiPort}` : null,
+      process: child,
+      async stop() {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(t);
+      },
+    };
   }
-  for (const sa of SEARCH_ATTRIBUTES) args.push('--search-attribute', `${sa.name}=Keyword`);
-  for (const [k, v] of Object.entries(opts.dynamicConfig ?? {}))
-    args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
-  const child = spawn(temporalCli(), args, { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr = (stderr + d.toString()).slice(-4000);
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const address = `127.0.0.1:${port}`;
-  const ready = waitForTemporal(address);
-  const first = await Promise.race([ready.then(() => 'ready' as const), exited.then(() => 'exited' as const)]);
-  if (first === 'exited')
-    throw new Error(`the Temporal dev server exited: ${stderr.trim().split('\n').slice(-3).join(' ')}`);
-  return {
-    address,
-    uiUrl: uiPort ? `http://localhost:${uiPort}` : null,
-    process: child,
-    async stop() {
-      if (child.exitCode !== null) return;
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
+  throw new Error(`the Temporal dev server exited at start, ${failures.length} times: ${failures.join('; ')}`);
 }
 
 /** Registers tidemark's search attributes on a server that was not started with them (idempotent). */
