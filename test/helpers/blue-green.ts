@@ -96,6 +96,7 @@ export class CameraWriters {
   readonly updates = new Map<number, number>();
   acknowledged = 0;
   errors = 0;
+  readonly firstNewId: number;
   private running = true;
   private readonly pool: Pool;
   private readonly loops: Promise<void>[];
@@ -105,6 +106,7 @@ export class CameraWriters {
     side: 'blue' | 'green',
     o: { loops: number; existingIds: number; firstNewId: number; pauseMs?: number },
   ) {
+    this.firstNewId = o.firstNewId;
     this.pool = new Pool({ connectionString: url, max: o.loops });
     this.pool.on('error', () => undefined);
     let seq = 0;
@@ -167,6 +169,23 @@ export class CameraWriters {
     await this.pool.end();
   }
 
+  /**
+   * Rows the applier changed more often than the application wrote them (see `countApplierWrites`): an application
+   * INSERT may reach an existing row (one the copy got to first) as an update, so a new id may have one more.
+   */
+  async overApplied(db: TestDb): Promise<{ id: number; applierWrites: number; applicationWrites: number }[]> {
+    const rows = await db.query<{ id: number; applier_writes: number }>(
+      `SELECT id, applier_writes FROM cameras WHERE applier_writes > 0`,
+    );
+    return rows
+      .map((r) => ({
+        id: Number(r.id),
+        applierWrites: r.applier_writes,
+        applicationWrites: (this.updates.get(Number(r.id)) ?? 0) + (Number(r.id) >= this.firstNewId ? 1 : 0),
+      }))
+      .filter((r) => r.applierWrites > r.applicationWrites);
+  }
+
   /** Acknowledged writes `db` does not show (it must show the last one of each id). */
   async missingIn(db: TestDb): Promise<string[]> {
     const rows = new Map(
@@ -186,6 +205,28 @@ export class CameraWriters {
     }
     return missing;
   }
+}
+
+/**
+ * Counts, in a column of green's cameras the mapping does not know, every write of the applier that changes a row.
+ * The applier is told apart from the copy's batches by the apply lock it holds: exclusive for the applier, shared for
+ * a batch (capture-sql.ts). A change applied a second time over a newer one changes the row back and is counted; the
+ * same row image written again (a change logged by decoding and by the triggers while capture switches) is not.
+ */
+export async function countApplierWrites(green: TestDb): Promise<void> {
+  await green.query(`
+    ALTER TABLE cameras ADD COLUMN applier_writes integer NOT NULL DEFAULT 0;
+    CREATE FUNCTION count_applier_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW IS DISTINCT FROM OLD AND EXISTS (
+          SELECT 1 FROM pg_locks
+          WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted
+        ) THEN
+          NEW.applier_writes = OLD.applier_writes + 1;
+        END IF;
+        RETURN NEW;
+      END $$;
+    CREATE TRIGGER count_applier_writes BEFORE UPDATE ON cameras FOR EACH ROW EXECUTE FUNCTION count_applier_writes();`);
 }
 
 /**
