@@ -2,7 +2,7 @@
 // Blue-green across two databases: how fast the copy moves rows from one database into the other, against
 // `pg_dump | pg_restore` of the same table in the same run, and how far behind the applier is (source write → row on
 // the target) at a fixed write rate, while the copy runs and after it. One line per figure.
-// Usage: node bench/blue-green.js [--rows 300000] [--rate 500] [--after 20] [--parallel 1]
+// Usage: node bench/blue-green.js [--rows 300000] [--rate 500] [--after 20] [--parallel 1] [--budget 25%]
 //   --rate: application writes per second on the source (updates of random rows, plus probe inserts).
 //   --after: seconds of writes measured once the copy is done.
 //   --parallel: key ranges of the table copied at once (the copy job's \`parallel\`).
@@ -14,6 +14,8 @@ const rows = Number(b.arg('rows', '300000'));
 const rate = Number(b.arg('rate', '500'));
 const afterSeconds = Number(b.arg('after', '20'));
 const parallel = Number(b.arg('parallel', '1'));
+// The copy's latency budget on the source (copy[].impact.maxLatencyIncrease); by default the plan's default (25%).
+const budget = b.arg('budget', undefined);
 /** One write in PROBE_EVERY is a probe: an insert whose arrival on the target is timed. */
 const PROBE_EVERY = 5;
 
@@ -30,17 +32,22 @@ function writer(url) {
   const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
   let n = 0;
   const started = Date.now();
+  /** [when it was acknowledged (epoch ms), how long it took (ms)] of every write. */
+  const latencies = [];
   const loops = Array.from({ length: 4 }, async () => {
     while (running) {
       const i = n++;
       // Paced: write i is due at started + i / rate.
       const due = started + (i * 1000) / rate - Date.now();
       if (due > 0) await new Promise((r) => setTimeout(r, due));
+      const t0 = performance.now();
       if (i % PROBE_EVERY === 0) await pool.query(`INSERT INTO probes DEFAULT VALUES`);
       else await pool.query(`UPDATE items SET note = $2 WHERE id = $1`, [1 + Math.floor(rnd() * rows), `w${i}`]);
+      latencies.push([Date.now(), performance.now() - t0]);
     }
   });
   return {
+    latencies,
     async stop() {
       running = false;
       await Promise.all(loops);
@@ -111,7 +118,16 @@ async function main() {
       backup: { enabled: false },
       schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
       copy: [
-        { name: 'items', from: 'items', to: 'items', key: 'id', sync: 'bidirectional', batchSize: 10000, parallel },
+        {
+          name: 'items',
+          from: 'items',
+          to: 'items',
+          key: 'id',
+          sync: 'bidirectional',
+          batchSize: 10000,
+          parallel,
+          ...(budget ? { impact: { maxLatencyIncrease: budget } } : {}),
+        },
         { name: 'probes', from: 'probes', to: 'probes', key: 'id', sync: 'bidirectional' },
       ],
       validate: [{ rowCount: { copy: 'probes' } }],
@@ -163,7 +179,13 @@ async function main() {
       const after = arrivals.filter((a) => a.w > copyEnd).map((a) => a.lag);
       const copyRate = items.rowsPerSecond || (rows * 1000) / (copyEnd - Date.parse(copy.startedAt));
       console.log(
-        `tidemark copy of items across databases at ${rate} writes/s: ${b.fmt(items.rowsCopied)} rows, ${b.fmt(copyRate)} rows/s, ${b.fmt(copyRate / dumpRate, 2)}x pg_dump | pg_restore under the same writes (${b.fmt(copyRate / idleRate, 2)}x on an idle source)`,
+        `tidemark copy of items across databases at ${rate} writes/s, latency budget +${budget ?? '25% (default)'}: ${b.fmt(items.rowsCopied)} rows, ${b.fmt(copyRate)} rows/s, ${b.fmt(copyRate / dumpRate, 2)}x pg_dump | pg_restore under the same writes (${b.fmt(copyRate / idleRate, 2)}x on an idle source)`,
+      );
+      const copyStart = Date.parse(copy.startedAt);
+      const writesIn = (from, to) => w.latencies.filter(([at]) => at >= from && at <= to).map(([, ms]) => ms);
+      const [wDuring, wAfter] = [writesIn(copyStart, copyEnd), writesIn(copyEnd + 1000, Infinity)];
+      console.log(
+        `application write latency on the source: p99 ${b.fmt(pct(wDuring, 0.99), 1)} ms during the copy vs ${b.fmt(pct(wAfter, 0.99), 1)} ms after it (${b.fmt(pct(wDuring, 0.99) / pct(wAfter, 0.99), 2)}x; ${wDuring.length} and ${wAfter.length} writes)`,
       );
       console.log(
         `apply lag during the copy at ${rate} writes/s: p50 ${b.fmt(pct(during, 0.5))} ms, p99 ${b.fmt(pct(during, 0.99))} ms (${during.length} probes)`,

@@ -65,7 +65,8 @@ import {
   slotExists,
 } from './logical';
 import { resolveMapping } from './mapping';
-import { BatchSizer } from './sizer';
+import { BatchSizer, MIN_BATCH } from './sizer';
+import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
 import { slicePredicate, whereOf, type CopyMapping } from './sql';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -649,6 +650,11 @@ export function createAcrossActivities(deps: ActivityDeps) {
         // part (its bounds, two transactions, about 12 ms) that small batches would pay over and over.
         let adaptive = prev?.batchSize ?? job.batchSize;
         const sizer = new BatchSizer(job.targetBatchMs, job.maxBatchSize ?? Math.max(ACROSS_MAX_BATCH, job.batchSize));
+        // The application lives on the source until traffic moves: the copy holds the latency budget there, as the
+        // copy within one database does (throttler.ts).
+        const throttler = await Throttler.acquire(sides.source, job.impact?.maxLatencyIncrease);
+        if (throttler.decision.duty && !prev) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);
+        const backoff = new HardBackoff();
         await withClient(sides.source, (src) =>
           withClient(sides.target, async (tgt) => {
             format = await copyFormat(src, tgt, m);
@@ -667,12 +673,14 @@ export function createAcrossActivities(deps: ActivityDeps) {
               const size = control.batch_size ?? adaptive;
               details.batchSize = size;
               let b: { n: number; end: string | null; last: boolean };
-              const batchStarted = Date.now();
+              let ms: number;
               try {
-                b = await streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, {
-                  staged,
-                  format,
-                });
+                ({ value: b, ms } = await throttler.paced(() =>
+                  streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, {
+                    staged,
+                    format,
+                  }),
+                ));
               } catch (e) {
                 // The applier wrote a key of the batch meanwhile: the batch goes through the staging table.
                 if (sqlState(e) === '23505' && !staged) {
@@ -686,17 +694,24 @@ export function createAcrossActivities(deps: ActivityDeps) {
                 continue;
               }
               staged = false;
-              if (b.n > 0) adaptive = sizer.next(b.n, Date.now() - batchStarted, size);
+              const decision = throttler.decision;
+              if (b.n > 0) adaptive = sizer.next(b.n, ms, size, batchTargetMs(decision, job.targetBatchMs));
+              const hard = backoff.next(decision, adaptive, MIN_BATCH);
+              adaptive = hard.size;
               details.cursor = b.end;
               details.rowsCopied += b.n;
               rowsThisAttempt += b.n;
               details.batches++;
               details.rowsPerSecond = Math.round((rowsThisAttempt * 1000) / Math.max(1, Date.now() - started));
+              details.throttleReason = decision.throttle ? decision.reason : null;
+              details.duty = decision.duty;
+              details.latencyIncrease = decision.latencyIncrease;
               heartbeat({ ...details, updatedAt: new Date().toISOString() });
               if (b.last) break;
+              if (hard.waitMs) await sleepMs(hard.waitMs, signal);
             }
           }),
-        );
+        ).finally(() => throttler.release());
         const durationMs = Date.now() - started;
         return {
           job: job.name,

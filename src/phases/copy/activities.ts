@@ -46,11 +46,9 @@ import {
 import { resolveMapping } from './mapping';
 import { BatchSizer, DEFAULT_MAX_BATCH, MIN_BATCH } from './sizer';
 import type { CopyFormat } from './capture-sql';
-import { Throttler } from './throttler';
+import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
-/** The first batch's size when the server is shared from the start; the sizer takes it from there. */
-const SHARED_FIRST_BATCH = 200;
 
 export interface CopyJobInput {
   urlEnv: string;
@@ -477,7 +475,7 @@ async function copyRangeImpl(
   const maxBatch = job.maxBatchSize ?? Math.max(DEFAULT_MAX_BATCH, job.batchSize);
   const sizer = new BatchSizer(job.targetBatchMs, maxBatch);
   const slowMode = slowConflictMode(mapping);
-  let backoffRounds = 0;
+  const backoff = new HardBackoff();
   let lockFailures = 0;
 
   const client = await pool.connect();
@@ -600,14 +598,10 @@ async function copyRangeImpl(
       const decision = throttler.decision;
       // Sharing the server: short bursts, so the application's queries never wait long behind a batch; longer ones
       // only when the latency budget lets the copy take a larger share of the time.
-      const targetMs = decision.burstMs ? Math.min(job.targetBatchMs, decision.burstMs) : job.targetBatchMs;
-      if (res.rows > 0) adaptive = sizer.next(res.rows, elapsed, size, targetMs);
-      let delay = ctl.delay_ms ?? 0;
-      if (decision.throttle && !decision.duty) {
-        backoffRounds++;
-        adaptive = Math.max(MIN_BATCH, Math.floor(adaptive / 2));
-        delay += Math.min(5000, 100 * 2 ** Math.min(backoffRounds, 6));
-      } else backoffRounds = 0;
+      if (res.rows > 0) adaptive = sizer.next(res.rows, elapsed, size, batchTargetMs(decision, job.targetBatchMs));
+      const hard = backoff.next(decision, adaptive, MIN_BATCH);
+      adaptive = hard.size;
+      const delay = (ctl.delay_ms ?? 0) + hard.waitMs;
 
       const secs = (Date.now() - started) / 1000;
       details = {

@@ -50,6 +50,35 @@ export function sharedBurstMs(duty: number): number {
   return Math.round(SHARED_BATCH_MS * Math.max(1, duty / BUDGET_DEFAULTS.startDuty));
 }
 
+/** The first batch's size when the server is shared from the start; the sizer takes it from there. */
+export const SHARED_FIRST_BATCH = 200;
+
+/** The duration a batch should aim at under `decision`: the job's own, or the shorter burst while sharing. */
+export function batchTargetMs(decision: ThrottleDecision, jobTargetMs: number): number {
+  return decision.burstMs ? Math.min(jobTargetMs, decision.burstMs) : jobTargetMs;
+}
+
+/**
+ * Hard back-off while the server struggles (a throttle without a duty: lock waits, a slow probe): each batch after
+ * one is half as large and followed by a longer wait (100 ms doubling up to 5 s); the first batch without it resets.
+ */
+export class HardBackoff {
+  private rounds = 0;
+
+  /** After a batch: the size for the next one and the wait before it. */
+  next(decision: ThrottleDecision, size: number, minSize: number): { size: number; waitMs: number } {
+    if (!decision.throttle || decision.duty) {
+      this.rounds = 0;
+      return { size, waitMs: 0 };
+    }
+    this.rounds++;
+    return {
+      size: Math.max(minSize, Math.floor(size / 2)),
+      waitMs: Math.min(5000, 100 * 2 ** Math.min(this.rounds, 6)),
+    };
+  }
+}
+
 const DEFAULTS: ThrottlerOptions = {
   lockWaitMs: 200,
   intervalMs: 500,
