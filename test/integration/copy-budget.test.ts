@@ -5,6 +5,7 @@
 import { Client } from 'pg';
 import { BLUE_CAMERAS_AS_GREEN, blueGreenPlan, exceptAcross, GREEN_CAMERAS, seedBlue } from '../helpers/blue-green';
 import { exceptBothWays } from '../helpers/db-assert';
+import type { ResolvedPlan } from '../../src/plan/types';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
 import { MEETINGS_AS_V2, V2_COLUMNS } from '../helpers/writers';
@@ -28,16 +29,37 @@ async function busyApplication(db: TestDb): Promise<{ end(): Promise<void> }> {
   return { end: async () => void (await Promise.all(app.map((c) => c.end().catch(() => undefined)))) };
 }
 
-/** Waits until the copy job reports a measured latency; returns its status entry. */
-function measuredReading(workflowId: string, job: string) {
-  return eventually(
-    async () => {
-      const c = (await h.client.status(workflowId)).copy.find((x) => x.job === job);
-      return c?.latencyIncrease !== undefined ? c : undefined;
-    },
-    'the budget to measure the latency while copying',
-    180_000,
-  );
+/**
+ * Starts `plan` (which waits for approval of the copy) while `db`'s application is busy, lets the copy run in small
+ * batches with a pause between them, so that it is still running when the first reading comes (a quiet window and
+ * sixteen probes, about six seconds after it starts to share), and checks what `job` reports: a duty within its
+ * bounds and the budget's reading. Then lets it finish; returns the migration's final status.
+ */
+async function runWhileShared(plan: ResolvedPlan, db: TestDb, job: string) {
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  const app = await busyApplication(db);
+  try {
+    await h.approvalPending(workflowId, 'copy');
+    await h.client.throttle(workflowId, { batchSize: 100, delayMs: 50 });
+    await h.client.approve(workflowId);
+    const measured = await eventually(
+      async () => {
+        const c = (await h.client.status(workflowId)).copy.find((x) => x.job === job);
+        return c?.latencyIncrease !== undefined ? c : undefined;
+      },
+      'the budget to measure the latency while copying',
+      180_000,
+    );
+    expect(measured.duty).toBeGreaterThanOrEqual(0.02);
+    expect(measured.duty).toBeLessThanOrEqual(1);
+    expect(measured.throttleReason).toMatch(READING);
+  } finally {
+    await app.end();
+  }
+  await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('completed');
+  return final;
 }
 
 test('sharing the server, the copy reports the duty its latency budget allows and what it measured', async () => {
@@ -51,24 +73,7 @@ test('sharing the server, the copy reports the duty its latency budget allows an
     traffic: undefined,
     cleanup: undefined,
   };
-  const { workflowId } = await h.client.start(plan, { autoApprove: false });
-  const app = await busyApplication(db);
-  try {
-    await h.approvalPending(workflowId, 'copy');
-    // Small fixed batches with a pause between them: the copy is still running when the first reading comes (a quiet
-    // window and sixteen probes, about six seconds after it starts to share).
-    await h.client.throttle(workflowId, { batchSize: 100, delayMs: 50 });
-    await h.client.approve(workflowId);
-    const measured = await measuredReading(workflowId, 'meetings');
-    expect(measured.duty).toBeGreaterThanOrEqual(0.02);
-    expect(measured.duty).toBeLessThanOrEqual(1);
-    expect(measured.throttleReason).toMatch(READING);
-  } finally {
-    await app.end();
-  }
-  await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
-  const final = await h.client.waitForEnd(workflowId);
-  expect(final.state).toBe('completed');
+  const final = await runWhileShared(plan, db, 'meetings');
   expect(final.copy[0]).toMatchObject({ rowsCopied: rows, done: true });
   expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 });
@@ -83,21 +88,6 @@ test('across two databases, the copy holds the budget on the source, where the a
     approvals: ['copy' as const],
     copy: base.copy.map((j) => ({ ...j, impact: { maxLatencyIncrease: 0.5 } })),
   };
-  const { workflowId } = await h.client.start(plan, { autoApprove: false });
-  const app = await busyApplication(blue);
-  try {
-    await h.approvalPending(workflowId, 'copy');
-    await h.client.throttle(workflowId, { batchSize: 100, delayMs: 50 });
-    await h.client.approve(workflowId);
-    const measured = await measuredReading(workflowId, 'cameras');
-    expect(measured.duty).toBeGreaterThanOrEqual(0.02);
-    expect(measured.duty).toBeLessThanOrEqual(1);
-    expect(measured.throttleReason).toMatch(READING);
-  } finally {
-    await app.end();
-  }
-  await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
-  const final = await h.client.waitForEnd(workflowId);
-  expect(final.state).toBe('completed');
+  await runWhileShared(plan, blue, 'cameras');
   expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
 });
