@@ -1,6 +1,7 @@
 // The copy's latency budget: against a simulated server whose commit latency grows with the copy's share of the time,
 // the duty settles where the increase fits the budget — low when the server is sensitive, all the time when not.
 import { describeBudget, LatencyBudget } from '../../src/phases/copy/budget';
+import { batchTargetMs, HardBackoff, sharedBurstMs } from '../../src/phases/copy/throttler';
 
 /** Latency of one probe while the copy works `duty` of the time: base × (1 + sensitivity × duty), with some jitter. */
 function run(sensitivity: number, maxIncrease: number, rounds = 40): LatencyBudget {
@@ -65,4 +66,20 @@ test('until the quiet latency is measured the copy stays at its starting share',
   for (let i = 0; i < 64; i++) b.addBusy(50);
   expect(b.duty).toBe(0.1);
   expect(describeBudget(b.reading, 0.25)).toBe("copying 10% of the time until the probe's quiet latency is measured");
+});
+
+test('the burst a batch aims at while sharing, and the hard back-off while the server struggles', () => {
+  expect(batchTargetMs({ throttle: false, reason: null }, 200)).toBe(200);
+  expect(batchTargetMs({ throttle: true, reason: 'sharing', duty: 0.1, burstMs: sharedBurstMs(0.1) }, 200)).toBe(15);
+  expect(batchTargetMs({ throttle: true, reason: 'sharing', duty: 1, burstMs: sharedBurstMs(1) }, 100)).toBe(100);
+
+  const backoff = new HardBackoff();
+  const struggling = { throttle: true, reason: 'sessions waiting on locks' };
+  expect(backoff.next(struggling, 1000, 50)).toEqual({ size: 500, waitMs: 200 });
+  expect(backoff.next(struggling, 500, 50)).toEqual({ size: 250, waitMs: 400 });
+  for (let i = 0; i < 10; i++) backoff.next(struggling, 100, 50);
+  expect(backoff.next(struggling, 60, 50)).toEqual({ size: 50, waitMs: 5000 });
+  // Sharing (a duty) is not struggling: the size stays the sizer's and the rounds start again.
+  expect(backoff.next({ throttle: true, reason: 'sharing', duty: 0.1 }, 300, 50)).toEqual({ size: 300, waitMs: 0 });
+  expect(backoff.next(struggling, 1000, 50)).toEqual({ size: 500, waitMs: 200 });
 });
