@@ -49,3 +49,11 @@ export async function meetingsPlan(db: TestDb, o: MeetingsOptions = {}): Promise
     cleanup: plan.cleanup && { ...plan.cleanup, after: o.cleanupAfterMs ?? 100, dropAfter: undefined },
   };
 }
+
+/**
+ * A latency budget loose enough that a test's copy is paced by the test's own settings, not by how busy the machine
+ * happens to be: for tests of exactness under writes (copy-budget.test.ts tests the budget). As a resolved plan holds
+ * it (a share: 10 = +1000 %), and as a plan file writes it.
+ */
+export const LOOSE_BUDGET = { maxLatencyIncrease: 10 };
+export const LOOSE_BUDGET_IN_PLAN = { maxLatencyIncrease: '1000%' };

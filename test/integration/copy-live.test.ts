@@ -5,7 +5,7 @@ import { loadPlan } from '../../src/plan/load';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { exceptBothWays } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
-import { meetingsPlan, writePlan } from '../helpers/plans';
+import { LOOSE_BUDGET, LOOSE_BUDGET_IN_PLAN, meetingsPlan, writePlan } from '../helpers/plans';
 import {
   meetingsSourceOps,
   meetingsTargetOps,
@@ -20,11 +20,6 @@ beforeAll(() => h.start());
 afterAll(() => h.stop());
 // Copies under live writers: on a loaded machine they take minutes; the waits fail only when nothing moves.
 jest.setTimeout(600_000);
-/**
- * These tests are about exactness under writes, not about gentleness (copy-budget.test.ts is): a loose latency budget,
- * so the copy's pace comes from the operator's delay the tests set and not from how busy the machine happens to be.
- */
-const LOOSE = { maxLatencyIncrease: 10 };
 
 /** The meetings job alone, gated before the copy and before traffic so the test can act at those points. */
 async function meetingsOnly(db: TestDb, rows: number, sync: 'forward' | 'bidirectional'): Promise<ResolvedPlan> {
@@ -34,7 +29,7 @@ async function meetingsOnly(db: TestDb, rows: number, sync: 'forward' | 'bidirec
     sync,
     batchSize: 500,
     maxBatchSize: 500,
-    impact: LOOSE,
+    impact: LOOSE_BUDGET,
     discardNewPathWrites: sync === 'forward',
   };
   return {
@@ -162,7 +157,7 @@ test('a query source merging two tables copies exactly, and replays writes to ei
           ],
           batchSize: 500,
           maxBatchSize: 500,
-          impact: { maxLatencyIncrease: '1000%' },
+          impact: LOOSE_BUDGET_IN_PLAN,
         },
       ],
       traffic: { flag: 'use_accounts', stages: [{ percent: 100, soak: '1s' }] },
@@ -228,7 +223,7 @@ test('a lock held on a source row makes the copy back off and say why; it finish
   const plan = {
     ...base,
     lockTimeout: 500,
-    copy: [{ ...base.copy[0], batchSize: 500, maxBatchSize: 500, impact: LOOSE }],
+    copy: [{ ...base.copy[0], batchSize: 500, maxBatchSize: 500, impact: LOOSE_BUDGET }],
     validate: [{ rowCount: { copy: 'meetings' } }],
     traffic: undefined,
     cleanup: undefined,
