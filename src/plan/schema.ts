@@ -92,17 +92,19 @@ const writeBack = z.strictObject({
   where: sqlText.optional(),
 });
 
-/** A percentage, `25%` (or the number 25): as a fraction. */
-const percent = z
-  .union([z.string().regex(/^\d+(\.\d+)?%$/, 'must be a percentage like "25%"'), z.number()])
-  .transform((v) => (typeof v === 'number' ? v : Number(v.slice(0, -1))) / 100)
-  .refine((f) => f >= 0.01 && f <= 10, 'must be between 1% and 1000%');
+/** A percentage, `25%` (or the number 25), as a fraction; or `unlimited`. */
+const budget = z
+  .union([z.string().regex(/^(\d+(\.\d+)?%|unlimited)$/, 'must be a percentage like "25%", or unlimited'), z.number()])
+  .transform((v) => (v === 'unlimited' ? v : (typeof v === 'number' ? v : Number(v.slice(0, -1))) / 100))
+  .refine((f) => f === 'unlimited' || (f >= 0.01 && f <= 10), 'must be between 1% and 1000%, or unlimited');
 
 /**
  * What the copy may cost the application while they share the server. The copy measures a committing probe with and
- * without its batches and copies as much of the time as keeps the difference within `maxLatencyIncrease`.
+ * without its batches and copies as much of the time as keeps the difference within `maxLatencyIncrease`;
+ * `unlimited` turns the budget off: busy sessions alone never hold the copy back, lock waits and a struggling server
+ * still do.
  */
-const impact = z.strictObject({ maxLatencyIncrease: percent.default(DEFAULT_MAX_LATENCY_INCREASE) });
+const impact = z.strictObject({ maxLatencyIncrease: budget.default(DEFAULT_MAX_LATENCY_INCREASE) });
 
 const copyJob = z.strictObject({
   name: jobName,

@@ -90,12 +90,12 @@ export const MALFORMED: MalformedCase[] = [
   {
     title: 'a latency budget that is not a percentage',
     doc: edit((d) => ((d.copy[0] as Doc).impact = { maxLatencyIncrease: 'a quarter' })),
-    errors: ['copy[0].impact.maxLatencyIncrease: must be a percentage like "25%"'],
+    errors: ['copy[0].impact.maxLatencyIncrease: must be a percentage like "25%", or unlimited'],
   },
   {
     title: 'a latency budget below 1 %',
     doc: edit((d) => ((d.copy[0] as Doc).impact = { maxLatencyIncrease: '0.5%' })),
-    errors: ['copy[0].impact.maxLatencyIncrease: must be between 1% and 1000%'],
+    errors: ['copy[0].impact.maxLatencyIncrease: must be between 1% and 1000%, or unlimited'],
   },
   {
     title: 'a check naming a copy job that does not exist',

@@ -1,5 +1,6 @@
 // The plan loader: valid plans resolve with SQL embedded; every malformed plan names each problem with its path.
 import { createHash } from 'node:crypto';
+import { maxLatencyIncreaseOf } from '../../src/phases/copy/budget';
 import { InvalidPlanError, loadPlan } from '../../src/plan/load';
 import { MALFORMED, SQL_FILES, VALID_PLAN } from '../helpers/malformed-plans';
 import { writePlan } from '../helpers/plans';
@@ -28,12 +29,16 @@ test('the same plan as JSON resolves identically', () => {
   expect(strip(fromJson)).toEqual(strip(fromYaml));
 });
 
-test("a copy job's latency budget: a percentage (or a number of percent), absent meaning the default", () => {
+test("a copy job's latency budget: a percentage (or a number of percent) or unlimited, absent meaning the default", () => {
   const withBudget = (impact: unknown) =>
     loadPlan(writePlan({ ...VALID_PLAN, copy: [{ ...VALID_PLAN.copy[0], impact }] }, SQL_FILES)).copy[0].impact;
   expect(withBudget({ maxLatencyIncrease: '25%' })).toEqual({ maxLatencyIncrease: 0.25 });
   expect(withBudget({ maxLatencyIncrease: 10 })).toEqual({ maxLatencyIncrease: 0.1 });
   expect(withBudget({})).toEqual({ maxLatencyIncrease: 0.25 });
+  expect(withBudget({ maxLatencyIncrease: 'unlimited' })).toEqual({ maxLatencyIncrease: 'unlimited' });
+  expect(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: 'unlimited' } })).toBe(Infinity);
+  expect(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: 0.4 } })).toBe(0.4);
+  expect(maxLatencyIncreaseOf({})).toBe(0.25);
   expect(loadPlan(writePlan(VALID_PLAN, SQL_FILES)).copy[0].impact).toBeUndefined();
 });
 

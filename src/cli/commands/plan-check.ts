@@ -1,5 +1,5 @@
 // `tidemark plan check <plan> [--rehearse]`: validates a plan, reviews its SQL, and optionally rehearses it.
-import { DEFAULT_MAX_LATENCY_INCREASE } from '../../phases/copy/budget';
+import { budgetText, maxLatencyIncreaseOf } from '../../phases/copy/budget';
 import type { Command } from 'commander';
 import type { LintFinding, LintSeverity } from '../../plan/lint';
 import type { RehearsalReport } from '../../rehearsal';
@@ -24,8 +24,9 @@ export function describePlan(p: ResolvedPlan): string[] {
       `  schema ${s.id}: ${s.up.path} (down ${s.down.path})${s.transactional ? '' : ', outside a transaction'}`,
     );
   for (const j of p.copy) {
+    const budget = maxLatencyIncreaseOf(j);
     lines.push(
-      `  copy ${j.name}: ${j.from ?? 'query'} → ${j.to} by ${j.key}, sync ${j.sync}, batch ${j.batchSize} (target ${j.targetBatchMs}ms)${j.parallel > 1 ? `, ${j.parallel} ranges in parallel` : ''}, on a shared server at most +${Math.round((j.impact?.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE) * 100)}% commit latency`,
+      `  copy ${j.name}: ${j.from ?? 'query'} → ${j.to} by ${j.key}, sync ${j.sync}, batch ${j.batchSize} (target ${j.targetBatchMs}ms)${j.parallel > 1 ? `, ${j.parallel} ranges in parallel` : ''}, ${Number.isFinite(budget) ? `on a shared server at most ${budgetText(budget)} commit latency` : 'no latency budget: holds back only for lock waits and a struggling server'}`,
     );
   }
   lines.push(

@@ -66,6 +66,7 @@ import {
 } from './logical';
 import { resolveMapping } from './mapping';
 import { BatchSizer, MIN_BATCH } from './sizer';
+import { maxLatencyIncreaseOf } from './budget';
 import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
 import { slicePredicate, whereOf, type CopyMapping } from './sql';
 
@@ -652,7 +653,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         const sizer = new BatchSizer(job.targetBatchMs, job.maxBatchSize ?? Math.max(ACROSS_MAX_BATCH, job.batchSize));
         // The application lives on the source until traffic moves: the copy holds the latency budget there, as the
         // copy within one database does (throttler.ts).
-        const throttler = await Throttler.acquire(sides.source, job.impact?.maxLatencyIncrease);
+        const throttler = await Throttler.acquire(sides.source, maxLatencyIncreaseOf(job));
         if (throttler.decision.duty && !prev) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);
         const backoff = new HardBackoff();
         await withClient(sides.source, (src) =>

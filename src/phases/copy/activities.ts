@@ -46,6 +46,7 @@ import {
 import { resolveMapping } from './mapping';
 import { BatchSizer, DEFAULT_MAX_BATCH, MIN_BATCH } from './sizer';
 import type { CopyFormat } from './capture-sql';
+import { maxLatencyIncreaseOf } from './budget';
 import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -332,7 +333,7 @@ export function createCopyActivities(deps: ActivityDeps) {
         // Paced like the copy: while the application shares the server, a chunk runs only in the copy's share of the
         // time, one at a time (unpaced, the settle pass was one burst at full speed at the end of every copy). The
         // chunks keep their size: each is one anti-join, not sized toward the shared bursts.
-        const throttler = await Throttler.acquire(pool, job.impact?.maxLatencyIncrease);
+        const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job));
         return withClient(pool, async (c) => {
           const planner = await chunkPlanner(c, mapping, SETTLE_CHUNK_ROWS, state.cursor);
           for (;;) {
@@ -479,7 +480,7 @@ async function copyRangeImpl(
   let lockFailures = 0;
 
   const client = await pool.connect();
-  const throttler = await Throttler.acquire(pool, job.impact?.maxLatencyIncrease);
+  const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job));
   // Sharing the server from the start: the first batch is already a short burst, not the plan's batchSize (under
   // load, several batches of thousands of rows ran before the sizer had shrunk them).
   if (throttler.decision.duty && !previous) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);

@@ -1,7 +1,8 @@
 // The latency budget: how much of the time the copy may work while the application shares the server. It compares what
 // a tiny committing probe costs while the copy runs with what it costs while the copy holds still (short quiet windows
 // the throttler takes now and then), and moves the copy's share of the time to keep the difference within the plan's
-// `impact.maxLatencyIncrease`: down fast when over (×0.6), up gently when well under (×1.25), unchanged in between.
+// `impact.maxLatencyIncrease`: down fast when over (×0.6), up when under half of it (×1.25, or ×2 under a quarter, so
+// a copy the server hardly feels reaches all of the time in four decisions), unchanged in between.
 // Pure bookkeeping, no I/O: the throttler feeds it samples and acts on `duty`.
 
 export interface BudgetOptions {
@@ -27,6 +28,17 @@ export interface BudgetOptions {
 
 /** The budget when the plan sets none: the application's commits at most 25 % slower while the copy runs. */
 export const DEFAULT_MAX_LATENCY_INCREASE = 0.25;
+
+/** A copy job's budget as a fraction: the default when the plan sets none, Infinity when it says `unlimited`. */
+export function maxLatencyIncreaseOf(job: { impact?: { maxLatencyIncrease: number | 'unlimited' } }): number {
+  const v = job.impact?.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE;
+  return v === 'unlimited' ? Infinity : v;
+}
+
+/** The budget in words, for `plan check` and `status`: `+25%`, or `unlimited`. */
+export function budgetText(maxIncrease: number): string {
+  return Number.isFinite(maxIncrease) ? `+${Math.round(maxIncrease * 100)}%` : 'unlimited';
+}
 
 export const BUDGET_DEFAULTS: Omit<BudgetOptions, 'maxIncrease'> = {
   startDuty: 0.1,
@@ -121,6 +133,7 @@ export class LatencyBudget {
     const increase = (busyMs - quietMs) / Math.max(quietMs, floorMs);
     let duty = this.last.duty;
     if (increase > maxIncrease) duty = Math.max(minDuty, duty * 0.6);
+    else if (increase < maxIncrease / 4) duty = Math.min(maxDuty, duty * 2);
     else if (increase < maxIncrease / 2) duty = Math.min(maxDuty, duty * 1.25 + 0.01);
     this.last = { duty, increase, quietMs, busyMs };
   }
@@ -133,6 +146,6 @@ export function describeBudget(r: BudgetReading, maxIncrease: number): string {
   const over = r.increase > maxIncrease;
   return (
     `copying ${pct(r.duty)} of the time: probe p90 ${r.busyMs!.toFixed(1)}ms vs ${r.quietMs!.toFixed(1)}ms quiet ` +
-    `(${r.increase >= 0 ? '+' : ''}${pct(r.increase)}, budget +${pct(maxIncrease)}${over ? ', over: slowing down' : ''})`
+    `(${r.increase >= 0 ? '+' : ''}${pct(r.increase)}, budget ${budgetText(maxIncrease)}${over ? ', over: slowing down' : ''})`
   );
 }

@@ -94,9 +94,10 @@ export class Throttler {
 
   /**
    * The throttler watching `pool`'s server, started on first use; call release() when done with it. Jobs sharing it
-   * with different budgets get the tightest one any of them asked for while it runs.
+   * with different budgets get the tightest one any of them asked for while it runs. `maxLatencyIncrease` is a
+   * fraction, Infinity for none (maxLatencyIncreaseOf reads it from a job).
    */
-  static async acquire(pool: Pool, maxLatencyIncrease = DEFAULT_MAX_LATENCY_INCREASE): Promise<Throttler> {
+  static async acquire(pool: Pool, maxLatencyIncrease: number): Promise<Throttler> {
     let entry = Throttler.shared.get(pool);
     if (!entry) {
       entry = { throttler: new Throttler(pool, { maxLatencyIncrease }), users: 0 };
@@ -289,7 +290,8 @@ export class Throttler {
         reason: `server slow to answer: ${Math.round(probeMs)}ms vs ${this.bestProbeMs.toFixed(1)}ms at best`,
       };
     }
-    if (this.busy >= this.opts.busySessions) {
+    // An unlimited budget (`impact: { maxLatencyIncrease: unlimited }`): busy sessions alone never hold the copy back.
+    if (this.busy >= this.opts.busySessions && Number.isFinite(this.budget.maxIncrease)) {
       const reading = this.budget.reading;
       return {
         throttle: true,
