@@ -4,10 +4,14 @@
 //   - history events per million rows; the worker's peak RSS;
 //   - under a production-like load — pgbench on its own tables of the same database, rate-limited (-R) to half the
 //     rate it reaches alone here — the load's p99 latency while the copy runs against the same load without it, its
-//     failed transactions, and the copy's speed against its idle speed.
+//     failed transactions, and the copy's speed against its idle speed;
+//   - two worker processes against one on the same copy (idle), and which worker ran how many ranges;
+//   - the sync triggers' cost to the application's writes (bench/triggers.js, on its own table of --trigger-rows).
 // Ends with `targets met: N of M`.
-// Usage: node bench/copy.js [--rows 1000000] [--parallel 2] [--pgbench-seconds 20]
+// Usage: node bench/copy.js [--rows 1000000] [--parallel 2] [--pgbench-seconds 20] [--trigger-rows 1000000]
+//                           [--no-triggers]
 const b = require('./lib');
+const { triggerCost } = require('./triggers');
 
 const rows = Number(b.arg('rows', '1000000'));
 const parallel = Number(b.arg('parallel', '2'));
@@ -31,7 +35,7 @@ const MAPPING = {
 };
 const MAPPED_SELECT = 'SELECT id, account_id, amount_cents / 100.0, upper(status), note, created_at FROM bench_source';
 
-function planFor(name, urlEnv, target) {
+function planFor(name, urlEnv, target, ranges = parallel) {
   return b.makePlan(
     {
       name,
@@ -49,7 +53,7 @@ function planFor(name, urlEnv, target) {
           batchSize: 5000,
           maxBatchSize: 100000,
           targetBatchMs: 300,
-          parallel,
+          parallel: ranges,
         },
       ],
       validate: [{ rowCount: { copy: 'bench' } }],
@@ -58,6 +62,26 @@ function planFor(name, urlEnv, target) {
     },
     { 'up.sql': TARGET_DDL(target), 'down.sql': `DROP TABLE IF EXISTS ${target}` },
   );
+}
+
+/** The copy's rows/s on an idle server with `workers` fresh worker processes sharing `ranges` ranges. */
+async function copyWithWorkers(server, url, workers, ranges, target) {
+  const taskQueue = `tidemark-bench-${target}`;
+  const env = { BENCH_DATABASE_URL: url, TIDEMARK_MAX_ACTIVITIES: String(Math.ceil(ranges / workers)) };
+  const procs = Array.from({ length: workers }, () => b.startWorkerProcess(server.address, taskQueue, env));
+  const client = await b.dist('client').TidemarkClient.connect({ address: server.address, taskQueue });
+  try {
+    await Promise.all(procs.map((p) => p.ready));
+    await b.sql(url, 'CHECKPOINT');
+    const run = await b.runToEnd(
+      client,
+      planFor(`bench-copy-${target.replaceAll('_', '-')}`, 'BENCH_DATABASE_URL', target, ranges),
+    );
+    return { rps: rows / (b.phaseMs(run.final, 'copy') / 1000), split: Object.values(run.copyWorkers) };
+  } finally {
+    await client.close();
+    for (const p of procs) await p.stop();
+  }
 }
 
 async function main() {
@@ -69,7 +93,7 @@ async function main() {
   const base = await b.timed(() => b.sql(url, `INSERT INTO bench_baseline ${MAPPED_SELECT}`));
   const baseRps = rows / (base.ms / 1000);
 
-  await b.withStack('tidemark-bench', { BENCH_DATABASE_URL: url }, async ({ client, worker }) => {
+  await b.withStack('tidemark-bench', { BENCH_DATABASE_URL: url }, async ({ client, worker, server }) => {
     await b.sql(url, 'CHECKPOINT');
     const run = await b.runToEnd(client, planFor('bench-copy', 'BENCH_DATABASE_URL', 'bench_target'));
     const copyMs = b.phaseMs(run.final, 'copy');
@@ -78,6 +102,15 @@ async function main() {
     figure(
       `copy, idle: tidemark ${b.fmt(copyRps)} rows/s (${parallel} range(s)) vs one INSERT … SELECT ${b.fmt(baseRps)} rows/s → ${idleRatio.toFixed(2)}× (target ≥ 0.80)`,
       idleRatio >= 0.8,
+    );
+    // Two workers against one, each copying 2 × parallel ranges into a fresh table: fresh worker processes on a task
+    // queue of their own, the two each allowed only half of the ranges at once (TIDEMARK_MAX_ACTIVITIES), so both
+    // copy. On two cores they share the same CPUs with the server: the figure says what scales here.
+    const ranges = parallel * 2;
+    const one = await copyWithWorkers(server, url, 1, ranges, 'bench_target_one');
+    const two = await copyWithWorkers(server, url, 2, ranges, 'bench_target_two');
+    console.log(
+      `copy, idle, two workers vs one: ${b.fmt(two.rps)} vs ${b.fmt(one.rps)} rows/s → ${(two.rps / one.rps).toFixed(2)}× (${ranges} ranges; ranges run by each worker: ${two.split.join(' + ')})`,
     );
     const perMillion = (run.historyLength * 1e6) / rows;
     figure(
@@ -150,8 +183,16 @@ async function main() {
     }
     const rss = worker.peakRssMb();
     figure(`worker peak RSS: ${b.fmt(rss, 0)} MB (target < 300 MB)`, rss < 300);
-    console.log(`targets met: ${targets.filter(Boolean).length} of ${targets.length}`);
   });
+  if (!process.argv.includes('--no-triggers')) {
+    const figures = await triggerCost({
+      rows: Number(b.arg('trigger-rows', '1000000')),
+      seconds: Number(b.arg('trigger-seconds', '15')),
+      statements: 10,
+    });
+    for (const f of figures) figure(f.line, f.met);
+  }
+  console.log(`targets met: ${targets.filter(Boolean).length} of ${targets.length}`);
 }
 
 b.runBench('bench/copy', main);

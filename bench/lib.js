@@ -34,10 +34,24 @@ async function timed(fn) {
 function startWorkerProcess(address, taskQueue, env) {
   const child = spawn(process.execPath, [join(root, 'bin', 'tidemark'), 'worker'], {
     env: { ...process.env, ...env, TEMPORAL_ADDRESS: address, TIDEMARK_TASK_QUEUE: taskQueue, LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
+  // Its stderr passes through; the line saying it polls its task queue is when it is ready for work.
+  const ready = new Promise((resolve, reject) => {
+    let seen = '';
+    child.stderr.on('data', (d) => {
+      process.stderr.write(d);
+      if (seen !== null && (seen += d).includes('worker running on task queue')) {
+        seen = null;
+        resolve();
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`the worker exited (${code}) before it was ready`)));
+  });
+  ready.catch(() => undefined);
   return {
     child,
+    ready,
     /** Peak resident set size so far (VmHWM), in MB. */
     peakRssMb() {
       const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
@@ -69,7 +83,23 @@ async function runToEnd(client, plan, onStatus) {
   if (final.state !== 'completed') throw new Error(`${plan.name} ended ${final.state}: ${final.error}`);
   const handle = await client.handle(workflowId);
   const desc = await handle.describe();
-  return { final, historyLength: desc.historyLength };
+  return { final, historyLength: desc.historyLength, copyWorkers: await copyWorkers(handle) };
+}
+
+/** The identity (pid@host) of the worker that ran each copy range, from the history: { identity: ranges }. */
+async function copyWorkers(handle) {
+  const events = (await handle.fetchHistory()).events ?? [];
+  const copy = new Set(
+    events
+      .filter((e) => /^copyRange/.test(e.activityTaskScheduledEventAttributes?.activityType?.name ?? ''))
+      .map((e) => String(e.eventId)),
+  );
+  const ranges = {};
+  for (const e of events) {
+    const s = e.activityTaskStartedEventAttributes;
+    if (s && copy.has(String(s.scheduledEventId))) ranges[s.identity] = (ranges[s.identity] ?? 0) + 1;
+  }
+  return ranges;
 }
 
 function phaseMs(status, name) {
@@ -174,7 +204,7 @@ async function withStack(taskQueue, env, fn) {
   const worker = startWorkerProcess(server.address, taskQueue, env);
   const client = await dist('client').TidemarkClient.connect({ address: server.address, taskQueue });
   try {
-    return await fn({ client, worker });
+    return await fn({ client, worker, server });
   } finally {
     await client.close();
     await worker.stop();

@@ -5,6 +5,7 @@
 //   single-row OLTP: pgbench, one UPDATE of a random row per transaction, TPS
 //   bulk statements of 10,000 rows: UPDATE, INSERT, DELETE, statements/s
 // Usage: node bench/triggers.js [--rows 1000000] [--seconds 15] [--statements 10]
+// bench/copy.js runs the same measurement (triggerCost) for its trigger-cost figures.
 const { spawn } = require('node:child_process');
 const { mkdtempSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
@@ -12,9 +13,6 @@ const { join } = require('node:path');
 const { Client } = require('pg');
 const b = require('./lib');
 
-const rows = Number(b.arg('rows', '1000000'));
-const seconds = Number(b.arg('seconds', '15'));
-const statements = Number(b.arg('statements', '10'));
 const BULK = 10_000;
 
 const TARGET_DDL = `CREATE TABLE bench_v2 (
@@ -57,7 +55,7 @@ function planFor(sync) {
 }
 
 /** pgbench running one single-row UPDATE per transaction for `seconds`; its TPS. */
-function singleRowTps(url) {
+function singleRowTps(url, { rows, seconds }) {
   const dir = mkdtempSync(join(tmpdir(), 'tidemark-bench-oltp-'));
   const script = join(dir, 'update.sql');
   writeFileSync(
@@ -82,7 +80,7 @@ function singleRowTps(url) {
 }
 
 /** Statements/s of 10,000-row UPDATEs, INSERTs (of new keys) and DELETEs (of those keys), one after another. */
-async function bulk(url) {
+async function bulk(url, { rows, statements }) {
   const c = new Client({ connectionString: url, application_name: 'bench-app' });
   await c.connect();
   const rate = async (sqlFor) => {
@@ -112,18 +110,22 @@ async function bulk(url) {
   }
 }
 
-async function measure(url, label) {
+async function measure(url, label, opts) {
   await b.sql(url, 'VACUUM ANALYZE bench_source');
   await b.sql(url, 'CHECKPOINT');
-  const tps = await singleRowTps(url);
-  const statementsPerSecond = await bulk(url);
+  const tps = await singleRowTps(url, opts);
+  const statementsPerSecond = await bulk(url, opts);
   console.error(`${label}: ${b.fmt(tps)} TPS, bulk ${JSON.stringify(statementsPerSecond)}`);
   return { tps, ...statementsPerSecond };
 }
 
-async function main() {
-  const url = await b.generatedTable('tidemark_bench_triggers', 'bench_source', rows);
-  const results = { none: await measure(url, 'no sync') };
+/**
+ * The figures, each `{ line, met }`: single-row TPS and bulk statements/s with forward and with bidirectional sync
+ * against none, on a generated table of `rows` rows.
+ */
+async function triggerCost(opts) {
+  const url = await b.generatedTable('tidemark_bench_triggers', 'bench_source', opts.rows);
+  const results = { none: await measure(url, 'no sync', opts) };
   await b.withStack('tidemark-bench-triggers', { BENCH_DATABASE_URL: url }, async ({ client }) => {
     for (const sync of ['forward', 'bidirectional']) {
       const { workflowId } = await client.start(planFor(sync), { autoApprove: false, startedBy: 'bench' });
@@ -136,29 +138,40 @@ async function main() {
         if (s.pendingApproval) await client.approve(workflowId, { gate: s.pendingApproval.gate });
         await new Promise((r) => setTimeout(r, 250));
       }
-      results[sync] = await measure(url, `${sync} sync`);
+      results[sync] = await measure(url, `${sync} sync`, opts);
       await client.abort(workflowId, { reason: 'benchmark done' });
       const final = await client.waitForEnd(workflowId, undefined, 250);
       if (final.state !== 'rolled-back') throw new Error(`${sync}: the abort ended ${final.state}: ${final.error}`);
     }
   });
 
-  let met = 0;
-  let total = 0;
-  const line = (what, value, base, target) => {
+  const figures = [];
+  const figure = (what, value, base, target) => {
     const ratio = value / base;
-    total++;
-    if (ratio >= target) met++;
-    return `${what}: ${b.fmt(value, 1)} vs ${b.fmt(base, 1)} without sync → ${ratio.toFixed(2)}× (target ≥ ${target})`;
+    figures.push({
+      line: `${what}: ${b.fmt(value, 1)} vs ${b.fmt(base, 1)} without sync → ${ratio.toFixed(2)}× (target ≥ ${target})`,
+      met: ratio >= target,
+    });
   };
   for (const sync of ['forward', 'bidirectional']) {
     const r = results[sync];
     const n = results.none;
-    console.log(line(`${sync} sync, single-row UPDATE TPS (pgbench, 4 clients)`, r.tps, n.tps, 0.95));
+    figure(`${sync} sync, single-row UPDATE TPS (pgbench, 4 clients)`, r.tps, n.tps, 0.95);
     for (const op of ['update', 'insert', 'delete'])
-      console.log(line(`${sync} sync, ${op.toUpperCase()} of ${b.fmt(BULK)} rows, statements/s`, r[op], n[op], 0.6));
+      figure(`${sync} sync, ${op.toUpperCase()} of ${b.fmt(BULK)} rows, statements/s`, r[op], n[op], 0.6);
   }
-  console.log(`targets met: ${met} of ${total}`);
+  return figures;
 }
 
-b.runBench('bench/triggers', main);
+module.exports = { triggerCost };
+
+if (require.main === module)
+  b.runBench('bench/triggers', async () => {
+    const figures = await triggerCost({
+      rows: Number(b.arg('rows', '1000000')),
+      seconds: Number(b.arg('seconds', '15')),
+      statements: Number(b.arg('statements', '10')),
+    });
+    for (const f of figures) console.log(f.line);
+    console.log(`targets met: ${figures.filter((f) => f.met).length} of ${figures.length}`);
+  });
