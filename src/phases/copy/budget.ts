@@ -1,8 +1,9 @@
 // The latency budget: how much of the time the copy may work while the application shares the server. It compares what
 // a tiny committing probe costs while the copy runs with what it costs while the copy holds still (short quiet windows
 // the throttler takes now and then), and moves the copy's share of the time to keep the difference within the plan's
-// `impact.maxLatencyIncrease`: down fast when over (×0.6), up when under half of it (×1.25, or ×2 under a quarter, so
-// a copy the server hardly feels reaches all of the time in four decisions), unchanged in between.
+// `impact.maxLatencyIncrease`: down fast when over (×0.6), up gently when well under (×1.25), unchanged in between.
+// Gently, because the probe under-reads what a busier transaction feels: doubling the share whenever the probe read
+// under a quarter of the budget took a 10M-row copy to 86 % of the time and the load's p99 to 5.7× its own.
 // Pure bookkeeping, no I/O: the throttler feeds it samples and acts on `duty`.
 
 export interface BudgetOptions {
@@ -133,7 +134,6 @@ export class LatencyBudget {
     const increase = (busyMs - quietMs) / Math.max(quietMs, floorMs);
     let duty = this.last.duty;
     if (increase > maxIncrease) duty = Math.max(minDuty, duty * 0.6);
-    else if (increase < maxIncrease / 4) duty = Math.min(maxDuty, duty * 2);
     else if (increase < maxIncrease / 2) duty = Math.min(maxDuty, duty * 1.25 + 0.01);
     this.last = { duty, increase, quietMs, busyMs };
   }
