@@ -1,5 +1,6 @@
 // The plan loader: valid plans resolve with SQL embedded; every malformed plan names each problem with its path.
 import { createHash } from 'node:crypto';
+import { describePlan } from '../../src/cli/commands/plan-check';
 import { maxLatencyIncreaseOf } from '../../src/phases/copy/budget';
 import { InvalidPlanError, loadPlan } from '../../src/plan/load';
 import { MALFORMED, SQL_FILES, VALID_PLAN } from '../helpers/malformed-plans';
@@ -39,6 +40,15 @@ test("a copy job's latency budget: a percentage (or a number of percent) or unli
   expect(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: 'unlimited' } })).toBe(Infinity);
   expect(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: 0.4 } })).toBe(0.4);
   expect(maxLatencyIncreaseOf({})).toBe(0.25);
+  // `plan check` says which budget the copy keeps.
+  const checked = (impact: unknown) =>
+    describePlan(loadPlan(writePlan({ ...VALID_PLAN, copy: [{ ...VALID_PLAN.copy[0], impact }] }, SQL_FILES))).find(
+      (l) => l.startsWith('  copy '),
+    );
+  expect(checked({ maxLatencyIncrease: '40%' })).toMatch(/, on a shared server at most \+40% commit latency$/);
+  expect(checked({ maxLatencyIncrease: 'unlimited' })).toMatch(
+    /, no latency budget: holds back only for lock waits and a struggling server$/,
+  );
   expect(loadPlan(writePlan(VALID_PLAN, SQL_FILES)).copy[0].impact).toBeUndefined();
 });
 
