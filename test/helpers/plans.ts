@@ -51,9 +51,10 @@ export async function meetingsPlan(db: TestDb, o: MeetingsOptions = {}): Promise
 }
 
 /**
- * A latency budget loose enough that a test's copy is paced by the test's own settings, not by how busy the machine
- * happens to be: for tests of exactness under writes (copy-budget.test.ts tests the budget). As a resolved plan holds
- * it (a share: 10 = +1000 %), and as a plan file writes it.
+ * No latency budget: a test's copy is paced by the test's own settings, not by how busy the machine happens to be (a
+ * budget, however loose, starts the copy at a small share and grows it only while the machine looks quiet). For tests
+ * of exactness under writes; copy-budget.test.ts tests the budget. As a resolved plan holds it, and as a plan file
+ * writes it.
  */
-export const LOOSE_BUDGET = { maxLatencyIncrease: 10 };
-export const LOOSE_BUDGET_IN_PLAN = { maxLatencyIncrease: '1000%' };
+export const LOOSE_BUDGET = { maxLatencyIncrease: 'unlimited' as const };
+export const LOOSE_BUDGET_IN_PLAN = { maxLatencyIncrease: 'unlimited' };
