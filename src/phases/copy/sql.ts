@@ -393,11 +393,17 @@ function tableSyncDdl(r: TableSync): string[] {
   )};`;
   const match = (a: string, b: string, aSide: 'from' | 'to', bSide: 'from' | 'to') =>
     r.keys.map((k) => `${a}.${quoteIdent(k[aSide])} = ${b}.${quoteIdent(k[bSide])}`).join(' AND ');
-  // The target's rows whose keys are among `keysOf`'s, written `IN (…)`: the planner then probes the target's key
-  // index once per key. Joined `USING` the transition table, it merge-joins against a scan of the whole target index
-  // instead, so a 10,000-row DELETE cost as much as reading the table.
-  const targetRowsIn = (keysOf: string) =>
-    `${tuple(r.keys.map((k) => `d.${quoteIdent(k.to)}`))} IN (SELECT ${r.keys.map((k) => `o.${quoteIdent(k.from)}`).join(', ')} FROM ${keysOf})`;
+  // The target's rows whose keys are among `keysOf`'s, found by probing the target's key index once per key. Joined
+  // `USING` the transition table, the planner merge-joined against a scan of the whole target index instead, so a
+  // 10,000-row DELETE cost as much as reading the table. A one-column key is matched `= ANY (ARRAY(…))`: one index scan
+  // over the sorted keys, half again as fast as `IN (…)`, which hashes the keys first (bench/triggers.js). A key of
+  // several columns stays `IN (…)`: a row compared with an array of rows does not use the index.
+  const targetRowsIn = (keysOf: string) => {
+    const keys = `SELECT ${r.keys.map((k) => `o.${quoteIdent(k.from)}`).join(', ')} FROM ${keysOf}`;
+    return r.keys.length === 1
+      ? `d.${quoteIdent(r.keys[0].to)} = ANY (ARRAY(${keys}))`
+      : `${tuple(r.keys.map((k) => `d.${quoteIdent(k.to)}`))} IN (${keys})`;
+  };
   const body = `
 DECLARE
   ${guardDeclare}
