@@ -18,6 +18,10 @@ jest.setTimeout(600_000);
 const READING =
   /^sharing the server with ~[\d.]+ busy session\(s\): copying \d+% of the time: probe p90 [\d.]+ms vs [\d.]+ms quiet \([+-]?\d+%, budget \+50%(, over: slowing down)?\)$/;
 
+/** The same beside sessions that are light (rarely caught at work): the share then grows faster (budget.ts). */
+const LIGHT_READING =
+  /^sharing the server with ~[\d.]+ busy session\(s\), light: copying \d+% of the time: probe p90 [\d.]+ms vs [\d.]+ms quiet \([+-]?\d+%, budget \+50%(, over: slowing down)?\)$/;
+
 /** Two sessions of "the application" inside open transactions on `db`: busy, as far as the throttler can tell. */
 async function busyApplication(db: TestDb): Promise<{ end(): Promise<void> }> {
   const app = [new Client({ connectionString: db.url }), new Client({ connectionString: db.url })];
@@ -32,7 +36,30 @@ async function busyApplication(db: TestDb): Promise<{ end(): Promise<void> }> {
 type CopyStatus = Awaited<ReturnType<typeof h.client.status>>['copy'][number];
 
 /**
- * Starts `plan` (which waits for approval of the copy) while `db`'s application is busy, lets the copy run in small
+ * A light application on `db`: one session running a trivial query every 100 ms, as a monitoring poller does. Busy as
+ * far as the throttler can tell (it was idle for less than a second at every look), but rarely caught at work.
+ */
+async function lightApplication(db: TestDb): Promise<{ end(): Promise<void> }> {
+  const c = new Client({ connectionString: db.url, application_name: 'poller' });
+  await c.connect();
+  let stopped = false;
+  const polling = (async () => {
+    while (!stopped) {
+      await c.query('SELECT count(*) FROM pg_stat_activity');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    end: async () => {
+      stopped = true;
+      await polling.catch(() => undefined);
+      await c.end().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Starts `plan` (which waits for approval of the copy) while `db`'s application (busy by default) runs, lets the copy run in small
  * batches with a pause between them, so that it is still running when what the test waits for comes, waits until
  * `job`'s status shows `what` (`until`), and checks it. Then lets it finish; returns the migration's final status.
  */
@@ -43,9 +70,10 @@ async function runWhileShared(
   what: string,
   until: (c: CopyStatus) => boolean,
   check: (c: CopyStatus) => void,
+  application = busyApplication,
 ) {
   const { workflowId } = await h.client.start(plan, { autoApprove: false });
-  const app = await busyApplication(db);
+  const app = await application(db);
   try {
     await h.approvalPending(workflowId, 'copy');
     await h.client.throttle(workflowId, { batchSize: 100, delayMs: 50 });
@@ -94,6 +122,34 @@ test('sharing the server, the copy reports the duty its latency budget allows an
     cleanup: undefined,
   };
   const final = await runWhileShared(plan, db, 'meetings', ...measuresTheBudget);
+  expect(final.copy[0]).toMatchObject({ rowsCopied: rows, done: true });
+  expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
+});
+
+test('beside a light application the copy still shares the server, and says the sessions are light', async () => {
+  const db = await h.db('budget_light');
+  const rows = 30_000;
+  const base = await meetingsPlan(db, { rows, approvals: ['copy'] });
+  const plan = {
+    ...base,
+    copy: [{ ...base.copy[0], impact: { maxLatencyIncrease: 0.5 } }],
+    validate: [{ rowCount: { copy: 'meetings' } }],
+    traffic: undefined,
+    cleanup: undefined,
+  };
+  const final = await runWhileShared(
+    plan,
+    db,
+    'meetings',
+    'the budget to measure the latency beside the light application',
+    (c) => c.latencyIncrease !== undefined,
+    (c) => {
+      expect(c.duty).toBeGreaterThanOrEqual(0.02);
+      expect(c.duty).toBeLessThanOrEqual(1);
+      expect(c.throttleReason).toMatch(LIGHT_READING);
+    },
+    lightApplication,
+  );
   expect(final.copy[0]).toMatchObject({ rowsCopied: rows, done: true });
   expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 });

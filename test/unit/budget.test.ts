@@ -4,7 +4,7 @@ import { describeBudget, LatencyBudget } from '../../src/phases/copy/budget';
 import { batchTargetMs, HardBackoff, sharedBurstMs } from '../../src/phases/copy/throttler';
 
 /** Latency of one probe while the copy works `duty` of the time: base × (1 + sensitivity × duty), with some jitter. */
-function run(sensitivity: number, maxIncrease: number, rounds = 40): LatencyBudget {
+function run(sensitivity: number, maxIncrease: number, rounds = 40, light = false): LatencyBudget {
   const base = 2;
   let seed = 7;
   const jitter = () => {
@@ -12,6 +12,7 @@ function run(sensitivity: number, maxIncrease: number, rounds = 40): LatencyBudg
     return 1 + 0.05 * (seed / 2147483647);
   };
   const budget = new LatencyBudget({ maxIncrease });
+  budget.setLight(light);
   for (let w = 0; w < 3; w++) budget.addQuietWindow(Array.from({ length: 10 }, () => base * jitter()));
   for (let i = 0; i < rounds * 16; i++) budget.addBusy(base * (1 + sensitivity * budget.duty) * jitter());
   return budget;
@@ -31,6 +32,15 @@ test('a sensitive server: the duty settles where the latency increase stays with
   expect(b.reading.increase!).toBeLessThanOrEqual(0.25);
   // A looser budget lets the copy work more of the time on the same server.
   expect(run(1, 0.75).duty).toBeGreaterThan(b.duty * 2);
+});
+
+test('beside light sessions the share grows twice as fast, and the budget still holds', () => {
+  // Four decisions: from 10 % to all of the time beside light sessions, not half of it beside sessions at work.
+  expect(run(0.05, 0.25, 4, true).duty).toBe(1);
+  expect(run(0.05, 0.25, 4).duty).toBeLessThan(0.5);
+  const b = run(1, 0.25, 40, true);
+  expect(b.duty).toBeLessThanOrEqual(0.25);
+  expect(b.reading.increase!).toBeLessThanOrEqual(0.25);
 });
 
 test('a server over budget even at the smallest share: the copy crawls at its floor and says so', () => {
