@@ -1,7 +1,8 @@
 // Hands out a copy job's key space in chunks, in key order, for the passes that walk all of it (settle, checksum):
 // key intervals for a single integer key, OFFSET steps along the key's index otherwise. The first chunk is open below
 // and the last open above, so target rows outside the source's keys are covered too.
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
+import { withClient } from '../../db/tx';
 import { hasIntegerKey } from './batcher';
 import { keyAtOffsetQuery, keyExtentQuery, sourceFrom, type CopyMapping, type EncodedKey } from './sql';
 
@@ -71,4 +72,37 @@ function oneChunk(after: EncodedKey | null): () => Promise<ChunkBounds | null> {
     given = true;
     return { after, upTo: null };
   };
+}
+
+/**
+ * Walks every chunk of `planner` through `work`, in as many lanes as the planner allows (the second on a connection of
+ * its own from `pool`). Chunks finish out of order; after each, `finished` gets its result and the cursor to resume
+ * after: the end of the last chunk below which every chunk is done (unchanged while an earlier one still runs, and
+ * after the open-ended last chunk).
+ */
+export async function walkChunks<R>(
+  pool: Pool,
+  c: PoolClient,
+  planner: ChunkPlanner,
+  cursor: EncodedKey | null,
+  work: (tx: PoolClient, bounds: ChunkBounds) => Promise<R>,
+  finished: (result: R, cursor: EncodedKey | null) => void,
+  aborted: () => void = () => undefined,
+): Promise<void> {
+  const pending: { bounds: ChunkBounds; done: boolean }[] = [];
+  const lane = async (tx: PoolClient) => {
+    for (;;) {
+      aborted();
+      const bounds = await planner.next();
+      if (!bounds) return;
+      const entry = { bounds, done: false };
+      pending.push(entry);
+      const result = await work(tx, bounds);
+      entry.done = true;
+      while (pending.length && pending[0].done) cursor = pending.shift()!.bounds.upTo ?? cursor;
+      finished(result, cursor);
+    }
+  };
+  if (planner.parallel > 1) await withClient(pool, (extra) => Promise.all([lane(c), lane(extra)]));
+  else await lane(c);
 }

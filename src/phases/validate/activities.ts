@@ -3,7 +3,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
-import { chunkPlanner, type ChunkBounds } from '../copy/chunks';
+import { chunkPlanner, walkChunks, type ChunkBounds } from '../copy/chunks';
 import { chunkDiffQuery, chunkDigestQuery, nullKeyQuery, rowCountQuery } from './sql';
 import { firstValue, inTransaction, withClient } from '../../db/tx';
 import type { ResolvedCopyJob, ValidationCheck } from '../../plan/types';
@@ -179,8 +179,6 @@ async function checksum(
   let sourceRows = 0;
   let targetRows = 0;
   const planner = await chunkPlanner(c, m, size, state.cursor);
-  const pending: { bounds: ChunkBounds; done: boolean }[] = [];
-
   const compare = async (tx: PoolClient, bounds: ChunkBounds) => {
     // One snapshot per chunk: sync triggers write both sides in the same transaction, so live writes cannot make a
     // chunk differ half-way.
@@ -201,32 +199,30 @@ async function checksum(
     });
   };
 
-  const lane = async (tx: PoolClient) => {
-    for (;;) {
-      if (signal?.aborted) throw new CancelledFailure('cancelled');
-      const bounds = await planner.next();
-      if (!bounds) return;
-      const entry = { bounds, done: false };
-      pending.push(entry);
-      const r = await compare(tx, bounds);
-      entry.done = true;
+  await walkChunks(
+    pool,
+    c,
+    planner,
+    state.cursor,
+    compare,
+    (r, cursor) => {
+      state.cursor = cursor;
       state.chunks++;
       state.rowsChecked += r.d.source_rows;
       sourceRows += r.d.source_rows;
       targetRows += r.d.target_rows;
       if (r.differs) state.mismatchedChunks++;
       for (const diff of r.diffs) if (differences.size < MAX_REPORTED_DIFFERENCES) differences.set(diff.key, diff);
-      while (pending.length && pending[0].done) state.cursor = pending.shift()!.bounds.upTo ?? state.cursor;
       heartbeat({
         ...state,
         differences: [...differences.values()],
         rowsPerSecond: Math.round((sourceRows * 1000) / Math.max(1, Date.now() - started)),
       });
-    }
-  };
-
-  if (planner.parallel > 1) await withClient(pool, (extra) => Promise.all([lane(c), lane(extra)]));
-  else await lane(c);
+    },
+    () => {
+      if (signal?.aborted) throw new CancelledFailure('cancelled');
+    },
+  );
   // Rows with a NULL key are in no chunk: any of them is a difference the chunks cannot show.
   const nq = nullKeyQuery(m);
   const nullKeys = (await c.query(nq.text, nq.values)).rows[0] as { source: number; target: number };
