@@ -80,3 +80,31 @@ test('one lane where the chunks are sequential: the chunks in key order', async 
   expect([...lanes]).toEqual(['main']);
   expect(cursors).toEqual(['10', '20', '30', '40', '50', '60', '70', '80', '90', '90']);
 });
+
+test('a chunk that fails: the walk fails with its error once the other lane has finished its chunk, and stops', async () => {
+  const pool = { connect: async () => lane('extra') } as unknown as Pool;
+  let running = 0;
+  let started = 0;
+  const walking = walkChunks(
+    pool,
+    lane('main'),
+    planner(2),
+    null,
+    async (_tx, bounds) => {
+      started++;
+      running++;
+      try {
+        // The second chunk (the extra lane's first) takes 50 ms; the main lane's second, the third chunk, fails at
+        // once, while the second is still running.
+        if (bounds.after === '20') throw new Error('chunk 20 failed');
+        await new Promise((r) => setTimeout(r, bounds.after === '10' ? 50 : 5));
+      } finally {
+        running--;
+      }
+    },
+    () => undefined,
+  );
+  await expect(walking).rejects.toThrow('chunk 20 failed');
+  expect(running).toBe(0);
+  expect(started).toBeLessThan(10);
+});

@@ -90,19 +90,30 @@ export async function walkChunks<R>(
   aborted: () => void = () => undefined,
 ): Promise<void> {
   const pending: { bounds: ChunkBounds; done: boolean }[] = [];
+  // A lane that fails stops the other at its next chunk; the walk ends once both have, so no query is still running on
+  // a connection given back to the pool.
+  let failure: { error: unknown } | undefined;
   const lane = async (tx: PoolClient) => {
-    for (;;) {
-      aborted();
-      const bounds = await planner.next();
-      if (!bounds) return;
-      const entry = { bounds, done: false };
-      pending.push(entry);
-      const result = await work(tx, bounds);
-      entry.done = true;
-      while (pending.length && pending[0].done) cursor = pending.shift()!.bounds.upTo ?? cursor;
-      finished(result, cursor);
+    try {
+      while (!failure) {
+        aborted();
+        const bounds = await planner.next();
+        if (!bounds) return;
+        const entry = { bounds, done: false };
+        pending.push(entry);
+        const result = await work(tx, bounds);
+        entry.done = true;
+        while (pending.length && pending[0].done) cursor = pending.shift()!.bounds.upTo ?? cursor;
+        finished(result, cursor);
+      }
+    } catch (error) {
+      failure ??= { error };
     }
   };
-  if (planner.parallel > 1) await withClient(pool, (extra) => Promise.all([lane(c), lane(extra)]));
-  else await lane(c);
+  const walk = async (lanes: Promise<void>[]) => {
+    await Promise.all(lanes);
+    if (failure) throw failure.error;
+  };
+  if (planner.parallel > 1) await withClient(pool, (extra) => walk([lane(c), lane(extra)]));
+  else await walk([lane(c)]);
 }
