@@ -2,7 +2,13 @@
 import { parseDuration, formatDuration } from '../../src/plan/durations';
 import { dollarQuote, parseTableRef, quoteIdent, quoteLiteral, quoteTable } from '../../src/db/quote';
 import { syncFunctionName, syncIdFor, syncTriggerName } from '../../src/db/names';
-import { limitBatchQuery, rangeBatchQuery, settleQuery, type CopyMapping } from '../../src/phases/copy/sql';
+import {
+  forwardTriggerDdl,
+  limitBatchQuery,
+  rangeBatchQuery,
+  settleQuery,
+  type CopyMapping,
+} from '../../src/phases/copy/sql';
 import { chunkDigestQuery } from '../../src/phases/validate/sql';
 
 const m: CopyMapping = {
@@ -80,6 +86,21 @@ test("the settle pass deletes the job's target rows whose key the source no long
   expect(settleQuery(composite, null, null).text).toBe(
     'DELETE FROM "public"."orders_v2" AS t WHERE t."kind" IS NOT DISTINCT FROM (\'order\') AND NOT EXISTS (SELECT 1 FROM (SELECT s."tenant_id", s."id" FROM "public"."orders" AS s) AS src WHERE src."tenant_id" = t."tenant" AND src."id" = t."legacy_id")',
   );
+});
+
+test("sync triggers find the target's rows of deleted keys by one index scan for an integer key, IN (…) otherwise", () => {
+  const body = (mapping: CopyMapping) => forwardTriggerDdl({ ...mapping, syncId: 's1' })[0];
+  // An integer key: the keys as one sorted array, small enough to build whole in memory.
+  expect(body(m)).toContain(
+    'DELETE FROM "public"."orders_v2" AS d WHERE d."id" = ANY (ARRAY(SELECT o."id" FROM old_rows AS o WHERE true));',
+  );
+  // A composite key, or a text one (whose array could outgrow memory): IN (…), which spills to disk.
+  expect(body(composite)).toContain(
+    'WHERE (d."tenant", d."legacy_id") IN (SELECT o."tenant_id", o."id" FROM old_rows AS o WHERE true)',
+  );
+  const textKey = { ...m, keys: [{ source: 'id', target: 'id', type: 'text' }] };
+  expect(body(textKey)).toContain('WHERE d."id" IN (SELECT o."id" FROM old_rows AS o WHERE true)');
+  expect(body(textKey)).not.toContain('ANY (ARRAY(');
 });
 
 test('a checksum chunk hashes each row of both sides, the source cast to the target column types', () => {

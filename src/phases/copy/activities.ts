@@ -11,6 +11,7 @@ import {
   guardSetting,
   dropSyncDdl,
   forwardTriggerDdl,
+  hasIntegerKey,
   keyAtOffsetQuery,
   keyExtentQuery,
   querySyncTriggerDdl,
@@ -25,7 +26,7 @@ import {
   type ConflictMode,
   type CopyMapping,
 } from './sql';
-import { batcherFor, hasIntegerKey, type BatchResult, type PlannedBatch } from './batcher';
+import { batcherFor, type BatchResult, type PlannedBatch } from './batcher';
 import { chunkPlanner, walkChunks, type ChunkBounds } from './chunks';
 import { enterRun } from '../../db/fence';
 import { inTransaction, rolledBack, withClient, withTransaction } from '../../db/tx';

@@ -8,10 +8,9 @@ import {
   rangeBatchQuery,
   type ConflictMode,
   type CopyMapping,
+  hasIntegerKey,
   type Query,
 } from '../copy/sql';
-
-export const INTEGER_KEY_TYPES = new Set(['smallint', 'integer', 'bigint']);
 
 export interface PlannedBatch {
   after: string | null;
@@ -35,10 +34,6 @@ export interface Batcher {
 }
 
 /** A single integer key: batches by key interval (the fast path); any other key by LIMIT in key order. */
-export function hasIntegerKey(m: CopyMapping): boolean {
-  return m.keys.length === 1 && INTEGER_KEY_TYPES.has(m.keys[0].type);
-}
-
 export function batcherFor(m: CopyMapping, range: { after: string | null; upTo: string | null }): Batcher {
   return hasIntegerKey(m) ? new KeyIntervalBatcher(m, range) : new LimitBatcher(m, range);
 }

@@ -3,8 +3,7 @@
 // and the last open above, so target rows outside the source's keys are covered too.
 import type { Pool, PoolClient } from 'pg';
 import { withClient } from '../../db/tx';
-import { hasIntegerKey } from './batcher';
-import { keyAtOffsetQuery, keyExtentQuery, sourceFrom, type CopyMapping, type EncodedKey } from './sql';
+import { hasIntegerKey, keyAtOffsetQuery, keyExtentQuery, sourceFrom, type CopyMapping, type EncodedKey } from './sql';
 
 export interface ChunkBounds {
   after: EncodedKey | null;

@@ -79,6 +79,14 @@ export interface CopyMapping {
   slice: { column: string; value: string }[];
 }
 
+/** Key types whose values are small and whose key space splits into intervals by arithmetic. */
+export const INTEGER_KEY_TYPES = new Set(['smallint', 'integer', 'bigint']);
+
+/** Whether the key is a single integer column (as the target has it). */
+export function hasIntegerKey(m: CopyMapping): boolean {
+  return m.keys.length === 1 && INTEGER_KEY_TYPES.has(m.keys[0].type);
+}
+
 export interface Query {
   text: string;
   values: unknown[];
@@ -363,6 +371,8 @@ interface TableSync {
   to: string;
   /** Key columns: in `from` and in `to`. */
   keys: { from: string; to: string }[];
+  /** The key is one integer column (see targetRowsIn). */
+  integerKey: boolean;
   /** Columns written on `to`, each an expression over the `from` row (key columns included). */
   columns: { name: string; expr: string }[];
   /** Columns of `to` that pick this job's rows (truncate) and join the key in ON CONFLICT. */
@@ -393,14 +403,15 @@ function tableSyncDdl(r: TableSync): string[] {
   )};`;
   const match = (a: string, b: string, aSide: 'from' | 'to', bSide: 'from' | 'to') =>
     r.keys.map((k) => `${a}.${quoteIdent(k[aSide])} = ${b}.${quoteIdent(k[bSide])}`).join(' AND ');
-  // The target's rows whose keys are among `keysOf`'s, found by probing the target's key index once per key. Joined
-  // `USING` the transition table, the planner merge-joined against a scan of the whole target index instead, so a
-  // 10,000-row DELETE cost as much as reading the table. A one-column key is matched `= ANY (ARRAY(…))`: one index scan
-  // over the sorted keys, half again as fast as `IN (…)`, which hashes the keys first (bench/triggers.js). A key of
-  // several columns stays `IN (…)`: a row compared with an array of rows does not use the index.
+  // The target's rows whose keys are among `keysOf`'s, found by probing the target's key index. Joined `USING` the
+  // transition table, the planner merge-joined against a scan of the whole target index instead, so a 10,000-row
+  // DELETE cost as much as reading the table. A one-column integer key is matched `= ANY (ARRAY(…))`: one index scan
+  // over the sorted keys, half again as fast as `IN (…)`, which hashes the keys and probes in hash order
+  // (bench/triggers.js). Only integers: the array is built whole in memory (at most 1 GB), which a statement of a
+  // hundred million 8-byte keys still fits, and long text keys would not; `IN (…)` spills to disk instead.
   const targetRowsIn = (keysOf: string) => {
     const keys = `SELECT ${r.keys.map((k) => `o.${quoteIdent(k.from)}`).join(', ')} FROM ${keysOf}`;
-    return r.keys.length === 1
+    return r.integerKey
       ? `d.${quoteIdent(r.keys[0].to)} = ANY (ARRAY(${keys}))`
       : `${tuple(r.keys.map((k) => `d.${quoteIdent(k.to)}`))} IN (${keys})`;
   };
@@ -438,6 +449,7 @@ export function forwardTriggerDdl(m: CopyMapping): string[] {
     from: quoteTable(m.source.table),
     to: quoteTable(m.target),
     keys: m.keys.map((k) => ({ from: k.source, to: k.target })),
+    integerKey: hasIntegerKey(m),
     columns: m.columns.map((c) => ({ name: c.target, expr: c.expr })),
     slice: m.slice,
   });
@@ -456,6 +468,7 @@ export function reverseTriggerDdl(m: CopyMapping): string[] {
     from: quoteTable(m.target),
     to: quoteTable(m.source.table),
     keys: m.keys.map((k) => ({ from: k.target, to: k.source })),
+    integerKey: hasIntegerKey(m),
     columns: m.reverse.map((r) => ({ name: r.source, expr: r.expr })),
     slice: [],
     fromSlice: m.slice,
