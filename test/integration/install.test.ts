@@ -33,12 +33,18 @@ function start(bin: string, args: string[], cwd: string, env: NodeJS.ProcessEnv)
   return { child, out };
 }
 
-function stopped(child: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => {
-    child.once('exit', (code) => resolve(code));
+/**
+ * Sends Ctrl-C and waits for the exit: a clean one is `{ code: 0, signal: null }`; otherwise what the process said last
+ * comes along, to tell a crash from a missed handler.
+ */
+function stopped({ child, out }: ReturnType<typeof start>) {
+  return new Promise<{ code: number | null; signal: string | null; said: string }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal, said: code === 0 ? '' : out.text.slice(-2000) }));
     child.kill('SIGINT');
   });
 }
+
+const CLEAN_EXIT = { code: 0, signal: null, said: '' };
 
 test('npm pack → npm install -g: tidemark --version, dev and worker work from any directory', async () => {
   // `npm test` has built dist/ already; packing without scripts leaves it alone while other tests use it.
@@ -67,7 +73,7 @@ test('npm pack → npm install -g: tidemark --version, dev and worker work from 
   expect(existsSync(join(elsewhere, '.tidemark', 'temporal.db'))).toBe(true);
   const list = await run(bin, ['list', '--address', `127.0.0.1:${port}`], { cwd: elsewhere });
   expect(list.stdout.trim()).toBe('no migrations');
-  expect(await stopped(dev.child)).toBe(0);
+  expect(await stopped(dev)).toEqual(CLEAN_EXIT);
 
   const worker = start(bin, ['worker'], elsewhere, {
     ...env,
@@ -79,5 +85,5 @@ test('npm pack → npm install -g: tidemark --version, dev and worker work from 
     'tidemark worker',
     60_000,
   );
-  expect(await stopped(worker.child)).toBe(0);
+  expect(await stopped(worker)).toEqual(CLEAN_EXIT);
 }, 600_000);

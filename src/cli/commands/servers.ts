@@ -92,11 +92,14 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
     .addOption(maxActivitiesOption())
     .action(async (o: { metricsPort?: number; logFormat?: LogFormat; maxActivities?: number }) => {
       const g = globals();
+      // Listening before anything starts: a stop asked for as soon as "worker running" is printed (or during start-up)
+      // must shut the worker down, not find the process without a handler and kill it outright.
+      const signal = untilSignal();
       const w = await runWorker({ address: g.address, namespace: g.namespace, taskQueue: g.taskQueue, ...o });
       console.error(
         `worker running on task queue ${g.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? 'tidemark'}${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`,
       );
-      await Promise.race([untilSignal(), w.done]);
+      await Promise.race([signal, w.done]);
       await w.shutdown();
     });
 
@@ -119,6 +122,7 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
         logFormat?: LogFormat;
       }) => {
         const g = globals();
+        const signal = untilSignal(); // before anything starts, as for `tidemark worker`
         const { startDevServer } = await import('../../infra/devserver');
         const dbFile = o.dbFile ?? join(stateDir(), 'temporal.db');
         const server = await startDevServer({ port: Number(o.port), uiPort: Number(o.uiPort), dbFile });
@@ -133,7 +137,7 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
             })
           : undefined;
         if (w) console.error(`worker running${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`);
-        await untilSignal();
+        await signal;
         await w?.shutdown();
         await server.stop();
       },
