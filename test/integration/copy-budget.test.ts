@@ -96,6 +96,20 @@ async function runWhileShared(
   return final;
 }
 
+const ROWS = 30_000;
+
+/** The meetings copy alone (ROWS rows, waiting for approval of the copy) under the budget `maxLatencyIncrease`. */
+async function meetingsCopy(db: TestDb, maxLatencyIncrease: number | 'unlimited'): Promise<ResolvedPlan> {
+  const base = await meetingsPlan(db, { rows: ROWS, approvals: ['copy'] });
+  return {
+    ...base,
+    copy: [{ ...base.copy[0], impact: { maxLatencyIncrease } }],
+    validate: [{ rowCount: { copy: 'meetings' } }],
+    traffic: undefined,
+    cleanup: undefined,
+  };
+}
+
 /**
  * The budget's first reading: a quiet window and sixteen probes, about six seconds after the copy starts to share.
  * The duty is within its bounds and status says what was measured against what.
@@ -112,31 +126,15 @@ const measuresTheBudget = [
 
 test('sharing the server, the copy reports the duty its latency budget allows and what it measured', async () => {
   const db = await h.db('budget');
-  const rows = 30_000;
-  const base = await meetingsPlan(db, { rows, approvals: ['copy'] });
-  const plan = {
-    ...base,
-    copy: [{ ...base.copy[0], impact: { maxLatencyIncrease: 0.5 } }],
-    validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: undefined,
-    cleanup: undefined,
-  };
+  const plan = await meetingsCopy(db, 0.5);
   const final = await runWhileShared(plan, db, 'meetings', ...measuresTheBudget);
-  expect(final.copy[0]).toMatchObject({ rowsCopied: rows, done: true });
+  expect(final.copy[0]).toMatchObject({ rowsCopied: ROWS, done: true });
   expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 });
 
 test('beside a light application the copy still shares the server, and says the sessions are light', async () => {
   const db = await h.db('budget_light');
-  const rows = 30_000;
-  const base = await meetingsPlan(db, { rows, approvals: ['copy'] });
-  const plan = {
-    ...base,
-    copy: [{ ...base.copy[0], impact: { maxLatencyIncrease: 0.5 } }],
-    validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: undefined,
-    cleanup: undefined,
-  };
+  const plan = await meetingsCopy(db, 0.5);
   const final = await runWhileShared(
     plan,
     db,
@@ -150,7 +148,7 @@ test('beside a light application the copy still shares the server, and says the 
     },
     lightApplication,
   );
-  expect(final.copy[0]).toMatchObject({ rowsCopied: rows, done: true });
+  expect(final.copy[0]).toMatchObject({ rowsCopied: ROWS, done: true });
   expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 });
 
@@ -170,15 +168,7 @@ test('across two databases, the copy holds the budget on the source, where the a
 
 test("an unlimited budget: busy sessions do not hold the copy back (only the operator's delay does)", async () => {
   const db = await h.db('budget_unlimited');
-  const rows = 30_000;
-  const base = await meetingsPlan(db, { rows, approvals: ['copy'] });
-  const plan = {
-    ...base,
-    copy: [{ ...base.copy[0], impact: { maxLatencyIncrease: 'unlimited' as const } }],
-    validate: [{ rowCount: { copy: 'meetings' } }],
-    traffic: undefined,
-    cleanup: undefined,
-  };
+  const plan = await meetingsCopy(db, 'unlimited');
   // The throttler looks before the first batch, and two sessions in open transactions count as busy at once: under a
   // budget the first heartbeat would already show a duty (10 % until measured).
   const final = await runWhileShared(
@@ -192,6 +182,6 @@ test("an unlimited budget: busy sessions do not hold the copy back (only the ope
       expect(c.throttleReason).toBe('operator delay 50ms');
     },
   );
-  expect(final.copy[0]).toMatchObject({ rowsCopied: rows, done: true });
+  expect(final.copy[0]).toMatchObject({ rowsCopied: ROWS, done: true });
   expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 });
