@@ -59,9 +59,10 @@ async function lightApplication(db: TestDb): Promise<{ end(): Promise<void> }> {
 }
 
 /**
- * Starts `plan` (which waits for approval of the copy) while `db`'s application (busy by default) runs, lets the copy run in small
- * batches with a pause between them, so that it is still running when what the test waits for comes, waits until
- * `job`'s status shows `what` (`until`), and checks it. Then lets it finish; returns the migration's final status.
+ * Starts `plan` (which waits for approval of the copy) while `db`'s application (busy by default) runs, lets the copy
+ * run in small batches with a pause between them, so that it is still running when what the test waits for comes,
+ * waits until `job`'s status shows `what` (`until`), and checks it. Then lets it finish; returns the migration's
+ * final status.
  */
 async function runWhileShared(
   plan: ResolvedPlan,

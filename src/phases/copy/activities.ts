@@ -343,9 +343,8 @@ export function createCopyActivities(deps: ActivityDeps) {
             const q = settleQuery(mapping, chunk.after, chunk.upTo);
             for (let attempt = 1; ; attempt++) {
               try {
-                const isolation = { isolation: 'repeatable read' as const };
                 const opts = {
-                  ...isolation,
+                  isolation: 'repeatable read' as const,
                   lockTimeoutMs: input.lockTimeoutMs,
                   settings: copySettings(mapping.syncId!),
                 };

@@ -39,8 +39,8 @@ export interface ThrottlerOptions {
   /** Average number of busy other sessions above which the server counts as shared. */
   busySessions: number;
   /**
-   * Average number of other sessions caught at work (running a statement or inside a transaction) below which they
-   * count as light: the budget then grows the copy's share faster (budget.ts). Measured here: one client at 50
+   * Average number of other sessions of this database caught at work (running a statement or inside a transaction)
+   * below which they count as light: the budget then grows the copy's share faster (budget.ts). Measured here: one client at 50
    * transactions/s reads about 0.05, four at 1,000 (pgbench's TPC-B-like script) about 1.4.
    */
   lightWorking: number;
@@ -278,12 +278,14 @@ export class Throttler {
     // between two transactions). Sampled twice a second, a steady workload of short transactions shows up even when
     // few of its statements happen to be running at the instant of the look.
     // At work: running a statement or inside a transaction (not waiting on a lock), which tells a light workload (a
-    // poller, a trickle of requests: busy by the definition above, rarely caught at work) from a heavy one.
+    // poller, a trickle of requests: busy by the definition above, rarely caught at work) from a heavy one. Counted in
+    // this database only: other databases' sessions weigh on the copy through the probe's latency, as they do on the
+    // application, not by how they look.
     const r = await this.pool.query(
       `SELECT count(*) FILTER (WHERE coalesce(wait_event_type, '') <> 'Lock'
                                  AND (state IN ('active', 'idle in transaction')
                                       OR (state = 'idle' AND state_change > now() - interval '1 second')))::int AS busy,
-              count(*) FILTER (WHERE coalesce(wait_event_type, '') <> 'Lock'
+              count(*) FILTER (WHERE datname = current_database() AND coalesce(wait_event_type, '') <> 'Lock'
                                  AND state IN ('active', 'idle in transaction'))::int AS working,
               count(*) FILTER (WHERE wait_event_type = 'Lock' AND datname = current_database()
                                AND now() - state_change > make_interval(secs => $1::float8 / 1000))::int AS waiters
