@@ -92,13 +92,21 @@ async function main() {
     `CREATE TABLE probes (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
   );
 
-  // The baseline twice: on an idle source, and under the same writes the copy meets (the copy's ratio is against
-  // the latter; both printed).
-  const idleRate = (rows * 1000) / (await dumpRestore(blue, baseline, 'items'));
+  // The baseline on an idle source, and under the same writes the copy meets (the copy's ratio is against the
+  // latter; both printed). Each the faster of two runs: one dump-restore swings by a fifth from run to run here, and
+  // the faster baseline gives the lower, safer ratio.
+  const fastest = async () => {
+    let best = Infinity;
+    for (let i = 0; i < 2; i++) {
+      best = Math.min(best, await dumpRestore(blue, baseline, 'items'));
+      await b.sql(baseline, 'DROP TABLE items');
+    }
+    return (rows * 1000) / best;
+  };
+  const idleRate = await fastest();
   console.log(`pg_dump | pg_restore of items, idle source: ${b.fmt(rows)} rows, ${b.fmt(idleRate)} rows/s`);
-  await b.sql(baseline, 'DROP TABLE items');
   const loading = writer(blue);
-  const dumpRate = (rows * 1000) / (await dumpRestore(blue, baseline, 'items'));
+  const dumpRate = await fastest();
   await loading.stop();
   console.log(
     `pg_dump | pg_restore of items at ${rate} writes/s on the source: ${b.fmt(rows)} rows, ${b.fmt(dumpRate)} rows/s`,

@@ -26,7 +26,6 @@ import {
 } from '../activity-kit';
 import type { CopyHeartbeat, CopyRange, CopyRangeResult } from './activities';
 import {
-  batchEndQuery,
   copyInSql,
   copyOutSql,
   mappedTypesSql,
@@ -68,7 +67,8 @@ import { resolveMapping } from './mapping';
 import { BatchSizer, MIN_BATCH } from './sizer';
 import { maxLatencyIncreaseOf } from './budget';
 import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
-import { slicePredicate, whereOf, type CopyMapping } from './sql';
+import { KeyIntervalBatcher } from './batcher';
+import { hasIntegerKey, keyAtOffsetQuery, slicePredicate, whereOf, type CopyMapping, type EncodedKey } from './sql';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 /** Changes applied per transaction. */
@@ -661,6 +661,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             format = await copyFormat(src, tgt, m);
             if (!prev) deps.logger.info({ job: job.name, range: range.index, format }, 'copy across databases');
             let staged = false;
+            const intervals = hasIntegerKey(m) ? new KeyIntervalBatcher(m, range) : undefined;
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
               const control = await readControl(src, run.runKey);
@@ -676,12 +677,15 @@ export function createAcrossActivities(deps: ActivityDeps) {
               let b: { n: number; end: string | null; last: boolean };
               let ms: number;
               try {
+                // A single integer key: the batch's interval sized from the key density seen so far, as the copy
+                // within one database does; otherwise the key `size` rows on, found along the key's index.
+                const planned = intervals && (await intervals.next(src, details.cursor, size));
+                if (planned === null) break;
+                const bounds = planned ? { after: planned.after, end: planned.upTo } : { after: details.cursor, size };
                 ({ value: b, ms } = await throttler.paced(() =>
-                  streamBatch(src, tgt, m, run, details.cursor, range.upTo, size, input.lockTimeoutMs, {
-                    staged,
-                    format,
-                  }),
+                  streamBatch(src, tgt, m, run, bounds, range.upTo, input.lockTimeoutMs, { staged, format }),
                 ));
+                if (planned) intervals!.result(planned, { rowCount: b.n });
               } catch (e) {
                 // The applier wrote a key of the batch meanwhile: the batch goes through the staging table.
                 if (sqlState(e) === '23505' && !staged) {
@@ -828,27 +832,34 @@ const ACROSS_MAX_BATCH = 200_000;
 /** Keys a batch leaves out of its COPY by name; with more than this in its range, it goes through the staging table. */
 const MAX_LISTED_KEYS = 1000;
 
+/** Where a batch ends: a key given (an interval, see batcher.ts), or `size` rows on, found by the batch itself. */
+type BatchBounds = { after: EncodedKey | null; end: EncodedKey | null } | { after: EncodedKey | null; size: number };
+
 /**
- * Copies one batch: the rows after `after`, up to `size` of them, streamed with COPY from the source into the target
- * under the job's apply lock, taken before the source is read (see "Why the copy is exact" in capture-sql.ts). Rows go
- * straight into the table, less the keys the target holds already, which are overwritten through the session's
- * staging table. With many such keys in the range (or `staged`), the whole batch goes through the staging table. Both
- * streams run at once; the target commits first, then the source lets go.
+ * Copies one batch: the rows after `after`, up to the end given or `size` of them, streamed with COPY from the source
+ * into the target under the job's apply lock, taken before the source is read (see "Why the copy is exact" in
+ * capture-sql.ts). Rows go straight into the table, less the keys the target holds already, which are overwritten
+ * through the session's staging table. With many such keys in the range (or `staged`), the whole batch goes through
+ * the staging table. Both streams run at once; the target commits first, then the source lets go.
  */
 async function streamBatch(
   src: PoolClient,
   tgt: PoolClient,
   m: CopyMapping,
   run: RunRef,
-  after: string | null,
+  bounds: BatchBounds,
   upTo: string | null,
-  size: number,
   lockTimeoutMs: number,
   { staged, format }: { staged: boolean; format: CopyFormat },
 ): Promise<{ n: number; end: string | null; last: boolean }> {
+  const { after } = bounds;
   return inTransaction(src, { lockTimeoutMs }, async (s) => {
-    const endQ = batchEndQuery(m, after, upTo, size);
-    const found = (await s.query(endQ.text, endQ.values)).rows[0]?.k as string | undefined;
+    let found: string | undefined;
+    if ('end' in bounds) found = bounds.end ?? undefined;
+    else {
+      const endQ = keyAtOffsetQuery(m, after, bounds.size - 1, upTo);
+      found = (await s.query(endQ.text, endQ.values)).rows[0]?.k as string | undefined;
+    }
     const end = found ?? upTo;
     const n = await inTransaction(tgt, { lockTimeoutMs, settings: applySettings(m.syncId!) }, async (t) => {
       await enterRun(t, run);

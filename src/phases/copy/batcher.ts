@@ -3,6 +3,7 @@
 // in key order.
 import type { PoolClient } from 'pg';
 import {
+  keyAtOffsetQuery,
   keyExtentQuery,
   limitBatchQuery,
   rangeBatchQuery,
@@ -63,10 +64,19 @@ class LimitBatcher implements Batcher {
   }
 }
 
-class KeyIntervalBatcher implements Batcher {
+/**
+ * The widest interval, in keys per row asked for, that runs without a look at the index: a batch holds at most this
+ * many times its size in rows (unique integer keys: one row per key at most), however the keys are spread.
+ */
+export const MAX_SPAN_PER_ROW = 4;
+
+export class KeyIntervalBatcher implements Batcher {
   /** Last key this range must reach; extended if rows with higher keys arrive before the end (open ranges). */
   private upper: bigint | undefined;
-  /** Rows per key unit, learnt from the batches so far. */
+  /**
+   * Rows per key unit, learnt from the batches so far. It starts at 1, the most a unique integer key can have, so the
+   * first interval holds at most the rows asked for.
+   */
   private density = 1;
 
   constructor(
@@ -90,7 +100,15 @@ class KeyIntervalBatcher implements Batcher {
     }
     const start = BigInt(cursor);
     const span = BigInt(Math.max(1, Math.ceil(size / this.density)));
-    const end = start + span < this.upper ? start + span : this.upper;
+    let end = start + span < this.upper ? start + span : this.upper;
+    if (this.m.source.kind === 'table' && end - start > BigInt(size) * BigInt(MAX_SPAN_PER_ROW)) {
+      // Sparse keys: an interval this wide could hold up to its width in rows, should the keys turn dense inside it
+      // (a gap, then ids from a new generator). It ends at the size-th row instead, found along the table's index (at
+      // most `size` entries read), which also leaps any gap in one batch. (A query source has no index to ask.)
+      const q = keyAtOffsetQuery(this.m, cursor, size - 1, this.upper.toString());
+      const k = (await c.query(q.text, q.values)).rows[0]?.k as string | undefined;
+      end = k === undefined ? this.upper : BigInt(k);
+    }
     const after = cursor;
     const upTo = end.toString();
     const m = this.m;

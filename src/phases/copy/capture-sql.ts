@@ -334,20 +334,6 @@ export function applyLockSql(shared: boolean): string {
   return `SELECT pg_advisory_xact_lock${shared ? '_shared' : ''}(hashtextextended('tidemark-apply:' || $1, 0))`;
 }
 
-/**
- * Where a batch of a range ends: the key of the \`limit\`-th source row after \`after\` (within \`upTo\`), or none when
- * fewer rows are left (the batch then runs to the range's end).
- */
-export function batchEndQuery(m: CopyMapping, after: EncodedKey | null, upTo: EncodedKey | null, limit: number): Query {
-  const values: unknown[] = [limit - 1];
-  const where = keyBounds(m, 's', 'source', after, upTo, values);
-  const keys = keyCols(m, 's', 'source');
-  return {
-    text: `SELECT ${encodedKeySql(m, keys)} AS k FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${keys.join(', ')} OFFSET $1 LIMIT 1`,
-    values,
-  };
-}
-
 /** Which rows of a batch the source sends: all of them, all but some keys, or only some keys. */
 export type BatchKeys = { except: EncodedKey[] } | { only: EncodedKey[] };
 

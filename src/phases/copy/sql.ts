@@ -287,11 +287,19 @@ export function keyExtentQuery(m: CopyMapping, after: EncodedKey | null, upTo: E
   return { text: `SELECT ${scan('ASC')} AS lo, ${scan('DESC')} AS hi`, values };
 }
 
-/** The key `offset` rows after `after` in key order (null when fewer rows remain): chunk and range boundaries. */
-export function keyAtOffsetQuery(m: CopyMapping, after: EncodedKey | null, offset: number): Query {
+/**
+ * The key `offset` rows after `after` in key order, up to `upTo` (null when fewer rows remain): chunk, range and batch
+ * boundaries.
+ */
+export function keyAtOffsetQuery(
+  m: CopyMapping,
+  after: EncodedKey | null,
+  offset: number,
+  upTo: EncodedKey | null = null,
+): Query {
   const values: unknown[] = [offset];
   const src = keyCols(m, 's', 'source');
-  const where = [...keyBounds(m, 's', 'source', after, null, values), ...src.map((c) => `${c} IS NOT NULL`)];
+  const where = [...keyBounds(m, 's', 'source', after, upTo, values), ...src.map((c) => `${c} IS NOT NULL`)];
   return {
     text: `SELECT ${encodedKeySql(m, src)} AS k FROM ${sourceFrom(m)}${whereOf(where)} ORDER BY ${src.join(', ')} OFFSET $1 LIMIT 1`,
     values,
