@@ -483,10 +483,19 @@ interface CopyBeat {
   paused: boolean;
 }
 
+/** The settle pass's heartbeat while it waits for transactions to end (SettleBeat in phases/copy/activities.ts). */
+interface SettleBeat {
+  job: string;
+  waitingFor?: string;
+}
+
 /** Folds the copy activities' heartbeats into the status's per-job progress (rows, rate, ETA, batch, throttle). */
 export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[]): void {
   for (const job of status.copy) {
     if (job.done) continue;
+    const settling = live.find((l) => l.activity === 'settleCopy' && (l.details as SettleBeat | null)?.job === job.job)
+      ?.details as SettleBeat | undefined;
+    if (settling?.waitingFor) job.waitingFor = settling.waitingFor;
     const beats = live
       .filter(
         (l) =>

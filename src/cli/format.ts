@@ -34,7 +34,8 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
         const rate = c.done
           ? ''
           : `, ${n(c.rowsPerSecond)} rows/s${c.etaSeconds !== null ? `, ETA ${formatDuration(c.etaSeconds * 1000)}` : ''}, batch ${n(c.batchSize)}`;
-        const why = c.throttleReason ? `, throttled: ${c.throttleReason}` : '';
+        const why =
+          (c.throttleReason ? `, throttled: ${c.throttleReason}` : '') + (c.waitingFor ? `, ${c.waitingFor}` : '');
         return `${c.job}: ${n(c.rowsCopied)}${c.done ? '' : ` / ~${n(c.estimatedTotal)}`} rows${c.done ? '' : pct}${rate}${why}`;
       })
       .join('; ');

@@ -32,7 +32,8 @@ export function progressFacts(s: Status, tty: boolean): string[] {
         ? 'done'
         : `${n(j.rowsPerSecond)} rows/s, ETA ${j.etaSeconds === null ? '?' : formatDuration(j.etaSeconds * 1000)}`;
       const throttled = j.throttleReason && !j.done ? `, ${c.warn(`throttled: ${j.throttleReason}`)}` : '';
-      const text = `copy ${j.job}: ${Math.round(pct * 100)}% ${n(j.rowsCopied)}/~${n(Math.max(j.estimatedTotal, j.rowsCopied))} rows, ${rate}${throttled}`;
+      const waiting = j.waitingFor && !j.done ? `, ${c.warn(j.waitingFor)}` : '';
+      const text = `copy ${j.job}: ${Math.round(pct * 100)}% ${n(j.rowsCopied)}/~${n(Math.max(j.estimatedTotal, j.rowsCopied))} rows, ${rate}${throttled}${waiting}`;
       facts.push(tty ? `${c.info(bar(pct))} ${text}` : text);
     }
   }

@@ -106,6 +106,11 @@ export interface CopyJobProgress {
   lockConflicts: number;
   lastLockConflict: string | null;
   paused: boolean;
+  /**
+   * Once every range is copied, before the settle pass: the transactions it waits for (open since before the last
+   * batch), while any is open.
+   */
+  waitingFor?: string | null;
   done: boolean;
 }
 

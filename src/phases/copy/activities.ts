@@ -30,6 +30,7 @@ import { batcherFor, type BatchResult, type PlannedBatch } from './batcher';
 import { chunkPlanner, walkChunks, type ChunkBounds } from './chunks';
 import { enterRun } from '../../db/fence';
 import { inTransaction, rolledBack, withClient, withTransaction } from '../../db/tx';
+import { describeTransactions, openTransactions, transactionsEnded } from '../../db/transactions';
 import { F, failure } from '../../migration/failures';
 import { probeSync } from './probe';
 import type { ResolvedCopyJob } from '../../plan/types';
@@ -121,6 +122,12 @@ export interface SettleResult {
   chunks: number;
   /** Target rows removed because their key had left the source. */
   removed: number;
+}
+
+/** The settle pass's heartbeat while it waits for transactions to end before it starts (shown by `status`). */
+export interface SettleBeat extends SettleResult {
+  job: string;
+  waitingFor: string;
 }
 
 /** Rows of the source per chunk of the settle pass. */
@@ -336,6 +343,27 @@ export function createCopyActivities(deps: ActivityDeps) {
         // chunks keep their size: each is one anti-join, not sized toward the shared bursts.
         const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job));
         return withClient(pool, async (c) => {
+          // A write that removed a row (a DELETE, a key change) before the last batch read it, in a transaction still
+          // open now, found nothing to delete in the target then, and the source still shows the row to every other
+          // snapshot: the pass would keep the batch's copy, a row the application deleted. So it first waits for every
+          // transaction open now to end, as CREATE INDEX CONCURRENTLY does; one that began later sees every batch.
+          const open = await openTransactions(c);
+          const waitStarted = Date.now();
+          let warnedAt = 0;
+          await transactionsEnded(
+            c,
+            open,
+            (still) => {
+              if (signal?.aborted) throw new CancelledFailure('cancelled');
+              const waitingFor = `waiting for ${still.length} transaction(s) open since before the last batch to end: ${describeTransactions(still)}`;
+              heartbeat({ ...state, job: job.name, waitingFor } satisfies SettleBeat);
+              if (Date.now() - waitStarted > 10_000 && Date.now() - warnedAt > 60_000) {
+                warnedAt = Date.now();
+                deps.logger.warn({ job: job.name, waitingFor }, 'settle pass waiting for open transactions');
+              }
+            },
+            () => sleepMs(100, signal),
+          );
           const planner = await chunkPlanner(c, mapping, SETTLE_CHUNK_ROWS, state.cursor);
           // Chunks are independent (each its own snapshot): with a single integer key two run at once. On an idle 2M-row
           // copy the settle pass took 0.86 s instead of 1.35 s, a third of the copy phase before.

@@ -233,7 +233,9 @@ export function targetHasRowsQuery(m: CopyMapping, after: EncodedKey | null, upT
  *  - a row that leaves the source after the batch's snapshot (deleted, its key changed, no longer yielded by a query
  *    source) can be written by the batch after its trigger found nothing to delete: once every range is copied, the
  *    settle pass (settleQuery) deletes the target rows of the job whose key the source no longer has. No batch runs
- *    then, so nothing can bring such a row back.
+ *    then, so nothing can bring such a row back. The pass starts once every transaction open when it begins has ended:
+ *    a write that removed a row before the last batch read it, in a transaction still open, is invisible to the pass
+ *    until it commits.
  * Query sources recompute the target rows of the keys a write touches (querySyncTriggerDdl), under a per-key lock so
  * two transactions writing different tables of one target row recompute it one after the other.
  */
