@@ -32,7 +32,9 @@ test('the wait lasts while one of the transactions is open, and not for the ones
     db,
     waitFor,
     (open) => heard.push(open.map((t) => t.pid ?? -1)),
-    async () => undefined,
+    async () => {
+      if (looked() > 10) throw new Error('still waiting after 10 looks');
+    },
   );
   expect(heard).toEqual([[11, -1], [-1]]);
   expect(looked()).toBe(3);
