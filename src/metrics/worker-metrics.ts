@@ -1,10 +1,11 @@
 // tidemark's own Prometheus metrics, kept by the worker process: copy progress from the copy activities' heartbeats
 // (activities run here), and the migration's state, phases, flag, gates and compensations from the snapshots the
 // workflow sends through its `metrics` sink (migration/telemetry.ts). Everything is labelled by migration.
-import type { ActivityInterceptorsFactory } from '@temporalio/worker';
+import type { Context } from '@temporalio/activity';
+import type { ActivityInboundCallsInterceptor, ActivityInterceptorsFactory } from '@temporalio/worker';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { StatusSnapshot } from '../migration/telemetry';
-import type { CopyHeartbeat } from '../phases/copy/activities';
+import type { CopyHeartbeat, SettleBeat } from '../phases/copy/activities';
 
 const STATES = ['running', 'paused', 'waiting-approval', 'rolling-back', 'rolled-back', 'completed', 'failed'];
 
@@ -28,6 +29,9 @@ export function throttleKind(reason: string | null): string {
   if (reason.startsWith('sharing')) return 'sharing';
   return 'other';
 }
+
+/** The migration an activity works for, from its input's run. */
+const migrationOf = (arg: unknown): string => (arg as { run?: { migration?: string } })?.run?.migration ?? 'unknown';
 
 interface Seen {
   state?: string;
@@ -74,6 +78,12 @@ export class WorkerMetrics {
   private readonly latencyIncrease = new Gauge({
     name: 'tidemark_copy_latency_increase',
     help: "While the copy shares the server: the time its probe's p90 gains while copying, as a share of the quiet p90 (at least 2 ms): 0.1 = 10 % slower",
+    labelNames: ['migration', 'job'],
+    registers: [this.registry],
+  });
+  private readonly settleWaiting = new Gauge({
+    name: 'tidemark_copy_settle_waiting_transactions',
+    help: 'Transactions the settle pass waits for before it starts (open since before the last batch); 0 otherwise',
     labelNames: ['migration', 'job'],
     registers: [this.registry],
   });
@@ -137,14 +147,15 @@ export class WorkerMetrics {
     return { metrics: { observe: { fn: (_info: unknown, s: StatusSnapshot) => this.observe(s) } } };
   }
 
-  /** Activity interceptor: watches the copy activities' heartbeats. */
+  /** Activity interceptor: watches the copy activities' heartbeats (within one database and across two). */
   interceptor(): ActivityInterceptorsFactory {
     return (ctx) => {
-      if (ctx.info.activityType !== 'copyRange') return {};
+      if (ctx.info.activityType === 'settleCopy') return { inbound: this.settleInterceptor(ctx) };
+      if (ctx.info.activityType !== 'copyRange' && ctx.info.activityType !== 'copyRangeAcross') return {};
       return {
         inbound: {
           execute: async (input, next) => {
-            const migration = (input.args[0] as { run?: { migration?: string } })?.run?.migration ?? 'unknown';
+            const migration = migrationOf(input.args[0]);
             const prev = ctx.info.heartbeatDetails as CopyHeartbeat | undefined;
             const last = { rows: prev?.rowsCopied ?? 0, batches: prev?.batches ?? 0, at: Date.now() };
             let job: string | undefined;
@@ -167,6 +178,30 @@ export class WorkerMetrics {
           },
         },
       };
+    };
+  }
+
+  /** The settle pass's heartbeats: how many transactions it waits for, back to 0 once it is past them or over. */
+  private settleInterceptor(ctx: Context): ActivityInboundCallsInterceptor {
+    return {
+      execute: async (input, next) => {
+        const migration = migrationOf(input.args[0]);
+        let job: string | undefined;
+        const heartbeat = ctx.heartbeat.bind(ctx);
+        (ctx as { heartbeat: (details?: unknown) => void }).heartbeat = (details?: unknown) => {
+          const beat = details as Partial<SettleBeat> | undefined;
+          if (beat?.job) {
+            job = beat.job;
+            this.settleWaiting.set({ migration, job }, beat.waitingTransactions ?? 0);
+          }
+          heartbeat(details);
+        };
+        try {
+          return await next(input);
+        } finally {
+          if (job) this.settleWaiting.set({ migration, job }, 0);
+        }
+      },
     };
   }
 

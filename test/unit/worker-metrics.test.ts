@@ -58,3 +58,34 @@ test('throttle reasons become a handful of label values', () => {
   expect(throttleKind('server slow to answer: 40ms vs 2.0ms at best')).toBe('server-slow');
   expect(throttleKind('sharing the server with ~2.0 busy session(s): copying 10% of the time')).toBe('sharing');
 });
+
+/** Runs `activityType` through the metrics interceptor; the activity sends `beats` as its heartbeats. */
+async function runIntercepted(m: WorkerMetrics, activityType: string, beats: unknown[], during?: () => Promise<void>) {
+  const ctx = { info: { activityType, heartbeatDetails: undefined }, heartbeat: () => undefined };
+  const inbound = m.interceptor()(ctx as never).inbound!;
+  await inbound.execute!({ args: [{ run: { migration: 'orders-v2' } }], headers: {} } as never, async () => {
+    for (const b of beats) (ctx as { heartbeat: (d: unknown) => void }).heartbeat(b);
+    await during?.();
+    return undefined;
+  });
+}
+
+test('copies across databases are counted like copies within one; the settle wait is a gauge back at 0 when over', async () => {
+  const m = new WorkerMetrics();
+  const beat = (rowsCopied: number, batches: number) => ({
+    job: 'items',
+    rowsCopied,
+    batches,
+    batchSize: 1000,
+    throttleReason: null,
+  });
+  await runIntercepted(m, 'copyRangeAcross', [beat(1000, 1), beat(3000, 3)]);
+  const labels = { migration: 'orders-v2', job: 'items' };
+  expect(await value(m, 'tidemark_copy_rows_total', labels)).toBe(3000);
+
+  const waiting = { cursor: null, chunks: 0, removed: 0, job: 'items', waitingFor: 'waiting for 2 …' };
+  await runIntercepted(m, 'settleCopy', [{ ...waiting, waitingTransactions: 2 }], async () => {
+    expect(await value(m, 'tidemark_copy_settle_waiting_transactions', labels)).toBe(2);
+  });
+  expect(await value(m, 'tidemark_copy_settle_waiting_transactions', labels)).toBe(0);
+});
