@@ -338,7 +338,13 @@ export function createCopyActivities(deps: ActivityDeps) {
         const pool = await targetPool(deps, input.urlEnv);
         const mapping = await resolveMapping(pool, job, run);
         const signal = cancellationSignal();
-        const state: SettleResult = previousHeartbeat<SettleResult>() ?? { cursor: null, chunks: 0, removed: 0 };
+        // The pass's position only: an earlier attempt's heartbeat may have been a wait (SettleBeat), long over.
+        const prev = previousHeartbeat<SettleResult>();
+        const state: SettleResult = {
+          cursor: prev?.cursor ?? null,
+          chunks: prev?.chunks ?? 0,
+          removed: prev?.removed ?? 0,
+        };
         // Paced like the copy: while the application shares the server, a chunk runs only in the copy's share of the
         // time, one at a time (unpaced, the settle pass was one burst at full speed at the end of every copy). The
         // chunks keep their size: each is one anti-join, not sized toward the shared bursts.
