@@ -40,8 +40,8 @@ export interface ThrottlerOptions {
   busySessions: number;
   /**
    * Average number of other sessions of this database caught at work (running a statement or inside a transaction)
-   * below which they count as light: the budget then grows the copy's share faster (budget.ts). Measured here: one client at 50
-   * transactions/s reads about 0.05, four at 1,000 (pgbench's TPC-B-like script) about 1.4.
+   * below which they count as light: the budget then grows the copy's share faster (budget.ts). Measured here: one
+   * client at 50 transactions/s reads about 0.05, four at 1,000 (pgbench's TPC-B-like script) about 1.4.
    */
   lightWorking: number;
   /** A probe slower than this many times its best (and above probeFloorMs) means the server is saturated. */
