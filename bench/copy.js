@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Copy benchmark, one line per figure, every ratio against a baseline measured in the same run:
-//   - tidemark's copy of a generated table (idle server) against one INSERT … SELECT of the same mapping;
+//   - tidemark's copy of a generated table (idle server) against one INSERT … SELECT of the same mapping, and against
+//     that statement split by key into --parallel parts run at once (what parallel ranges could reach here);
 //   - history events per million rows; the worker's peak RSS;
 //   - under a production-like load — pgbench on its own tables of the same database, rate-limited (-R) to half the
 //     rate it reaches alone here — the load's p99 latency while the copy runs against the same load without it, its
@@ -92,6 +93,22 @@ async function main() {
   await b.sql(url, 'CHECKPOINT');
   const base = await b.timed(() => b.sql(url, `INSERT INTO bench_baseline ${MAPPED_SELECT}`));
   const baseRps = rows / (base.ms / 1000);
+  // The machine's own ceiling for parallel ranges: the same statement split by key into `parallel` parts run at once,
+  // each on its own connection. On two cores shared with the server's WAL writer this is what any copy could reach.
+  await b.sql(url, TARGET_DDL('bench_baseline_split'));
+  await b.sql(url, 'CHECKPOINT');
+  const part = Math.ceil(rows / parallel);
+  const split = await b.timed(() =>
+    Promise.all(
+      Array.from({ length: parallel }, (_, i) =>
+        b.sql(
+          url,
+          `INSERT INTO bench_baseline_split ${MAPPED_SELECT} WHERE id > ${i * part} AND id <= ${(i + 1) * part}`,
+        ),
+      ),
+    ),
+  );
+  const splitRps = rows / (split.ms / 1000);
 
   await b.withStack('tidemark-bench', { BENCH_DATABASE_URL: url }, async ({ client, worker, server }) => {
     await b.sql(url, 'CHECKPOINT');
@@ -100,8 +117,11 @@ async function main() {
     const copyRps = rows / (copyMs / 1000);
     const idleRatio = copyRps / baseRps;
     figure(
-      `copy, idle: tidemark ${b.fmt(copyRps)} rows/s (${parallel} range(s)) vs one INSERT … SELECT ${b.fmt(baseRps)} rows/s → ${idleRatio.toFixed(2)}× (target ≥ 0.80)`,
-      idleRatio >= 0.8,
+      `copy, idle: tidemark ${b.fmt(copyRps)} rows/s (${parallel} range(s)) vs one INSERT … SELECT ${b.fmt(baseRps)} rows/s → ${idleRatio.toFixed(2)}× (target ≥ 1.3)`,
+      idleRatio >= 1.3,
+    );
+    console.log(
+      `copy, idle, against the machine's ceiling: the same INSERT … SELECT split into ${parallel} at once ${b.fmt(splitRps)} rows/s (${(splitRps / baseRps).toFixed(2)}× one) → tidemark ${(copyRps / splitRps).toFixed(2)}× it`,
     );
     // Two workers against one, each copying 2 × parallel ranges into a fresh table: fresh worker processes on a task
     // queue of their own, the two each allowed only half of the ranges at once (TIDEMARK_MAX_ACTIVITIES), so both

@@ -169,6 +169,20 @@ export const BOOTSTRAP_DDL: string[] = [
      batches bigint NOT NULL DEFAULT 0,
      updated_at timestamptz NOT NULL DEFAULT now()
    )`,
+  // The settle pass's work list (phases/copy/activities.ts settleCopy): while a copy within one database runs, its sync
+  // triggers log the key of every row that leaves the source (a delete, a key change, a row leaving a reverse sync's
+  // slice; a null key for a truncate), in the writer's transaction. The settle pass then looks at those keys only,
+  // not at the whole table. `sync_settling` says that a sync's triggers log (installed with it, in one transaction).
+  `CREATE TABLE IF NOT EXISTS ${S}.sync_removals (
+     sync_id text NOT NULL,
+     seq bigserial,
+     key jsonb,
+     PRIMARY KEY (sync_id, seq)
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${S}.sync_settling (
+     sync_id text PRIMARY KEY,
+     since timestamptz NOT NULL DEFAULT now()
+   )`,
 ];
 
 const TABLES = [
@@ -185,6 +199,8 @@ const TABLES = [
   'row_clock',
   'captures',
   'apply_progress',
+  'sync_removals',
+  'sync_settling',
 ];
 
 const done = new WeakMap<Pool, Promise<void>>();

@@ -235,7 +235,10 @@ export function targetHasRowsQuery(m: CopyMapping, after: EncodedKey | null, upT
  *    settle pass (settleQuery) deletes the target rows of the job whose key the source no longer has. No batch runs
  *    then, so nothing can bring such a row back. The pass starts once every transaction open when it begins has ended:
  *    a write that removed a row before the last batch read it, in a transaction still open, is invisible to the pass
- *    until it commits.
+ *    until it commits. For a table source the pass looks only at the keys the triggers logged as leaving the source
+ *    (settleLoggedQuery): every such write logs in its own transaction, so once those transactions have ended the log
+ *    holds every key that can have such a row. A write after that sees every batch (its snapshot is newer), finds the
+ *    rows it removes, and needs no log: the pass then installs the functions again without it.
  * Query sources recompute the target rows of the keys a write touches (querySyncTriggerDdl), under a per-key lock so
  * two transactions writing different tables of one target row recompute it one after the other.
  */
@@ -327,6 +330,34 @@ export function settleQuery(m: CopyMapping, after: EncodedKey | null, upTo: Enco
   };
 }
 
+/**
+ * One chunk of the settle pass's work list (sync_removals): the next `limit` keys logged after `afterSeq` as leaving
+ * the source; the job's target rows of those keys that the source does not hold are deleted. Answers the chunk's last
+ * seq (null when the list is done), how many keys it held and how many rows went. A one-column integer key is matched
+ * `= ANY (ARRAY(…))`, an index scan however the planner guesses the chunk's size (see tableSyncDdl).
+ */
+export function settleLoggedQuery(m: CopyMapping, afterSeq: string, limit: number): Query {
+  const typed = m.keys.map((k, i) => `(r.key${m.keys.length === 1 ? " #>> '{}'" : `->>${i}`})::${k.type}`);
+  const logged = `SELECT ${typed.join(', ')} FROM chunk AS r`;
+  const inLog = hasIntegerKey(m)
+    ? `t.${quoteIdent(m.keys[0].target)} = ANY (ARRAY(${logged}))`
+    : `${tuple(keyCols(m, 't', 'target'))} IN (${logged})`;
+  const match = m.keys.map((k) => `s.${quoteIdent(k.source)} = t.${quoteIdent(k.target)}`).join(' AND ');
+  return {
+    text: `WITH chunk AS MATERIALIZED (
+        SELECT seq, key FROM ${quoteIdent(TIDEMARK_SCHEMA)}.sync_removals
+         WHERE sync_id = $1 AND seq > $2 ORDER BY seq LIMIT $3),
+      gone AS (
+        DELETE FROM ${quoteTable(m.target)} AS t
+         WHERE ${[inLog, ...slicePredicate(m)].join(' AND ')}
+           AND NOT EXISTS (SELECT 1 FROM ${sourceFrom(m)} WHERE ${match})
+        RETURNING 1)
+      SELECT (SELECT max(seq) FROM chunk)::text AS last, (SELECT count(*) FROM chunk)::int AS n,
+        (SELECT count(*) FROM gone)::int AS removed`,
+    values: [syncIdOf(m), afterSeq, limit],
+  };
+}
+
 // ---- sync triggers --------------------------------------------------------------------------------------------
 
 /*
@@ -392,6 +423,11 @@ interface TableSync {
    * sharing the table are not replayed, and a row leaving the slice counts as deleted.
    */
   fromSlice?: { column: string; value: string }[];
+  /**
+   * Log the keys of the rows that leave the copy's source set (sync_removals, see settleCopy): set while the copy has
+   * not settled yet; the settle pass installs the function again without it.
+   */
+  logRemovals: boolean;
 }
 
 /**
@@ -425,22 +461,36 @@ function tableSyncDdl(r: TableSync): string[] {
       ? `d.${quoteIdent(r.keys[0].to)} = ANY (ARRAY(${keys}))`
       : `${tuple(r.keys.map((k) => `d.${quoteIdent(k.to)}`))} IN (${keys})`;
   };
+  // The keys leaving the copy's source set, logged for the settle pass as jsonb: dates and times in ISO form whatever
+  // the writer's DateStyle, which their text form would follow. The key's values are the same on both sides, so `o`'s
+  // key columns name it whichever way the sync runs.
+  const removals = `${quoteIdent(TIDEMARK_SCHEMA)}.sync_removals`;
+  const oKeys = r.keys.map((k) => `o.${quoteIdent(k.from)}`);
+  const encoded = oKeys.length === 1 ? `to_jsonb(${oKeys[0]})` : `jsonb_build_array(${oKeys.join(', ')})`;
+  const logged = (rows: string) =>
+    r.logRemovals
+      ? `INSERT INTO ${removals} (sync_id, key) SELECT ${quoteLiteral(r.syncId)}, ${encoded} FROM ${rows};`
+      : '';
+  const changed = `old_rows AS o WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${match('n', 'o', 'from', 'from')}${fromSliceOf('n')})${fromSliceOf('o')}`;
+  const deleted = `old_rows AS o WHERE true${fromSliceOf('o')}`;
   const body = `
 DECLARE
   ${guardDeclare}
 BEGIN
   ${guardEnter(r.syncId)}
   IF TG_OP = 'TRUNCATE' THEN
+    ${r.logRemovals ? `INSERT INTO ${removals} (sync_id, key) VALUES (${quoteLiteral(r.syncId)}, NULL);` : ''}
     DELETE FROM ${r.to} AS d WHERE true${sliceOf('d')};
   ELSIF TG_OP = 'INSERT' THEN
     ${upsert}
   ELSIF TG_OP = 'UPDATE' THEN
     -- Keys that changed (or rows that left the slice): their old rows go.
-    DELETE FROM ${r.to} AS d
-     WHERE ${targetRowsIn(`old_rows AS o WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${match('n', 'o', 'from', 'from')}${fromSliceOf('n')})${fromSliceOf('o')}`)}${sliceOf('d')};
+    ${logged(changed)}
+    DELETE FROM ${r.to} AS d WHERE ${targetRowsIn(changed)}${sliceOf('d')};
     ${upsert}
   ELSE
-    DELETE FROM ${r.to} AS d WHERE ${targetRowsIn(`old_rows AS o WHERE true${fromSliceOf('o')}`)}${sliceOf('d')};
+    ${logged(deleted)}
+    DELETE FROM ${r.to} AS d WHERE ${targetRowsIn(deleted)}${sliceOf('d')};
   END IF;
   ${guardLeave}
   RETURN NULL;
@@ -449,8 +499,26 @@ END`;
   return statementTriggers(fn, (kind) => syncTriggerName(r.job, r.syncId, r.direction, kind), r.from, body);
 }
 
-/** Forward sync: every write to the source table is replayed into the target through the mapping. */
-export function forwardTriggerDdl(m: CopyMapping): string[] {
+/**
+ * The sync's trigger functions as they stay once the copy has settled: without logging removals. Only the functions
+ * (CREATE OR REPLACE), not the triggers, so nothing waits for a lock on the tables.
+ */
+export function settledFunctionsDdl(m: CopyMapping, bidirectional: boolean): string[] {
+  const fns = [forwardTriggerDdl(m)[0], ...(bidirectional ? [reverseTriggerDdl(m)[0]] : [])];
+  for (const f of fns) if (!f.startsWith('CREATE OR REPLACE FUNCTION')) throw new Error(`not a function: ${f}`);
+  return fns;
+}
+
+/** Whether a sync of `m` logs removals until its copy settles: a table source (a query source settles by a full pass). */
+function logsRemovals(m: CopyMapping, settling: boolean): boolean {
+  return settling && m.source.kind === 'table';
+}
+
+/**
+ * Forward sync: every write to the source table is replayed into the target through the mapping. `settling`: the copy
+ * has not settled yet, so the keys of the rows that leave the source are logged too.
+ */
+export function forwardTriggerDdl(m: CopyMapping, settling = false): string[] {
   if (m.source.kind !== 'table') throw new Error('forward triggers need a table source');
   return tableSyncDdl({
     job: m.job,
@@ -462,6 +530,7 @@ export function forwardTriggerDdl(m: CopyMapping): string[] {
     integerKey: hasIntegerKey(m),
     columns: m.columns.map((c) => ({ name: c.target, expr: c.expr })),
     slice: m.slice,
+    logRemovals: logsRemovals(m, settling),
   });
 }
 
@@ -469,7 +538,7 @@ export function forwardTriggerDdl(m: CopyMapping): string[] {
  * Reverse sync (bidirectional): writes made on the target are replayed into the source through `reverse` (a table
  * source) or into the old tables through `writeBack` (a query source).
  */
-export function reverseTriggerDdl(m: CopyMapping): string[] {
+export function reverseTriggerDdl(m: CopyMapping, settling = false): string[] {
   if (m.source.kind !== 'table') return writeBackTriggerDdl(m);
   return tableSyncDdl({
     job: m.job,
@@ -482,6 +551,7 @@ export function reverseTriggerDdl(m: CopyMapping): string[] {
     columns: m.reverse.map((r) => ({ name: r.source, expr: r.expr })),
     slice: [],
     fromSlice: m.slice,
+    logRemovals: logsRemovals(m, settling),
   });
 }
 
@@ -682,7 +752,14 @@ export function dropSyncDdl(job: string, syncId: string, querySources = 0, keepR
   ];
   for (let i = 0; i < querySources; i++)
     fns.push(`${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(job, syncId, i, 'function'))}`);
-  return fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`);
+  return [
+    ...fns.map((fn) => `DROP FUNCTION IF EXISTS ${fn}() CASCADE`),
+    // The settle pass's work list, if the copy never settled (a reverse sync kept logs on until dropped with it).
+    `DELETE FROM ${quoteIdent(TIDEMARK_SCHEMA)}.sync_settling WHERE sync_id = ${quoteLiteral(syncId)}`,
+    ...(keepReverse
+      ? []
+      : [`DELETE FROM ${quoteIdent(TIDEMARK_SCHEMA)}.sync_removals WHERE sync_id = ${quoteLiteral(syncId)}`]),
+  ];
 }
 
 /**

@@ -148,10 +148,16 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
       { summary: `settle ${job.name}: remove rows that left the source` },
       [base],
     );
-    if (settled.removed)
+    if (settled.removed) {
+      // How the pass found them: among the keys the triggers logged as leaving the source, or in the whole table.
+      const looked =
+        settled.keysLooked === undefined
+          ? 'the whole table looked at'
+          : `${settled.keysLooked} logged key(s) looked at`;
       board.event(
-        `copy ${job.name}: settled, ${settled.removed} row(s) that left the source while it was copied removed`,
+        `copy ${job.name}: settled, ${settled.removed} row(s) that left the source while it was copied removed (${looked})`,
       );
+    }
   }
   progress.done = true;
   progress.etaSeconds = 0;
