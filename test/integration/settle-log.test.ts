@@ -138,3 +138,74 @@ test('a key change in a transaction open across the copy of its row: the logged 
     await app.end();
   }
 });
+
+test('a TRUNCATE of the source during the copy: the whole table is settled, and the log goes all the same', async () => {
+  const db = await h.db('settletruncate');
+  await db.query(`CREATE TABLE items (id bigint PRIMARY KEY, note text NOT NULL);
+    CREATE TABLE items_v2 (id bigint PRIMARY KEY, note text NOT NULL);
+    INSERT INTO items SELECT i, 'n' || i FROM generate_series(1, ${ROWS}) i`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: 'settle-truncate',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        approvals: ['copy'],
+        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+        copy: [
+          {
+            name: 'items',
+            from: 'items',
+            to: 'items_v2',
+            key: 'id',
+            sync: 'forward',
+            discardNewPathWrites: true,
+            batchSize: 300,
+            maxBatchSize: 300,
+            impact: LOOSE_BUDGET_IN_PLAN,
+          },
+        ],
+        validate: [{ rowCount: { copy: 'items' } }],
+        traffic: { flag: 'items_v2', stages: [{ percent: 100, soak: '1h' }] },
+        cleanup: {},
+      },
+      { 'up.sql': 'SELECT 1', 'down.sql': 'SELECT 1' },
+    ),
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'copy');
+  await h.client.throttle(workflowId, { delayMs: 300 });
+  await h.client.approve(workflowId);
+  // Some batches in, most not yet.
+  await eventually(
+    async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM items_v2`))[0].n >= 300,
+    'the first batch in the new table',
+    120_000,
+    20,
+  );
+  await db.query(`TRUNCATE items`);
+  await db.query(`INSERT INTO items SELECT i, 'after ' || i FROM generate_series(1, 10) i`);
+  await eventually(
+    async () => {
+      const s = await h.client.status(workflowId);
+      if (['rolled-back', 'failed', 'completed'].includes(s.state))
+        throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+      return s.phases.find((p) => p.name === 'validate')?.status === 'completed';
+    },
+    'validation to pass',
+    240_000,
+  );
+  expect(await db.query(`SELECT id, note FROM items_v2 ORDER BY id`)).toEqual(
+    await db.query(`SELECT id, note FROM items ORDER BY id`),
+  );
+  expect((await db.query(`SELECT count(*)::int AS n FROM items_v2`))[0].n).toBe(10);
+  expect(
+    await db.query(
+      `SELECT (SELECT count(*) FROM tidemark.sync_settling)::int AS settling,
+              (SELECT count(*) FROM tidemark.sync_removals)::int AS removals,
+              (SELECT count(*) FROM pg_proc WHERE prosrc LIKE '%sync_removals%')::int AS logging`,
+    ),
+  ).toEqual([{ settling: 0, removals: 0, logging: 0 }]);
+  await h.client.abort(workflowId, { reason: 'test over' });
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('rolled-back');
+});
