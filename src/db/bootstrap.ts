@@ -179,6 +179,15 @@ export const BOOTSTRAP_DDL: string[] = [
      key jsonb,
      PRIMARY KEY (sync_id, seq)
    )`,
+  // The triggers run as the application's role, which may have no privilege in this schema: it may add to the list,
+  // nothing else (a key added by anyone only makes the settle pass look at one more key).
+  `DO $tidemark$ BEGIN
+     GRANT USAGE ON SCHEMA ${S} TO PUBLIC;
+     GRANT INSERT ON ${S}.sync_removals TO PUBLIC;
+     EXECUTE format('GRANT USAGE ON SEQUENCE %s TO PUBLIC', pg_get_serial_sequence(${quoteLiteral(`${S}.sync_removals`)}, 'seq'));
+   EXCEPTION WHEN insufficient_privilege THEN
+     RAISE WARNING 'tidemark: cannot grant INSERT on tidemark.sync_removals to PUBLIC: an application role without it cannot delete from a table tidemark copies';
+   END $tidemark$`,
   `CREATE TABLE IF NOT EXISTS ${S}.sync_settling (
      sync_id text PRIMARY KEY,
      since timestamptz NOT NULL DEFAULT now()

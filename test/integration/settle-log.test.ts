@@ -2,8 +2,8 @@
 // key-changing UPDATE, in a transaction open across the copy of its row, moves the last row of a composite key (text,
 // date) to a new key: its trigger found nothing under the old key in the target (the row's batch had not run), and
 // the batch, reading a snapshot without the update, copied the row under the old key. The logged key is how the pass
-// finds that row, whatever DateStyle the application writes under. Once settled, the triggers stop logging and both
-// directions keep syncing.
+// finds that row, whatever DateStyle the application writes under, and under a role of its own with no privilege in
+// tidemark's schema. Once settled, the triggers stop logging and both directions keep syncing.
 import { Client } from 'pg';
 import { loadPlan } from '../../src/plan/load';
 import { eventually, Harness, StopWaiting } from '../helpers/env';
@@ -60,7 +60,13 @@ test('a key change in a transaction open across the copy of its row: the logged 
                 (SELECT count(*) FROM tidemark.sync_removals)::int AS removals`,
       )
     )[0];
-  const app = new Client({ connectionString: db.url, application_name: 'app' });
+  // The application's own role: it may use its tables, nothing of tidemark's.
+  const role = `settlelog_app_${process.pid}`;
+  await db.query(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON orders, orders_v2 TO ${role}`);
+  const appUrl = new URL(db.url);
+  appUrl.username = role;
+  const app = new Client({ connectionString: appUrl.toString(), application_name: 'app' });
   await app.connect();
   // Day first: the text form of the old key's date would read as another date in the settle pass's session.
   await app.query(`SET DateStyle = 'SQL, DMY'`);
@@ -136,6 +142,7 @@ test('a key change in a transaction open across the copy of its row: the logged 
     expect((await h.client.waitForEnd(workflowId)).state).toBe('rolled-back');
   } finally {
     await app.end();
+    await db.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`);
   }
 });
 
