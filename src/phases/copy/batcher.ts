@@ -78,6 +78,8 @@ export class KeyIntervalBatcher implements Batcher {
    * first interval holds at most the rows asked for.
    */
   private density = 1;
+  /** The key just below the first interval, which starts open (`after` null): what its width is measured from. */
+  private before = 0n;
 
   constructor(
     private readonly m: CopyMapping,
@@ -96,9 +98,11 @@ export class KeyIntervalBatcher implements Batcher {
       const e = await this.extent(c, cursor);
       if (!e) return null;
       this.upper = e.hi;
-      if (cursor === null) cursor = (e.lo - 1n).toString();
+      // The first interval is open below: the key before the lowest one may not exist in the key's type (a key at
+      // its minimum, -2^63 for a bigint), so it only sizes the interval here and never reaches SQL.
+      if (cursor === null) this.before = e.lo - 1n;
     }
-    const start = BigInt(cursor);
+    const start = cursor === null ? this.before : BigInt(cursor);
     const span = BigInt(Math.max(1, Math.ceil(size / this.density)));
     let end = start + span < this.upper ? start + span : this.upper;
     if (this.m.source.kind === 'table' && end - start > BigInt(size) * BigInt(MAX_SPAN_PER_ROW)) {
@@ -117,7 +121,7 @@ export class KeyIntervalBatcher implements Batcher {
 
   result(batch: PlannedBatch, r: { rowCount: number | null }): BatchResult {
     const rows = r.rowCount ?? 0;
-    const span = Number(BigInt(batch.upTo!) - BigInt(batch.after!));
+    const span = Number(BigInt(batch.upTo!) - (batch.after === null ? this.before : BigInt(batch.after)));
     // Smooth the density so one sparse stretch does not blow the next interval up.
     const seen = Math.max(rows, 0.5) / Math.max(span, 1);
     this.density = Math.min(1e6, Math.max(1e-6, 0.5 * this.density + 0.5 * seen));
