@@ -216,11 +216,12 @@ async function captureRecord(db: Pool | PoolClient, run: RunRef, job: string, di
 async function whereNow(c: PoolClient, to: TableRef): Promise<TableRef | undefined> {
   if (await tableExists(c, to)) return to;
   const r = await c.query(
-    `SELECT archived_name FROM ${S}.archive WHERE original_schema = $1 AND table_name = $2
-        AND dropped_at IS NULL AND restored_at IS NULL ORDER BY archived_at DESC LIMIT 1`,
+    `SELECT 1 FROM ${S}.archive WHERE original_schema = $1 AND table_name = $2
+        AND dropped_at IS NULL AND restored_at IS NULL LIMIT 1`,
     [to.schema, to.name],
   );
-  return r.rowCount ? { schema: ARCHIVE_SCHEMA, name: r.rows[0].archived_name as string } : undefined;
+  // Archiving moves the table (SET SCHEMA) under its own name; `archived_name` is that qualified name, for people.
+  return r.rowCount ? { schema: ARCHIVE_SCHEMA, name: to.name } : undefined;
 }
 
 interface Applied {

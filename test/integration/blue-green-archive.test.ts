@@ -1,0 +1,53 @@
+// Blue-green with the old tables archived and dropped later: until the drop, the reverse stream follows the old tables
+// into tidemark_archive, so a write the application makes on green after the archive still reaches blue (and an abort
+// before the drop would find it there). The migration then completes at the drop, with nothing left behind.
+import { eventually, Harness, StopWaiting } from '../helpers/env';
+import { blueGreenPlan, leftovers, seedBlue } from '../helpers/blue-green';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+jest.setTimeout(300_000);
+
+test('a write on green after blue is archived reaches the archived table, and the migration completes at the drop', async () => {
+  const blue = await h.db('bg_archive_blue');
+  const green = await h.db('bg_archive_green');
+  await seedBlue(blue, 500);
+  const base = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }], archive: true });
+  const plan = { ...base, cleanup: { ...base.cleanup!, dropAfter: 20_000 } };
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const stillRunning = async () => {
+    const s = await h.client.status(workflowId);
+    if (s.state !== 'running') throw new StopWaiting(`migration ${s.state}: ${s.error}`);
+  };
+  await eventually(
+    async () => {
+      await stillRunning();
+      const [{ x }] = await blue.query<{ x: boolean }>(
+        `SELECT to_regclass('tidemark_archive.cameras') IS NOT NULL AS x`,
+      );
+      return x;
+    },
+    'blue cameras archived',
+    240_000,
+  );
+  await green.query(`UPDATE cameras SET name = 'written on green after the archive' WHERE id = 7`);
+  await eventually(
+    async () => {
+      await stillRunning();
+      const [row] = await blue.query<{ name: string }>(`SELECT name FROM tidemark_archive.cameras WHERE id = 7`);
+      return row?.name === 'written on green after the archive';
+    },
+    'the write on green in the archived table on blue',
+    60_000,
+  );
+  const final = await h.client.waitForEnd(workflowId);
+  expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+  const [{ x: dropped }] = await blue.query<{ x: boolean }>(
+    `SELECT to_regclass('tidemark_archive.cameras') IS NULL AS x`,
+  );
+  expect(dropped).toBe(true);
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});
