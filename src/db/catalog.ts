@@ -43,6 +43,7 @@ export async function hasUniqueIndexOn(
   db: Queryable,
   ref: TableRef | string,
   columns: string | string[],
+  { immediate = false }: { immediate?: boolean } = {},
 ): Promise<boolean> {
   const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
   const cols = Array.isArray(columns) ? columns : [columns];
@@ -51,15 +52,70 @@ export async function hasUniqueIndexOn(
        FROM pg_index i
        JOIN pg_class c ON c.oid = i.indrelid
        JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid
+      WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid AND (i.indimmediate OR NOT $4)
         AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = cardinality($3::text[])
         AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
                FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum)
             = (SELECT array_agg(x ORDER BY x) FROM unnest($3::text[]) AS x)`,
-    [t.schema, t.name, cols],
+    [t.schema, t.name, cols, immediate],
   );
   return r.rowCount! > 0;
+}
+
+/**
+ * How writes can reach a table's rows without firing its own statement triggers: it is partitioned (a write straight
+ * to a partition fires only the partition's), a partition, or in a legacy inheritance tree. Undefined when none.
+ */
+export async function inheritanceOf(db: Queryable, ref: TableRef | string): Promise<string | undefined> {
+  const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  const r = await db.query(
+    `SELECT c.relkind = 'p' AS partitioned, c.relispartition AS partition,
+            EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid) AS parent,
+            EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid) AS child
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
+    [t.schema, t.name],
+  );
+  const x = r.rows[0] as { partitioned: boolean; partition: boolean; parent: boolean; child: boolean } | undefined;
+  if (!x) return undefined;
+  if (x.partitioned) return 'is partitioned';
+  if (x.partition) return 'is a partition';
+  if (x.parent) return 'has inheriting tables';
+  if (x.child) return 'inherits from another table';
+  return undefined;
+}
+
+/**
+ * The collation each of `columns` sorts by, in terms that compare across databases (provider and locale; the
+ * database's own for its default), null for a type without one. Keyed by column name.
+ */
+export async function columnCollations(
+  db: Queryable,
+  ref: TableRef | string,
+  columns: string[],
+): Promise<Map<string, string | null>> {
+  const t = typeof ref === 'string' ? parseTableRef(ref) : ref;
+  // Read through to_jsonb: the locale columns are named differently across server versions.
+  const r = await db.query(
+    `SELECT a.attname AS name,
+            CASE WHEN a.attcollation = 0 THEN NULL
+                 WHEN co.collname = 'default' THEN
+                   (SELECT coalesce(d.j->>'datlocprovider', 'c') || ':' ||
+                           coalesce(d.j->>'datlocale', d.j->>'daticulocale', d.j->>'datcollate')
+                      FROM (SELECT to_jsonb(x) AS j FROM pg_database x WHERE x.datname = current_database()) d)
+                 ELSE co.j->>'collprovider' || ':' ||
+                      coalesce(co.j->>'colllocale', co.j->>'colliculocale', co.j->>'collcollate')
+            END AS collation
+       FROM pg_attribute a
+       JOIN pg_class c ON c.oid = a.attrelid
+       JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN LATERAL (SELECT x.collname, to_jsonb(x) AS j FROM pg_collation x WHERE x.oid = a.attcollation) co
+         ON true
+      WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = ANY ($3::text[])`,
+    [t.schema, t.name, columns],
+  );
+  return new Map(r.rows.map((x: { name: string; collation: string | null }) => [x.name, x.collation]));
 }
 
 /** The planner's row estimate (cheap; refreshed by ANALYZE/autovacuum), never negative. */

@@ -1,9 +1,9 @@
 // Resolves a plan's copy job against the catalog into the CopyMapping the SQL builders need.
 import type { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
-import { hasUniqueIndexOn, tableColumns, type ColumnInfo } from '../../db/catalog';
+import { columnCollations, hasUniqueIndexOn, inheritanceOf, tableColumns, type ColumnInfo } from '../../db/catalog';
 import { syncIdFor } from '../../db/names';
-import { parseTableRef, quoteIdent } from '../../db/quote';
+import { parseTableRef, quoteIdent, quoteTable, type TableRef } from '../../db/quote';
 import { F, failure } from '../../migration/failures';
 import { jobKeys, syncKeyExprs } from '../../plan/keys';
 import type { ResolvedCopyJob } from '../../plan/types';
@@ -25,6 +25,73 @@ export function bareColumn(expr: string): string | undefined {
 }
 
 const listed = (cols: string[]) => cols.map((c) => `"${c}"`).join(', ');
+
+/** A collation as it sorts: the C locales (C, POSIX, C.UTF-8) sort by code point alike. */
+function sortOrder(collation: string | null | undefined): string | null | undefined {
+  return collation && /^c:(c|posix|c\.utf-?8)$/i.test(collation) ? 'c:C' : collation;
+}
+
+/** `i:en` as people say it: `ICU locale en`. */
+function named(collation: string): string {
+  const [provider, ...locale] = collation.split(':');
+  return `${{ c: 'libc', i: 'ICU', b: 'builtin' }[provider] ?? provider} locale ${locale.join(':')}`;
+}
+
+/**
+ * What a table source must be for its copy to be exact. Its sync triggers must see every write of its rows: not a
+ * partitioned table, a partition or part of an inheritance tree, whose rows a statement on another table of the tree
+ * writes without firing them (and the same of the target, with a reverse sync). Its key must be unique at every
+ * statement, not only at commit (DEFERRABLE): two rows sharing a key for a while cannot be replayed by key. And each
+ * key column must sort alike on both sides: ranges and chunks bound the key on both, and bounds that sort differently
+ * pick different rows (validation would report false differences; a whole-table settle pass would delete rows).
+ */
+async function checkSyncable(
+  db: Queryable,
+  targetDb: Queryable,
+  job: ResolvedCopyJob,
+  keyNames: { source: string[]; target: string[] },
+): Promise<void> {
+  const source = parseTableRef(job.from!);
+  const target = parseTableRef(job.to);
+  if (job.sync !== 'none') {
+    const tree = async (side: string, q: Queryable, t: TableRef) => {
+      const how = await inheritanceOf(q, t);
+      if (how) {
+        throw planError(
+          job.name,
+          `${side} ${quoteTable(t)} ${how}: a write to its rows through another table of the tree would not fire the ` +
+            `sync triggers, and the other side would miss it. Sync a plain table, or copy with sync: none`,
+        );
+      }
+    };
+    await tree('source', db, source);
+    if (job.sync === 'bidirectional') await tree('target', targetDb, target);
+    const keyed = await hasUniqueIndexOn(db, source, keyNames.source);
+    if (keyed && !(await hasUniqueIndexOn(db, source, keyNames.source, { immediate: true }))) {
+      throw planError(
+        job.name,
+        `the key (${listed(keyNames.source)}) of ${job.from} is unique only at commit (DEFERRABLE): a transaction may ` +
+          `give two rows one key for a while, which the sync triggers cannot replay by key. Make its constraint NOT ` +
+          `DEFERRABLE, or add a unique index on the key`,
+      );
+    }
+  }
+  const sc = await columnCollations(db, source, keyNames.source);
+  const tc = await columnCollations(targetDb, target, keyNames.target);
+  keyNames.source.forEach((k, i) => {
+    const a = sortOrder(sc.get(k));
+    const b = sortOrder(tc.get(keyNames.target[i]));
+    if (a && b && a !== b) {
+      throw planError(
+        job.name,
+        `key column "${keyNames.target[i]}" sorts by ${named(b)} in ${job.to} but "${k}" by ${named(a)} in ` +
+          `${job.from}: key ranges ` +
+          `would pick different rows on the two sides. Declare the target's key column with the source's collation ` +
+          `(COLLATE)`,
+      );
+    }
+  });
+}
 
 /**
  * `run`: the migration run whose sync objects the mapping names (needed to build triggers, not to read).
@@ -84,9 +151,15 @@ export async function resolveMapping(
     if (missing.length) throw planError(job.name, `source ${job.from} has no key column ${listed(missing)}`);
   }
   const conflict = [...slice.map((s) => s.column), ...keyNames.target];
-  if (!(await hasUniqueIndexOn(targetDb, target, conflict))) {
-    throw planError(job.name, `target ${job.to} needs a unique index or primary key on exactly (${listed(conflict)})`);
+  if (!(await hasUniqueIndexOn(targetDb, target, conflict, { immediate: true }))) {
+    const deferrable = await hasUniqueIndexOn(targetDb, target, conflict);
+    throw planError(
+      job.name,
+      `target ${job.to} needs a unique index or primary key on exactly (${listed(conflict)})` +
+        (deferrable ? ', checked at once: its constraint is DEFERRABLE, which ON CONFLICT cannot use' : ''),
+    );
   }
+  if (job.from) await checkSyncable(db, targetDb, job, keyNames);
 
   const keys: KeyColumn[] = keyNames.source.map((source, i) => ({
     source,
