@@ -2,6 +2,7 @@
 // start from the plan. Pure: names, never a connection string (the plan has none; its urlEnv is only a variable name).
 import { basename } from 'node:path';
 import { formatDuration } from './durations';
+import { describeKey } from './keys';
 import type { ResolvedPlan } from './types';
 
 export function planSummary(plan: ResolvedPlan): string {
@@ -26,7 +27,7 @@ export function planDetails(plan: ResolvedPlan): string {
   if (tables.size) lines.push(`**tables** ${[...tables].join(', ')}`);
   if (plan.schema.length) lines.push(`**schema steps** ${plan.schema.map((s) => s.id).join(', ')}`);
   for (const j of plan.copy) {
-    lines.push(`**copy ${j.name}** ${j.from ?? 'query'} → ${j.to} by ${j.key}, sync ${j.sync}`);
+    lines.push(`**copy ${j.name}** ${j.from ?? 'query'} → ${j.to} by ${describeKey(j)}, sync ${j.sync}`);
   }
   if (plan.traffic) {
     const t = plan.traffic;

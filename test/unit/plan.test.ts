@@ -92,3 +92,13 @@ test.each(MALFORMED.map((c) => [c.title, c] as const))('%s is rejected with its 
   expect(err).toBeInstanceOf(InvalidPlanError);
   expect((err as InvalidPlanError).errors.map((e) => `${e.path}: ${e.message}`)).toEqual(c.errors);
 });
+
+test("`plan check` names a copy job's key as written: one column, several, or renamed in the target", () => {
+  const line = (key: unknown) =>
+    describePlan(loadPlan(writePlan({ ...VALID_PLAN, copy: [{ ...VALID_PLAN.copy[0], key }] }, SQL_FILES))).find((l) =>
+      l.startsWith('  copy '),
+    );
+  expect(line('id')).toContain(' by id, sync ');
+  expect(line(['tenant_id', 'id'])).toContain(' by (tenant_id, id), sync ');
+  expect(line({ source: 'id', target: 'legacy_id' })).toContain(' by id → legacy_id, sync ');
+});

@@ -8,6 +8,7 @@ import { CliError, EXIT } from '../errors';
 import { formatDuration } from '../../plan/durations';
 import { redact } from '../../secrets';
 import type { ResolvedPlan } from '../../plan/types';
+import { describeKey } from '../../plan/keys';
 
 export function describePlan(p: ResolvedPlan): string[] {
   const lines = [`plan ${p.name} is valid (sha256 ${p.source.sha256.slice(0, 12)})`];
@@ -26,7 +27,7 @@ export function describePlan(p: ResolvedPlan): string[] {
   for (const j of p.copy) {
     const budget = maxLatencyIncreaseOf(j);
     lines.push(
-      `  copy ${j.name}: ${j.from ?? 'query'} → ${j.to} by ${j.key}, sync ${j.sync}, batch ${j.batchSize} (target ${j.targetBatchMs}ms)${j.parallel > 1 ? `, ${j.parallel} ranges in parallel` : ''}, ${Number.isFinite(budget) ? `on a shared server at most ${budgetText(budget)} commit latency` : 'no latency budget: holds back only for lock waits and a struggling server'}`,
+      `  copy ${j.name}: ${j.from ?? 'query'} → ${j.to} by ${describeKey(j)}, sync ${j.sync}, batch ${j.batchSize} (target ${j.targetBatchMs}ms)${j.parallel > 1 ? `, ${j.parallel} ranges in parallel` : ''}, ${Number.isFinite(budget) ? `on a shared server at most ${budgetText(budget)} commit latency` : 'no latency budget: holds back only for lock waits and a struggling server'}`,
     );
   }
   lines.push(
