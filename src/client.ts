@@ -178,7 +178,11 @@ export class TidemarkClient {
       !!prior?.closeTime &&
       !!revert.closeTime &&
       revert.closeTime > prior.closeTime;
-    if (prior?.status.name === 'COMPLETED' && !revertedSince && !options.rerun) {
+    // A rolled-back (or failed) migration's workflow completes too: its last state, kept in a search attribute, says
+    // whether it completed as a migration (runs from before the attribute count as completed).
+    const priorState = prior?.typedSearchAttributes.get(TidemarkState);
+    const completed = prior?.status.name === 'COMPLETED' && (priorState === undefined || priorState === 'completed');
+    if (completed && !revertedSince && !options.rerun) {
       const same = (prior.memo as { planSha256?: string } | undefined)?.planSha256 === plan.source.sha256;
       throw new RejectedError(
         `migration ${plan.name} already completed at ${prior.closeTime?.toISOString()} (${workflowId}); ` +
@@ -190,7 +194,7 @@ export class TidemarkClient {
     }
     // Said in the migration's events only when it does run again after a completed run.
     const { rerun, ...rest } = options;
-    const again = rerun && prior?.status.name === 'COMPLETED' && !revertedSince;
+    const again = rerun && completed && !revertedSince;
     const input: MigrationInput = { plan, options: again ? { ...rest, rerun: true } : rest };
     try {
       const handle = await this.client.workflow.start(WORKFLOW_TYPE, {

@@ -191,3 +191,36 @@ test('a revert refuses up front what can no longer be reverted, and never runs b
   expect(history).toEqual([{ status: 'applied' }]);
   await eventually(async () => (await h.client.list()).some((m) => m.workflowId === workflowId), 'the revert listed');
 });
+
+test('a plan whose last run was aborted (rolled back) starts again without --rerun', async () => {
+  const db = await h.db('restart');
+  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL);
+    INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 100) g;`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: `orders-restart-${db.name.slice(-6)}`,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        approvals: ['validate'],
+        schema: [{ id: '001_orders_v2', up: 'up.sql', down: 'down.sql' }],
+        copy: [{ name: 'orders', from: 'orders', to: 'orders_v2', key: 'id' }],
+        validate: [{ rowCount: { copy: 'orders' } }],
+      },
+      {
+        'up.sql': 'CREATE TABLE orders_v2 (id bigint PRIMARY KEY, total numeric NOT NULL);',
+        'down.sql': 'DROP TABLE orders_v2;',
+      },
+    ),
+  );
+  const first = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(first.workflowId, 'validate');
+  await h.client.abort(first.workflowId, { reason: 'not today' });
+  expect((await h.client.waitForEnd(first.workflowId)).state).toBe('rolled-back');
+  const again = await h.client.start(plan, { autoApprove: true });
+  const final = await h.client.waitForEnd(again.workflowId);
+  expect(final.state).toBe('completed');
+  expect(final.events.map((e) => e.message)).not.toContainEqual(expect.stringMatching(/^started again by /));
+  // Completed now: a third start is refused as before.
+  await expect(h.client.start(plan, { autoApprove: true })).rejects.toThrow(/already completed at /);
+});
