@@ -16,6 +16,7 @@ import { planDetails, planSummary } from './plan/summary';
 import type { LedgerRow } from './plan/ledger';
 import type { ResolvedPlan } from './plan/types';
 import {
+  abortSignal,
   abortUpdate,
   approveUpdate,
   DEFAULT_TASK_QUEUE,
@@ -415,6 +416,26 @@ export class TidemarkClient {
   }
   abort(id: string, req: AbortRequest = {}) {
     return this.update(id, abortUpdate, req);
+  }
+  /**
+   * The abort for an operator who will not wait: the update when a worker answers within `answerMs`; otherwise (no
+   * worker running) the abort signal, kept in the history and carried out, after the same checks, once a worker runs.
+   * Undefined when it was signalled.
+   */
+  async abortOrSignal(id: string, req: AbortRequest, answerMs: number): Promise<UpdateAck | undefined> {
+    const update = this.abort(id, req);
+    // Left waiting, the update is refused by the signal's abort if a worker comes later ("already under way").
+    update.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), answerMs)));
+    try {
+      const ack = await Promise.race([update, late]);
+      if (ack) return ack;
+    } finally {
+      clearTimeout(timer);
+    }
+    await (await this.handle(id)).signal(abortSignal, req);
+    return undefined;
   }
   throttle(id: string, req: ThrottleRequest) {
     return this.update(id, throttleUpdate, req);

@@ -35,6 +35,9 @@ const progressEvery: [string, string, (v: string) => number, number] = [
   PROGRESS_EVERY_MS,
 ];
 
+/** How long `abort --no-wait` waits for a worker to take the abort before it signals it instead. */
+const NO_WAIT_ANSWER_MS = 10_000;
+
 function printAck(ack: UpdateAck, json?: boolean) {
   if (json) console.log(JSON.stringify(ack));
   else console.log(`${ack.message} (state: ${ack.state})`);
@@ -198,12 +201,18 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .description('roll the migration back (compensations newest first) and wait for the rollback')
     .option('--reason <text>', 'why')
     .option('--restore-backup', "after the compensations, restore the backed-up tables' contents")
-    .option('--no-wait', 'return once the abort is accepted')
+    .option('--no-wait', 'return once the abort is accepted (or, with no worker answering in 10 s, signalled)')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { reason?: string; restoreBackup?: boolean; wait: boolean; json?: boolean }) => {
       await withTidemark(globals(), async (c) => {
-        const ack = await c.abort(id, { by: who(), reason: o.reason, restoreBackup: !!o.restoreBackup });
-        if (!o.wait) return printAck(ack, o.json);
+        const req = { by: who(), reason: o.reason, restoreBackup: !!o.restoreBackup };
+        if (!o.wait) {
+          const ack = await c.abortOrSignal(id, req, NO_WAIT_ANSWER_MS);
+          if (ack) return printAck(ack, o.json);
+          const message = `no worker answered in ${NO_WAIT_ANSWER_MS / 1000} s: abort signalled; the rollback starts when a worker runs (tidemark status ${id})`;
+          return console.log(o.json ? JSON.stringify({ accepted: true, signalled: true, message }) : message);
+        }
+        await c.abort(id, req);
         if (!o.json) console.log('abort accepted; rolling back…');
         const final = await follow(c, id, { json: o.json });
         if (final.state !== 'rolled-back') process.exitCode = EXIT.failed;
