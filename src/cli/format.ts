@@ -111,7 +111,8 @@ export function renderStatus(
           (r.slotBytes !== undefined ? `, slot holds ${bytes(r.slotBytes)} of WAL` : '')
         : '';
     lines.push(
-      `  replication ${r.job} ${way}: ${r.state}${r.applied !== undefined ? `, ${n(r.applied)} applied` : ''}${lag}`,
+      `  replication ${r.job} ${way}: ${r.state}${r.applied !== undefined ? `, ${n(r.applied)} applied` : ''}${lag}` +
+        (r.error ? `: ${c.bad(r.error)}; its changes wait in the log` : ''),
     );
   }
   if (s.throttle.batchSize !== undefined || s.throttle.delayMs !== undefined) {

@@ -221,6 +221,11 @@ export interface ReplicationStatus {
   job: string;
   direction: 'forward' | 'reverse';
   state: 'applying' | 'stopped' | 'finished';
+  /**
+   * Why the applier stopped on its own (the migration is then paused): its changes wait in the log, and the lag read
+   * before it stopped is no longer current.
+   */
+  error?: string;
   /** Changes applied (live, from the applier's heartbeat, in `tidemark status`). */
   applied?: number;
   /** Changes logged and not applied yet, and the age of the oldest (seconds). */

@@ -2,7 +2,7 @@
 // first) and applied to the target by a background applier from before the first row is copied; the reverse capture
 // (target → source) from before traffic first moves; stages that wait for the lag; and how it all ends — in cleanup
 // (drained, then dropped) or in a rollback (the target's writes applied to the source before anything is dropped).
-import { sleep } from '@temporalio/workflow';
+import { isCancellation, sleep } from '@temporalio/workflow';
 import type { ReplicationStatus } from '../../migration/messages';
 import { changes, longRunning, quick, undos } from '../../migration/profiles';
 import { errorMessage } from '../../migration/saga';
@@ -46,12 +46,21 @@ function record(ctx: PhaseContext, job: string, direction: Direction): Replicati
 
 /** Starts (or restarts) the applier of one direction: it runs until stopped, beside the phases. */
 function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction): void {
-  record(ctx, job.name, direction).state = 'applying';
-  ctx.background.start(applierKey(job.name, direction), () =>
-    longRunning.replicate.executeWithOptions({ summary: `apply ${job.name} changes, ${arrow(direction)}` }, [
-      { ...acrossArgs(ctx, job), direction },
-    ]),
-  );
+  const r = record(ctx, job.name, direction);
+  r.state = 'applying';
+  delete r.error;
+  ctx.background.start(applierKey(job.name, direction), async () => {
+    try {
+      return await longRunning.replicate.executeWithOptions(
+        { summary: `apply ${job.name} changes, ${arrow(direction)}` },
+        [{ ...acrossArgs(ctx, job), direction }],
+      );
+    } catch (e) {
+      // Stopped on its own: status says so, instead of the last lag it read (its changes wait in the log).
+      if (!isCancellation(e)) Object.assign(r, { state: 'stopped', error: errorMessage(e) });
+      throw e;
+    }
+  });
 }
 
 /**
