@@ -42,10 +42,13 @@ async function runUnderLoad(
   const old = startWorkload(db.url, oldPath, { concurrency: 3, opsPerSecond: 150 });
   let fresh: Workload | undefined;
   const running = runExample(h.client, ex, plan, { url: db.url, out: new PassThrough() });
-  running.catch(() => undefined);
+  // A run that failed (its start refused, say) is reported as such, not as a status that never came.
+  let failed: unknown;
+  running.catch((e) => (failed = e));
   const id = `tidemark-${plan.name}`;
   /** The status, or StopWaiting once the migration has ended: what is awaited can no longer come. */
   const live = async () => {
+    if (failed) throw new StopWaiting(`the example did not run: ${(failed as Error).message}`);
     const s = await h.client.status(id);
     if (['completed', 'rolled-back', 'failed'].includes(s.state))
       throw new StopWaiting(`migration ${s.state}: ${s.error}`);
