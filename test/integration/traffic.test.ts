@@ -282,7 +282,8 @@ test('the demo service example plan, as shipped (soaks shortened), completes whi
       `SELECT room_id FROM room_states`,
     ),
   ).toEqual({ onlyInA: 0, onlyInB: 0 });
-});
+  // A whole plan, copy to cleanup, beside a service driven flat out: with both cores busy it took over 3 minutes.
+}, 420_000);
 
 test('multi-day soaks, a two-day retention delay and a week before the drop run in seconds on the time-skipping server', async () => {
   const db = await h.db('timeskip');
