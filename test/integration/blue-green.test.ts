@@ -1,5 +1,6 @@
 // Blue-green across two databases: the example plan moves cameras and counting results from a blue database into a
 // green one while an application writes, first on blue only, then on both while traffic is split.
+import { Pool } from 'pg';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import {
   BLUE_CAMERAS_AS_GREEN,
@@ -104,12 +105,42 @@ test('writes on blue during copy and validation, then on both at 50%: both sides
   expect(await leftovers(green)).toEqual(clean);
 }, 600_000);
 
-test('an abort after 100% with writes on green: blue holds every one of them', async () => {
+/**
+ * The application's own role on both databases: it may use its tables (on green, those tidemark will create there),
+ * nothing of tidemark's. Returns `url` of each database as that role.
+ */
+async function applicationRole(role: string, ...dbs: TestDb[]): Promise<(db: TestDb) => string> {
+  for (const db of dbs) {
+    await db.query(`DO $$ BEGIN CREATE ROLE ${role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+    await db.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role};
+      GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role};
+      ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ${role};
+      ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO ${role}`);
+  }
+  return (db) => {
+    const u = new URL(db.url);
+    u.username = role;
+    return u.toString();
+  };
+}
+
+test('an abort after 100% with writes on green: blue holds every one of them (written as a role with no privilege in tidemark)', async () => {
   const { blue, green } = await twoDatabases('bg_abort');
+  // The capture triggers fire as this role on both sides: they must not need its privileges in tidemark's schema.
+  const asApp = await applicationRole('bg_abort_app', blue, green);
   const plan = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 600_000 }] });
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
   await atPercent(workflowId, 100);
-  const onGreen = new CameraWriters(green.url, 'green', { loops: 4, existingIds: ROWS, firstNewId: 2_000_000 });
+  // A late write on blue (a request that was already on its way), captured forward like every other.
+  const late = new Pool({ connectionString: asApp(blue), max: 1 });
+  await late.query(`UPDATE cameras SET name = 'late on blue' WHERE id = 1`).finally(() => late.end());
+  await eventually(
+    async () =>
+      (await green.query<{ name: string }>(`SELECT name FROM cameras WHERE id = 1`))[0]?.name === 'late on blue',
+    'the late write on blue applied to green',
+    60_000,
+  );
+  const onGreen = new CameraWriters(asApp(green), 'green', { loops: 4, existingIds: ROWS, firstNewId: 2_000_000 });
   await eventually(async () => onGreen.acknowledged > 500, 'writes on green', 60_000);
   // The writers go on while the rollback runs (requests in flight after the flag went back): those acknowledged count.
   await h.client.abort(workflowId, { reason: 'back to blue' });

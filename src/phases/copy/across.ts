@@ -313,6 +313,12 @@ async function drain(
   }
 }
 
+/** Installs a capture's triggers in `c`'s transaction, their function bound to the search path this session has. */
+async function installCaptureTriggers(c: PoolClient, spec: CaptureSpec): Promise<void> {
+  const r = await c.query<{ path: string[] }>(`SELECT current_schemas(false)::text[] AS path`);
+  for (const stmt of captureTriggerDdl(spec, r.rows[0].path)) await c.query(stmt);
+}
+
 /** Moves everything the slot decoded up to now into the log (nothing when the slot is gone). */
 async function pumpAll(cap: PoolClient, spec: CaptureSpec): Promise<number> {
   if (!(await slotExists(cap, spec.syncId))) return 0;
@@ -383,7 +389,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         // commits after it is decoded, and the copy's snapshots come later.
         if (mode === 'logical') await withClient(capturing, (c) => createSlot(c, m.syncId!));
         await forwardTransaction(capturing, run, tx, async (c) => {
-          if (mode === 'trigger') for (const stmt of captureTriggerDdl(spec)) await c.query(stmt);
+          if (mode === 'trigger') await installCaptureTriggers(c, spec);
           await c.query(
             `INSERT INTO ${S}.captures (run_key, job, sync_id, direction, stream, table_name, spec)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -507,7 +513,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         if (!rec?.logical) return { logged: 0 };
         const spec = rec.logical;
         await forwardTransaction(sides.source, run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          for (const stmt of captureTriggerDdl(spec)) await c.query(stmt);
+          await installCaptureTriggers(c, spec);
         });
         // Every write committed after this position went through the triggers. The slot's changes are applied before
         // the switch ends: they carry no stamp on the source, so validation could not tell one of them still on its

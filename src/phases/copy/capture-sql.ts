@@ -69,8 +69,14 @@ const stamped = (spec: CaptureSpec, rows: string) =>
  * Statement triggers logging every write of `spec.table`: an upsert with the new row's image, a deletion with the old
  * key (also for a key an UPDATE changed), a truncate. Writes made by tidemark's own apply or copy (whose sync guard
  * holds the job's sync id) are not logged, so what one side applies never comes back to it.
+ *
+ * The triggers fire as the application's role, which need not have any privilege in the tidemark schema; and the
+ * stamps in row_clock decide which write wins, so they are not opened to every role. The function therefore runs as
+ * its owner (who installed it), with the search path the installer had (`searchPath`, the schemas the plan's
+ * expressions were resolved in; temporary schemas last), fixed at install: a role writing the table cannot make the
+ * row image's expressions resolve to functions of its own.
  */
-export function captureTriggerDdl(spec: CaptureSpec): string[] {
+export function captureTriggerDdl(spec: CaptureSpec, searchPath: string[]): string[] {
   const stream = quoteLiteral(spec.stream);
   const origin = quoteLiteral(spec.origin);
   const sameKey = spec.keys.map((k) => `n.${quoteIdent(k)} = o.${quoteIdent(k)}`).join(' AND ');
@@ -112,7 +118,8 @@ END`;
     ];
   };
   return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER ` +
+      `SET search_path = ${[...searchPath.map(quoteIdent), 'pg_temp'].join(', ')} AS ${dollarQuote(body)}`,
     ...trigger('ins', 'INSERT', ' REFERENCING NEW TABLE AS new_rows'),
     ...trigger('upd', 'UPDATE', ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
     ...trigger('del', 'DELETE', ' REFERENCING OLD TABLE AS old_rows'),
