@@ -1,23 +1,43 @@
 // Work that runs beside the runbook's phases rather than inside one: the appliers of a blue-green migration, which
 // keep the two databases in step from the copy until cleanup. Each task runs in its own cancellation scope (a child
-// of the forward scope, so an abort stops it too) and is stopped by key; a task that fails on its own is reported.
-import { CancellationScope, isCancellation } from '@temporalio/workflow';
+// of the forward scope, so an abort stops it too) and is stopped by key. A task that fails on its own is reported;
+// given `resumed` (which waits until the operator resumes the migration the report paused), it then runs again from
+// the start, in the same scope, once resumed.
+import { CancellationScope, isCancellation, patched } from '@temporalio/workflow';
+
+/** Marks histories in which a failed background task waits for a resume and runs again (older ones ended it). */
+const RESTART_ON_RESUME = 'background-restart-on-resume';
 
 export class Background {
   private readonly tasks = new Map<string, { scope: CancellationScope; done: Promise<void> }>();
 
-  constructor(private readonly onFailure: (key: string, err: unknown) => void) {}
+  constructor(
+    private readonly onFailure: (key: string, err: unknown) => void,
+    private readonly resumed?: () => Promise<void>,
+  ) {}
 
   /** Starts `fn` under `key` unless a task with that key runs already. */
   start(key: string, fn: () => Promise<unknown>): void {
     if (this.tasks.has(key)) return;
     const scope = new CancellationScope();
-    const done = scope.run(fn).then(
-      () => undefined,
-      (err) => {
-        if (!isCancellation(err)) this.onFailure(key, err);
-      },
-    );
+    const done = scope
+      .run(async () => {
+        for (;;) {
+          try {
+            await fn();
+            return;
+          } catch (err) {
+            if (isCancellation(err)) throw err;
+            this.onFailure(key, err);
+            if (!this.resumed || !patched(RESTART_ON_RESUME)) return;
+            await this.resumed();
+          }
+        }
+      })
+      .then(
+        () => undefined,
+        () => undefined,
+      );
     const task = { scope, done: done.finally(() => this.tasks.get(key) === task && this.tasks.delete(key)) };
     this.tasks.set(key, task);
   }

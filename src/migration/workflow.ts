@@ -62,12 +62,15 @@ class Runbook implements PhaseContext {
     this.control = new OperatorControl(this.board, this.plan, input.options, input.carry?.control);
     this.notifier = new Notifier(this.board, this.plan);
     this.board.announcer = (event, message) => this.notifier.send(event, message);
-    this.background = new Background((key, err) => {
-      // Work that must keep running stopped: hold the migration where it is and tell the operator why.
-      this.board.event(`${key} stopped: ${errorMessage(err)}`);
-      this.control.pauseWith({ reason: `${key} stopped: ${errorMessage(err)}`, by: 'tidemark' });
-      this.board.publish();
-    });
+    this.background = new Background(
+      (key, err) => {
+        // Work that must keep running stopped: hold the migration where it is and tell the operator why.
+        this.board.event(`${key} stopped: ${errorMessage(err)}`);
+        this.control.pauseWith({ reason: `${key} stopped: ${errorMessage(err)}`, by: 'tidemark' });
+        this.board.publish();
+      },
+      () => condition(() => this.board.status.paused === null),
+    );
   }
 
   async execute(): Promise<MigrationStatus> {

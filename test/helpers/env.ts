@@ -196,3 +196,29 @@ export function approvalOf(
     stallMs,
   );
 }
+
+/**
+ * Waits until the migration records an event matching `pattern` (events are only ever appended, so one seen stays
+ * seen) and returns the status that holds it; fails at once if the migration ends first, and only after `stallMs`
+ * without progress.
+ */
+export function eventOf(
+  client: TidemarkClient,
+  workflowId: string,
+  pattern: RegExp,
+  stallMs = 120_000,
+): Promise<MigrationStatus> {
+  let latest: MigrationStatus | undefined;
+  return whileProgressing(
+    async () => {
+      const s = (latest = await client.status(workflowId));
+      if (s.events.some((e) => pattern.test(e.message))) return s;
+      if (['rolled-back', 'failed', 'completed'].includes(s.state))
+        throw new StopWaiting(`migration ${s.state} before an event ${pattern}: ${s.error}`);
+      return undefined;
+    },
+    async () => (latest ? progressOf(latest) : ''),
+    `an event ${pattern}`,
+    stallMs,
+  );
+}

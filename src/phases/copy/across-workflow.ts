@@ -44,12 +44,20 @@ function record(ctx: PhaseContext, job: string, direction: Direction): Replicati
   return r;
 }
 
-/** Starts (or restarts) the applier of one direction: it runs until stopped, beside the phases. */
+/**
+ * Starts (or restarts) the applier of one direction: it runs until stopped, beside the phases. One that stops on its
+ * own pauses the migration (see Runbook) and runs again when the operator resumes it.
+ */
 function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction): void {
   const r = record(ctx, job.name, direction);
-  r.state = 'applying';
-  delete r.error;
   ctx.background.start(applierKey(job.name, direction), async () => {
+    // Again after it stopped on its own and the operator resumed the migration: its changes waited in the log.
+    if (r.state === 'stopped') {
+      ctx.board.event(`${applierKey(job.name, direction)} started again`);
+      ctx.board.publish();
+    }
+    r.state = 'applying';
+    delete r.error;
     try {
       return await longRunning.replicate.executeWithOptions(
         { summary: `apply ${job.name} changes, ${arrow(direction)}` },

@@ -1,0 +1,68 @@
+// An applier that stops on its own (here: green refuses a change) pauses the migration and says why; once the cause
+// is gone, the operator's resume starts it again, the changes that waited in the log meanwhile reach green, and the
+// migration carries on to the end with both sides equal.
+import { eventOf, eventually, Harness } from '../helpers/env';
+import {
+  BLUE_CAMERAS_AS_GREEN,
+  blueGreenPlan,
+  exceptAcross,
+  GREEN_CAMERAS,
+  leftovers,
+  seedBlue,
+} from '../helpers/blue-green';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+jest.setTimeout(420_000);
+
+test('an applier stopped by an error pauses the migration; resume starts it again and nothing is lost', async () => {
+  const blue = await h.db('bg_restart_blue');
+  const green = await h.db('bg_restart_green');
+  await seedBlue(blue, 500);
+  const plan = blueGreenPlan(blue, green, {
+    stages: [
+      { percent: 50, soak: 600_000 },
+      { percent: 100, soak: 100 },
+    ],
+  });
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventOf(h.client, workflowId, /^flag use_green_database at 50%/, 240_000);
+
+  // Green refuses one change made on blue: the forward applier stops on it.
+  await green.query(`ALTER TABLE cameras ADD CONSTRAINT not_yet CHECK (name <> 'refused on green')`);
+  await blue.query(`UPDATE cameras SET name = 'refused on green' WHERE id = 3`);
+  const stopped = /^applier of cameras \(source → target\) stopped: .*not_yet/;
+  const held = await eventOf(h.client, workflowId, stopped, 120_000);
+  expect(held.paused?.reason).toMatch(stopped);
+  expect(held.replication?.find((r) => r.job === 'cameras' && r.direction === 'forward')).toMatchObject({
+    state: 'stopped',
+    error: expect.stringContaining('not_yet'),
+  });
+  // Meanwhile the application goes on writing on blue: its changes wait in the log.
+  await blue.query(`UPDATE cameras SET name = 'waited in the log' WHERE id = 4`);
+
+  await green.query(`ALTER TABLE cameras DROP CONSTRAINT not_yet`);
+  await h.client.resume(workflowId, { by: 'operator' });
+  await eventOf(h.client, workflowId, /^applier of cameras \(source → target\) started again/, 60_000);
+  await eventually(
+    async () => {
+      const rows = await green.query<{ id: number; name: string }>(
+        `SELECT id, name FROM cameras WHERE id IN (3, 4) ORDER BY id`,
+      );
+      return rows.map((r) => r.name).join(' / ') === 'refused on green / waited in the log';
+    },
+    'both changes applied to green',
+    120_000,
+  );
+  const s = await h.client.status(workflowId);
+  expect(s.replication?.find((r) => r.job === 'cameras' && r.direction === 'forward')?.state).toBe('applying');
+
+  await h.client.promote(workflowId, { by: 'operator' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+  expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});
