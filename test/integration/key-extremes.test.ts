@@ -2,7 +2,7 @@
 // lowest row sits at -2^63 (-2^31), so no batch, range or chunk may name it. The table is copied, checksummed and
 // synced (both ways) like any other.
 import { loadPlan } from '../../src/plan/load';
-import { eventually, Harness, StopWaiting } from '../helpers/env';
+import { eventOf, Harness } from '../helpers/env';
 import { writePlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -35,16 +35,7 @@ test.each([
     ),
   );
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
-  await eventually(
-    async () => {
-      const s = await h.client.status(workflowId);
-      if (['rolled-back', 'failed', 'completed'].includes(s.state))
-        throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-      return s.phases.find((p) => p.name === 'validate')?.status === 'completed';
-    },
-    'validation to pass',
-    240_000,
-  );
+  await eventOf(h.client, workflowId, /^phase validate completed$/);
   await db.query(`DELETE FROM m WHERE id = ${min}; UPDATE m SET v = 'top' WHERE id = ${max}`);
   expect(await db.query(`SELECT id::text, v FROM m_v2 WHERE id IN (${min}, ${max}) ORDER BY id`)).toEqual([
     { id: max, v: 'top' },

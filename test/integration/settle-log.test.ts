@@ -6,7 +6,7 @@
 // tidemark's schema. Once settled, the triggers stop logging and both directions keep syncing.
 import { Client } from 'pg';
 import { loadPlan } from '../../src/plan/load';
-import { eventually, Harness, StopWaiting } from '../helpers/env';
+import { eventOf, eventually, Harness, StopWaiting } from '../helpers/env';
 import { LOOSE_BUDGET_IN_PLAN, writePlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -100,16 +100,7 @@ test('a key change in a transaction open across the copy of its row: the logged 
     expect(await oldKeyInTarget()).toBe(1);
     await app.query('COMMIT');
 
-    await eventually(
-      async () => {
-        const s = await h.client.status(workflowId);
-        if (['rolled-back', 'failed', 'completed'].includes(s.state))
-          throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-        return s.phases.find((p) => p.name === 'validate')?.status === 'completed';
-      },
-      'validation to pass',
-      240_000,
-    );
+    await eventOf(h.client, workflowId, /^phase validate completed$/);
     const differ = async () =>
       (
         await db.query<{ n: number }>(
@@ -192,16 +183,7 @@ test('a TRUNCATE of the source during the copy: the whole table is settled, and 
   );
   await db.query(`TRUNCATE items`);
   await db.query(`INSERT INTO items SELECT i, 'after ' || i FROM generate_series(1, 10) i`);
-  await eventually(
-    async () => {
-      const s = await h.client.status(workflowId);
-      if (['rolled-back', 'failed', 'completed'].includes(s.state))
-        throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-      return s.phases.find((p) => p.name === 'validate')?.status === 'completed';
-    },
-    'validation to pass',
-    240_000,
-  );
+  await eventOf(h.client, workflowId, /^phase validate completed$/);
   expect(await db.query(`SELECT id, note FROM items_v2 ORDER BY id`)).toEqual(
     await db.query(`SELECT id, note FROM items ORDER BY id`),
   );

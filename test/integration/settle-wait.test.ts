@@ -4,7 +4,7 @@
 // committed: the pass must wait for that transaction to end, or the application's delete is undone in the new table.
 import { Client } from 'pg';
 import { loadPlan } from '../../src/plan/load';
-import { eventually, Harness, StopWaiting } from '../helpers/env';
+import { eventOf, eventually, Harness, StopWaiting } from '../helpers/env';
 import { LOOSE_BUDGET_IN_PLAN, writePlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -94,16 +94,7 @@ test('a delete in a transaction open across the copy of its row: the settle pass
     expect((await db.query(`SELECT id FROM items_v2 WHERE id = ${LAST}`)).length).toBe(1);
     await app.query('COMMIT');
 
-    await eventually(
-      async () => {
-        const s = await h.client.status(workflowId);
-        if (['rolled-back', 'failed', 'completed'].includes(s.state))
-          throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-        return s.phases.find((p) => p.name === 'validate')?.status === 'completed';
-      },
-      'validation to pass',
-      240_000,
-    );
+    await eventOf(h.client, workflowId, /^phase validate completed$/);
     expect(await db.query(`SELECT id FROM items_v2 WHERE id = ${LAST}`)).toEqual([]);
     const [{ a, b }] = await db.query<{ a: number; b: number }>(
       `SELECT (SELECT count(*) FROM items)::int AS a, (SELECT count(*) FROM items_v2)::int AS b`,
