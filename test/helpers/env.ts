@@ -174,33 +174,45 @@ export async function whileProgressing<T>(
 }
 
 /**
- * Waits until the migration asks for approval of `gate`; fails at once if it ends instead, and only after `stallMs`
- * without progress (no new event, no row copied, no check done): a slow machine makes it slower, not fail.
+ * Waits until `reached` holds for the migration's status and returns that status; fails at once if the migration
+ * ends without it, and only after `stallMs` without progress (no new event, no row copied, no check done): a slow
+ * machine makes it slower, not fail.
  */
+function statusWhere(
+  client: TidemarkClient,
+  workflowId: string,
+  reached: (s: MigrationStatus) => boolean,
+  what: string,
+  stallMs: number,
+): Promise<MigrationStatus> {
+  let latest: MigrationStatus | undefined;
+  return whileProgressing(
+    async () => {
+      const s = (latest = await client.status(workflowId));
+      if (reached(s)) return s;
+      if (['rolled-back', 'failed', 'completed'].includes(s.state))
+        throw new StopWaiting(`migration ${s.state} before ${what}: ${s.error}`);
+      return undefined;
+    },
+    async () => (latest ? progressOf(latest) : ''),
+    what,
+    stallMs,
+  );
+}
+
+/** Waits until the migration asks for approval of `gate` (see statusWhere). */
 export function approvalOf(
   client: TidemarkClient,
   workflowId: string,
   gate: string,
   stallMs = 120_000,
 ): Promise<MigrationStatus> {
-  let latest: MigrationStatus | undefined;
-  return whileProgressing(
-    async () => {
-      const s = (latest = await client.status(workflowId));
-      if (['rolled-back', 'failed', 'completed'].includes(s.state))
-        throw new StopWaiting(`migration ${s.state}: ${s.error}`);
-      return s.pendingApproval?.gate === gate ? s : undefined;
-    },
-    async () => (latest ? progressOf(latest) : ''),
-    `approval of ${gate}`,
-    stallMs,
-  );
+  return statusWhere(client, workflowId, (s) => s.pendingApproval?.gate === gate, `approval of ${gate}`, stallMs);
 }
 
 /**
- * Waits until the migration records an event matching `pattern` (events are only ever appended, so one seen stays
- * seen) and returns the status that holds it; fails at once if the migration ends first, and only after `stallMs`
- * without progress.
+ * Waits until the migration records an event matching `pattern` (see statusWhere). Events are only ever appended,
+ * so one seen stays seen.
  */
 export function eventOf(
   client: TidemarkClient,
@@ -208,16 +220,10 @@ export function eventOf(
   pattern: RegExp,
   stallMs = 120_000,
 ): Promise<MigrationStatus> {
-  let latest: MigrationStatus | undefined;
-  return whileProgressing(
-    async () => {
-      const s = (latest = await client.status(workflowId));
-      if (s.events.some((e) => pattern.test(e.message))) return s;
-      if (['rolled-back', 'failed', 'completed'].includes(s.state))
-        throw new StopWaiting(`migration ${s.state} before an event ${pattern}: ${s.error}`);
-      return undefined;
-    },
-    async () => (latest ? progressOf(latest) : ''),
+  return statusWhere(
+    client,
+    workflowId,
+    (s) => s.events.some((e) => pattern.test(e.message)),
     `an event ${pattern}`,
     stallMs,
   );
