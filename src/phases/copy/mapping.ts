@@ -37,13 +37,57 @@ function named(collation: string): string {
   return `${{ c: 'libc', i: 'ICU', b: 'builtin' }[provider] ?? provider} locale ${locale.join(':')}`;
 }
 
+const treeRefusal = (side: string, t: TableRef, how: string) =>
+  `${side} ${quoteTable(t)} ${how}: a write to its rows through another table of the tree would not fire the ` +
+  `sync triggers, and the other side would miss it. Sync a plain table, or copy with sync: none`;
+
 /**
- * What a table source must be for its copy to be exact. Its sync triggers must see every write of its rows: not a
- * partitioned table, a partition or part of an inheritance tree, whose rows a statement on another table of the tree
- * writes without firing them (and the same of the target, with a reverse sync). Its key must be unique at every
- * statement, not only at commit (DEFERRABLE): two rows sharing a key for a while cannot be replayed by key. And each
- * key column must sort alike on both sides: ranges and chunks bound the key on both, and bounds that sort differently
- * pick different rows (validation would report false differences; a whole-table settle pass would delete rows).
+ * Why a job's table source cannot be synced exactly, or undefined; preflight asks too, before anything changes. Its
+ * sync triggers must see every write of its rows: not a partitioned table, a partition or part of an inheritance
+ * tree, whose rows a statement on another table of the tree writes without firing them. Its key must be unique at
+ * every statement, not only at commit (DEFERRABLE): two rows sharing a key for a while cannot be replayed by key.
+ */
+export async function sourceSyncRefusal(
+  db: Queryable,
+  job: ResolvedCopyJob,
+  keyNames: { source: string[] } = jobKeys(job),
+): Promise<string | undefined> {
+  if (job.sync === 'none' || !job.from) return undefined;
+  const source = parseTableRef(job.from);
+  const how = await inheritanceOf(db, source);
+  if (how) return treeRefusal('source', source, how);
+  const keyed = await hasUniqueIndexOn(db, source, keyNames.source);
+  if (keyed && !(await hasUniqueIndexOn(db, source, keyNames.source, { immediate: true }))) {
+    return (
+      `the key (${listed(keyNames.source)}) of ${job.from} is unique only at commit (DEFERRABLE): a transaction may ` +
+      `give two rows one key for a while, which the sync triggers cannot replay by key. Make its constraint NOT ` +
+      `DEFERRABLE, or add a unique index on the key`
+    );
+  }
+  return undefined;
+}
+
+/**
+ * A key column of the target must be filled from the matching key column of the source, as it is (ranges, the
+ * triggers and validation match rows by it): the problem with `columns`, the mapping given, or undefined.
+ */
+export function keyFillRefusal(
+  columns: Record<string, string>,
+  keyNames: { source: string[]; target: string[] },
+): string | undefined {
+  for (const [i, t] of keyNames.target.entries()) {
+    const given = columns[t];
+    if (given !== undefined && bareColumn(given) !== keyNames.source[i])
+      return `key column "${t}" must be filled from source key "${keyNames.source[i]}", got "${given}"`;
+  }
+  return undefined;
+}
+
+/**
+ * What a table source must be for its copy to be exact (besides sourceSyncRefusal): with a reverse sync, the target
+ * must not be in an inheritance tree either. And each key column must sort alike on both sides: ranges and chunks
+ * bound the key on both, and bounds that sort differently pick different rows (validation would report false
+ * differences; a whole-table settle pass would delete rows).
  */
 async function checkSyncable(
   db: Queryable,
@@ -53,28 +97,11 @@ async function checkSyncable(
 ): Promise<void> {
   const source = parseTableRef(job.from!);
   const target = parseTableRef(job.to);
-  if (job.sync !== 'none') {
-    const tree = async (side: string, q: Queryable, t: TableRef) => {
-      const how = await inheritanceOf(q, t);
-      if (how) {
-        throw planError(
-          job.name,
-          `${side} ${quoteTable(t)} ${how}: a write to its rows through another table of the tree would not fire the ` +
-            `sync triggers, and the other side would miss it. Sync a plain table, or copy with sync: none`,
-        );
-      }
-    };
-    await tree('source', db, source);
-    if (job.sync === 'bidirectional') await tree('target', targetDb, target);
-    const keyed = await hasUniqueIndexOn(db, source, keyNames.source);
-    if (keyed && !(await hasUniqueIndexOn(db, source, keyNames.source, { immediate: true }))) {
-      throw planError(
-        job.name,
-        `the key (${listed(keyNames.source)}) of ${job.from} is unique only at commit (DEFERRABLE): a transaction may ` +
-          `give two rows one key for a while, which the sync triggers cannot replay by key. Make its constraint NOT ` +
-          `DEFERRABLE, or add a unique index on the key`,
-      );
-    }
+  const refusal = await sourceSyncRefusal(db, job, keyNames);
+  if (refusal) throw planError(job.name, refusal);
+  if (job.sync === 'bidirectional') {
+    const how = await inheritanceOf(targetDb, target);
+    if (how) throw planError(job.name, treeRefusal('target', target, how));
   }
   const sc = await columnCollations(db, source, keyNames.source);
   const tc = await columnCollations(targetDb, target, keyNames.target);
@@ -127,16 +154,9 @@ export async function resolveMapping(
     Object.fromEntries(
       tcols.filter((c) => !c.generated && sByName.has(c.name)).map((c) => [c.name, quoteIdent(c.name)]),
     );
-  keyNames.target.forEach((t, i) => {
-    const given = columnMap[t];
-    if (given === undefined) columnMap[t] = quoteIdent(keyNames.source[i]);
-    else if (bareColumn(given) !== keyNames.source[i]) {
-      throw planError(
-        job.name,
-        `key column "${t}" must be filled from source key "${keyNames.source[i]}", got "${given}"`,
-      );
-    }
-  });
+  const keyFill = keyFillRefusal(columnMap, keyNames);
+  if (keyFill) throw planError(job.name, keyFill);
+  keyNames.target.forEach((t, i) => (columnMap[t] ??= quoteIdent(keyNames.source[i])));
   for (const s of slice) columnMap[s.column] = s.value;
 
   const columns = Object.entries(columnMap).map(([name, expr]) => {

@@ -13,7 +13,7 @@ import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
 import { logicalAllowed } from '../copy/logical';
-import { bareColumn } from '../copy/mapping';
+import { bareColumn, keyFillRefusal, sourceSyncRefusal } from '../copy/mapping';
 import { describeKey, jobKeys } from '../../plan/keys';
 import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
 import { F, failure } from '../../migration/failures';
@@ -122,6 +122,7 @@ export async function runPreflightChecks(
       await checkConnections(c, plan, add);
       await checkLocksAndTransactions(c, plan, add);
       await checkCopyKeys(c, plan, add);
+      await checkCopySources(c, plan, add);
       // Blue-green: the targets are in the other database (checkTargetDatabase looks there).
       if (!plan.target) {
         await checkCopyTargets(c, plan, add);
@@ -307,6 +308,86 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
         `${job.from}.${shown} holds unique values but has no unique index; the copy could miss rows if duplicates appear`,
       );
     }
+  }
+}
+
+/** Errors that a schema step could yet make go away: something it may create (a table, column, function, type). */
+const MAY_BE_CREATED = new Set(['42P01', '42703', '42883', '42704', '3F000']);
+
+/**
+ * Whether a schema step that runs in the source database may create what `err` says is missing: a step's SQL names
+ * it (`column s.nme does not exist` → nme), or the error names nothing (an operator, say) and some step runs there.
+ */
+function mayBeCreated(plan: ResolvedPlan, err: unknown): boolean {
+  if (!MAY_BE_CREATED.has((err as { code?: string }).code ?? '')) return false;
+  const steps = plan.schema.filter((s) => !plan.target || s.on === 'source');
+  const m = /^(?:column|relation|function|type|schema) "?([^"(]+?)"?(?:\(.*\))? does not exist/.exec(
+    (err as Error).message ?? '',
+  );
+  const name = m?.[1].split('.').pop();
+  if (!name) return steps.length > 0;
+  const named = new RegExp(
+    `(^|[^A-Za-z0-9_$])"?${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"?($|[^A-Za-z0-9_$])`,
+    'i',
+  );
+  return steps.some((s) => named.test(s.up.sql ?? ''));
+}
+
+/**
+ * The source half of each copy job, before anything changes: the key fill, whether a synced source can be synced
+ * exactly (sourceSyncRefusal), and each expression of the mapping run over the source (`LIMIT 0`: parsed and typed,
+ * no row read). The copy phase checks all of this too, but only after the backup and the schema steps ran.
+ */
+async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  for (const job of plan.copy) {
+    const check = `copy ${job.name}: source`;
+    if (job.from && !(await tableColumns(c, job.from)).length) continue; // checkCopyKeys said so
+    const keyFill = job.columns && keyFillRefusal(job.columns, jobKeys(job));
+    if (keyFill) {
+      add(check, 'fail', keyFill);
+      continue;
+    }
+    const refusal = await sourceSyncRefusal(c, job);
+    if (refusal) {
+      add(check, 'fail', refusal);
+      continue;
+    }
+    const from = job.from ? `${quoteTable(job.from)} AS s` : `(${job.query!.trim().replace(/;\s*$/, '')}) AS s`;
+    /** The error of `SELECT (expr)` over the source, if any; the transaction goes on. */
+    const probe = async (expr: string): Promise<unknown> => {
+      await c.query('SAVEPOINT tidemark_expr');
+      try {
+        await c.query(`SELECT (${expr}) FROM ${from} LIMIT 0`);
+        return undefined;
+      } catch (e) {
+        // A position in the statement built here would point nowhere in the plan.
+        delete (e as { position?: string }).position;
+        return e;
+      } finally {
+        await c.query('ROLLBACK TO SAVEPOINT tidemark_expr; RELEASE SAVEPOINT tidemark_expr');
+      }
+    };
+    const exprs = Object.entries(job.columns ?? {});
+    const failed: { what: string; err: unknown }[] = [];
+    const queryErr = job.query ? await probe('1') : undefined;
+    if (queryErr) failed.push({ what: 'the source query', err: queryErr });
+    else
+      for (const [column, expr] of exprs) {
+        const err = await probe(expr);
+        if (err) failed.push({ what: `"${column}" ← ${expr}`, err });
+      }
+    const said = failed.map((f) => `${f.what}: ${formatPgError(f.err)}`).join('; ');
+    const source = job.from ?? 'the source query';
+    if (!failed.length) {
+      const syncs = job.sync !== 'none' && job.from ? '; it can be synced exactly' : '';
+      add(
+        check,
+        'ok',
+        `${exprs.length ? `${exprs.length} column expression(s) run on ${source}` : `${source} reads`}${syncs}`,
+      );
+    } else if (failed.every((f) => mayBeCreated(plan, f.err)))
+      add(check, 'warn', `${said} (unless a schema step creates it first)`);
+    else add(check, 'fail', said);
   }
 }
 

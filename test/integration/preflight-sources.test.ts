@@ -1,0 +1,71 @@
+// Preflight checks the source half of each copy job before anything changes: the mapping's expressions are run over
+// the source (LIMIT 0), a key column must be filled from the source's key, and a source that cannot be synced exactly
+// is refused. Before, each of these failed only at the copy phase, after the backup and the schema steps had run. What
+// a schema step may yet create (its SQL names it) is a warning, not a refusal.
+import { Pool } from 'pg';
+import { runPreflightChecks } from '../../src/phases/preflight/activities';
+import { loadPlan } from '../../src/plan/load';
+import { Harness } from '../helpers/env';
+import { writePlan } from '../helpers/plans';
+
+const h = new Harness();
+afterAll(() => h.stop());
+
+const UP = 'CREATE TABLE events_v2 (id bigint PRIMARY KEY, name text);';
+
+test('mapping expressions, key fill and syncability are checked on the source at preflight', async () => {
+  const db = await h.db('preflight_sources');
+  await db.query(`
+    CREATE TABLE events (id bigint PRIMARY KEY, name text);
+    INSERT INTO events SELECT i, 'e' || i FROM generate_series(1, 10) i;
+    CREATE TABLE parts (id bigint PRIMARY KEY, name text) PARTITION BY RANGE (id);
+    CREATE TABLE parts_p1 PARTITION OF parts FOR VALUES FROM (0) TO (1000);`);
+  const pool = new Pool({ connectionString: db.url });
+  /** The findings about copy job `j` of a one-job plan whose schema step runs `up`. */
+  const findings = async (job: Record<string, unknown>, up = UP) => {
+    const plan = loadPlan(
+      writePlan(
+        {
+          name: 'sources',
+          database: { urlEnv: db.urlEnv },
+          backup: { enabled: false },
+          schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }],
+          copy: [{ name: 'j', to: 'events_v2', key: 'id', ...job }],
+        },
+        { 'up.sql': up, 'down.sql': 'DROP TABLE events_v2;' },
+      ),
+    );
+    const report = await runPreflightChecks(pool, plan);
+    return report.findings.filter((f) => f.check === 'copy j: source').map((f) => `${f.status}: ${f.message}`);
+  };
+  try {
+    expect(await findings({ from: 'events', columns: { id: 'id', name: 'upper(name)' } })).toEqual([
+      'ok: 2 column expression(s) run on events; it can be synced exactly',
+    ]);
+    // A typo: no step creates "nme".
+    expect(await findings({ from: 'events', columns: { id: 'id', name: 'upper(nme)' } })).toEqual([
+      'fail: "name" ← upper(nme): column "nme" does not exist | code 42703 | hint: Perhaps you meant to reference the column "s.name".',
+    ]);
+    // The step creates the function the mapping calls: it cannot run yet, and may once the step ran.
+    const tidy = `CREATE FUNCTION tidy(t text) RETURNS text LANGUAGE sql AS $$ SELECT trim(t) $$; ${UP}`;
+    const later = await findings({ from: 'events', columns: { id: 'id', name: 'tidy(name)' } }, tidy);
+    expect(later).toHaveLength(1);
+    expect(later[0]).toMatch(
+      /^warn: "name" ← tidy\(name\): function tidy\(text\) does not exist .*\(unless a schema step creates it first\)$/,
+    );
+    expect(await findings({ from: 'events', columns: { id: 'id + 1', name: 'name' } })).toEqual([
+      'fail: key column "id" must be filled from source key "id", got "id + 1"',
+    ]);
+    expect(await findings({ from: 'parts', columns: { id: 'id', name: 'name' } })).toEqual([
+      expect.stringMatching(
+        /^fail: source "public"\."parts" is partitioned: .* Sync a plain table, or copy with sync: none$/,
+      ),
+    ]);
+    expect(await findings({ from: 'parts', sync: 'none' })).toEqual(['ok: parts reads']);
+    expect(
+      await findings({ query: 'SELECT id, nam AS name FROM events', columns: { id: 'id', name: 'name' } }),
+    ).toEqual([expect.stringMatching(/^fail: the source query: column "nam" does not exist/)]);
+  } finally {
+    await pool.end();
+  }
+});
