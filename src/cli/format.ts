@@ -2,6 +2,7 @@
 // compensations — and the ledger's history of a plan's steps.
 import type { LiveProgress } from '../client';
 import { formatDuration } from '../plan/durations';
+import { budgetText, maxLatencyIncreaseOf } from '../phases/copy/budget';
 import type { MigrationStatus } from '../migration/messages';
 import { readable } from '../migration/readable';
 import { c, stateColor } from './style';
@@ -115,8 +116,13 @@ export function renderStatus(
         (r.error ? `: ${c.bad(r.error)}; its changes wait in the log` : ''),
     );
   }
-  if (s.throttle.batchSize !== undefined || s.throttle.delayMs !== undefined) {
-    lines.push(`  throttle: batch size ${s.throttle.batchSize ?? 'adaptive'}, delay ${s.throttle.delayMs ?? 0}ms`);
+  const t = s.throttle;
+  if (t.batchSize !== undefined || t.delayMs !== undefined || t.maxLatencyIncrease !== undefined) {
+    const budget =
+      t.maxLatencyIncrease === undefined
+        ? ''
+        : `, latency budget ${budgetText(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: t.maxLatencyIncrease } }))} (the operator's)`;
+    lines.push(`  throttle: batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms${budget}`);
   }
   if (s.validation && !s.validation.ok) {
     for (const c of s.validation.checks.filter((x) => !x.ok))

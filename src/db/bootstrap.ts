@@ -69,6 +69,8 @@ export const BOOTSTRAP_DDL: string[] = [
      delay_ms integer,
      updated_at timestamptz NOT NULL DEFAULT now()
    )`,
+  // The operator's latency budget for the copy (tidemark throttle --max-latency-increase): a fraction, or Infinity.
+  `ALTER TABLE ${S}.copy_control ADD COLUMN IF NOT EXISTS max_latency_increase double precision`,
   `CREATE TABLE IF NOT EXISTS ${S}.reports (
      id bigserial PRIMARY KEY,
      migration text NOT NULL,

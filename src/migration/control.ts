@@ -4,6 +4,7 @@
 import { CancellationScope, condition, setHandler, type SignalDefinition } from '@temporalio/workflow';
 import { formatDuration } from '../plan/durations';
 import type { ResolvedPlan } from '../plan/types';
+import { budgetText, maxLatencyIncreaseOf } from '../phases/copy/budget';
 import { LIMITS, outOfBounds } from './limits';
 import { utc } from './readable';
 import {
@@ -41,6 +42,8 @@ export interface CopyControl {
   reason?: string;
   batchSize?: number;
   delayMs?: number;
+  /** The operator's latency budget for the copy, in place of the plan's (a fraction, or 'unlimited'). */
+  maxLatencyIncrease?: number | 'unlimited';
 }
 
 export class OperatorControl {
@@ -137,6 +140,7 @@ export class OperatorControl {
       reason: this.status.paused?.reason,
       batchSize: this.status.throttle.batchSize,
       delayMs: this.status.throttle.delayMs,
+      maxLatencyIncrease: this.status.throttle.maxLatencyIncrease,
     };
   }
 
@@ -306,10 +310,15 @@ export class OperatorControl {
 
   private validateThrottle(req: ThrottleRequest): void {
     this.rejectIfFinished();
-    if (req.batchSize === undefined && req.delayMs === undefined) throw new Error('give a batch size or a delay');
+    if (req.batchSize === undefined && req.delayMs === undefined && req.maxLatencyIncrease === undefined)
+      throw new Error('give a batch size, a delay or a latency budget');
+    const budget = req.maxLatencyIncrease;
     const bad =
       (req.batchSize != null ? outOfBounds('batch size', req.batchSize, LIMITS.batchSize) : undefined) ??
-      (req.delayMs !== undefined ? outOfBounds('delay', req.delayMs, LIMITS.delayMs, ' ms') : undefined);
+      (req.delayMs !== undefined ? outOfBounds('delay', req.delayMs, LIMITS.delayMs, ' ms') : undefined) ??
+      (budget != null && budget !== 'unlimited' && !(typeof budget === 'number' && budget >= 0.01 && budget <= 10)
+        ? `latency budget ${String(budget)} must be between 0.01 and 10 (1% and 1000%), or 'unlimited'`
+        : undefined);
     if (bad) throw new Error(bad);
   }
 
@@ -318,8 +327,14 @@ export class OperatorControl {
     if (req.batchSize === null) delete t.batchSize;
     else if (req.batchSize !== undefined) t.batchSize = req.batchSize;
     if (req.delayMs !== undefined) t.delayMs = req.delayMs;
+    if (req.maxLatencyIncrease === null) delete t.maxLatencyIncrease;
+    else if (req.maxLatencyIncrease !== undefined) t.maxLatencyIncrease = req.maxLatencyIncrease;
     this.controlVersion++;
-    const now = `batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms`;
+    const budget =
+      t.maxLatencyIncrease === undefined
+        ? "the plan's latency budget"
+        : `latency budget ${budgetText(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: t.maxLatencyIncrease } }))}`;
+    const now = `batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms, ${budget}`;
     this.board.event(`throttle set${req.by ? ` by ${req.by}` : ''}: ${now}`);
     return this.ack(now);
   }

@@ -192,7 +192,11 @@ export interface MigrationStatus {
   endedAt?: string;
   phases: PhaseRecord[];
   copy: CopyJobProgress[];
-  throttle: { batchSize?: number; delayMs?: number };
+  /**
+   * The operator's throttle settings: a fixed batch size, a delay between batches, and a latency budget in place of
+   * the plan's (`impact.maxLatencyIncrease`: a fraction, or 'unlimited').
+   */
+  throttle: { batchSize?: number; delayMs?: number; maxLatencyIncrease?: number | 'unlimited' };
   traffic: TrafficStatus | null;
   pendingApproval: PendingApproval | null;
   approvals: ApprovalRecord[];
@@ -262,6 +266,8 @@ export interface ThrottleRequest {
   /** A fixed batch size; null goes back to the adaptive size. */
   batchSize?: number | null;
   delayMs?: number;
+  /** The copy's latency budget in place of the plan's: a fraction (0.5: +50 %) or 'unlimited'; null goes back to it. */
+  maxLatencyIncrease?: number | 'unlimited' | null;
 }
 export interface PromoteRequest {
   by?: string;

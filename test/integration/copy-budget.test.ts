@@ -7,6 +7,7 @@ import { BLUE_CAMERAS_AS_GREEN, blueGreenPlan, exceptAcross, GREEN_CAMERAS, seed
 import { exceptBothWays } from '../helpers/db-assert';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { eventually, Harness, type TestDb } from '../helpers/env';
+import { runCli } from '../helpers/cli';
 import { meetingsPlan } from '../helpers/plans';
 import { MEETINGS_AS_V2, V2_COLUMNS } from '../helpers/writers';
 
@@ -183,6 +184,54 @@ test("an unlimited budget: busy sessions do not hold the copy back (only the ope
       expect(c.throttleReason).toBe('operator delay 50ms');
     },
   );
+  expect(final.copy[0]).toMatchObject({ rowsCopied: ROWS, done: true });
+  expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
+});
+
+test("the operator lifts the latency budget of a running copy (throttle --max-latency-increase unlimited), then gives the plan's back", async () => {
+  const db = await h.db('budget_operator');
+  const plan = await meetingsCopy(db, 0.5);
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  const app = await busyApplication(db);
+  const copyOf = async () => (await h.client.status(workflowId)).copy.find((x) => x.job === 'meetings');
+  try {
+    await h.approvalPending(workflowId, 'copy');
+    await h.client.throttle(workflowId, { batchSize: 100, delayMs: 50 });
+    await h.client.approve(workflowId);
+    await eventually(
+      async () => (await copyOf())?.throttleReason?.match(READING),
+      'the copy to share the server',
+      180_000,
+    );
+
+    // As an operator would, through the command line: the application is still busy.
+    const lifted = await runCli(['throttle', workflowId, '--max-latency-increase', 'unlimited', '--json']);
+    expect(lifted.stderr).toBe('');
+    expect(JSON.parse(lifted.stdout).message).toBe('batch size 100, delay 50ms, latency budget unlimited');
+    const free = await eventually(
+      async () => {
+        const c = await copyOf();
+        return c?.throttleReason === 'operator delay 50ms' ? c : undefined;
+      },
+      'the copy to stop sharing',
+      120_000,
+    );
+    expect(free.duty).toBeUndefined();
+    expect((await runCli(['status', workflowId])).stdout).toContain(
+      "throttle: batch size 100, delay 50ms, latency budget unlimited (the operator's)",
+    );
+    const bad = await runCli(['throttle', workflowId, '--max-latency-increase', 'fast']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('--max-latency-increase must be a percentage from 1% to 1000%, unlimited or plan');
+
+    await h.client.throttle(workflowId, { maxLatencyIncrease: null });
+    await eventually(async () => (await copyOf())?.throttleReason?.match(READING), 'the copy to share again', 120_000);
+  } finally {
+    await app.end();
+  }
+  await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('completed');
   expect(final.copy[0]).toMatchObject({ rowsCopied: ROWS, done: true });
   expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
 });

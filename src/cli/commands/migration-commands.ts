@@ -22,6 +22,28 @@ function intOption(name: string, bounds: Bounds) {
   };
 }
 
+interface ThrottleOptions {
+  batchSize?: number;
+  adaptive?: boolean;
+  delayMs?: number;
+  maxLatencyIncrease?: number | 'unlimited' | null;
+  json?: boolean;
+}
+
+/** `--max-latency-increase`: `50%` → 0.5, `unlimited`, or `plan` (null: the plan's budget again). */
+function budgetOption(v: string): number | 'unlimited' | null {
+  if (v === 'plan') return null;
+  if (v === 'unlimited') return v;
+  const m = /^(\d+(?:\.\d+)?)%$/.exec(v);
+  const f = m ? Number(m[1]) / 100 : NaN;
+  if (!(f >= 0.01 && f <= 10))
+    throw new CliError(
+      `--max-latency-increase must be a percentage from 1% to 1000%, unlimited or plan, got "${v}"`,
+      F.Usage,
+    );
+  return f;
+}
+
 /** `--progress-every`: how often `--watch` writes a progress line when its output is not a terminal. */
 const progressEvery: [string, string, (v: string) => number, number] = [
   '--progress-every <duration>',
@@ -176,16 +198,20 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     )
     .option('--adaptive', 'go back to the adaptive batch size')
     .option('--delay-ms <n>', 'pause between batches', intOption('--delay-ms', LIMITS.delayMs))
+    .option(
+      '--max-latency-increase <budget>',
+      "the copy's latency budget in place of the plan's: a percentage like 50%, unlimited, or plan (the plan's again)",
+      budgetOption,
+    )
     .option('--json', 'print JSON')
-    .action(async (id: string, o: { batchSize?: number; adaptive?: boolean; delayMs?: number; json?: boolean }) => {
+    .action(async (id: string, o: ThrottleOptions) => {
       if (o.adaptive && o.batchSize !== undefined)
         throw new CliError('give --batch-size or --adaptive, not both', F.Usage);
-      if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined)
-        throw new CliError('give --batch-size, --adaptive and/or --delay-ms', F.Usage);
+      if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined && o.maxLatencyIncrease === undefined)
+        throw new CliError('give --batch-size, --adaptive, --delay-ms and/or --max-latency-increase', F.Usage);
       const batchSize = o.adaptive ? null : o.batchSize;
-      await withTidemark(globals(), async (c) =>
-        printAck(await c.throttle(id, { by: who(), batchSize, delayMs: o.delayMs }), o.json),
-      );
+      const req = { by: who(), batchSize, delayMs: o.delayMs, maxLatencyIncrease: o.maxLatencyIncrease };
+      await withTidemark(globals(), async (c) => printAck(await c.throttle(id, req), o.json));
     });
 
   program

@@ -24,7 +24,7 @@ import {
   type ActivityDeps,
   type RunRef,
 } from '../activity-kit';
-import type { CopyHeartbeat, CopyRange, CopyRangeResult } from './activities';
+import { readControl, type CopyHeartbeat, type CopyRange, type CopyRangeResult } from './activities';
 import {
   copyInSql,
   copyOutSql,
@@ -672,6 +672,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
               const control = await readControl(src, run.runKey);
+              throttler.overrideBudget(control.max_latency_increase);
               details.paused = control.paused;
               if (control.paused) {
                 heartbeat({ ...details, updatedAt: new Date().toISOString() });
@@ -738,17 +739,6 @@ export function createAcrossActivities(deps: ActivityDeps) {
       });
     },
   };
-}
-
-async function readControl(db: PoolClient, runId: string) {
-  const r = await db.query(`SELECT paused, batch_size, delay_ms FROM ${S}.copy_control WHERE run_id = $1`, [runId]);
-  return (
-    (r.rows[0] as { paused: boolean; batch_size: number | null; delay_ms: number | null } | undefined) ?? {
-      paused: false,
-      batch_size: null,
-      delay_ms: null,
-    }
-  );
 }
 
 const sqlState = (e: unknown) => (e as { code?: string }).code;

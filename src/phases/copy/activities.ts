@@ -148,13 +148,33 @@ export interface CopyControlInput {
   reason?: string;
   batchSize?: number;
   delayMs?: number;
+  maxLatencyIncrease?: number | 'unlimited';
 }
 
-interface Control {
+export interface Control {
   paused: boolean;
   pause_reason: string | null;
   batch_size: number | null;
   delay_ms: number | null;
+  /** The operator's latency budget in place of the plan's (Infinity: unlimited); null: the plan's. */
+  max_latency_increase: number | null;
+}
+
+const NO_CONTROL: Control = {
+  paused: false,
+  pause_reason: null,
+  batch_size: null,
+  delay_ms: null,
+  max_latency_increase: null,
+};
+
+/** The operator's settings for a run's copy, as its ranges read them between batches. */
+export async function readControl(db: Pool | PoolClient, runId: string): Promise<Control> {
+  const r = await db.query(
+    `SELECT paused, pause_reason, batch_size, delay_ms, max_latency_increase FROM ${S}.copy_control WHERE run_id = $1`,
+    [runId],
+  );
+  return (r.rows[0] as Control | undefined) ?? NO_CONTROL;
 }
 
 /** What the rollback discards of the application's writes to the job's target (discardNewPathWrites), in words. */
@@ -177,16 +197,6 @@ function syncedTables(job: ResolvedCopyJob): string[] {
 }
 
 export function createCopyActivities(deps: ActivityDeps) {
-  async function readControl(db: Pool | PoolClient, runId: string): Promise<Control> {
-    const r = await db.query(
-      `SELECT paused, pause_reason, batch_size, delay_ms FROM ${S}.copy_control WHERE run_id = $1`,
-      [runId],
-    );
-    return (
-      (r.rows[0] as Control | undefined) ?? { paused: false, pause_reason: null, batch_size: null, delay_ms: null }
-    );
-  }
-
   return {
     /**
      * Installs the job's sync triggers so every write from now on reaches the other side, and records what it
@@ -364,6 +374,7 @@ export function createCopyActivities(deps: ActivityDeps) {
         // time, one at a time (unpaced, the settle pass was one burst at full speed at the end of every copy). The
         // chunks keep their size: each is one anti-join, not sized toward the shared bursts.
         const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job));
+        throttler.overrideBudget((await readControl(pool, run.runKey)).max_latency_increase);
         return withClient(pool, async (c) => {
           // A write that removed a row (a DELETE, a key change) before the last batch read it, in a transaction still
           // open now, found nothing to delete in the target then, and the source still shows the row to every other
@@ -492,11 +503,22 @@ export function createCopyActivities(deps: ActivityDeps) {
       return activityBody('updating copy control', async () => {
         const pool = await targetPool(deps, input.urlEnv);
         await pool.query(
-          `INSERT INTO ${S}.copy_control (run_id, paused, pause_reason, batch_size, delay_ms, updated_at)
-           VALUES ($1, $2, $3, $4, $5, now())
+          `INSERT INTO ${S}.copy_control (run_id, paused, pause_reason, batch_size, delay_ms, max_latency_increase,
+             updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, now())
            ON CONFLICT (run_id) DO UPDATE SET paused = EXCLUDED.paused, pause_reason = EXCLUDED.pause_reason,
-             batch_size = EXCLUDED.batch_size, delay_ms = EXCLUDED.delay_ms, updated_at = now()`,
-          [input.run.runKey, input.paused, input.reason ?? null, input.batchSize ?? null, input.delayMs ?? null],
+             batch_size = EXCLUDED.batch_size, delay_ms = EXCLUDED.delay_ms,
+             max_latency_increase = EXCLUDED.max_latency_increase, updated_at = now()`,
+          [
+            input.run.runKey,
+            input.paused,
+            input.reason ?? null,
+            input.batchSize ?? null,
+            input.delayMs ?? null,
+            input.maxLatencyIncrease === undefined
+              ? null
+              : maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: input.maxLatencyIncrease } }),
+          ],
         );
       });
     },
@@ -657,6 +679,7 @@ async function copyRangeImpl(
     if (!control || Date.now() - controlReadAt > 500) {
       control = await readControl(client, runId);
       controlReadAt = Date.now();
+      throttler.overrideBudget(control.max_latency_increase);
     }
     return control;
   };

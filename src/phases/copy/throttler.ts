@@ -112,10 +112,27 @@ export class Throttler {
       Throttler.shared.set(pool, entry);
       await entry.throttler.start();
     }
-    if (maxLatencyIncrease < entry.throttler.budget.maxIncrease)
-      entry.throttler.budget.setMaxIncrease(maxLatencyIncrease);
+    const t = entry.throttler;
+    t.planMaxIncrease = Math.min(t.planMaxIncrease, maxLatencyIncrease);
+    t.budget.setMaxIncrease(t.operatorMaxIncrease ?? t.planMaxIncrease);
     entry.users++;
-    return entry.throttler;
+    return t;
+  }
+
+  /** The tightest budget the jobs using this throttler asked for. */
+  private planMaxIncrease: number;
+  /** The operator's budget (tidemark throttle --max-latency-increase), in place of the plan's while set. */
+  private operatorMaxIncrease: number | undefined;
+
+  /**
+   * The operator's latency budget, read with the other throttle settings between batches: a fraction, Infinity for
+   * none, null to go back to the plan's. It holds for every copy this throttler paces.
+   */
+  overrideBudget(maxLatencyIncrease: number | null): void {
+    const next = maxLatencyIncrease ?? undefined;
+    if (next === this.operatorMaxIncrease) return;
+    this.operatorMaxIncrease = next;
+    this.budget.setMaxIncrease(next ?? this.planMaxIncrease);
   }
 
   private timer?: NodeJS.Timeout;
@@ -139,7 +156,8 @@ export class Throttler {
     opts: Partial<ThrottlerOptions> & { maxLatencyIncrease?: number } = {},
   ) {
     this.opts = { ...DEFAULTS, ...opts };
-    this.budget = new LatencyBudget({ maxIncrease: opts.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE });
+    this.planMaxIncrease = opts.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE;
+    this.budget = new LatencyBudget({ maxIncrease: this.planMaxIncrease });
   }
 
   get decision(): ThrottleDecision {
