@@ -106,6 +106,13 @@ export async function startCapture(
  * conflict resolution once both sides may take writes. Its applier stops meanwhile.
  */
 export async function switchCapture(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
+  // Installing the triggers needs a moment's lock on the table: application transactions that hold it longer than
+  // lockTimeout make it try again (with back-off), so the switch can take a while beside long transactions.
+  ctx.board.event(
+    `switching the change capture of ${job.name} from logical decoding to triggers: needs a brief lock on ${job.from} ` +
+      `(tried again while application transactions hold it longer than lockTimeout)`,
+  );
+  ctx.board.publish();
   await ctx.background.stop(applierKey(job.name, 'forward'));
   const { logged } = await changes.switchCaptureToTriggers.executeWithOptions(
     { summary: `switch the change capture of ${job.name} from its logical slot to triggers` },
