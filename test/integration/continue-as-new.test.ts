@@ -5,7 +5,8 @@ import { startDevServer, type DevServer } from '../../src/infra/devserver';
 import type { ResolvedPlan } from '../../src/plan/types';
 import type { RunningWorker } from '../../src/worker';
 import { flagPercent, tableExists } from '../helpers/db-assert';
-import { eventually, Harness, type TestDb } from '../helpers/env';
+import { eventOf, eventually, Harness, type TestDb } from '../helpers/env';
+import { BLUE_CAMERAS_AS_GREEN, blueGreenPlan, exceptAcross, GREEN_CAMERAS, seedBlue } from '../helpers/blue-green';
 import { meetingsPlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -99,4 +100,42 @@ test('an abort after the workflow continued as new still runs every compensation
   ]);
   expect(await tableExists(db, 'meetings_v2')).toBe(false);
   expect(await flagPercent(db, 'use_room_types')).toBe(0);
+});
+
+test('a blue-green applier stopped on an error before a continue-as-new runs again when the operator resumes', async () => {
+  const blue = await h.db('canbg_blue');
+  const green = await h.db('canbg_green');
+  await seedBlue(blue, 300);
+  const base = blueGreenPlan(blue, green, {
+    stages: [
+      { percent: 50, soak: 600_000 },
+      { percent: 100, soak: 100 },
+    ],
+  });
+  const gate = { name: 'error rate', sql: 'SELECT 0.01', max: 0.05, interval: 50, timeout: 2000, failureLimit: 3 };
+  const plan = { ...base, traffic: { ...base.traffic!, gates: [gate] } };
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  await eventOf(client, workflowId, /^flag use_green_database at 50%/, 240_000);
+  // Green refuses a change made on blue: the forward applier stops and the migration pauses; the soak's gate
+  // readings go on, and the history grows until the workflow continues as new.
+  await green.query(`ALTER TABLE cameras ADD CONSTRAINT not_yet CHECK (name <> 'refused on green')`);
+  await blue.query(`UPDATE cameras SET name = 'refused on green' WHERE id = 3`);
+  await eventOf(client, workflowId, /^applier of cameras \(source → target\) stopped: .*not_yet/, 120_000);
+  const before = await runs(workflowId);
+  await eventually(async () => (await runs(workflowId)) > before, 'a new run while paused', 120_000, 250);
+  expect((await client.status(workflowId)).state).toBe('paused');
+
+  await green.query(`ALTER TABLE cameras DROP CONSTRAINT not_yet`);
+  await client.resume(workflowId, { by: 'operator' });
+  await eventOf(client, workflowId, /^applier of cameras \(source → target\) started again/, 60_000);
+  await eventually(
+    async () =>
+      (await green.query<{ name: string }>(`SELECT name FROM cameras WHERE id = 3`))[0]?.name === 'refused on green',
+    'the change applied to green',
+    120_000,
+  );
+  await client.promote(workflowId, { by: 'operator' });
+  const final = await client.waitForEnd(workflowId);
+  expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+  expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
 });

@@ -2,7 +2,7 @@
 // first) and applied to the target by a background applier from before the first row is copied; the reverse capture
 // (target → source) from before traffic first moves; stages that wait for the lag; and how it all ends — in cleanup
 // (drained, then dropped) or in a rollback (the target's writes applied to the source before anything is dropped).
-import { isCancellation, sleep } from '@temporalio/workflow';
+import { condition, isCancellation, patched, sleep } from '@temporalio/workflow';
 import type { ReplicationStatus } from '../../migration/messages';
 import { changes, longRunning, quick, undos } from '../../migration/profiles';
 import { errorMessage } from '../../migration/saga';
@@ -48,9 +48,13 @@ function record(ctx: PhaseContext, job: string, direction: Direction): Replicati
  * Starts (or restarts) the applier of one direction: it runs until stopped, beside the phases. One that stops on its
  * own pauses the migration (see Runbook) and runs again when the operator resumes it.
  */
-function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction): void {
+function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction, afterResume = false): void {
   const r = record(ctx, job.name, direction);
   ctx.background.start(applierKey(job.name, direction), async () => {
+    if (afterResume) {
+      afterResume = false;
+      await condition(() => ctx.board.status.paused === null);
+    }
     // Again after it stopped on its own and the operator resumed the migration: its changes waited in the log.
     if (r.state === 'stopped') {
       ctx.board.event(`${applierKey(job.name, direction)} started again`);
@@ -125,14 +129,21 @@ export async function switchCapture(ctx: PhaseContext, job: ResolvedCopyJob): Pr
   ctx.board.publish();
 }
 
-/** After a continue-as-new: the appliers that were running run again. */
+/**
+ * After a continue-as-new: the appliers that were running run again; one that had stopped on its own (the migration
+ * paused for it) runs again once the operator resumes, as it would have in the run before.
+ */
 export function resumeAppliers(ctx: PhaseContext): void {
   for (const r of ctx.board.status.replication ?? []) {
-    if (r.state !== 'applying') continue;
+    const stoppedOnItsOwn = r.state === 'stopped' && r.error !== undefined;
+    if (r.state !== 'applying' && !(stoppedOnItsOwn && patched(RESTART_AFTER_CONTINUE))) continue;
     const job = ctx.plan.copy.find((j) => j.name === r.job);
-    if (job) startApplier(ctx, job, r.direction);
+    if (job) startApplier(ctx, job, r.direction, stoppedOnItsOwn);
   }
 }
+
+/** Marks runs that start a stopped applier again after a continue-as-new (older runs left it stopped). */
+const RESTART_AFTER_CONTINUE = 'applier-restart-after-continue';
 
 /** Stops a direction's applier, then ends its capture: triggers dropped, the log drained, its record gone. */
 export async function finishCapture(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction, last: boolean) {
