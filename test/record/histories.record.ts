@@ -10,8 +10,9 @@ import { startDevServer, type DevServer } from '../../src/infra/devserver';
 import { temporalCli } from '../../src/infra/tools';
 import type { ResolvedPlan } from '../../src/plan/types';
 import type { RunningWorker } from '../../src/worker';
-import { eventually, Harness, type TestDb } from '../helpers/env';
+import { eventOf, eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
+import { blueGreenPlan, seedBlue } from '../helpers/blue-green';
 
 const OUT = join(__dirname, '..', 'fixtures', 'histories');
 const h = new Harness();
@@ -183,4 +184,28 @@ test('the revert of a completed migration, and a read of its ledger', async () =
     return undefined;
   }, 'the ledger read listed');
   await save('ledger-read', ledger);
+});
+
+test('a blue-green migration whose applier stops on an error, runs again on resume, and completes', async () => {
+  const blue = await h.db('histbg_blue');
+  const green = await h.db('histbg_green');
+  await seedBlue(blue, 300);
+  const plan = blueGreenPlan(blue, green, {
+    stages: [
+      { percent: 50, soak: 600_000 },
+      { percent: 100, soak: 100 },
+    ],
+  });
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  await eventOf(client, workflowId, /^flag use_green_database at 50%/, 240_000);
+  await green.query(`ALTER TABLE cameras ADD CONSTRAINT not_yet CHECK (name <> 'refused on green')`);
+  await blue.query(`UPDATE cameras SET name = 'refused on green' WHERE id = 3`);
+  await eventOf(client, workflowId, /^applier of cameras \(source → target\) stopped/, 120_000);
+  await green.query(`ALTER TABLE cameras DROP CONSTRAINT not_yet`);
+  await client.resume(workflowId, { by: 'recorder' });
+  await eventOf(client, workflowId, /^applier of cameras \(source → target\) started again/, 60_000);
+  await green.query(`UPDATE cameras SET name = 'written on green' WHERE id = 4`);
+  await client.promote(workflowId, { by: 'recorder' });
+  expect((await client.waitForEnd(workflowId)).state).toBe('completed');
+  await save('blue-green-resumed', workflowId);
 });

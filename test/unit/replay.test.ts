@@ -8,10 +8,11 @@ import { join } from 'node:path';
 const DIR = join(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
 
-test('the recorded histories cover every workflow: the runbook (completed, aborted mid-copy, gate rollback, continued soak, approval wait), a revert, a ledger read', () => {
+test('the recorded histories cover every workflow: the runbook (completed, aborted mid-copy, gate rollback, continued soak, approval wait), a blue-green run whose applier stopped and resumed, a revert, a ledger read', () => {
   const names = new Set(files.map((f) => f.replace(/(-run\d+)?\.json$/, '')));
   expect([...names].sort()).toEqual([
     'abort-mid-copy',
+    'blue-green-resumed',
     'completed',
     'continued-soak',
     'gate-rollback',
