@@ -137,3 +137,32 @@ export async function serverVersionNum(db: Queryable): Promise<number> {
   const r = await db.query(`SELECT current_setting('server_version_num')::int AS v`);
   return r.rows[0].v as number;
 }
+
+/**
+ * How tidemark's trigger functions run in a database (see copy/sql.ts functionClauses): the schemas the plan's
+ * expressions resolve in and the TimeZone, as tidemark's own sessions see them (the database's), and whether they may
+ * run as their owner. They may not when a schema of that path is open to creation by a login role other than the
+ * owner (and superusers): that role could put a function there that the path would pick before the one the plan
+ * meant, and run it with the owner's rights. They then run as the writing role, which needs privileges in the
+ * tidemark schema and on the other table; `untrusted` says which schema and role.
+ */
+export interface FunctionContext {
+  searchPath: string[];
+  timeZone: string;
+  definer: boolean;
+  untrusted?: string;
+}
+
+export async function functionContext(q: Queryable): Promise<FunctionContext> {
+  const r = await q.query<{ path: string[]; tz: string; untrusted: string | null }>(
+    `SELECT current_schemas(false)::text[] AS path, current_setting('TimeZone') AS tz,
+       (SELECT string_agg(x, ', ') FROM (
+          SELECT DISTINCT format('schema %I (role %I)', n.nspname, r.rolname) AS x
+            FROM pg_namespace n CROSS JOIN pg_roles r
+           WHERE n.nspname = ANY (current_schemas(false)) AND r.rolcanlogin AND NOT r.rolsuper
+             AND r.rolname <> current_user AND has_schema_privilege(r.oid, n.oid, 'CREATE')
+           ORDER BY 1 LIMIT 3) s) AS untrusted`,
+  );
+  const { path, tz, untrusted } = r.rows[0];
+  return { searchPath: path, timeZone: tz, definer: !untrusted, ...(untrusted ? { untrusted } : {}) };
+}

@@ -5,7 +5,7 @@ import { CancelledFailure } from '@temporalio/activity';
 import type { Pool, PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Readable, Writable } from 'node:stream';
-import { tableExists } from '../../db/catalog';
+import { functionContext, tableExists } from '../../db/catalog';
 import { isLockConflict } from '../../db/errors';
 import { enterRun } from '../../db/fence';
 import { ARCHIVE_SCHEMA, streamName, syncIdFor, TIDEMARK_SCHEMA, type SyncDirection } from '../../db/names';
@@ -313,10 +313,9 @@ async function drain(
   }
 }
 
-/** Installs a capture's triggers in `c`'s transaction, their function bound to the search path this session has. */
+/** Installs a capture's triggers in `c`'s transaction, their function run as this session would (functionClauses). */
 async function installCaptureTriggers(c: PoolClient, spec: CaptureSpec): Promise<void> {
-  const r = await c.query<{ path: string[] }>(`SELECT current_schemas(false)::text[] AS path`);
-  for (const stmt of captureTriggerDdl(spec, r.rows[0].path)) await c.query(stmt);
+  for (const stmt of captureTriggerDdl(spec, await functionContext(c))) await c.query(stmt);
 }
 
 /** Moves everything the slot decoded up to now into the log (nothing when the slot is gone). */

@@ -8,10 +8,12 @@
 // broken by origin) — whatever order changes arrive in, however often one is re-applied after a crash, and also when
 // the application writes a row on both sides at once (while traffic is split, at 50 %): the later write wins on both.
 // A deletion keeps its stamp (a tombstone in row_clock), so an older write arriving later does not bring the row back.
+import type { FunctionContext } from '../../db/catalog';
 import { captureName, SYNC_GUARD_SETTING, TIDEMARK_SCHEMA, type SyncDirection } from '../../db/names';
 import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
 import {
   decodeKey,
+  functionClauses,
   encodedKeySql,
   keyBounds,
   keyCols,
@@ -72,11 +74,11 @@ const stamped = (spec: CaptureSpec, rows: string) =>
  *
  * The triggers fire as the application's role, which need not have any privilege in the tidemark schema; and the
  * stamps in row_clock decide which write wins, so they are not opened to every role. The function therefore runs as
- * its owner (who installed it), with the search path the installer had (`searchPath`, the schemas the plan's
- * expressions were resolved in; temporary schemas last), fixed at install: a role writing the table cannot make the
- * row image's expressions resolve to functions of its own.
+ * its owner where the database allows it safely, with the settings tidemark's own sessions have (`functions`, see
+ * sql.ts functionClauses): a role writing the table can neither make the row image's expressions resolve to
+ * functions of its own nor change what they compute through its session's TimeZone or DateStyle.
  */
-export function captureTriggerDdl(spec: CaptureSpec, searchPath: string[]): string[] {
+export function captureTriggerDdl(spec: CaptureSpec, functions: FunctionContext): string[] {
   const stream = quoteLiteral(spec.stream);
   const origin = quoteLiteral(spec.origin);
   const sameKey = spec.keys.map((k) => `n.${quoteIdent(k)} = o.${quoteIdent(k)}`).join(' AND ');
@@ -118,8 +120,7 @@ END`;
     ];
   };
   return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER ` +
-      `SET search_path = ${[...searchPath.map(quoteIdent), 'pg_temp'].join(', ')} AS ${dollarQuote(body)}`,
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql${functionClauses(functions)} AS ${dollarQuote(body)}`,
     ...trigger('ins', 'INSERT', ' REFERENCING NEW TABLE AS new_rows'),
     ...trigger('upd', 'UPDATE', ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
     ...trigger('del', 'DELETE', ' REFERENCING OLD TABLE AS old_rows'),

@@ -1,7 +1,14 @@
 // Resolves a plan's copy job against the catalog into the CopyMapping the SQL builders need.
 import type { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient } from 'pg';
-import { columnCollations, hasUniqueIndexOn, inheritanceOf, tableColumns, type ColumnInfo } from '../../db/catalog';
+import {
+  columnCollations,
+  functionContext,
+  hasUniqueIndexOn,
+  inheritanceOf,
+  tableColumns,
+  type ColumnInfo,
+} from '../../db/catalog';
 import { syncIdFor } from '../../db/names';
 import { parseTableRef, quoteIdent, quoteTable, type TableRef } from '../../db/quote';
 import { F, failure } from '../../migration/failures';
@@ -235,6 +242,8 @@ export async function resolveMapping(
   return {
     job: job.name,
     syncId: run ? syncIdFor(run.runKey, job.name) : undefined,
+    // The trigger functions run with what the expressions resolve in here (sql.ts functionClauses).
+    functions: await functionContext(db),
     source: job.from ? { kind: 'table', table: parseTableRef(job.from) } : { kind: 'query', sql: job.query! },
     target,
     keys,

@@ -9,7 +9,9 @@ import {
   writeCountName,
   type SyncDirection,
 } from '../../db/names';
+import type { FunctionContext } from '../../db/catalog';
 import { dollarQuote, quoteIdent, quoteLiteral, quoteTable, type TableRef } from '../../db/quote';
+import { PINNED_SETTINGS } from '../../db/settings';
 
 export interface MappedColumn {
   /** Target column name. */
@@ -77,6 +79,25 @@ export interface CopyMapping {
    * pick its rows for truncates, settling and validation, and join the key in ON CONFLICT.
    */
   slice: { column: string; value: string }[];
+  /** How the trigger functions run (functionClauses), read when the mapping was resolved. */
+  functions?: FunctionContext;
+}
+
+/**
+ * The settings tidemark's trigger functions run with, so that what they write does not depend on the session of the
+ * application whose write fires them: the search path the plan's expressions resolve in (temporary schemas last), the
+ * database's TimeZone and the value formats every tidemark session pins (db/pool.ts) — a date cast under the writer's
+ * TimeZone would otherwise differ from the copy's. And, where the path is safe (FunctionContext.definer), as the role
+ * that installed them (SECURITY DEFINER): the application's role then needs no privilege in the tidemark schema or on
+ * the other table. Without a context (a mapping built by hand), as the writer, in its session.
+ */
+export function functionClauses(ctx: FunctionContext | undefined): string {
+  if (!ctx) return '';
+  const path = [...ctx.searchPath.map(quoteIdent), 'pg_temp'].join(', ');
+  const pinned = Object.entries({ TimeZone: ctx.timeZone, ...PINNED_SETTINGS })
+    .map(([k, v]) => ` SET ${k} = ${quoteLiteral(v)}`)
+    .join('');
+  return `${ctx.definer ? ' SECURITY DEFINER' : ''} SET search_path = ${path}${pinned}`;
 }
 
 /** Key types whose values are small and whose key space splits into intervals by arithmetic. */
@@ -389,13 +410,14 @@ function statementTriggers(
   name: (kind: 'ins' | 'upd' | 'del' | 'truncate') => string,
   table: string,
   body: string,
+  functions: FunctionContext | undefined,
 ) {
   const trigger = (kind: 'ins' | 'upd' | 'del' | 'truncate', event: string, transition: string) => [
     `DROP TRIGGER IF EXISTS ${quoteIdent(name(kind))} ON ${table}`,
     `CREATE TRIGGER ${quoteIdent(name(kind))} AFTER ${event} ON ${table}${transition} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
   ];
   return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql${functionClauses(functions)} AS ${dollarQuote(body)}`,
     ...trigger('ins', 'INSERT', ' REFERENCING NEW TABLE AS new_rows'),
     ...trigger('upd', 'UPDATE', ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'),
     ...trigger('del', 'DELETE', ' REFERENCING OLD TABLE AS old_rows'),
@@ -428,6 +450,8 @@ interface TableSync {
    * not settled yet; the settle pass installs the function again without it.
    */
   logRemovals: boolean;
+  /** See CopyMapping.functions. */
+  functions: FunctionContext | undefined;
 }
 
 /**
@@ -496,7 +520,13 @@ BEGIN
   RETURN NULL;
 END`;
   const fn = functionRef(r.job, r.syncId, r.direction);
-  return statementTriggers(fn, (kind) => syncTriggerName(r.job, r.syncId, r.direction, kind), r.from, body);
+  return statementTriggers(
+    fn,
+    (kind) => syncTriggerName(r.job, r.syncId, r.direction, kind),
+    r.from,
+    body,
+    r.functions,
+  );
 }
 
 /**
@@ -531,6 +561,7 @@ export function forwardTriggerDdl(m: CopyMapping, settling = false): string[] {
     columns: m.columns.map((c) => ({ name: c.target, expr: c.expr })),
     slice: m.slice,
     logRemovals: logsRemovals(m, settling),
+    functions: m.functions,
   });
 }
 
@@ -552,6 +583,7 @@ export function reverseTriggerDdl(m: CopyMapping, settling = false): string[] {
     slice: [],
     fromSlice: m.slice,
     logRemovals: logsRemovals(m, settling),
+    functions: m.functions,
   });
 }
 
@@ -630,7 +662,13 @@ BEGIN
   RETURN NULL;
 END`;
   const fn = functionRef(m.job, syncId, 'reverse');
-  return statementTriggers(fn, (kind) => syncTriggerName(m.job, syncId, 'reverse', kind), quoteTable(m.target), body);
+  return statementTriggers(
+    fn,
+    (kind) => syncTriggerName(m.job, syncId, 'reverse', kind),
+    quoteTable(m.target),
+    body,
+    m.functions,
+  );
 }
 
 /**
@@ -699,7 +737,13 @@ BEGIN
 END`;
     const fn = `${quoteIdent(TIDEMARK_SCHEMA)}.${quoteIdent(querySyncName(m.job, syncId, i, 'function'))}`;
     out.push(
-      ...statementTriggers(fn, (kind) => querySyncName(m.job, syncId, i, 'trigger', kind), quoteTable(src.table), body),
+      ...statementTriggers(
+        fn,
+        (kind) => querySyncName(m.job, syncId, i, 'trigger', kind),
+        quoteTable(src.table),
+        body,
+        m.functions,
+      ),
     );
   });
   return out;
@@ -732,7 +776,7 @@ END`;
     `CREATE TRIGGER ${quoteIdent(writeCountName(m.job, syncId, what))} AFTER ${event} ON ${tgt} REFERENCING ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}()`,
   ];
   return [
-    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS ${dollarQuote(body)}`,
+    `CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql${functionClauses(m.functions)} AS ${dollarQuote(body)}`,
     ...trigger('ins', 'INSERT', 'NEW TABLE AS new_rows'),
     ...trigger('upd', 'UPDATE', 'NEW TABLE AS new_rows'),
     ...trigger('del', 'DELETE', 'OLD TABLE AS old_rows'),

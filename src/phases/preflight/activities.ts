@@ -3,7 +3,7 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
-import { hasUniqueIndexOn, serverVersionNum, tableColumns } from '../../db/catalog';
+import { functionContext, hasUniqueIndexOn, serverVersionNum, tableColumns } from '../../db/catalog';
 import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
 import { findPgTool, toolMajorVersion } from '../../db/pgtools';
@@ -339,6 +339,16 @@ function mayBeCreated(plan: ResolvedPlan, err: unknown): boolean {
  * no row read). The copy phase checks all of this too, but only after the backup and the schema steps ran.
  */
 async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
+  const functions = await functionContext(c);
+  if (!functions.definer && plan.copy.some((j) => j.sync !== 'none')) {
+    add(
+      'trigger functions',
+      'warn',
+      `${functions.untrusted} can create objects on the search path, so tidemark's triggers run as the application's ` +
+        `role, not as their owner (a function put there could run with the owner's rights): that role needs USAGE on ` +
+        `schema tidemark and INSERT on its tables, and privileges on the other table; or revoke CREATE on that schema`,
+    );
+  }
   for (const job of plan.copy) {
     const check = `copy ${job.name}: source`;
     if (job.from && !(await tableColumns(c, job.from)).length) continue; // checkCopyKeys said so
