@@ -224,7 +224,8 @@ test("the operator lifts the latency budget of a running copy (throttle --max-la
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain('--max-latency-increase must be a percentage from 1% to 1000%, unlimited or plan');
 
-    await h.client.throttle(workflowId, { maxLatencyIncrease: null });
+    const back = await runCli(['throttle', workflowId, '--max-latency-increase', 'plan', '--json']);
+    expect(JSON.parse(back.stdout).message).toBe("batch size 100, delay 50ms, the plan's latency budget");
     await eventually(async () => (await copyOf())?.throttleReason?.match(READING), 'the copy to share again', 120_000);
   } finally {
     await app.end();

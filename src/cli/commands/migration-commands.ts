@@ -26,14 +26,16 @@ interface ThrottleOptions {
   batchSize?: number;
   adaptive?: boolean;
   delayMs?: number;
-  maxLatencyIncrease?: number | 'unlimited' | null;
+  maxLatencyIncrease?: number | 'unlimited' | 'plan';
   json?: boolean;
 }
 
-/** `--max-latency-increase`: `50%` → 0.5, `unlimited`, or `plan` (null: the plan's budget again). */
-function budgetOption(v: string): number | 'unlimited' | null {
-  if (v === 'plan') return null;
-  if (v === 'unlimited') return v;
+/**
+ * `--max-latency-increase`: `50%` → 0.5, `unlimited`, or `plan` (the plan's budget again; sent as null, since
+ * commander keeps a parser's null as an empty string).
+ */
+function budgetOption(v: string): number | 'unlimited' | 'plan' {
+  if (v === 'plan' || v === 'unlimited') return v;
   const m = /^(\d+(?:\.\d+)?)%$/.exec(v);
   const f = m ? Number(m[1]) / 100 : NaN;
   if (!(f >= 0.01 && f <= 10))
@@ -210,7 +212,8 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
       if (o.batchSize === undefined && !o.adaptive && o.delayMs === undefined && o.maxLatencyIncrease === undefined)
         throw new CliError('give --batch-size, --adaptive, --delay-ms and/or --max-latency-increase', F.Usage);
       const batchSize = o.adaptive ? null : o.batchSize;
-      const req = { by: who(), batchSize, delayMs: o.delayMs, maxLatencyIncrease: o.maxLatencyIncrease };
+      const budget = o.maxLatencyIncrease === 'plan' ? null : o.maxLatencyIncrease;
+      const req = { by: who(), batchSize, delayMs: o.delayMs, maxLatencyIncrease: budget };
       await withTidemark(globals(), async (c) => printAck(await c.throttle(id, req), o.json));
     });
 

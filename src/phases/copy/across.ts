@@ -659,7 +659,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         const sizer = new BatchSizer(job.targetBatchMs, job.maxBatchSize ?? Math.max(ACROSS_MAX_BATCH, job.batchSize));
         // The application lives on the source until traffic moves: the copy holds the latency budget there, as the
         // copy within one database does (throttler.ts).
-        const throttler = await Throttler.acquire(sides.source, maxLatencyIncreaseOf(job));
+        const throttler = await Throttler.acquire(sides.source, maxLatencyIncreaseOf(job), run.runKey);
         if (throttler.decision.duty && !prev) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);
         const backoff = new HardBackoff();
         await withClient(sides.source, (src) =>
@@ -671,7 +671,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
               const control = await readControl(src, run.runKey);
-              throttler.overrideBudget(control.max_latency_increase);
+              throttler.overrideBudget(run.runKey, control.max_latency_increase);
               details.paused = control.paused;
               if (control.paused) {
                 heartbeat({ ...details, updatedAt: new Date().toISOString() });

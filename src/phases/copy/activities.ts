@@ -373,8 +373,8 @@ export function createCopyActivities(deps: ActivityDeps) {
         // Paced like the copy: while the application shares the server, a chunk runs only in the copy's share of the
         // time, one at a time (unpaced, the settle pass was one burst at full speed at the end of every copy). The
         // chunks keep their size: each is one anti-join, not sized toward the shared bursts.
-        const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job));
-        throttler.overrideBudget((await readControl(pool, run.runKey)).max_latency_increase);
+        const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job), run.runKey);
+        throttler.overrideBudget(run.runKey, (await readControl(pool, run.runKey)).max_latency_increase);
         return withClient(pool, async (c) => {
           // A write that removed a row (a DELETE, a key change) before the last batch read it, in a transaction still
           // open now, found nothing to delete in the target then, and the source still shows the row to every other
@@ -614,7 +614,7 @@ async function copyRangeImpl(
   let lockFailures = 0;
 
   const client = await pool.connect();
-  const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job));
+  const throttler = await Throttler.acquire(pool, maxLatencyIncreaseOf(job), runId);
   // Sharing the server from the start: the first batch is already a short burst, not the plan's batchSize (under
   // load, several batches of thousands of rows ran before the sizer had shrunk them).
   if (throttler.decision.duty && !previous) adaptive = Math.min(adaptive, SHARED_FIRST_BATCH);
@@ -679,7 +679,7 @@ async function copyRangeImpl(
     if (!control || Date.now() - controlReadAt > 500) {
       control = await readControl(client, runId);
       controlReadAt = Date.now();
-      throttler.overrideBudget(control.max_latency_increase);
+      throttler.overrideBudget(runId, control.max_latency_increase);
     }
     return control;
   };

@@ -101,11 +101,12 @@ export class Throttler {
   private static readonly shared = new Map<Pool, { throttler: Throttler; users: number }>();
 
   /**
-   * The throttler watching `pool`'s server, started on first use; call release() when done with it. Jobs sharing it
-   * with different budgets get the tightest one any of them asked for while it runs. `maxLatencyIncrease` is a
-   * fraction, Infinity for none (maxLatencyIncreaseOf reads it from a job).
+   * The throttler watching `pool`'s server, started on first use; call release() when done with it. One budget holds
+   * for everything it paces: the tightest of the runs using it, each run's being its operator's (overrideBudget) or
+   * else the tightest its jobs asked for. `maxLatencyIncrease` is a fraction, Infinity for none (maxLatencyIncreaseOf
+   * reads it from a job); `run` the migration run it copies for.
    */
-  static async acquire(pool: Pool, maxLatencyIncrease: number): Promise<Throttler> {
+  static async acquire(pool: Pool, maxLatencyIncrease: number, run: string): Promise<Throttler> {
     let entry = Throttler.shared.get(pool);
     if (!entry) {
       entry = { throttler: new Throttler(pool, { maxLatencyIncrease }), users: 0 };
@@ -113,26 +114,32 @@ export class Throttler {
       await entry.throttler.start();
     }
     const t = entry.throttler;
-    t.planMaxIncrease = Math.min(t.planMaxIncrease, maxLatencyIncrease);
-    t.budget.setMaxIncrease(t.operatorMaxIncrease ?? t.planMaxIncrease);
+    t.planBudgets.set(run, Math.min(t.planBudgets.get(run) ?? Infinity, maxLatencyIncrease));
+    t.applyBudgets();
     entry.users++;
     return t;
   }
 
-  /** The tightest budget the jobs using this throttler asked for. */
-  private planMaxIncrease: number;
-  /** The operator's budget (tidemark throttle --max-latency-increase), in place of the plan's while set. */
-  private operatorMaxIncrease: number | undefined;
+  /** Per migration run: the tightest budget its jobs asked for. */
+  private readonly planBudgets = new Map<string, number>();
+  /** Per migration run: its operator's budget (tidemark throttle --max-latency-increase), while set. */
+  private readonly operatorBudgets = new Map<string, number>();
 
   /**
-   * The operator's latency budget, read with the other throttle settings between batches: a fraction, Infinity for
-   * none, null to go back to the plan's. It holds for every copy this throttler paces.
+   * A run's operator budget, read with its other throttle settings between batches: a fraction, Infinity for none,
+   * null to go back to its plan's. Another run sharing this throttler with a tighter budget still holds it back.
    */
-  overrideBudget(maxLatencyIncrease: number | null): void {
-    const next = maxLatencyIncrease ?? undefined;
-    if (next === this.operatorMaxIncrease) return;
-    this.operatorMaxIncrease = next;
-    this.budget.setMaxIncrease(next ?? this.planMaxIncrease);
+  overrideBudget(run: string, maxLatencyIncrease: number | null): void {
+    if (maxLatencyIncrease === null) this.operatorBudgets.delete(run);
+    else this.operatorBudgets.set(run, maxLatencyIncrease);
+    this.applyBudgets();
+  }
+
+  private applyBudgets(): void {
+    let tightest = Infinity;
+    for (const [run, planned] of this.planBudgets)
+      tightest = Math.min(tightest, this.operatorBudgets.get(run) ?? planned);
+    if (this.planBudgets.size && tightest !== this.budget.maxIncrease) this.budget.setMaxIncrease(tightest);
   }
 
   private timer?: NodeJS.Timeout;
@@ -156,8 +163,7 @@ export class Throttler {
     opts: Partial<ThrottlerOptions> & { maxLatencyIncrease?: number } = {},
   ) {
     this.opts = { ...DEFAULTS, ...opts };
-    this.planMaxIncrease = opts.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE;
-    this.budget = new LatencyBudget({ maxIncrease: this.planMaxIncrease });
+    this.budget = new LatencyBudget({ maxIncrease: opts.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE });
   }
 
   get decision(): ThrottleDecision {
