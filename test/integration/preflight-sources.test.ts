@@ -19,10 +19,14 @@ test('mapping expressions, key fill and syncability are checked on the source at
     CREATE TABLE events (id bigint PRIMARY KEY, name text);
     INSERT INTO events SELECT i, 'e' || i FROM generate_series(1, 10) i;
     CREATE TABLE parts (id bigint PRIMARY KEY, name text) PARTITION BY RANGE (id);
-    CREATE TABLE parts_p1 PARTITION OF parts FOR VALUES FROM (0) TO (1000);`);
+    CREATE TABLE parts_p1 PARTITION OF parts FOR VALUES FROM (0) TO (1000);
+    CREATE TABLE acct (id bigint PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, name text);
+    CREATE TYPE tstatus AS ENUM ('old', 'new');
+    CREATE TABLE tick (id bigint PRIMARY KEY, st text);
+    CREATE TABLE cust_v2 (id bigint PRIMARY KEY, name text);`);
   const pool = new Pool({ connectionString: db.url });
   /** The findings about copy job `j` of a one-job plan whose schema step runs `up`. */
-  const findings = async (job: Record<string, unknown>, up = UP) => {
+  const findings = async (job: Record<string, unknown>, up = UP, check = 'copy j: source') => {
     const plan = loadPlan(
       writePlan(
         {
@@ -36,7 +40,7 @@ test('mapping expressions, key fill and syncability are checked on the source at
       ),
     );
     const report = await runPreflightChecks(pool, plan);
-    return report.findings.filter((f) => f.check === 'copy j: source').map((f) => `${f.status}: ${f.message}`);
+    return report.findings.filter((f) => f.check === check).map((f) => `${f.status}: ${f.message}`);
   };
   try {
     expect(await findings({ from: 'events', columns: { id: 'id', name: 'upper(name)' } })).toEqual([
@@ -65,6 +69,30 @@ test('mapping expressions, key fill and syncability are checked on the source at
     expect(
       await findings({ query: 'SELECT id, nam AS name FROM events', columns: { id: 'id', name: 'name' } }),
     ).toEqual([expect.stringMatching(/^fail: the source query: column "nam" does not exist/)]);
+
+    // What a schema step makes valid is a warning, not a refusal: the unique index a DEFERRABLE key needs, an enum
+    // label the mapping casts to, a column added to a target that exists already.
+    const index = `CREATE UNIQUE INDEX acct_id_now ON acct (id); ${UP}`;
+    expect(await findings({ from: 'acct', columns: { id: 'id', name: 'name' } }, index)).toEqual([
+      expect.stringMatching(
+        /^warn: the key \("id"\) of acct is unique only at commit .* \(unless a schema step changes acct first\)$/,
+      ),
+    ]);
+    const label = `ALTER TYPE tstatus ADD VALUE 'archived'; ${UP}`;
+    const cast = `CASE WHEN st = 'old' THEN 'archived'::tstatus ELSE st::tstatus END`;
+    expect(await findings({ from: 'tick', to: 'events_v2', columns: { id: 'id', name: cast } }, label)).toEqual([
+      expect.stringMatching(
+        /^warn: "name" ← .*: invalid input value for enum tstatus: "archived" .*\(unless a schema step creates it first\)$/,
+      ),
+    ]);
+    const column = 'ALTER TABLE cust_v2 ADD COLUMN email text;';
+    const toCust = { from: 'events', to: 'cust_v2', columns: { id: 'id', name: 'name', email: 'name' } };
+    expect(await findings(toCust, column, 'copy j: mapping')).toEqual([
+      'warn: target cust_v2 has no column "email" (unless a schema step adds it first)',
+    ]);
+    expect(await findings(toCust, 'SELECT 1', 'copy j: mapping')).toEqual([
+      'fail: target cust_v2 has no column "email"',
+    ]);
   } finally {
     await pool.end();
   }

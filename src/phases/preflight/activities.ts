@@ -311,26 +311,39 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
   }
 }
 
-/** Errors that a schema step could yet make go away: something it may create (a table, column, function, type). */
-const MAY_BE_CREATED = new Set(['42P01', '42703', '42883', '42704', '3F000']);
+/**
+ * Errors that a schema step could yet make go away: something it may create (a table, column, function, type, an
+ * enum's label).
+ */
+const MAY_BE_CREATED = new Set(['42P01', '42703', '42883', '42704', '3F000', '22P02']);
+
+/** The schema steps that run on `side` (in one database, all of them). */
+const stepsOn = (plan: ResolvedPlan, side: 'source' | 'target') =>
+  plan.schema.filter((s) => !plan.target || (s.on ?? 'target') === side);
+
+/** Whether one of `steps` names `name` in its SQL (as a whole word, quoted or not, in any case). */
+function stepsMention(steps: ResolvedPlan['schema'], name: string): boolean {
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const named = new RegExp(`(^|[^A-Za-z0-9_$])${escaped}($|[^A-Za-z0-9_$])`, 'i');
+  return steps.some((s) => named.test(s.up.sql ?? ''));
+}
 
 /**
  * Whether a schema step that runs in the source database may create what `err` says is missing: a step's SQL names
- * it (`column s.nme does not exist` → nme), or the error names nothing (an operator, say) and some step runs there.
+ * it (`column s.nme does not exist` → nme; `invalid input value for enum t: "x"` → x), or the error names nothing
+ * (an operator, say) and some step runs there.
  */
 function mayBeCreated(plan: ResolvedPlan, err: unknown): boolean {
   if (!MAY_BE_CREATED.has((err as { code?: string }).code ?? '')) return false;
-  const steps = plan.schema.filter((s) => !plan.target || s.on === 'source');
-  const m = /^(?:column|relation|function|type|schema) "?([^"(]+?)"?(?:\(.*\))? does not exist/.exec(
-    (err as Error).message ?? '',
-  );
+  const steps = stepsOn(plan, 'source');
+  const message = (err as Error).message ?? '';
+  const m =
+    /^(?:column|relation|function|type|schema) "?([^"(]+?)"?(?:\(.*\))? does not exist/.exec(message) ??
+    /^invalid input value for enum [^:]+: "(.*)"$/.exec(message);
+  if (!m && (err as { code?: string }).code === '22P02') return false;
   const name = m?.[1].split('.').pop();
   if (!name) return steps.length > 0;
-  const named = new RegExp(
-    `(^|[^A-Za-z0-9_$])"?${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"?($|[^A-Za-z0-9_$])`,
-    'i',
-  );
-  return steps.some((s) => named.test(s.up.sql ?? ''));
+  return stepsMention(steps, name);
 }
 
 /**
@@ -359,7 +372,10 @@ async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
     }
     const refusal = await sourceSyncRefusal(c, job);
     if (refusal) {
-      add(check, 'fail', refusal);
+      // A step may change the source first (the unique index the refusal asks for, say).
+      const changed = job.from && stepsMention(stepsOn(plan, 'source'), parseTableRef(job.from).name);
+      if (changed) add(check, 'warn', `${refusal} (unless a schema step changes ${job.from} first)`);
+      else add(check, 'fail', refusal);
       continue;
     }
     const from = job.from ? `${quoteTable(job.from)} AS s` : `(${job.query!.trim().replace(/;\s*$/, '')}) AS s`;
@@ -462,7 +478,11 @@ async function checkMappings(c: PoolClient, plan: ResolvedPlan, add: Add, tc: Po
     const written = [...Object.keys(mapping), ...keys.target, ...Object.keys(job.slice ?? {})];
     const missing = [...new Set(written)].filter((t) => !targetCols.has(t));
     if (missing.length) {
-      add(check, 'fail', `target ${job.to} has no column ${missing.map((m) => `"${m}"`).join(', ')}`);
+      // A step may add them to a target that exists already.
+      const added = missing.every((t) => stepsMention(stepsOn(plan, 'target'), t));
+      const message = `target ${job.to} has no column ${missing.map((m) => `"${m}"`).join(', ')}`;
+      if (added) add(check, 'warn', `${message} (unless a schema step adds it first)`);
+      else add(check, 'fail', message);
       continue;
     }
     if (job.sync !== 'bidirectional') continue;
