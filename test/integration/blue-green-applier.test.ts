@@ -66,3 +66,33 @@ test('an applier stopped by an error pauses the migration; resume starts it agai
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);
 });
+
+test('two rows swapping a unique value through a third in one transaction: green follows, the applier keeps going', async () => {
+  const blue = await h.db('bg_swap_blue');
+  const green = await h.db('bg_swap_green');
+  await seedBlue(blue, 300);
+  const plan = blueGreenPlan(blue, green, {
+    stages: [
+      { percent: 50, soak: 600_000 },
+      { percent: 100, soak: 100 },
+    ],
+  });
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventOf(h.client, workflowId, /^flag use_green_database at 50%/, 240_000);
+  for (const db of [blue, green]) await db.query(`CREATE UNIQUE INDEX cameras_name_unique ON cameras (name)`);
+  const names = async (db: typeof blue) =>
+    (await db.query<{ name: string }>(`SELECT name FROM cameras WHERE id IN (20, 21) ORDER BY id`)).map((r) => r.name);
+  const [a, b] = await names(blue);
+  await blue.query(`BEGIN;
+    UPDATE cameras SET name = 'swapping' WHERE id = 20;
+    UPDATE cameras SET name = '${a}' WHERE id = 21;
+    UPDATE cameras SET name = '${b}' WHERE id = 20;
+    COMMIT`);
+  await eventually(async () => (await names(green)).join(' / ') === `${b} / ${a}`, 'the swap on green', 120_000);
+  const s = await h.client.status(workflowId);
+  expect({ state: s.state, paused: s.paused }).toEqual({ state: 'running', paused: null });
+  await h.client.promote(workflowId, { by: 'operator' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+  expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
+});

@@ -243,8 +243,34 @@ async function applyBatch(
   through?: string,
 ) {
   const batch = (await cap.query(readChangesQuery(rec.stream, APPLY_BATCH, through))).rows as Change[];
-  const out: Applied = { read: batch.length, applied: 0, skipped: 0 };
-  if (!batch.length) return out;
+  if (!batch.length) return { read: 0, applied: 0, skipped: 0 };
+  let done: { applied: number; skipped: number };
+  try {
+    done = await applyInTransaction(app, rec, lockTimeoutMs, batch, false);
+  } catch (e) {
+    // Each key's last image, all at once, can collide on another unique index where the application's own
+    // statements did not: two rows swapping a unique value through a third (a, b → tmp, a → b, b → a) in one
+    // transaction. Replayed one change at a time, in the order they were logged, the batch goes through the same
+    // steps the application's did.
+    if (sqlState(e) !== UNIQUE_VIOLATION) throw e;
+    done = await applyInTransaction(app, rec, lockTimeoutMs, batch, true);
+  }
+  await cap.query(forgetChangesQuery(batch.map((c) => c.seq)));
+  return { read: batch.length, ...done };
+}
+
+/**
+ * Applies `batch` on the applying side in one transaction: per key its last change, set by set, or (`oneByOne`) each
+ * change on its own in log order, each still only where its stamp wins.
+ */
+async function applyInTransaction(
+  app: PoolClient,
+  rec: CaptureRecord,
+  lockTimeoutMs: number,
+  batch: Change[],
+  oneByOne: boolean,
+): Promise<{ applied: number; skipped: number }> {
+  const out = { applied: 0, skipped: 0 };
   await inTransaction(app, { lockTimeoutMs, settings: applySettings(rec.apply.syncId) }, async (tx) => {
     // Never beside a batch of the copy (see "Why the copy is exact" in capture-sql.ts).
     await tx.query(applyLockSql(false), [rec.apply.syncId]);
@@ -253,7 +279,10 @@ async function applyBatch(
       throw failure(F.PlanRuntimeError, `cannot apply changes: ${quoteTable(rec.apply.to)} no longer exists`);
     }
     const spec = { ...rec.apply, to };
-    for (const seg of segments(batch)) {
+    const runs = oneByOne
+      ? batch.map((c) => ({ truncateFirst: c.op === 'T', changes: c.op === 'T' ? [] : [c] }))
+      : segments(batch);
+    for (const seg of runs) {
       if (seg.truncateFirst) for (const q of applyTruncateQueries(spec)) await tx.query(q);
       if (!seg.changes.length) continue;
       const won = new Set((await tx.query(claimQuery(spec), [claimsOf(seg.changes)])).rows.map((r) => r.key as string));
@@ -273,7 +302,6 @@ async function applyBatch(
       [rec.stream, out.applied, out.skipped],
     );
   });
-  await cap.query(forgetChangesQuery(batch.map((c) => c.seq)));
   return out;
 }
 
@@ -741,6 +769,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
 }
 
 const sqlState = (e: unknown) => (e as { code?: string }).code;
+const UNIQUE_VIOLATION = '23505';
 /** SQLSTATE of a missing object (here: a slot dropped by the switch to triggers). */
 const UNDEFINED_OBJECT = '42704';
 
