@@ -350,7 +350,36 @@ export class OperatorControl {
     return this.ack('soak ended early');
   }
 
+  /** A rollback held on a failed undo (holdRollback): whether the operator gave up on it. */
+  private heldRollback: { gaveUp: boolean } | null = null;
+
+  /**
+   * Holds a rollback whose undo failed, paused, until the operator either fixes the cause and resumes (true: run it
+   * again) or aborts once more (false: the rest is left to be undone by hand, and the migration fails).
+   */
+  async holdRollback(problem: string): Promise<boolean> {
+    const held = (this.heldRollback = { gaveUp: false });
+    this.status.paused = {
+      reason:
+        `rollback held: ${problem}. Fix the cause, then resume to try it again ` +
+        `(or abort again to leave the rest to be undone by hand)`,
+      by: 'tidemark',
+      at: this.board.now(),
+    };
+    this.controlVersion++;
+    this.board.setState('paused');
+    this.board.announce('rollback', this.status.paused.reason!);
+    this.board.publish();
+    await condition(() => this.status.paused === null || held.gaveUp);
+    this.heldRollback = null;
+    this.status.paused = null;
+    this.board.setState('rolling-back');
+    this.board.publish();
+    return !held.gaveUp;
+  }
+
   private validateAbort(req: AbortRequest): void {
+    if (this.heldRollback) return;
     this.rejectIfFinished();
     if (this.abortRequest) throw new Error('an abort is already under way');
     if (this.beyondReturn) throw new Error(this.beyondReturn);
@@ -358,6 +387,13 @@ export class OperatorControl {
   }
 
   private abort(req: AbortRequest): UpdateAck {
+    if (this.heldRollback) {
+      this.heldRollback.gaveUp = true;
+      this.board.event(
+        `abort requested${req.by ? ` by ${req.by}` : ''}: the rest of the rollback is left to an operator`,
+      );
+      return this.ack('leaving the rest of the rollback to be undone by hand', 'failed');
+    }
     this.abortRequest = { ...req, at: this.board.now() };
     this.board.event(`abort requested${req.by ? ` by ${req.by}` : ''}${req.reason ? `: ${req.reason}` : ''}`);
     this.scope.cancel();

@@ -9,6 +9,7 @@ import {
   ContinueAsNew,
   continueAsNew,
   isCancellation,
+  patched,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -38,6 +39,9 @@ import { StatusBoard } from './status';
 export async function migrationWorkflow(input: MigrationInput): Promise<MigrationStatus> {
   return new Runbook(input).execute();
 }
+
+/** Marks histories in which a failed undo holds the rollback for the operator (older ones ended it failed). */
+const HOLD_FAILED_UNDO = 'hold-failed-undo';
 
 class Runbook implements PhaseContext {
   /** The plan; once preflight stored its scripts, without their text (plan/scripts.ts). */
@@ -239,10 +243,23 @@ class Runbook implements PhaseContext {
         return `rollback not started: the run could not be fenced (${errorMessage(e)}); nothing was undone — run tidemark abort again once the database is reachable`;
       }
     }
-    const outcome = await this.saga.compensate(
-      (e) => PHASE_MODULES[e.record.phase].undo!(this, e.action as never),
-      () => this.board.now(),
-    );
+    const undo = () =>
+      this.saga.compensate(
+        (e) => PHASE_MODULES[e.record.phase].undo!(this, e.action as never),
+        () => this.board.now(),
+      );
+    let outcome = await undo();
+    // An undo that failed (the database refused it: a dependent object, a constraint, a change the other side will
+    // not take) holds the rollback for the operator instead of ending it half done: fixed, it runs again.
+    while (outcome.failed && patched(HOLD_FAILED_UNDO)) {
+      this.board.status.compensations = this.saga.records();
+      if (!(await this.control.holdRollback(`${outcome.failed.description} failed (${outcome.failed.error})`))) break;
+      this.saga.retryFailed();
+      this.board.status.compensations = this.saga.records();
+      this.board.event('rollback resumed: the failed undo runs again');
+      this.board.publish();
+      outcome = await undo();
+    }
     if (outcome.failed) {
       const left = outcome.notRun.map((r) => r.description);
       return (

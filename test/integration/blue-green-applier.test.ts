@@ -96,3 +96,37 @@ test('two rows swapping a unique value through a third in one transaction: green
   expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
   expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
 });
+
+test('an abort after cut-over whose drain blue refuses holds the rollback; fixed and resumed, blue gets every write', async () => {
+  const blue = await h.db('bg_held_blue');
+  const green = await h.db('bg_held_green');
+  await seedBlue(blue, 300);
+  const plan = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 600_000 }] });
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventOf(h.client, workflowId, /^flag use_green_database at 100%/, 240_000);
+  // Blue refuses one of the application's writes on green.
+  await blue.query(`ALTER TABLE cameras ADD CONSTRAINT not_on_blue CHECK (name <> 'refused on blue')`);
+  await green.query(`UPDATE cameras SET name = 'refused on blue' WHERE id = 13`);
+  await green.query(`UPDATE cameras SET name = 'after it on green' WHERE id = 14`);
+  await eventOf(h.client, workflowId, /^applier of cameras \(target → source\) stopped: .*not_on_blue/, 120_000);
+
+  await h.client.abort(workflowId, { reason: 'back to blue' });
+  const held = await eventOf(
+    h.client,
+    workflowId,
+    /^rollback held: .*not_on_blue.*Fix the cause, then resume/,
+    120_000,
+  );
+  expect(held.state).toBe('paused');
+  await blue.query(`ALTER TABLE cameras DROP CONSTRAINT not_on_blue`);
+  await h.client.resume(workflowId, { by: 'operator' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  const rows = await blue.query<{ id: number; name: string }>(
+    `SELECT id, name FROM cameras WHERE id IN (13, 14) ORDER BY id`,
+  );
+  expect(rows.map((r) => r.name)).toEqual(['refused on blue', 'after it on green']);
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});

@@ -87,7 +87,7 @@ describe('rollback', () => {
     expect(calls.some((c) => c.name === 'dropArchivedTables')).toBe(false);
   });
 
-  test('a failed undo stops the rollback: nothing older runs, and the migration ends failed saying what is left', async () => {
+  test('a failed undo holds the rollback; aborted again, nothing older runs and the migration ends failed saying what is left', async () => {
     const calls: Call[] = [];
     const stubs = stubActivities(calls, {
       resetFlag: async () => {
@@ -97,6 +97,12 @@ describe('rollback', () => {
     const final = await stub.run(noSoaks(), stubs, async (h) => {
       await until(h, (s) => s.waitingUntil?.what === 'drop of archived tables', 'the drop wait');
       await h.executeUpdate(abortUpdate, { args: [{ reason: 'enough' }] });
+      const held = await until(h, (s) => s.state === 'paused', 'the rollback held');
+      expect(held.paused?.reason).toMatch(
+        /^rollback held: set flag use_orders_v2 to 0% failed \(database unreachable\)\. Fix the cause, then resume/,
+      );
+      expect(held.compensations.find((c) => c.phase === 'traffic')?.status).toBe('failed');
+      await h.executeUpdate(abortUpdate, { args: [{ reason: 'leave it' }] });
       return finalStatus(h);
     });
     expect(final.state).toBe('failed');
@@ -111,6 +117,27 @@ describe('rollback', () => {
     ]);
     expect(final.error).toContain('rollback stopped: set flag use_orders_v2 to 0% failed (database unreachable)');
     expect(final.error).toContain('run 001.down.sql (undo 001)');
+  });
+
+  test('a failed undo holds the rollback; once resumed it runs again and the rollback goes on to the end', async () => {
+    const calls: Call[] = [];
+    let refusals = 1;
+    const stubs = stubActivities(calls, {
+      resetFlag: async () => {
+        if (refusals-- > 0) throw ApplicationFailure.nonRetryable('database unreachable');
+      },
+    });
+    const final = await stub.run(noSoaks(), stubs, async (h) => {
+      await until(h, (s) => s.waitingUntil?.what === 'drop of archived tables', 'the drop wait');
+      await h.executeUpdate(abortUpdate, { args: [{ reason: 'enough' }] });
+      await until(h, (s) => s.state === 'paused', 'the rollback held');
+      await h.executeUpdate(resumeUpdate, { args: [{ by: 'operator' }] });
+      return finalStatus(h);
+    });
+    expect(final.state).toBe('rolled-back');
+    expect(undoCalls(calls).filter((n) => n === 'resetFlag')).toHaveLength(2);
+    expect(final.compensations.every((c) => c.status === 'done')).toBe(true);
+    expect(final.events.map((e) => e.message)).toContain('rollback resumed: the failed undo runs again');
   });
 
   test('once the archived tables are being dropped, an abort is refused', async () => {
