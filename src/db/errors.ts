@@ -62,13 +62,19 @@ export function breaksClient(e: unknown): boolean {
   return isConnectionLoss(e) || !isPgError(e);
 }
 
-/** One line: message plus code, detail, hint and position when PostgreSQL gave them. */
+/**
+ * One line: message plus code, detail, hint and position when PostgreSQL gave them. A detail that is a whole row of
+ * the application's (`Failing row contains (…)`, from a CHECK or NOT NULL) is left out: the line goes to the
+ * workflow's history, status, notifications and logs.
+ */
 export function formatPgError(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   const pg = e as PgErrorLike;
   const parts = [e.message];
   if (pg.code && /^[0-9A-Z]{5}$/.test(pg.code)) parts.push(`code ${pg.code}`);
-  if (pg.detail) parts.push(`detail: ${pg.detail}`);
+  if (pg.detail?.startsWith('Failing row contains'))
+    parts.push("detail: the failing row (its values left out: they are the application's data)");
+  else if (pg.detail) parts.push(`detail: ${pg.detail}`);
   if (pg.hint) parts.push(`hint: ${pg.hint}`);
   if (pg.position) parts.push(`at position ${pg.position}`);
   return parts.join(' | ').replace(/\s*\n\s*/g, ' ');

@@ -154,6 +154,7 @@ export async function finishCapture(ctx: PhaseContext, job: ResolvedCopyJob, dir
   );
   const r = record(ctx, job.name, direction);
   r.state = 'finished';
+  delete r.error;
   ctx.board.event(`change capture of ${job.name} (${arrow(direction)}) ended; ${applied} last change(s) applied`);
   ctx.board.publish();
 }
@@ -185,7 +186,10 @@ export async function endCapturesAfterRollback(ctx: PhaseContext): Promise<strin
         [{ ...acrossArgs(ctx, job), direction: 'reverse', last: true }],
       );
       const r = ctx.board.status.replication?.find((x) => x.job === job.name && x.direction === 'reverse');
-      if (r) r.state = 'finished';
+      if (r) {
+        r.state = 'finished';
+        delete r.error;
+      }
       if (applied) ctx.board.event(`${applied} late change(s) made on the target applied to ${job.from}`);
     } catch (e) {
       return `ending the change capture of ${job.name}: ${errorMessage(e)}`;
