@@ -23,7 +23,8 @@ test('mapping expressions, key fill and syncability are checked on the source at
     CREATE TABLE acct (id bigint PRIMARY KEY DEFERRABLE INITIALLY IMMEDIATE, name text);
     CREATE TYPE tstatus AS ENUM ('old', 'new');
     CREATE TABLE tick (id bigint PRIMARY KEY, st text);
-    CREATE TABLE cust_v2 (id bigint PRIMARY KEY, name text);`);
+    CREATE TABLE cust_v2 (id bigint PRIMARY KEY, name text);
+    CREATE TABLE tick_v2 (id bigint PRIMARY KEY, st tstatus);`);
   const pool = new Pool({ connectionString: db.url });
   /** The findings about copy job `j` of a one-job plan whose schema step runs `up`. */
   const findings = async (job: Record<string, unknown>, up = UP, check = 'copy j: source') => {
@@ -92,6 +93,15 @@ test('mapping expressions, key fill and syncability are checked on the source at
     ]);
     expect(await findings(toCust, 'SELECT 1', 'copy j: mapping')).toEqual([
       'fail: target cust_v2 has no column "email"',
+    ]);
+
+    // A value the target's column cannot take, where the target exists already: text into an enum.
+    const intoEnum = { from: 'tick', to: 'tick_v2', columns: { id: 'id', st: 'st' } };
+    expect(await findings(intoEnum, 'SELECT 1')).toEqual([
+      expect.stringMatching(/^fail: "st" ← st: column "st" is of type tstatus but expression is of type text/),
+    ]);
+    expect(await findings({ ...intoEnum, columns: { id: 'id', st: 'st::tstatus' } }, 'SELECT 1')).toEqual([
+      'ok: 2 column expression(s) run on tick; it can be synced exactly',
     ]);
   } finally {
     await pool.end();

@@ -315,7 +315,7 @@ async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
  * Errors that a schema step could yet make go away: something it may create (a table, column, function, type, an
  * enum's label).
  */
-const MAY_BE_CREATED = new Set(['42P01', '42703', '42883', '42704', '3F000', '22P02']);
+const MAY_BE_CREATED = new Set(['42P01', '42703', '42883', '42704', '3F000', '22P02', '42804']);
 
 /** The schema steps that run on `side` (in one database, all of them). */
 const stepsOn = (plan: ResolvedPlan, side: 'source' | 'target') =>
@@ -339,8 +339,9 @@ function mayBeCreated(plan: ResolvedPlan, err: unknown): boolean {
   const message = (err as Error).message ?? '';
   const m =
     /^(?:column|relation|function|type|schema) "?([^"(]+?)"?(?:\(.*\))? does not exist/.exec(message) ??
-    /^invalid input value for enum [^:]+: "(.*)"$/.exec(message);
-  if (!m && (err as { code?: string }).code === '22P02') return false;
+    /^invalid input value for enum [^:]+: "(.*)"$/.exec(message) ??
+    /^column "(.+)" is of type .* but expression is of type/.exec(message);
+  if (!m && ['22P02', '42804'].includes((err as { code?: string }).code ?? '')) return false;
   const name = m?.[1].split('.').pop();
   if (!name) return steps.length > 0;
   return stepsMention(steps, name);
@@ -379,11 +380,16 @@ async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
       continue;
     }
     const from = job.from ? `${quoteTable(job.from)} AS s` : `(${job.query!.trim().replace(/;\s*$/, '')}) AS s`;
-    /** The error of `SELECT (expr)` over the source, if any; the transaction goes on. */
-    const probe = async (expr: string): Promise<unknown> => {
+    /**
+     * The error of `SELECT (expr)` over the source, if any; the transaction goes on. With `into`, the value is also
+     * written into that column of the target as it is now (EXPLAIN only: nothing runs), so a value its column cannot
+     * take (text into an enum) is found too.
+     */
+    const probe = async (expr: string, into?: string): Promise<unknown> => {
       await c.query('SAVEPOINT tidemark_expr');
       try {
-        await c.query(`SELECT (${expr}) FROM ${from} LIMIT 0`);
+        const select = `SELECT (${expr}) FROM ${from} LIMIT 0`;
+        await c.query(into ? `EXPLAIN INSERT INTO ${quoteTable(job.to)} (${quoteIdent(into)}) ${select}` : select);
         return undefined;
       } catch (e) {
         // A position in the statement built here would point nowhere in the plan.
@@ -396,10 +402,12 @@ async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
     const exprs = Object.entries(job.columns ?? {});
     const failed: { what: string; err: unknown }[] = [];
     const queryErr = job.query ? await probe('1') : undefined;
+    // Into the target as it is now: in one database, where it exists already with the column.
+    const targetCols = plan.target ? [] : (await tableColumns(c, job.to)).map((col) => col.name);
     if (queryErr) failed.push({ what: 'the source query', err: queryErr });
     else
       for (const [column, expr] of exprs) {
-        const err = await probe(expr);
+        const err = (await probe(expr)) ?? (targetCols.includes(column) ? await probe(expr, column) : undefined);
         if (err) failed.push({ what: `"${column}" ← ${expr}`, err });
       }
     const said = failed.map((f) => `${f.what}: ${formatPgError(f.err)}`).join('; ');
