@@ -16,10 +16,11 @@ beforeAll(() => h.start());
 afterAll(() => h.stop());
 jest.setTimeout(420_000);
 
-test('an applier stopped by an error pauses the migration; resume starts it again and nothing is lost', async () => {
-  const blue = await h.db('bg_restart_blue');
-  const green = await h.db('bg_restart_green');
-  await seedBlue(blue, 500);
+/** Blue seeded, green empty, and the example plan started on them, once traffic is at 50 % (both sides take writes). */
+async function atHalf(label: string) {
+  const blue = await h.db(`${label}_blue`);
+  const green = await h.db(`${label}_green`);
+  await seedBlue(blue, 300);
   const plan = blueGreenPlan(blue, green, {
     stages: [
       { percent: 50, soak: 600_000 },
@@ -28,6 +29,11 @@ test('an applier stopped by an error pauses the migration; resume starts it agai
   });
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
   await eventOf(h.client, workflowId, /^flag use_green_database at 50%/, 240_000);
+  return { blue, green, workflowId };
+}
+
+test('an applier stopped by an error pauses the migration; resume starts it again and nothing is lost', async () => {
+  const { blue, green, workflowId } = await atHalf('bg_restart');
 
   // Green refuses one change made on blue: the forward applier stops on it.
   await green.query(`ALTER TABLE cameras ADD CONSTRAINT not_yet CHECK (name <> 'refused on green')`);
@@ -68,17 +74,7 @@ test('an applier stopped by an error pauses the migration; resume starts it agai
 });
 
 test('two rows swapping a unique value through a third in one transaction: green follows, the applier keeps going', async () => {
-  const blue = await h.db('bg_swap_blue');
-  const green = await h.db('bg_swap_green');
-  await seedBlue(blue, 300);
-  const plan = blueGreenPlan(blue, green, {
-    stages: [
-      { percent: 50, soak: 600_000 },
-      { percent: 100, soak: 100 },
-    ],
-  });
-  const { workflowId } = await h.client.start(plan, { autoApprove: true });
-  await eventOf(h.client, workflowId, /^flag use_green_database at 50%/, 240_000);
+  const { blue, green, workflowId } = await atHalf('bg_swap');
   for (const db of [blue, green]) await db.query(`CREATE UNIQUE INDEX cameras_name_unique ON cameras (name)`);
   const names = async (db: typeof blue) =>
     (await db.query<{ name: string }>(`SELECT name FROM cameras WHERE id IN (20, 21) ORDER BY id`)).map((r) => r.name);
