@@ -751,7 +751,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
               if (hard.waitMs) await sleepMs(hard.waitMs, signal);
             }
           }),
-        ).finally(() => throttler.release());
+        ).finally(() => throttler.release(run.runKey));
         const durationMs = Date.now() - started;
         return {
           job: job.name,

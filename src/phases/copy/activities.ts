@@ -494,7 +494,7 @@ export function createCopyActivities(deps: ActivityDeps) {
           }
           if (state.removed) deps.logger.info({ job: job.name, removed: state.removed }, 'copy settled');
           return state;
-        }).finally(() => throttler.release());
+        }).finally(() => throttler.release(run.runKey));
       });
     },
 
@@ -765,7 +765,7 @@ async function copyRangeImpl(
     throw e;
   } finally {
     clearInterval(keepAlive);
-    throttler.release();
+    throttler.release(runId);
     client.release(broken);
   }
   const durationMs = Date.now() - started;

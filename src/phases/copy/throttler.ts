@@ -115,6 +115,7 @@ export class Throttler {
     }
     const t = entry.throttler;
     t.planBudgets.set(run, Math.min(t.planBudgets.get(run) ?? Infinity, maxLatencyIncrease));
+    t.runUsers.set(run, (t.runUsers.get(run) ?? 0) + 1);
     t.applyBudgets();
     entry.users++;
     return t;
@@ -124,6 +125,8 @@ export class Throttler {
   private readonly planBudgets = new Map<string, number>();
   /** Per migration run: its operator's budget (tidemark throttle --max-latency-increase), while set. */
   private readonly operatorBudgets = new Map<string, number>();
+  /** Per migration run: how many of its copies use this throttler now. */
+  private readonly runUsers = new Map<string, number>();
 
   /**
    * A run's operator budget, read with its other throttle settings between batches: a fraction, Infinity for none,
@@ -199,7 +202,16 @@ export class Throttler {
     }
   }
 
-  release(): void {
+  /** Done with it, for `run`: once a run's last user has gone, its budgets no longer count. */
+  release(run: string): void {
+    const left = (this.runUsers.get(run) ?? 1) - 1;
+    if (left > 0) this.runUsers.set(run, left);
+    else {
+      this.runUsers.delete(run);
+      this.planBudgets.delete(run);
+      this.operatorBudgets.delete(run);
+      this.applyBudgets();
+    }
     const entry = Throttler.shared.get(this.pool);
     if (!entry || --entry.users > 0) return;
     Throttler.shared.delete(this.pool);
