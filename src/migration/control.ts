@@ -330,11 +330,14 @@ export class OperatorControl {
     if (req.maxLatencyIncrease === null) delete t.maxLatencyIncrease;
     else if (req.maxLatencyIncrease !== undefined) t.maxLatencyIncrease = req.maxLatencyIncrease;
     this.controlVersion++;
+    // The budget is named once an operator has set one (or just gave the plan's back).
     const budget =
-      t.maxLatencyIncrease === undefined
-        ? "the plan's latency budget"
-        : `latency budget ${budgetText(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: t.maxLatencyIncrease } }))}`;
-    const now = `batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms, ${budget}`;
+      t.maxLatencyIncrease !== undefined
+        ? `, latency budget ${budgetText(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: t.maxLatencyIncrease } }))}`
+        : req.maxLatencyIncrease === null
+          ? ", the plan's latency budget"
+          : '';
+    const now = `batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms${budget}`;
     this.board.event(`throttle set${req.by ? ` by ${req.by}` : ''}: ${now}`);
     return this.ack(now);
   }
