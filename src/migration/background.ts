@@ -1,8 +1,8 @@
 // Work that runs beside the runbook's phases rather than inside one: the appliers of a blue-green migration, which
 // keep the two databases in step from the copy until cleanup. Each task runs in its own cancellation scope (a child
 // of the forward scope, so an abort stops it too) and is stopped by key. A task that fails on its own is reported;
-// given `resumed` (which waits until the operator resumes the migration the report paused), it then runs again from
-// the start, in the same scope, once resumed.
+// given `runAgain` (which waits until the operator resumes the migration the report paused, and says whether the task
+// should run again: not once the migration rolls back), it then runs again from the start, in the same scope.
 import { CancellationScope, isCancellation, patched } from '@temporalio/workflow';
 
 /** Marks histories in which a failed background task waits for a resume and runs again (older ones ended it). */
@@ -13,8 +13,13 @@ export class Background {
 
   constructor(
     private readonly onFailure: (key: string, err: unknown) => void,
-    private readonly resumed?: () => Promise<void>,
+    private readonly runAgain?: () => Promise<boolean>,
   ) {}
+
+  /** Waits until the migration is resumed; whether a task should run (again) then. */
+  whenResumed(): Promise<boolean> {
+    return this.runAgain ? this.runAgain() : Promise.resolve(false);
+  }
 
   /** Starts `fn` under `key` unless a task with that key runs already. */
   start(key: string, fn: () => Promise<unknown>): void {
@@ -29,8 +34,8 @@ export class Background {
           } catch (err) {
             if (isCancellation(err)) throw err;
             this.onFailure(key, err);
-            if (!this.resumed || !patched(RESTART_ON_RESUME)) return;
-            await this.resumed();
+            if (!this.runAgain || !patched(RESTART_ON_RESUME)) return;
+            if (!(await this.runAgain())) return;
           }
         }
       })

@@ -52,6 +52,8 @@ class Runbook implements PhaseContext {
   readonly carried: CarryOver | undefined;
   readonly background: Background;
   private readonly saga: Saga;
+  /** From the start of a rollback: background work that stopped does not run again. */
+  private rollingBack = false;
   private readonly notifier: Notifier;
 
   constructor(private readonly input: MigrationInput) {
@@ -73,7 +75,11 @@ class Runbook implements PhaseContext {
         this.control.pauseWith({ reason: `${key} stopped: ${errorMessage(err)}`, by: 'tidemark' });
         this.board.publish();
       },
-      () => condition(() => this.board.status.paused === null),
+      // Once resumed, unless the migration is rolling back meanwhile (its undos stop the background work).
+      async () => {
+        await condition(() => this.board.status.paused === null || this.rollingBack);
+        return !this.rollingBack;
+      },
     );
   }
 
@@ -199,6 +205,7 @@ class Runbook implements PhaseContext {
    */
   private async rollBack(err: unknown): Promise<MigrationStatus> {
     const { board } = this;
+    this.rollingBack = true;
     const reason = this.reasonFor(err);
     const changedNothing = !this.saga.pending;
     board.status.error = changedNothing ? `${reason}; nothing was changed` : reason;

@@ -2,7 +2,7 @@
 // first) and applied to the target by a background applier from before the first row is copied; the reverse capture
 // (target → source) from before traffic first moves; stages that wait for the lag; and how it all ends — in cleanup
 // (drained, then dropped) or in a rollback (the target's writes applied to the source before anything is dropped).
-import { condition, isCancellation, patched, sleep } from '@temporalio/workflow';
+import { isCancellation, patched, sleep } from '@temporalio/workflow';
 import type { ReplicationStatus } from '../../migration/messages';
 import { changes, longRunning, quick, undos } from '../../migration/profiles';
 import { errorMessage } from '../../migration/saga';
@@ -53,7 +53,7 @@ function startApplier(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direct
   ctx.background.start(applierKey(job.name, direction), async () => {
     if (afterResume) {
       afterResume = false;
-      await condition(() => ctx.board.status.paused === null);
+      if (!(await ctx.background.whenResumed())) return undefined;
     }
     // Again after it stopped on its own and the operator resumed the migration: its changes waited in the log.
     if (r.state === 'stopped') {
