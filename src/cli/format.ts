@@ -2,7 +2,7 @@
 // compensations — and the ledger's history of a plan's steps.
 import type { LiveProgress } from '../client';
 import { formatDuration } from '../plan/durations';
-import { budgetText, maxLatencyIncreaseOf } from '../phases/copy/budget';
+import { budgetFraction, budgetText } from '../phases/copy/budget';
 import type { MigrationStatus } from '../migration/messages';
 import { readable } from '../migration/readable';
 import { c, stateColor } from './style';
@@ -121,7 +121,7 @@ export function renderStatus(
     const budget =
       t.maxLatencyIncrease === undefined
         ? ''
-        : `, latency budget ${budgetText(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: t.maxLatencyIncrease } }))} (the operator's)`;
+        : `, latency budget ${budgetText(budgetFraction(t.maxLatencyIncrease))} (the operator's)`;
     lines.push(`  throttle: batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms${budget}`);
   }
   if (s.validation && !s.validation.ok) {

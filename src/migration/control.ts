@@ -4,7 +4,7 @@
 import { CancellationScope, condition, setHandler, type SignalDefinition } from '@temporalio/workflow';
 import { formatDuration } from '../plan/durations';
 import type { ResolvedPlan } from '../plan/types';
-import { budgetText, maxLatencyIncreaseOf } from '../phases/copy/budget';
+import { budgetFraction, budgetText } from '../phases/copy/budget';
 import { LIMITS, outOfBounds } from './limits';
 import { utc } from './readable';
 import {
@@ -333,7 +333,7 @@ export class OperatorControl {
     // The budget is named once an operator has set one (or just gave the plan's back).
     const budget =
       t.maxLatencyIncrease !== undefined
-        ? `, latency budget ${budgetText(maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: t.maxLatencyIncrease } }))}`
+        ? `, latency budget ${budgetText(budgetFraction(t.maxLatencyIncrease))}`
         : req.maxLatencyIncrease === null
           ? ", the plan's latency budget"
           : '';

@@ -56,10 +56,6 @@ export class Saga {
     if (e && e.record.status === 'registered') e.record.status = 'dropped';
   }
 
-  /**
-   * Runs every registered undo newest first, recording each outcome; stops at the first failure and marks the older
-   * ones not-run. `now` stamps the records (workflow time).
-   */
   /** After a failed compensation: the failed one and those left after it are to be run again. */
   retryFailed(): void {
     for (const e of this.entries) {
@@ -69,6 +65,10 @@ export class Saga {
     }
   }
 
+  /**
+   * Runs every registered undo newest first, recording each outcome; stops at the first failure and marks the older
+   * ones not-run. `now` stamps the records (workflow time).
+   */
   async compensate(run: (entry: SagaEntry) => Promise<string | void>, now: () => string): Promise<CompensationOutcome> {
     const todo = [...this.entries].reverse().filter((e) => e.record.status === 'registered');
     for (const [i, e] of todo.entries()) {

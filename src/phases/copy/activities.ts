@@ -51,7 +51,7 @@ import {
 import { resolveMapping } from './mapping';
 import { BatchSizer, DEFAULT_MAX_BATCH, MIN_BATCH } from './sizer';
 import type { CopyFormat } from './capture-sql';
-import { maxLatencyIncreaseOf } from './budget';
+import { budgetFraction, maxLatencyIncreaseOf } from './budget';
 import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -515,9 +515,7 @@ export function createCopyActivities(deps: ActivityDeps) {
             input.reason ?? null,
             input.batchSize ?? null,
             input.delayMs ?? null,
-            input.maxLatencyIncrease === undefined
-              ? null
-              : maxLatencyIncreaseOf({ impact: { maxLatencyIncrease: input.maxLatencyIncrease } }),
+            input.maxLatencyIncrease === undefined ? null : budgetFraction(input.maxLatencyIncrease),
           ],
         );
       });

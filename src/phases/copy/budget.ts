@@ -35,7 +35,11 @@ export const DEFAULT_MAX_LATENCY_INCREASE = 0.25;
 
 /** A copy job's budget as a fraction: the default when the plan sets none, Infinity when it says `unlimited`. */
 export function maxLatencyIncreaseOf(job: { impact?: { maxLatencyIncrease: number | 'unlimited' } }): number {
-  const v = job.impact?.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE;
+  return budgetFraction(job.impact?.maxLatencyIncrease ?? DEFAULT_MAX_LATENCY_INCREASE);
+}
+
+/** A budget as the plan or an operator gives it, as a fraction: Infinity for `unlimited`. */
+export function budgetFraction(v: number | 'unlimited'): number {
   return v === 'unlimited' ? Infinity : v;
 }
 
