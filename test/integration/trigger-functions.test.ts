@@ -9,7 +9,7 @@ import { ensureTidemarkSchema } from '../../src/db/bootstrap';
 import { functionContext } from '../../src/db/catalog';
 import { resolveMapping } from '../../src/phases/copy/mapping';
 import { forwardTriggerDdl } from '../../src/phases/copy/sql';
-import { runPreflightChecks } from '../../src/phases/preflight/activities';
+import { checkTargetDatabase, runPreflightChecks } from '../../src/phases/preflight/activities';
 import { loadPlan } from '../../src/plan/load';
 import { Harness } from '../helpers/env';
 import { writePlan } from '../helpers/plans';
@@ -68,6 +68,31 @@ test('sync functions run as their owner with the database TimeZone, and as the w
         ),
       }),
     ]);
+    // Blue-green: the target's writes are captured by triggers once traffic moves, and its path is open the same way.
+    const blue = await h.db('trigger_functions_blue');
+    await blue.query(`CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz NOT NULL)`);
+    const blueGreen = loadPlan(
+      writePlan(
+        {
+          name: 'trigger-functions-bg',
+          database: { urlEnv: blue.urlEnv },
+          target: { urlEnv: db.urlEnv },
+          backup: { enabled: false },
+          copy: [{ name: 'events', from: 'events', to: 'events', key: 'id' }],
+          cleanup: {},
+        },
+        {},
+      ),
+    );
+    const bluePool = new Pool({ connectionString: blue.url });
+    try {
+      const onTarget = (await checkTargetDatabase(bluePool, pool, blueGreen)).filter((f) =>
+        f.check.startsWith('trigger functions'),
+      );
+      expect(onTarget).toEqual([expect.objectContaining({ check: 'trigger functions on the target', status: 'warn' })]);
+    } finally {
+      await bluePool.end();
+    }
     for (const stmt of forwardTriggerDdl({ ...m, functions: open })) await pool.query(stmt);
     await expect(app.query(`INSERT INTO events VALUES (2, now())`)).rejects.toThrow(
       /permission denied for (table events_v2|schema tidemark)/,

@@ -348,21 +348,30 @@ function mayBeCreated(plan: ResolvedPlan, err: unknown): boolean {
 }
 
 /**
+ * Whether tidemark's trigger functions in this database can run as their owner (SECURITY DEFINER, with a pinned search
+ * path): not while another login role can create objects on that path, so such a database gets functions that run as
+ * the writer's role, and a warning saying what that role then needs.
+ */
+async function checkTriggerFunctions(c: PoolClient, plan: ResolvedPlan, check: string, add: Add) {
+  if (!plan.copy.some((j) => j.sync !== 'none')) return;
+  const functions = await functionContext(c);
+  if (functions.definer) return;
+  add(
+    check,
+    'warn',
+    `${functions.untrusted} can create objects on the search path, so tidemark's triggers run as the application's ` +
+      `role, not as their owner (a function put there could run with the owner's rights): that role needs USAGE on ` +
+      `schema tidemark and INSERT on its tables, and privileges on the other table; or revoke CREATE on that schema`,
+  );
+}
+
+/**
  * The source half of each copy job, before anything changes: the key fill, whether a synced source can be synced
  * exactly (sourceSyncRefusal), and each expression of the mapping run over the source (`LIMIT 0`: parsed and typed,
  * no row read). The copy phase checks all of this too, but only after the backup and the schema steps ran.
  */
 async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
-  const functions = await functionContext(c);
-  if (!functions.definer && plan.copy.some((j) => j.sync !== 'none')) {
-    add(
-      'trigger functions',
-      'warn',
-      `${functions.untrusted} can create objects on the search path, so tidemark's triggers run as the application's ` +
-        `role, not as their owner (a function put there could run with the owner's rights): that role needs USAGE on ` +
-        `schema tidemark and INSERT on its tables, and privileges on the other table; or revoke CREATE on that schema`,
-    );
-  }
+  await checkTriggerFunctions(c, plan, 'trigger functions', add);
   for (const job of plan.copy) {
     const check = `copy ${job.name}: source`;
     if (job.from && !(await tableColumns(c, job.from)).length) continue; // checkCopyKeys said so
@@ -700,6 +709,8 @@ export async function checkTargetDatabase(source: Pool, target: Pool, plan: Reso
         await checkCopyTargets(t, plan, add);
         await checkMappings(sc, plan, add, t);
         await checkCaptureMode(sc, t, plan, add);
+        // Writes on the target are captured by triggers once traffic moves there.
+        await checkTriggerFunctions(t, plan, 'trigger functions on the target', add);
         await checkLeftovers(
           sc,
           'source',
