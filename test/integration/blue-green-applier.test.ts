@@ -34,6 +34,11 @@ async function atHalf(label: string) {
 
 test('an applier stopped by an error pauses the migration; resume starts it again and nothing is lost', async () => {
   const { blue, green, workflowId } = await atHalf('bg_restart');
+  const forward = async () =>
+    (await h.client.status(workflowId)).replication?.find((r) => r.job === 'cameras' && r.direction === 'forward');
+  await blue.query(`UPDATE cameras SET name = 'applied before the stop' WHERE id = 2`);
+  await eventually(async () => ((await forward())?.applied ?? 0) >= 1, 'a first change applied', 120_000);
+  const appliedBefore = (await forward())!.applied!;
 
   // Green refuses one change made on blue: the forward applier stops on it.
   await green.query(`ALTER TABLE cameras ADD CONSTRAINT not_yet CHECK (name <> 'refused on green')`);
@@ -61,8 +66,13 @@ test('an applier stopped by an error pauses the migration; resume starts it agai
     'both changes applied to green',
     120_000,
   );
-  const s = await h.client.status(workflowId);
-  expect(s.replication?.find((r) => r.job === 'cameras' && r.direction === 'forward')?.state).toBe('applying');
+  expect((await forward())?.state).toBe('applying');
+  // The count in status goes on from where the stopped applier left it, not from zero.
+  await eventually(
+    async () => ((await forward())?.applied ?? 0) >= appliedBefore + 2,
+    'status counting the changes applied before and after the stop',
+    120_000,
+  );
 
   await h.client.promote(workflowId, { by: 'operator' });
   const final = await h.client.waitForEnd(workflowId);

@@ -104,6 +104,7 @@ export interface ReplicationHeartbeat {
   kind: 'replication';
   job: string;
   direction: SyncDirection;
+  /** Changes applied in this stream so far, by every applier and drain of it (tidemark.apply_progress). */
   applied: number;
   /** Changes that lost to a later write of the same row on the applying side, or were applied already. */
   skipped: number;
@@ -627,6 +628,15 @@ export function createAcrossActivities(deps: ActivityDeps) {
                   lagSeconds: Math.max(l.seconds, rec.logical ? slotSeconds : 0),
                   slotBytes: l.slotBytes,
                 });
+                // The stream's own totals, committed with each batch: they count what earlier appliers of the stream
+                // (before a resume or a continue-as-new, on another worker) and drains applied too.
+                const totals = (
+                  await app.query(
+                    `SELECT applied::float8, skipped::float8 FROM ${S}.apply_progress WHERE stream = $1`,
+                    [rec.stream],
+                  )
+                ).rows[0] as { applied: number; skipped: number } | undefined;
+                if (totals) Object.assign(state, totals);
                 state.updatedAt = new Date().toISOString();
                 heartbeat(state);
                 lastBeat = Date.now();
