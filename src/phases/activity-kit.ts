@@ -4,6 +4,7 @@ import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activ
 import { isAbsolute, resolve } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { ensureTidemarkSchema } from '../db/bootstrap';
+import { describeHold, lockClaims } from '../db/claims';
 import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
 import { enterRun, enterRunForSession, RunFencedError, type RunRef } from '../db/fence';
 import { MissingDatabaseUrlError, type PoolRegistry } from '../db/pool';
@@ -197,5 +198,18 @@ export async function forwardSession<T>(pool: Pool, run: RunRef, fn: (c: PoolCli
         await release();
       }
     }),
+  );
+}
+
+/**
+ * Inside the transaction that records a job's claim on `tables` (db/claims.ts): refuses, changing nothing, if another
+ * migration installed on any of them since this one's preflight (it waited for an approval, or both started at once).
+ */
+export async function refuseHeld(c: PoolClient, run: RunRef, job: string, tables: string[]): Promise<void> {
+  const held = await lockClaims(c, run.runKey, tables);
+  if (!held.length) return;
+  throw failure(
+    F.PlanRuntimeError,
+    `copy job "${job}": ${held.map(describeHold).join('; ')} since this migration's preflight: two migrations on one table would break each other`,
   );
 }

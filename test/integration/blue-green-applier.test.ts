@@ -1,6 +1,8 @@
 // An applier that stops on its own (here: green refuses a change) pauses the migration and says why; once the cause
 // is gone, the operator's resume starts it again, the changes that waited in the log meanwhile reach green, and the
 // migration carries on to the end with both sides equal.
+import { Pool } from 'pg';
+import { runPreflightChecks } from '../../src/phases/preflight/activities';
 import { eventOf, eventually, Harness } from '../helpers/env';
 import {
   BLUE_CAMERAS_AS_GREEN,
@@ -34,6 +36,18 @@ async function atHalf(label: string) {
 
 test('an applier stopped by an error pauses the migration; resume starts it again and nothing is lost', async () => {
   const { blue, green, workflowId } = await atHalf('bg_restart');
+  // While it captures blue's cameras, another migration of them is refused before it changes anything.
+  const another = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }] });
+  const pool = new Pool({ connectionString: blue.url });
+  const report = await runPreflightChecks(pool, { ...another, name: 'another-migration' }).finally(() => pool.end());
+  expect(report.findings).toContainEqual(
+    expect.objectContaining({
+      status: 'fail',
+      message: expect.stringMatching(
+        /^migration blue-green-.* captures the changes of public\.cameras \(copy job cameras\)/,
+      ),
+    }),
+  );
   const forward = async () =>
     (await h.client.status(workflowId)).replication?.find((r) => r.job === 'cameras' && r.direction === 'forward');
   await blue.query(`UPDATE cameras SET name = 'applied before the stop' WHERE id = 2`);

@@ -82,3 +82,43 @@ test("a migration's cleanup drops only its own sync; another migration on a held
   await db.query(`DROP TABLE a_v2`);
   expect((await completed(planFor(db, 'again-a', 'a', 'a_b'))).state).toBe('completed');
 });
+
+test('two migrations that both passed preflight on one table: the first to install its sync holds it, the other is refused at its install and rolls back', async () => {
+  const db = await h.db('claims_race');
+  await db.query(
+    `CREATE TABLE c (id bigint PRIMARY KEY, v text); INSERT INTO c SELECT g, 'c' FROM generate_series(1, 50) g;`,
+  );
+  // The first waits for approval of its copy, its preflight passed: nothing holds c yet.
+  const waiting = planFor(db, 'waits', 'c', 'c-w');
+  const { workflowId } = await h.client.start({ ...waiting, approvals: ['copy'] }, { autoApprove: false });
+  await h.approvalPending(workflowId, 'copy');
+  // Meanwhile another migration of c runs to the end and keeps its sync (no cleanup).
+  const other = loadPlan(
+    writePlan(
+      {
+        name: 'gets-there-first',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: '001_c_v3', up: 'up.sql', down: 'down.sql' }],
+        copy: [{ name: 'c-f', from: 'c', to: 'c_v3', key: 'id', sync: 'forward' }],
+      },
+      { 'up.sql': 'CREATE TABLE c_v3 (id bigint PRIMARY KEY, v text);', 'down.sql': 'DROP TABLE c_v3;' },
+    ),
+  );
+  expect((await completed(other)).state).toBe('completed');
+
+  await h.client.approve(workflowId, { by: 'test' });
+  const refused = await h.client.waitForEnd(workflowId);
+  expect(refused.state).toBe('rolled-back');
+  expect(refused.error).toContain('migration gets-there-first (tidemark-gets-there-first) syncs c (copy job c-f)');
+  // Its schema step is undone, and the other migration's sync still works.
+  expect(await db.query(`SELECT to_regclass('c_v2') AS t`)).toEqual([{ t: null }]);
+  await db.query(`INSERT INTO c VALUES (51, 'after the refusal')`);
+  expect(await db.query(`SELECT v FROM c_v3 WHERE id = 51`)).toEqual([{ v: 'after the refusal' }]);
+  const triggers = await db.query<{ tgname: string }>(
+    `SELECT tgname FROM pg_trigger WHERE tgrelid = 'c'::regclass AND NOT tgisinternal ORDER BY 1`,
+  );
+  // Only the first migration's triggers are on c.
+  expect(triggers.length).toBeGreaterThan(0);
+  expect(triggers.filter((t) => !/^tidemark_sync_c_f_/.test(t.tgname))).toEqual([]);
+});

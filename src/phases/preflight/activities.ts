@@ -3,6 +3,7 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
+import { describeHold, holdsOn, tableKey } from '../../db/claims';
 import { functionContext, hasUniqueIndexOn, serverVersionNum, tableColumns } from '../../db/catalog';
 import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
@@ -552,12 +553,6 @@ async function checkArchive(c: PoolClient, plan: ResolvedPlan, add: Add) {
   }
 }
 
-/** `schema.table` of a table reference as a plan writes it. */
-const tableKey = (t: string) => {
-  const r = parseTableRef(t);
-  return `${r.schema}.${r.name}`;
-};
-
 /**
  * Tables another migration still holds: it syncs them (live sync triggers), copies into them, or has archived them
  * and may still move them back. Two migrations working on one table would break each other, so this one is refused,
@@ -571,40 +566,15 @@ async function checkClaims(c: PoolClient, plan: ResolvedPlan, add: Add) {
     ours.set(tableKey(j.to), j.to);
   }
   for (const a of plan.cleanup?.archive ?? []) ours.set(tableKey(a), a);
-  const exists = (await c.query(`SELECT to_regclass('tidemark.sync_jobs') IS NOT NULL AS x`)).rows[0].x;
-  if (!exists) return add('other migrations', 'ok', 'no other migration holds these tables');
-  const r = await c.query(
-    `SELECT s.sources AS tables, 'syncs' AS how, r.migration, r.workflow_id, s.job
-       FROM tidemark.sync_jobs s LEFT JOIN tidemark.runs r USING (run_key)
-     UNION ALL
-     SELECT ARRAY[s.target], 'copies into', r.migration, r.workflow_id, s.job
-       FROM tidemark.sync_jobs s LEFT JOIN tidemark.runs r USING (run_key)
-     UNION ALL
-     SELECT ARRAY[a.original_schema || '.' || a.table_name], 'archives', a.migration, r.workflow_id, NULL
-       FROM tidemark.archive a LEFT JOIN tidemark.runs r ON r.run_key = a.run_id
-      WHERE a.restored_at IS NULL AND a.dropped_at IS NULL`,
-  );
-  let clash = false;
-  for (const row of r.rows as {
-    tables: string[];
-    how: string;
-    migration: string | null;
-    workflow_id: string | null;
-    job: string | null;
-  }[]) {
-    for (const t of row.tables) {
-      const mine = ours.get(tableKey(t));
-      if (!mine) continue;
-      clash = true;
-      const holder = `migration ${row.migration ?? 'unknown'}${row.workflow_id ? ` (${row.workflow_id})` : ''}`;
-      add(
-        `table ${mine}`,
-        'fail',
-        `${holder} ${row.how} ${t}${row.job ? ` (copy job ${row.job})` : ''}: finish it (its cleanup) or abort it before starting another migration on this table`,
-      );
-    }
+  const held = await holdsOn(c, [...ours.values()]);
+  for (const h of held) {
+    add(
+      `table ${ours.get(tableKey(h.table))}`,
+      'fail',
+      `${describeHold(h)}: finish it (its cleanup) or abort it before starting another migration on this table`,
+    );
   }
-  if (!clash) add('other migrations', 'ok', 'no other migration holds these tables');
+  if (!held.length) add('other migrations', 'ok', 'no other migration holds these tables');
 }
 
 async function checkFlag(c: PoolClient, plan: ResolvedPlan, add: Add) {
@@ -711,18 +681,9 @@ export async function checkTargetDatabase(source: Pool, target: Pool, plan: Reso
         await checkCaptureMode(sc, t, plan, add);
         // Writes on the target are captured by triggers once traffic moves there.
         await checkTriggerFunctions(t, plan, 'trigger functions on the target', add);
-        await checkLeftovers(
-          sc,
-          'source',
-          plan.copy.map((j) => j.from!),
-          add,
-        );
-        await checkLeftovers(
-          t,
-          'target',
-          plan.copy.map((j) => j.to),
-          add,
-        );
+        await checkLeftovers(sc, 'source', add);
+        await checkLeftovers(t, 'target', add);
+        // The source's holds (its captures among them) were checked with the rest of the plan; these are the target's.
         await checkClaims(t, plan, add);
       }),
     );
@@ -759,8 +720,8 @@ async function checkCaptureMode(sc: PoolClient, tc: PoolClient, plan: ResolvedPl
   add('capture on the target', 'ok', `${triggers}; ${(await logicalAllowed(tc)).why}`);
 }
 
-/** Replication slots and captures an earlier migration left on one side. */
-async function checkLeftovers(c: PoolClient, side: string, tables: string[], add: Add) {
+/** Replication slots an earlier migration left on one side (its captures are holds: checkClaims). */
+async function checkLeftovers(c: PoolClient, side: string, add: Add) {
   const installed = (await c.query(`SELECT to_regclass('tidemark.captures') IS NOT NULL AS x`)).rows[0].x as boolean;
   const slots = await c.query(
     `SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) AS held
@@ -777,28 +738,6 @@ async function checkLeftovers(c: PoolClient, side: string, tables: string[], add
       `replication slot ${s.slot_name}`,
       s.active ? 'warn' : 'fail',
       `a tidemark replication slot is left on the ${side}${s.active ? ' (in use)' : ''}, holding ${s.held ?? 'no'} WAL: drop it with SELECT pg_drop_replication_slot('${s.slot_name}') once no migration uses it`,
-    );
-  }
-  if (!installed) return;
-  const caps = await c.query(
-    `SELECT c.job, c.direction, c.table_name, r.migration, r.workflow_id,
-            (SELECT count(*) FROM tidemark.changes ch WHERE ch.stream = c.stream)::int AS backlog
-       FROM tidemark.captures c LEFT JOIN tidemark.runs r USING (run_key)`,
-  );
-  const ours = new Set(tables.map(tableKey));
-  for (const k of caps.rows as {
-    job: string;
-    direction: string;
-    table_name: string;
-    migration: string | null;
-    workflow_id: string | null;
-    backlog: number;
-  }[]) {
-    if (!ours.has(tableKey(k.table_name))) continue;
-    add(
-      `table ${k.table_name}`,
-      'fail',
-      `migration ${k.migration ?? 'unknown'}${k.workflow_id ? ` (${k.workflow_id})` : ''} captures the changes of ${k.table_name} on the ${side} (copy job ${k.job}, ${k.direction}, ${k.backlog} change(s) waiting): finish it (its cleanup) or abort it first`,
     );
   }
 }
