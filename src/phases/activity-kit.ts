@@ -202,14 +202,15 @@ export async function forwardSession<T>(pool: Pool, run: RunRef, fn: (c: PoolCli
 }
 
 /**
- * Inside the transaction that records a job's claim on `tables` (db/claims.ts): refuses, changing nothing, if another
+ * Inside the transaction that records a claim on `tables` (db/claims.ts), `what` making it (`copy job "orders"`): refuses,
+ * changing nothing, if another
  * migration installed on any of them since this one's preflight (it waited for an approval, or both started at once).
  */
-export async function refuseHeld(c: PoolClient, run: RunRef, job: string, tables: string[]): Promise<void> {
+export async function refuseHeld(c: PoolClient, run: RunRef, what: string, tables: string[]): Promise<void> {
   const held = await lockClaims(c, run.runKey, tables);
   if (!held.length) return;
   throw failure(
     F.PlanRuntimeError,
-    `copy job "${job}": ${held.map(describeHold).join('; ')} since this migration's preflight: two migrations on one table would break each other`,
+    `${what}: ${held.map(describeHold).join('; ')} since this migration's preflight: two migrations on one table would break each other`,
   );
 }

@@ -122,3 +122,30 @@ test('two migrations that both passed preflight on one table: the first to insta
   expect(triggers.length).toBeGreaterThan(0);
   expect(triggers.filter((t) => !/^tidemark_sync_c_f_/.test(t.tgname))).toEqual([]);
 });
+
+test('an archive whose table another migration started syncing after this one passed preflight is refused, and the table stays where it is', async () => {
+  const db = await h.db('claims_archive');
+  await db.query(
+    `CREATE TABLE d (id bigint PRIMARY KEY, v text); INSERT INTO d SELECT g, 'd' FROM generate_series(1, 20) g;`,
+  );
+  const archiving = loadPlan(
+    writePlan({
+      name: 'archives-d',
+      database: { urlEnv: db.urlEnv },
+      backup: { enabled: false },
+      approvals: ['cleanup'],
+      cleanup: { archive: ['d'] },
+    }),
+  );
+  const { workflowId } = await h.client.start(archiving, { autoApprove: false });
+  await h.approvalPending(workflowId, 'cleanup');
+  expect((await completed(planFor(db, 'syncs-d', 'd', 'd-s'))).state).toBe('completed');
+
+  await h.client.approve(workflowId, { by: 'test' });
+  const refused = await h.client.waitForEnd(workflowId);
+  expect(refused.state).toBe('rolled-back');
+  expect(refused.error).toContain('archive: migration syncs-d (tidemark-syncs-d) syncs d (copy job d-s)');
+  expect(await db.query(`SELECT to_regclass('public.d')::text AS t`)).toEqual([{ t: 'd' }]);
+  await db.query(`INSERT INTO d VALUES (21, 'still synced')`);
+  expect(await db.query(`SELECT v FROM d_v2 WHERE id = 21`)).toEqual([{ v: 'still synced' }]);
+});

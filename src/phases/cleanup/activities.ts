@@ -11,7 +11,14 @@ import { scriptText } from '../../db/scripts';
 import { withTransaction } from '../../db/tx';
 import type { ResolvedCopyJob, SqlSource } from '../../plan/types';
 import { F, failure } from '../../migration/failures';
-import { activityBody, forwardTransaction, targetPool, type ActivityDeps, type RunRef } from '../activity-kit';
+import {
+  activityBody,
+  forwardTransaction,
+  refuseHeld,
+  targetPool,
+  type ActivityDeps,
+  type RunRef,
+} from '../activity-kit';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 const A = quoteIdent(ARCHIVE_SCHEMA);
@@ -155,6 +162,7 @@ export function createCleanupActivities(deps: ActivityDeps) {
           const followers = await Promise.all(
             input.followers.map(async (j) => ({ job: j, mapping: await resolveMapping(c, j, run) })),
           );
+          await refuseHeld(c, run, 'archive', input.tables);
           await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...input.tables]);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
           for (const t of input.tables) {

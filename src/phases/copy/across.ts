@@ -400,7 +400,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         const tx = { lockTimeoutMs: input.lockTimeoutMs };
         if (direction === 'forward') {
           await forwardTransaction(sides.target, run, tx, async (c) => {
-            await refuseHeld(c, run, job.name, [job.to]);
+            await refuseHeld(c, run, `copy job "${job.name}"`, [job.to]);
             const slice = whereOf(slicePredicate(m));
             const empty = !(await c.query(`SELECT EXISTS (SELECT 1 FROM ${quoteTable(m.target)} AS t${slice}) AS x`))
               .rows[0].x;
@@ -419,7 +419,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         // commits after it is decoded, and the copy's snapshots come later.
         if (mode === 'logical') await withClient(capturing, (c) => createSlot(c, m.syncId!));
         await forwardTransaction(capturing, run, tx, async (c) => {
-          await refuseHeld(c, run, job.name, [`${spec.table.schema}.${spec.table.name}`]);
+          await refuseHeld(c, run, `copy job "${job.name}"`, [`${spec.table.schema}.${spec.table.name}`]);
           if (mode === 'trigger') await installCaptureTriggers(c, spec);
           await c.query(
             `INSERT INTO ${S}.captures (run_key, job, sync_id, direction, stream, table_name, spec)

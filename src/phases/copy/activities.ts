@@ -220,7 +220,7 @@ export function createCopyActivities(deps: ActivityDeps) {
           run,
           { lockTimeoutMs: input.lockTimeoutMs },
           async (c) => {
-            await refuseHeld(c, run, job.name, [...syncedTables(job), job.to]);
+            await refuseHeld(c, run, `copy job "${job.name}"`, [...syncedTables(job), job.to]);
             // Its slice of the target, when jobs share one.
             const empty = !(
               await c.query(
