@@ -65,10 +65,40 @@ export function validatePlanDocument(raw: unknown): { plan?: PlanDocument; error
   const parsed = planSchema.safeParse(raw, { error: requiredMessage });
   if (!parsed.success) {
     errors.push(...zodIssuesToErrors(parsed.error.issues));
+    errors.push(...salvagedCrossFieldErrors(raw));
     return { errors };
   }
   errors.push(...crossFieldErrors(parsed.data));
   return errors.length ? { errors } : { plan: parsed.data, errors };
+}
+
+/**
+ * The cross-field rules of a document that does not parse, so that one bad value does not hide every other error: each
+ * top-level section that parses on its own is taken as parsed, the others as if absent (their default). Left out are
+ * the errors inside such a section (its values are unchecked) and those naming it (`… without a traffic section`),
+ * which its absence alone could cause; a rule that needs its values reports nothing.
+ */
+function salvagedCrossFieldErrors(raw: unknown): PlanError[] {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return [];
+  const doc: Record<string, unknown> = {};
+  const broken: string[] = [];
+  for (const [key, section] of Object.entries(planSchema.shape)) {
+    const r = (section as z.ZodType).safeParse((raw as Record<string, unknown>)[key]);
+    if (r.success) doc[key] = r.data;
+    else {
+      broken.push(key);
+      const absent = (section as z.ZodType).safeParse(undefined);
+      if (absent.success) doc[key] = absent.data;
+    }
+  }
+  const naming = broken.map((k) => new RegExp(`\\b${k}\\b`, 'i'));
+  try {
+    return crossFieldErrors(doc as PlanDocument).filter(
+      (e) => !broken.includes(e.path.split(/[.[]/)[0]) && !naming.some((n) => n.test(e.message)),
+    );
+  } catch {
+    return [];
+  }
 }
 
 function duplicates<T>(items: T[], key: (t: T) => string): Set<string> {
@@ -126,7 +156,8 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
     if (job.query && !/^\s*(select|with|values|table)\b/i.test(job.query)) err([...p, 'query'], 'must be a SELECT');
     if (job.query && !job.columns)
       err([...p, 'columns'], 'required for a query source (target column: expression over the query row)');
-    if (job.from && job.to === job.from && !plan.target) err([...p, 'to'], 'must differ from from');
+    if (job.from && job.to === job.from && !plan.target)
+      err([...p, 'to'], 'must differ from from (one database, no target)');
     const keys = jobKeys(job);
     if (keys.source.length !== keys.target.length) err([...p, 'key'], 'needs as many target columns as source columns');
     for (const [j, src] of (job.syncFrom ?? []).entries()) {
@@ -172,9 +203,10 @@ function crossFieldErrors(plan: PlanDocument): PlanError[] {
   });
 
   // The sync a job gets by default (forward for tables, none for queries) counts as not syncing back.
-  const resolvedSync = plan.copy.map((j) => ({ ...j, sync: j.sync ?? (j.query ? 'none' : 'forward') }));
+  // Each job keeps its index: two jobs may share a name (reported above), and each is reported at its own path.
+  const resolvedSync = plan.copy.map((j, index) => ({ ...j, index, sync: j.sync ?? (j.query ? 'none' : 'forward') }));
   for (const job of unprotectedTargets({ traffic: plan.traffic, copy: resolvedSync })) {
-    err(['copy', plan.copy.findIndex((j) => j.name === job.name), 'sync'], unprotectedMessage(job));
+    err(['copy', job.index, 'sync'], unprotectedMessage(job));
   }
 
   plan.validate.forEach((v, i) => {

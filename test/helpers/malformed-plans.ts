@@ -1,5 +1,7 @@
 // Plans that are wrong in one way each, with the exact error their path should get. Shared by the loader's unit
 // tests and the CLI test that checks nothing reaches a database.
+import { unprotectedMessage } from '../../src/plan/validate';
+
 export const VALID_PLAN = {
   name: 'orders-v2-refused',
   database: { urlEnv: 'DATABASE_URL' },
@@ -210,6 +212,33 @@ export const MALFORMED: MalformedCase[] = [
       'name: required',
       'lockTimeout: "soon" is not a duration (use e.g. 500ms, 30s, 10m, 1h, 7d)',
       'copy[0].sync: Invalid option: expected one of "none"|"forward"|"bidirectional"',
+    ],
+  },
+  {
+    title: "a value of the wrong type does not hide the other sections' errors",
+    doc: edit((d) => {
+      d.traffic.stages[0].percent = 10.5;
+      d.schema.push({ ...d.schema[0] });
+      d.validate = [{ rowCount: { copy: 'nosuchjob' } }];
+    }),
+    errors: [
+      'traffic.stages[0].percent: Invalid input: expected int, received number',
+      'schema[0].id: duplicate step id "001"',
+      'schema[1].id: duplicate step id "001"',
+      'validate[0].rowCount.copy: no copy job named "nosuchjob"',
+    ],
+  },
+  {
+    title: 'two copy jobs of one name that both sync nothing back: each reported at its own path',
+    doc: edit((d) => {
+      delete (d.copy[0] as Doc).discardNewPathWrites;
+      d.copy.push({ ...d.copy[0], to: 'orders_v3' });
+    }),
+    errors: [
+      'copy[0].name: duplicate copy job name "orders"',
+      'copy[1].name: duplicate copy job name "orders"',
+      `copy[0].sync: ${unprotectedMessage({ name: 'orders', to: 'orders_v2', sync: 'forward' })}`,
+      `copy[1].sync: ${unprotectedMessage({ name: 'orders', to: 'orders_v3', sync: 'forward' })}`,
     ],
   },
 ];
