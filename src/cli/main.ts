@@ -27,8 +27,6 @@ export function buildProgram({ json = false }: { json?: boolean } = {}): Command
     .option('--namespace <ns>', 'Temporal namespace (default $TEMPORAL_NAMESPACE or default)')
     .option('--task-queue <name>', 'task queue (default $TIDEMARK_TASK_QUEUE or tidemark)')
     .addOption(new Option('--no-color', 'no colour (also: NO_COLOR=1); colour is only ever used on a terminal'))
-    .showHelpAfterError(!json)
-    .configureOutput({ outputError: (text, write) => (json ? undefined : write(text)) })
     .exitOverride();
   const globals = () => program.opts<GlobalOptions>();
   registerServerCommands(program, globals);
@@ -37,7 +35,15 @@ export function buildProgram({ json = false }: { json?: boolean } = {}): Command
   registerMigrationCommands(program, globals);
   registerCompletionCommand(program);
   registerLedgerCommands(program, globals);
-  for (const c of program.commands) c.exitOverride();
+  // A usage error is one line naming the command's help (SPEC: errors print one clear line), not the help itself.
+  const oneLine = (c: Command, path: string) => {
+    c.exitOverride().configureOutput({
+      outputError: (text, write) =>
+        json ? undefined : write(`${text.trim().replace(/\s*\n\s*/g, ' ')} (see ${path} --help)\n`),
+    });
+    for (const sub of c.commands) oneLine(sub, `${path} ${sub.name()}`);
+  };
+  oneLine(program, 'tidemark');
   // Colour is settled before any command prints.
   program.hook('preAction', () => setColor(program.opts<GlobalOptions>().color !== false));
   return program;

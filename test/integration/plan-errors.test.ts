@@ -47,7 +47,14 @@ test(`${REFUSED.length} malformed plans are each refused with a clear error and 
 });
 
 test('usage errors exit 2 and unknown migrations exit 3', async () => {
-  expect((await runCli(['start'])).code).toBe(2);
+  const usage = await runCli(['start']);
+  expect(usage.code).toBe(2);
+  // One line naming where the usage is, not the whole help.
+  expect(usage.stderr).toBe("error: missing required argument 'plan' (see tidemark start --help)\n");
+  expect(await runCli(['frobnicate'])).toMatchObject({
+    code: 2,
+    stderr: "error: unknown command 'frobnicate' (see tidemark --help)\n",
+  });
   expect((await runCli(['throttle', 'x', '--batch-size', 'lots'])).code).toBe(2);
   const missing = await runCli(['status', 'never-started'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
   expect(missing.code).toBe(3);
