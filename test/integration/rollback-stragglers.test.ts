@@ -24,8 +24,8 @@ async function stragglerPlan(db: TestDb, soak: number): Promise<ResolvedPlan> {
   };
 }
 
-/** Four writers inserting on the new table without looking at the flag, until it is gone; the ids acknowledged. */
-function startStragglers(db: TestDb) {
+/** Four writers inserting into `table` without looking at the flag, until it is gone; the ids acknowledged. */
+function startStragglers(db: TestDb, table = 'meetings_v2') {
   const pool = new Pool({ connectionString: db.url, max: 4 });
   pool.on('error', () => undefined);
   const acknowledged: number[] = [];
@@ -36,8 +36,10 @@ function startStragglers(db: TestDb) {
       const id = next++;
       try {
         await pool.query(
-          `INSERT INTO meetings_v2 (id, title, meeting_type, room_type, status, host_id, max_participants, created_at, updated_at)
-           VALUES ($1, 'straggler', 'lesson', 'lesson', 'active', gen_random_uuid(), 5, now(), now())`,
+          table === 'meetings_v2'
+            ? `INSERT INTO meetings_v2 (id, title, meeting_type, room_type, status, host_id, max_participants, created_at, updated_at)
+               VALUES ($1, 'straggler', 'lesson', 'lesson', 'active', gen_random_uuid(), 5, now(), now())`
+            : `INSERT INTO ${table} (id, title, meeting_type, host_id) VALUES ($1, 'straggler', 'lesson', gen_random_uuid())`,
           [id],
         );
         acknowledged.push(id);
@@ -113,4 +115,34 @@ test('a revert of a completed migration keeps the reverse sync until the new tab
     'reverse sync of meetings dropped (kept until the new tables were gone)',
   );
   await expectNothingLost(db, stragglers.acknowledged);
+});
+
+test('writes that keep landing on the old table through the cleanup reach the new one or fail: none is left behind in the archive', async () => {
+  const db = await h.db('cleanupstragglers');
+  const base = await stragglerPlan(db, 200);
+  const plan: ResolvedPlan = {
+    ...base,
+    approvals: ['cleanup'],
+    cleanup: { after: 0, archive: ['meetings'], steps: [] },
+  };
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'cleanup');
+
+  // A client still on the old path (an old deploy, a cron job) writes to the old table while the cleanup runs.
+  const stragglers = startStragglers(db, 'meetings');
+  await eventually(async () => stragglers.acknowledged.length > 20, 'some writes on the old path');
+  await h.client.approve(workflowId, { by: 'test' });
+  let final: MigrationStatus;
+  try {
+    final = await h.client.waitForEnd(workflowId);
+  } finally {
+    await stragglers.stop();
+  }
+
+  expect(final.state).toBe('completed');
+  const present = new Set(
+    (await db.query<{ id: string }>(`SELECT id FROM meetings_v2 WHERE id >= 500000`)).map((r) => Number(r.id)),
+  );
+  expect(stragglers.acknowledged.filter((id) => !present.has(id))).toEqual([]);
+  expect(await db.query(`SELECT to_regclass('public.meetings') AS t`)).toEqual([{ t: null }]);
 });

@@ -34,6 +34,11 @@ export interface ArchiveInput {
    * the archive, so writes on the new path keep reaching the old table until it is dropped.
    */
   followers: ResolvedCopyJob[];
+  /**
+   * Jobs whose sync ends with the move, in its transaction: a write on an old table either reaches the new one or
+   * fails once the table has moved, never lands unsynced in a table about to be archived.
+   */
+  dropping?: ResolvedCopyJob[];
 }
 
 /** Where a table lives while archived. */
@@ -119,6 +124,22 @@ async function forgetSync(c: PoolClient, run: RunRef, job: ResolvedCopyJob): Pro
   await c.query(`DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2`, [run.runKey, job.name]);
 }
 
+/** The tables of the jobs that put triggers on them, new tables before old ones (lockInAppOrder's order). */
+function syncedTables(jobs: ResolvedCopyJob[]): string[] {
+  const withTriggers = jobs.filter(hasTriggers);
+  return [...withTriggers.map((j) => j.to), ...withTriggers.flatMap(oldSide)];
+}
+
+/** In the caller's transaction, its tables locked: drops the jobs' sync triggers and releases their hold. */
+async function dropSyncs(c: PoolClient, run: RunRef, jobs: ResolvedCopyJob[]): Promise<void> {
+  for (const job of jobs) {
+    for (const stmt of dropSyncDdl(job.name, syncIdFor(run.runKey, job.name), job.syncFrom?.length ?? 0)) {
+      await c.query(stmt);
+    }
+    await forgetSync(c, run, job);
+  }
+}
+
 export function createCleanupActivities(deps: ActivityDeps) {
   return {
     /**
@@ -134,18 +155,8 @@ export function createCleanupActivities(deps: ActivityDeps) {
       return activityBody('dropping sync triggers', async () => {
         const pool = await targetPool(deps, input.urlEnv);
         await forwardTransaction(pool, input.run, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          const withTriggers = input.jobs.filter(hasTriggers);
-          await lockInAppOrder(c, [...withTriggers.map((j) => j.to), ...withTriggers.flatMap(oldSide)]);
-          for (const job of input.jobs) {
-            for (const stmt of dropSyncDdl(
-              job.name,
-              syncIdFor(input.run.runKey, job.name),
-              job.syncFrom?.length ?? 0,
-            )) {
-              await c.query(stmt);
-            }
-            await forgetSync(c, input.run, job);
-          }
+          await lockInAppOrder(c, syncedTables(input.jobs));
+          await dropSyncs(c, input.run, input.jobs);
         });
         return input.jobs.map((j) => j.name);
       });
@@ -163,7 +174,9 @@ export function createCleanupActivities(deps: ActivityDeps) {
             input.followers.map(async (j) => ({ job: j, mapping: await resolveMapping(c, j, run) })),
           );
           await refuseHeld(c, run, 'archive', input.tables);
-          await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...input.tables]);
+          const dropping = input.dropping ?? [];
+          await lockInAppOrder(c, [...followers.map((f) => f.job.to), ...syncedTables(dropping), ...input.tables]);
+          await dropSyncs(c, run, dropping);
           await c.query(`CREATE SCHEMA IF NOT EXISTS ${A}`);
           for (const t of input.tables) {
             const ref = parseTableRef(t);

@@ -2,12 +2,16 @@
 // tidemark_archive (undo: move them back, registered first), run the cleanup steps — compatibility objects under the
 // old names, each with its undo registered first, so a rollback drops them before the tables they shadow move back —
 // then cleanup SQL, and after dropAfter drop the archived tables: the one step with no way back.
+import { patched } from '@temporalio/workflow';
 import { changes, undos } from '../../migration/profiles';
 import { isBlueGreen } from '../../plan/databases';
 import type { ResolvedCopyJob, ResolvedPlan, SchemaStep } from '../../plan/types';
 import { capturedJobs, finishCapture } from '../copy/across-workflow';
 import type { Phase } from '../phase';
 import { applyStep, revertStep } from '../schema/workflow';
+
+/** The syncs a cleanup drops end in the archive's transaction (before: in a step of their own just before it). */
+const DROP_SYNC_WITH_ARCHIVE = 'drop-sync-with-archive';
 
 export type CleanupUndo =
   | { kind: 'restoreArchivedTables'; tables: string[]; followers: ResolvedCopyJob[] }
@@ -60,7 +64,10 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       if (!reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
       result.captureEnded = capturedJobs(ctx).map((j) => j.name);
     }
-    if (dropping.length) {
+    // With an archive, the syncs end in its transaction: a write on an old table between the drop and the move would
+    // be acknowledged and never reach the new table.
+    const withArchive = c.archive.length > 0 && dropping.length > 0 && patched(DROP_SYNC_WITH_ARCHIVE);
+    if (dropping.length && !withArchive) {
       // No undo: the copy's own undo drops these triggers anyway, and from here the old path takes no writes.
       await changes.dropSyncTriggers.executeWithOptions(
         { summary: `drop sync triggers of ${dropping.map((j) => j.name).join(', ')}` },
@@ -84,11 +91,16 @@ export const cleanupPhase: Phase<CleanupUndo> = {
         () =>
           changes.archiveTables.executeWithOptions(
             { summary: `archive ${c.archive.join(', ')} into tidemark_archive` },
-            [{ ...args, dropAfterMs: c.dropAfter }],
+            [{ ...args, dropAfterMs: c.dropAfter, ...(withArchive ? { dropping } : {}) }],
           ),
       );
       restoreId = undoId;
-      board.event(`archived ${value.archived.join(', ')}`);
+      board.event(
+        `archived ${value.archived.join(', ')}` +
+          (withArchive && synced.length
+            ? `; sync triggers dropped with it: ${synced.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`
+            : ''),
+      );
       result.archived = value.archived;
     }
     const steps = c.steps ?? [];
