@@ -1,6 +1,7 @@
 // Blue-green with the old tables archived and dropped later: until the drop, the reverse stream follows the old tables
 // into tidemark_archive, so a write the application makes on green after the archive still reaches blue (and an abort
 // before the drop would find it there). The migration then completes at the drop, with nothing left behind.
+import { Pool } from 'pg';
 import { eventually, Harness, StopWaiting } from '../helpers/env';
 import { blueGreenPlan, leftovers, seedBlue } from '../helpers/blue-green';
 
@@ -47,6 +48,52 @@ test('a write on green after blue is archived reaches the archived table, and th
     `SELECT to_regclass('tidemark_archive.cameras') IS NULL AS x`,
   );
   expect(dropped).toBe(true);
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});
+
+test('writes that keep landing on blue through the cleanup reach green or fail: none is left behind in the archive', async () => {
+  const blue = await h.db('bg_archive_late_blue');
+  const green = await h.db('bg_archive_late_green');
+  await seedBlue(blue, 200);
+  const base = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }], archive: true });
+  const plan = { ...base, approvals: ['cleanup' as const] };
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'cleanup');
+
+  // A client still on blue (an old deploy, a cron job) inserts cameras there while the cleanup runs, until the table
+  // is gone from under it.
+  const pool = new Pool({ connectionString: blue.url, max: 3 });
+  pool.on('error', () => undefined);
+  const acknowledged: number[] = [];
+  let running = true;
+  let next = 900_000;
+  const writers = Array.from({ length: 3 }, async () => {
+    while (running) {
+      const id = next++;
+      try {
+        await pool.query(`INSERT INTO cameras (id, name, ip_address) VALUES ($1, 'late on blue', '10.0.0.1')`, [id]);
+        acknowledged.push(id);
+      } catch {
+        // Moved into the archive: this write was refused, never acknowledged.
+      }
+    }
+  });
+  try {
+    await eventually(async () => acknowledged.length > 20, 'some writes on blue');
+    await h.client.approve(workflowId, { by: 'test' });
+    const final = await h.client.waitForEnd(workflowId);
+    expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+  } finally {
+    running = false;
+    await Promise.all(writers);
+    await pool.end();
+  }
+  const onGreen = new Set(
+    (await green.query<{ id: number }>(`SELECT id FROM cameras WHERE id >= 900000`)).map((r) => Number(r.id)),
+  );
+  expect(acknowledged.filter((id) => !onGreen.has(id))).toEqual([]);
   const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);

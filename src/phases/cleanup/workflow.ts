@@ -10,8 +10,8 @@ import { capturedJobs, finishCapture } from '../copy/across-workflow';
 import type { Phase } from '../phase';
 import { applyStep, revertStep } from '../schema/workflow';
 
-/** The syncs a cleanup drops end in the archive's transaction (before: in a step of their own just before it). */
-const DROP_SYNC_WITH_ARCHIVE = 'drop-sync-with-archive';
+/** With an archive, syncs end with the move or after it (before: in steps of their own just before it). */
+const SYNC_ENDS_WITH_ARCHIVE = 'sync-ends-with-archive';
 
 export type CleanupUndo =
   | { kind: 'restoreArchivedTables'; tables: string[]; followers: ResolvedCopyJob[] }
@@ -59,14 +59,17 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     // Blue-green: the reverse capture follows the old tables into the archive until they are dropped, so an abort
     // until then still finds every write made on the target in them.
     const reverseUntilDrop = across && c.archive.length > 0 && c.dropAfter !== undefined;
-    if (across) {
+    // With an archive, the old tables stop taking writes before their sync ends: a write on an old table between the
+    // end of its sync and its move would be acknowledged and never reach the new table. Within one database the sync
+    // triggers are dropped in the archive's transaction; across two, the capture ends after the move (its triggers
+    // follow the table into the archive, and what they logged until then is applied).
+    const withArchive = c.archive.length > 0 && (across || dropping.length > 0) && patched(SYNC_ENDS_WITH_ARCHIVE);
+    const endCaptures = async () => {
       for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
       if (!reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
       result.captureEnded = capturedJobs(ctx).map((j) => j.name);
-    }
-    // With an archive, the syncs end in its transaction: a write on an old table between the drop and the move would
-    // be acknowledged and never reach the new table.
-    const withArchive = c.archive.length > 0 && dropping.length > 0 && patched(DROP_SYNC_WITH_ARCHIVE);
+    };
+    if (across && !withArchive) await endCaptures();
     if (dropping.length && !withArchive) {
       // No undo: the copy's own undo drops these triggers anyway, and from here the old path takes no writes.
       await changes.dropSyncTriggers.executeWithOptions(
@@ -97,11 +100,12 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       restoreId = undoId;
       board.event(
         `archived ${value.archived.join(', ')}` +
-          (withArchive && synced.length
+          (withArchive && !across && synced.length
             ? `; sync triggers dropped with it: ${synced.map((j) => j.name).join(', ')} (old and new tables no longer kept in step)`
             : ''),
       );
       result.archived = value.archived;
+      if (across && withArchive) await endCaptures();
     }
     const steps = c.steps ?? [];
     if (steps.length) {
