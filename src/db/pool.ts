@@ -1,5 +1,5 @@
 // Connection pools keyed by the environment variable that names the database, so no URL ever leaves the worker.
-import { Pool, type PoolConfig } from 'pg';
+import { Client, Pool, type PoolConfig } from 'pg';
 import { parse } from 'pg-connection-string';
 import { registerSecret } from '../secrets';
 import { PINNED_SETTINGS } from './settings';
@@ -53,6 +53,29 @@ export class PoolRegistry {
       this.pools.set(envVar, pool);
     }
     return pool;
+  }
+
+  /**
+   * The databases this worker has used that do not answer now: each is tried on a new connection (not one of the
+   * pool's, which may be stale), giving up after `timeoutMs`.
+   */
+  async unreachable(timeoutMs = 5000): Promise<string[]> {
+    const down: string[] = [];
+    await Promise.all(
+      [...this.pools.keys()].map(async (envVar) => {
+        const c = new Client({ ...poolConfig(this.url(envVar), 1), connectionTimeoutMillis: timeoutMs });
+        c.on('error', () => undefined);
+        try {
+          await c.connect();
+          await c.query('SELECT 1');
+        } catch {
+          down.push(envVar);
+        } finally {
+          await c.end().catch(() => undefined);
+        }
+      }),
+    );
+    return down;
   }
 
   async closeAll(): Promise<void> {

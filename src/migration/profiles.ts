@@ -60,11 +60,15 @@ export const flagChanges = proxyActivities<Activities>({
   ...waitForCancel,
 });
 
-/** Long, heartbeating work: the copy and the checksum resume from their checkpoint on a new attempt. */
+/**
+ * Long, heartbeating work: the copy and the checksum resume from their checkpoint on a new attempt. Attempts are not
+ * limited, and each retry waits 10 s at most: an attempt that made progress before its session was killed still
+ * counts toward the back-off, and at 1 min every later kill would have held the copy for a minute.
+ */
 export const longRunning = proxyActivities<Activities>({
   startToCloseTimeout: '30d',
   heartbeatTimeout: '15s',
-  retry: retry({ maximumAttempts: undefined }),
+  retry: retry({ maximumAttempts: undefined, maximumInterval: '10s' }),
   ...waitForCancel,
 });
 

@@ -1,5 +1,5 @@
 // Builds every activity from its dependencies: each phase's forward steps and undos, the run's own, and the ledger's.
-import { keptAlive, type ActivityDeps } from './activity-kit';
+import { keptAlive, watchOutages, type ActivityDeps } from './activity-kit';
 import { createBackupActivities } from './backup/activities';
 import { createCleanupActivities } from './cleanup/activities';
 import { createCopyActivities } from './copy/activities';
@@ -41,6 +41,7 @@ export const KEPT_ALIVE = [
 ] as const;
 
 export function createActivities(deps: ActivityDeps) {
+  watchOutages(deps);
   const activities = {
     ...createRunActivities(deps),
     ...createPreflightActivities(deps),

@@ -5,7 +5,7 @@ import { isAbsolute, resolve } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { ensureTidemarkSchema } from '../db/bootstrap';
 import { describeHold, lockClaims } from '../db/claims';
-import { formatPgError, isPgError, isRetryablePgError } from '../db/errors';
+import { formatPgError, isConnectionLoss, isPgError, isRetryablePgError } from '../db/errors';
 import { enterRun, enterRunForSession, RunFencedError, type RunRef } from '../db/fence';
 import { MissingDatabaseUrlError, type PoolRegistry } from '../db/pool';
 import { ScriptMissingError } from '../db/scripts';
@@ -70,17 +70,66 @@ export async function activityBody<T>(context: string, fn: () => Promise<T>): Pr
   try {
     return await fn();
   } catch (e) {
+    if (isConnectionLoss(e)) await waitOutOutage(context);
     throw toFailure(e, context);
+  }
+}
+
+/** The worker's databases, for waiting out an outage (see waitOutOutage); set when the activities are created. */
+let watched: { pools: PoolRegistry; logger: Logger } | undefined;
+
+export function watchOutages(deps: ActivityDeps): void {
+  watched = { pools: deps.pools, logger: deps.logger };
+}
+
+/** The longest an attempt waits for its databases to answer again before it fails. */
+const OUTAGE_WAIT_MS = 30 * 60_000;
+
+/**
+ * After a lost connection, while a database this worker uses does not answer (a restart, a failover, an outage): the
+ * attempt waits, heartbeating its last checkpoint, until every one answers again, the attempt's own timeout comes near
+ * or it is cancelled, and only then fails, to be retried at once. An outage of minutes then costs one attempt, not
+ * every retry the activity has (about four minutes' worth), after which the migration would roll back — while the
+ * database it would roll back is still down.
+ */
+async function waitOutOutage(context: string): Promise<void> {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return;
+  }
+  if (!watched || ctx.info.isLocal) return;
+  const { info } = ctx;
+  const deadline = Math.min(
+    Date.now() + OUTAGE_WAIT_MS,
+    info.currentAttemptScheduledTimestampMs + info.startToCloseTimeoutMs - 30_000,
+  );
+  let said = false;
+  while (Date.now() < deadline && !ctx.cancellationSignal.aborted) {
+    const down = await watched.pools.unreachable();
+    if (!down.length) return;
+    if (!said) {
+      watched.logger.warn({ activity: info.activityType, databases: down }, `${context}: waiting for the database`);
+      said = true;
+    }
+    ctx.heartbeat(lastDetails.get(ctx) ?? info.heartbeatDetails);
+    await sleepMs(2000, ctx.cancellationSignal);
   }
 }
 
 /** Activities that heartbeat their own progress, with details (keptAlive stops beating for them). */
 const selfBeating = new WeakSet<Context>();
+/** The details an activity last heartbeat: a beat while it waits must not erase its checkpoint. */
+const lastDetails = new WeakMap<Context, unknown>();
 
 export function heartbeat(details?: unknown): void {
   try {
     const ctx = Context.current();
-    if (details !== undefined) selfBeating.add(ctx);
+    if (details !== undefined) {
+      selfBeating.add(ctx);
+      lastDetails.set(ctx, details);
+    }
     ctx.heartbeat(details);
   } catch {
     // Outside an activity context (unit use): nothing to report to.

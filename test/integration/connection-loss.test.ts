@@ -1,7 +1,9 @@
 // Losing a database connection fails only the current attempt: tidemark's sessions are terminated again and again
 // (pg_terminate_backend, idle between batches or in the middle of one) while a copy runs; the worker process keeps
 // running, each attempt resumes on a fresh connection from its checkpoint, and the copy ends exact.
+import type { ChildProcess } from 'node:child_process';
 import type { ResolvedPlan } from '../../src/plan/types';
+import { removeCluster, startPrivateCluster } from '../helpers/blue-green';
 import { exceptBothWays } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan } from '../helpers/plans';
@@ -70,5 +72,46 @@ test('sessions terminated over and over during a copy: the worker keeps running 
     expect(Math.max(...attempts)).toBeGreaterThanOrEqual(2);
   } finally {
     await killed(worker, 'SIGTERM');
+  }
+});
+
+test('the database down for a while: the attempt that meets the outage waits it out instead of spending its retries', async () => {
+  const cluster = await startPrivateCluster('replica');
+  const log = { text: '' };
+  let worker: ChildProcess | undefined;
+  try {
+    const db = await h.db('outage', cluster.adminUrl);
+    const base = await meetingsPlan(db, { rows: 2000, approvals: ['copy'] });
+    const plan: ResolvedPlan = {
+      ...base,
+      copy: [{ ...base.copy[0], sync: 'forward', batchSize: 100, maxBatchSize: 100 }],
+      validate: [{ rowCount: { copy: 'meetings' } }],
+      traffic: undefined,
+      cleanup: undefined,
+    };
+    worker = workerProcess(h.client.address, h.taskQueue, { [db.urlEnv]: db.url }, log);
+    const { workflowId } = await h.client.start(plan, { autoApprove: false });
+    await h.approvalPending(workflowId, 'copy');
+    // Slow enough to be stopped in the middle (the operator's answers themselves wait for the database).
+    await h.client.throttle(workflowId, { delayMs: 500 });
+    await h.client.approve(workflowId);
+    await eventually(async () => (await committedRows(db)) > 0, 'the copy under way', 120_000, 20);
+    cluster.stop('fast');
+    // Down for longer than the first retries' back-offs together (1 + 2 + 4 + 8 s).
+    await new Promise((r) => setTimeout(r, 25_000));
+    cluster.start();
+    const final = await h.client.waitForEnd(workflowId);
+    expect(final.state).toBe('completed');
+    expect(await exceptBothWays(db, MEETINGS_AS_V2, V2_COLUMNS)).toEqual({ onlyInA: 0, onlyInB: 0 });
+    // The outage cost the attempt that met it, not one retry after another.
+    const history = await (await h.client.handle(workflowId)).fetchHistory();
+    const attempts = history.events!.flatMap((e) =>
+      e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt ?? 1] : [],
+    );
+    expect(Math.max(...attempts)).toBeLessThanOrEqual(2);
+    expect(log.text).toContain('waiting for the database');
+  } finally {
+    if (worker) await killed(worker, 'SIGTERM');
+    removeCluster(cluster);
   }
 });
