@@ -7,6 +7,8 @@ import { CancellationScope, isCancellation, patched } from '@temporalio/workflow
 
 /** Marks histories in which a failed background task waits for a resume and runs again (older ones ended it). */
 const RESTART_ON_RESUME = 'background-restart-on-resume';
+/** Marks histories in which a task's failure after it was told to stop is not reported (older ones paused on it). */
+const QUIET_ONCE_STOPPED = 'background-quiet-once-stopped';
 
 export class Background {
   private readonly tasks = new Map<string, { scope: CancellationScope; done: Promise<void> }>();
@@ -32,7 +34,9 @@ export class Background {
             await fn();
             return;
           } catch (err) {
-            if (isCancellation(err)) throw err;
+            // Stopped on purpose (cleanup, an abort): an activity that then fails for another reason (its
+            // connection lost, its worker gone) did not stop on its own, and is not reported as if it had.
+            if (isCancellation(err) || (scope.consideredCancelled && patched(QUIET_ONCE_STOPPED))) throw err;
             this.onFailure(key, err);
             if (!this.runAgain || !patched(RESTART_ON_RESUME)) return;
             if (!(await this.runAgain())) return;

@@ -1,5 +1,6 @@
 // The runbook's own logic, on the time-skipping test server with stub activities: the order undos run in and what
 // happens when one fails, gate judging, approval timeouts, and every operator message the workflow must refuse.
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import {
@@ -459,4 +460,33 @@ test('every operator message the workflow must refuse is refused, changes nothin
     'pause',
     'abort',
   ]);
+});
+
+test('a blue-green applier that fails while it is being stopped (its connection lost, its worker gone) is not reported as stopped on its own', async () => {
+  const calls: Call[] = [];
+  const base = noSoaks();
+  const plan = {
+    ...base,
+    target: { urlEnv: 'GREEN', capture: 'trigger' as const, maxLag: 10_000 },
+    cleanup: { ...base.cleanup!, archive: [], dropAfter: undefined },
+  };
+  const stubs = stubActivities(calls, {
+    // Runs until it is cancelled, then fails for another reason, as an attempt whose session was killed meanwhile.
+    replicate: async () => {
+      const ctx = Context.current();
+      await new Promise<void>((resolve) => {
+        const beat = setInterval(() => ctx.heartbeat(), 200);
+        ctx.cancellationSignal.addEventListener('abort', () => {
+          clearInterval(beat);
+          resolve();
+        });
+      });
+      throw ApplicationFailure.nonRetryable('Connection terminated unexpectedly');
+    },
+  });
+  const final = await stub.run(plan, stubs, (h) => finalStatus(h));
+  expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+  expect(final.paused ?? null).toBeNull();
+  expect(final.events.map((e) => e.message).filter((m) => /applier .* stopped/.test(m))).toEqual([]);
+  expect(calls.filter((c) => c.name === 'replicate').length).toBeGreaterThan(0);
 });
