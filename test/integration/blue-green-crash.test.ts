@@ -169,3 +169,57 @@ test('logical decoding: a worker SIGKILLed while it pumps the slot during the co
     await killed(worker, 'SIGTERM');
   }
 }, 600_000);
+
+test('a worker SIGKILLed mid-copy across databases: a new worker finishes it, re-doing at most one batch', async () => {
+  const rows = 20_000;
+  const batch = 500;
+  const blue = await h.db('bg_copykill_blue');
+  const green = await h.db('bg_copykill_green');
+  await seedBlue(blue, rows);
+  const env = { [blue.urlEnv]: blue.url, [green.urlEnv]: green.url };
+  const base = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }] });
+  const plan = {
+    ...base,
+    approvals: ['copy' as const],
+    copy: base.copy.map((j) => ({ ...j, batchSize: batch, maxBatchSize: batch })),
+  };
+  let worker = workerProcess(h.client.address, h.taskQueue, env);
+  try {
+    const { workflowId } = await h.client.start(plan, { autoApprove: false });
+    await h.approvalPending(workflowId, 'copy');
+    // Every row green's cameras take, counted per statement: a batch copied twice shows up.
+    await green.query(`
+      CREATE TABLE copy_writes (n bigint NOT NULL);
+      CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO copy_writes SELECT count(*) FROM new_rows; RETURN NULL; END $$;
+      CREATE TRIGGER count_inserts AFTER INSERT ON cameras REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();
+      CREATE TRIGGER count_updates AFTER UPDATE ON cameras REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();`);
+    await h.client.throttle(workflowId, { delayMs: 200 });
+    await h.client.approve(workflowId);
+    const committed = async () =>
+      Number(
+        (
+          await green.query<{ n: string | null }>(
+            `SELECT sum(rows_copied) AS n FROM tidemark.copy_progress WHERE job = 'cameras'`,
+          )
+        )[0].n ?? 0,
+      );
+    await eventually(async () => (await committed()) >= 5000, '5000 cameras copied', 120_000, 20);
+    await killed(worker, 'SIGKILL');
+    expect(await committed()).toBeLessThan(rows);
+    worker = workerProcess(h.client.address, h.taskQueue, env);
+    await h.client.throttle(workflowId, { delayMs: 0 });
+
+    const final = await h.client.waitForEnd(workflowId);
+    expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
+    expect(final.copy.find((c) => c.job === 'cameras')).toMatchObject({ rowsCopied: rows, done: true });
+    expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
+    const [{ writes }] = await green.query<{ writes: number }>(
+      `SELECT coalesce(sum(n), 0)::int AS writes FROM copy_writes`,
+    );
+    expect(writes).toBeGreaterThanOrEqual(rows);
+    expect(writes - rows).toBeLessThanOrEqual(batch);
+  } finally {
+    await killed(worker, 'SIGTERM');
+  }
+}, 600_000);

@@ -677,13 +677,39 @@ export function createAcrossActivities(deps: ActivityDeps) {
         const signal = cancellationSignal();
         const prev = previousHeartbeat<CopyHeartbeat>();
         const started = Date.now();
+        // The checkpoint is committed on the target with each batch (a heartbeat may be seconds behind the data when
+        // a worker dies): a new attempt re-does at most the batch that was in flight.
+        const key = [run.runKey, job.name, range.index];
+        await sides.target.query(
+          `INSERT INTO ${S}.copy_progress (run_id, workflow_id, job, range_index, range_after, range_up_to, cursor)
+           VALUES ($1, $4, $2, $3, $5, $6, $5) ON CONFLICT DO NOTHING`,
+          [...key, run.workflowId, range.after, range.upTo],
+        );
+        const cp = (
+          await sides.target.query(
+            `SELECT cursor, rows_copied::float8 AS rows, batches::int AS batches, done FROM ${S}.copy_progress
+              WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+            key,
+          )
+        ).rows[0] as { cursor: string | null; rows: number; batches: number; done: boolean };
+        if (cp.done) {
+          return {
+            job: job.name,
+            rangeIndex: range.index,
+            rowsCopied: cp.rows,
+            batches: cp.batches,
+            durationMs: 0,
+            rowsPerSecond: 0,
+            resumed: true,
+          };
+        }
         const details: CopyHeartbeat = {
           job: job.name,
           rangeIndex: range.index,
-          cursor: prev?.cursor ?? range.after,
-          rowsCopied: prev?.rowsCopied ?? 0,
+          cursor: cp.batches > 0 ? cp.cursor : range.after,
+          rowsCopied: cp.rows,
           estimatedRows: input.estimatedRows,
-          batches: prev?.batches ?? 0,
+          batches: cp.batches,
           batchSize: job.batchSize,
           rowsPerSecond: 0,
           throttleReason: null,
@@ -731,7 +757,18 @@ export function createAcrossActivities(deps: ActivityDeps) {
                 if (planned === null) break;
                 const bounds = planned ? { after: planned.after, end: planned.upTo } : { after: details.cursor, size };
                 ({ value: b, ms } = await throttler.paced(() =>
-                  streamBatch(src, tgt, m, run, bounds, range.upTo, input.lockTimeoutMs, { staged, format }),
+                  streamBatch(src, tgt, m, run, bounds, range.upTo, input.lockTimeoutMs, {
+                    staged,
+                    format,
+                    checkpoint: async (t, end, n) => {
+                      await t.query(
+                        `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5,
+                           batches = batches + 1, updated_at = now()
+                         WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+                        [...key, end, n],
+                      );
+                    },
+                  }),
                 ));
                 if (planned) intervals!.result(planned, { rowCount: b.n });
               } catch (e) {
@@ -765,6 +802,11 @@ export function createAcrossActivities(deps: ActivityDeps) {
             }
           }),
         ).finally(() => throttler.release(run.runKey));
+        await sides.target.query(
+          `UPDATE ${S}.copy_progress SET done = true, updated_at = now()
+            WHERE run_id = $1 AND job = $2 AND range_index = $3`,
+          key,
+        );
         const durationMs = Date.now() - started;
         return {
           job: job.name,
@@ -773,7 +815,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
           batches: details.batches,
           durationMs,
           rowsPerSecond: Math.round((rowsThisAttempt * 1000) / Math.max(1, durationMs)),
-          resumed: !!prev,
+          resumed: cp.batches > 0,
           format,
         };
       });
@@ -888,7 +930,16 @@ async function streamBatch(
   bounds: BatchBounds,
   upTo: string | null,
   lockTimeoutMs: number,
-  { staged, format }: { staged: boolean; format: CopyFormat },
+  {
+    staged,
+    format,
+    checkpoint,
+  }: {
+    staged: boolean;
+    format: CopyFormat;
+    /** Records the batch's end and row count in the target's transaction, committed with the rows. */
+    checkpoint: (t: PoolClient, end: string | null, n: number) => Promise<void>;
+  },
 ): Promise<{ n: number; end: string | null; last: boolean }> {
   const { after } = bounds;
   return inTransaction(src, { lockTimeoutMs }, async (s) => {
@@ -911,10 +962,15 @@ async function streamBatch(
         await t.query(unstageSql(m));
         return into.rowCount;
       };
-      if (staged || present.length > MAX_LISTED_KEYS) return viaStage();
-      const into = t.query(copyFrom(copyInSql(quoteTable(m.target), m, format)));
-      await pump(s.query(copyTo(copyOutSql(m, after, end, { except: present }, format))), into);
-      return into.rowCount + (present.length ? await viaStage({ only: present }) : 0);
+      let n: number;
+      if (staged || present.length > MAX_LISTED_KEYS) n = await viaStage();
+      else {
+        const into = t.query(copyFrom(copyInSql(quoteTable(m.target), m, format)));
+        await pump(s.query(copyTo(copyOutSql(m, after, end, { except: present }, format))), into);
+        n = into.rowCount + (present.length ? await viaStage({ only: present }) : 0);
+      }
+      await checkpoint(t, end, n);
+      return n;
     });
     return { n, end, last: found === undefined };
   });
