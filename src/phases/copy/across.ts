@@ -64,6 +64,7 @@ import {
   slotBacklogBytes,
   slotExists,
 } from './logical';
+import { advanceCheckpoint, finishCheckpoint, openCheckpoint, type CheckpointKey } from './checkpoint';
 import { resolveMapping } from './mapping';
 import { BatchSizer, MIN_BATCH } from './sizer';
 import { maxLatencyIncreaseOf } from './budget';
@@ -679,19 +680,8 @@ export function createAcrossActivities(deps: ActivityDeps) {
         const started = Date.now();
         // The checkpoint is committed on the target with each batch (a heartbeat may be seconds behind the data when
         // a worker dies): a new attempt re-does at most the batch that was in flight.
-        const key = [run.runKey, job.name, range.index];
-        await sides.target.query(
-          `INSERT INTO ${S}.copy_progress (run_id, workflow_id, job, range_index, range_after, range_up_to, cursor)
-           VALUES ($1, $4, $2, $3, $5, $6, $5) ON CONFLICT DO NOTHING`,
-          [...key, run.workflowId, range.after, range.upTo],
-        );
-        const cp = (
-          await sides.target.query(
-            `SELECT cursor, rows_copied::float8 AS rows, batches::int AS batches, done FROM ${S}.copy_progress
-              WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-            key,
-          )
-        ).rows[0] as { cursor: string | null; rows: number; batches: number; done: boolean };
+        const key: CheckpointKey = [run.runKey, job.name, range.index];
+        const cp = await openCheckpoint(sides.target, key, run.workflowId, range);
         if (cp.done) {
           return {
             job: job.name,
@@ -760,14 +750,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
                   streamBatch(src, tgt, m, run, bounds, range.upTo, input.lockTimeoutMs, {
                     staged,
                     format,
-                    checkpoint: async (t, end, n) => {
-                      await t.query(
-                        `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5,
-                           batches = batches + 1, updated_at = now()
-                         WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-                        [...key, end, n],
-                      );
-                    },
+                    checkpoint: (t, end, n) => advanceCheckpoint(t, key, end, n),
                   }),
                 ));
                 if (planned) intervals!.result(planned, { rowCount: b.n });
@@ -802,11 +785,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             }
           }),
         ).finally(() => throttler.release(run.runKey));
-        await sides.target.query(
-          `UPDATE ${S}.copy_progress SET done = true, updated_at = now()
-            WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-          key,
-        );
+        await finishCheckpoint(sides.target, key);
         const durationMs = Date.now() - started;
         return {
           job: job.name,

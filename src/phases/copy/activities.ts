@@ -36,6 +36,7 @@ import { inTransaction, rolledBack, withClient, withTransaction } from '../../db
 import { describeTransactions, openTransactions, transactionsEnded } from '../../db/transactions';
 import { F, failure } from '../../migration/failures';
 import { probeSync } from './probe';
+import { advanceCheckpoint, finishCheckpoint, openCheckpoint, type CheckpointKey } from './checkpoint';
 import type { ResolvedCopyJob } from '../../plan/types';
 import {
   activityBody,
@@ -570,23 +571,13 @@ async function copyRangeImpl(
   const pool = await targetPool(deps, input.urlEnv);
   const mapping = await resolveMapping(pool, job, run);
   const signal = cancellationSignal();
-  const key = [runId, job.name, range.index];
+  const key: CheckpointKey = [runId, job.name, range.index];
   const checkCancelled = () => {
     if (signal?.aborted) throw new CancelledFailure(String(signal.reason ?? 'cancelled'));
   };
 
   // The checkpoint row is written in the same transaction as each batch, so it is never ahead of or behind the data.
-  await pool.query(
-    `INSERT INTO ${S}.copy_progress (run_id, workflow_id, job, range_index, range_after, range_up_to, cursor)
-     VALUES ($1, $4, $2, $3, $5, $6, $5) ON CONFLICT DO NOTHING`,
-    [...key, workflowId, range.after, range.upTo],
-  );
-  const cp = (
-    await pool.query(
-      `SELECT cursor, rows_copied::float8 AS rows, batches::int AS batches, done FROM ${S}.copy_progress WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-      key,
-    )
-  ).rows[0] as { cursor: string | null; rows: number; batches: number; done: boolean };
+  const cp = await openCheckpoint(pool, key, workflowId, range);
   const resumed = cp.batches > 0;
   const started = Date.now();
   if (cp.done) {
@@ -655,11 +646,7 @@ async function copyRangeImpl(
             await enterRun(c, run);
             const q = batch.query(mode);
             const res = batcher.result(batch, await c.query(q.text, q.values));
-            await c.query(
-              `UPDATE ${S}.copy_progress SET cursor = $4, rows_copied = rows_copied + $5, batches = batches + 1, updated_at = now()
-              WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-              [...key, res.cursor, res.rows],
-            );
+            await advanceCheckpoint(c, key, res.cursor, res.rows);
             return res;
           },
         );
@@ -756,10 +743,7 @@ async function copyRangeImpl(
       heartbeat(details);
       if (delay > 0) await sleepMs(delay, signal);
     }
-    await client.query(
-      `UPDATE ${S}.copy_progress SET done = true, updated_at = now() WHERE run_id = $1 AND job = $2 AND range_index = $3`,
-      key,
-    );
+    await finishCheckpoint(client, key);
   } catch (e) {
     if (breaksClient(e)) broken = e as Error;
     throw e;
