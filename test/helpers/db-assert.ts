@@ -56,3 +56,21 @@ export async function tableExists(db: TestDb, table: string): Promise<boolean> {
   ]);
   return r.x;
 }
+
+/**
+ * Counts every row write `table` commits (inserts and updates, by statement triggers), so work done twice shows up;
+ * `rowWrites` reads the count.
+ */
+export async function countRowWrites(db: TestDb, table: string): Promise<void> {
+  await db.query(`
+    CREATE TABLE copy_writes (n bigint NOT NULL);
+    CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO copy_writes SELECT count(*) FROM new_rows; RETURN NULL; END $$;
+    CREATE TRIGGER count_inserts AFTER INSERT ON ${table} REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();
+    CREATE TRIGGER count_updates AFTER UPDATE ON ${table} REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();`);
+}
+
+export async function rowWrites(db: TestDb): Promise<number> {
+  const [{ writes }] = await db.query<{ writes: number }>(`SELECT coalesce(sum(n), 0)::int AS writes FROM copy_writes`);
+  return writes;
+}

@@ -4,6 +4,7 @@
 // by logical decoding: the worker dies while it pumps the slot, and the next one logs again and applies what it left,
 // again changing no row more often than the application wrote it.
 import type { PrivateCluster } from '../../src/infra/postgres';
+import { countRowWrites, rowWrites } from '../helpers/db-assert';
 import { eventually, Harness } from '../helpers/env';
 import {
   BLUE_CAMERAS_AS_GREEN,
@@ -188,12 +189,7 @@ test('a worker SIGKILLed mid-copy across databases: a new worker finishes it, re
     const { workflowId } = await h.client.start(plan, { autoApprove: false });
     await h.approvalPending(workflowId, 'copy');
     // Every row green's cameras take, counted per statement: a batch copied twice shows up.
-    await green.query(`
-      CREATE TABLE copy_writes (n bigint NOT NULL);
-      CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN INSERT INTO copy_writes SELECT count(*) FROM new_rows; RETURN NULL; END $$;
-      CREATE TRIGGER count_inserts AFTER INSERT ON cameras REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();
-      CREATE TRIGGER count_updates AFTER UPDATE ON cameras REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();`);
+    await countRowWrites(green, 'cameras');
     await h.client.throttle(workflowId, { delayMs: 200 });
     await h.client.approve(workflowId);
     const committed = async () =>
@@ -214,9 +210,7 @@ test('a worker SIGKILLed mid-copy across databases: a new worker finishes it, re
     expect({ state: final.state, error: final.error ?? null }).toEqual({ state: 'completed', error: null });
     expect(final.copy.find((c) => c.job === 'cameras')).toMatchObject({ rowsCopied: rows, done: true });
     expect(await exceptAcross(blue, BLUE_CAMERAS_AS_GREEN, green, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
-    const [{ writes }] = await green.query<{ writes: number }>(
-      `SELECT coalesce(sum(n), 0)::int AS writes FROM copy_writes`,
-    );
+    const writes = await rowWrites(green);
     expect(writes).toBeGreaterThanOrEqual(rows);
     expect(writes - rows).toBeLessThanOrEqual(batch);
   } finally {

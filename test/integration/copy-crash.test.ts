@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { TidemarkClient } from '../../src/client';
 import { freePort, startDevServer, type DevServer } from '../../src/infra/devserver';
 import type { ResolvedPlan } from '../../src/plan/types';
-import { exceptBothWays } from '../helpers/db-assert';
+import { countRowWrites, exceptBothWays, rowWrites } from '../helpers/db-assert';
 import { eventually, Harness, type TestDb } from '../helpers/env';
 import { meetingsPlan, tempDir } from '../helpers/plans';
 import { MEETINGS_AS_V2, V2_COLUMNS } from '../helpers/writers';
@@ -30,16 +30,6 @@ async function copyOnlyPlan(db: TestDb, rows: number): Promise<ResolvedPlan> {
   };
 }
 
-/** Counts every row write the target commits, so re-done work shows up. */
-async function countTargetWrites(db: TestDb): Promise<void> {
-  await db.query(`
-    CREATE TABLE copy_writes (n bigint NOT NULL);
-    CREATE FUNCTION count_writes() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN INSERT INTO copy_writes SELECT count(*) FROM new_rows; RETURN NULL; END $$;
-    CREATE TRIGGER count_inserts AFTER INSERT ON meetings_v2 REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();
-    CREATE TRIGGER count_updates AFTER UPDATE ON meetings_v2 REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_writes();`);
-}
-
 const committedRows = async (db: TestDb) =>
   Number(
     (
@@ -61,7 +51,7 @@ test('a worker SIGKILLed mid-copy: a new worker finishes the copy exactly, re-do
       'copy approval',
       120_000,
     );
-    await countTargetWrites(db);
+    await countRowWrites(db, 'meetings_v2');
     await h.client.throttle(workflowId, { delayMs: 20 });
     await h.client.approve(workflowId);
     await eventually(async () => (await committedRows(db)) >= 15_000, '15000 rows copied', 120_000, 20);
@@ -83,9 +73,7 @@ test('a worker SIGKILLed mid-copy: a new worker finishes the copy exactly, re-do
     );
     expect(Math.max(...attempts)).toBeGreaterThanOrEqual(2);
     // …and the target saw each row written once, plus at most the one batch that was in flight.
-    const [{ writes }] = await db.query<{ writes: number }>(
-      `SELECT coalesce(sum(n), 0)::int AS writes FROM copy_writes`,
-    );
+    const writes = await rowWrites(db);
     expect(writes).toBeGreaterThanOrEqual(rows);
     expect(writes - rows).toBeLessThanOrEqual(BATCH);
   } finally {
