@@ -2,7 +2,11 @@
 // of two tables sharing one target (each job its slice) are written back to their old tables while the application
 // writes both paths. Traffic moves to 100 %, then the migration is aborted at its riskiest moment — the new path has
 // taken writes the old tables know only through the write back — and the old tables keep every one of them.
-import type { Pool } from 'pg';
+import { Pool } from 'pg';
+import { ensureTidemarkSchema } from '../../src/db/bootstrap';
+import type { RunRef } from '../../src/db/fence';
+import { resolveMapping } from '../../src/phases/copy/mapping';
+import { reverseTriggerDdl } from '../../src/phases/copy/sql';
 import { loadPlan } from '../../src/plan/load';
 import { exceptBothWays, flagPercent, tableExists } from '../helpers/db-assert';
 import { eventually, Harness, StopWaiting } from '../helpers/env';
@@ -247,4 +251,73 @@ test('query sources written back: abort after cut-over with writes on both paths
   expect(await db.query(`SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'tidemark%'`)).toEqual(
     [],
   );
+});
+
+test('a target row deleted or re-keyed on the new path takes every old row it stood for with it, `where` or not', async () => {
+  const db = await h.db('writeback_where');
+  // Profiles may have no bio: the join gives such a customer a NULL bio, as it does one without a profile.
+  await db.query(`
+    CREATE TABLE customer (id bigint PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE profile (customer_id bigint PRIMARY KEY REFERENCES customer (id), bio text);
+    CREATE TABLE accounts (id bigint PRIMARY KEY, name text NOT NULL, bio text);
+    INSERT INTO customer VALUES (1, 'a'), (2, 'b'), (3, 'c');
+    INSERT INTO profile VALUES (1, NULL), (2, NULL), (3, 'bio');
+    INSERT INTO accounts SELECT c.id, c.name, p.bio FROM customer c LEFT JOIN profile p ON p.customer_id = c.id;`);
+  const plan = loadPlan(
+    writePlan({
+      name: 'write-back-where',
+      database: { urlEnv: db.urlEnv },
+      backup: { enabled: false },
+      copy: [
+        {
+          name: 'accounts',
+          query: 'SELECT c.id, c.name, p.bio FROM customer c LEFT JOIN profile p ON p.customer_id = c.id',
+          to: 'accounts',
+          key: 'id',
+          columns: { id: 'id', name: 'name', bio: 'bio' },
+          sync: 'bidirectional',
+          syncFrom: [
+            { table: 'customer', key: 'id' },
+            { table: 'profile', key: 'customer_id' },
+          ],
+          writeBack: [
+            { table: 'customer', key: 'id', columns: { id: 'id', name: 'name' } },
+            {
+              table: 'profile',
+              key: 'customer_id',
+              columns: { customer_id: 'id', bio: 'bio' },
+              where: 'bio IS NOT NULL',
+            },
+          ],
+        },
+      ],
+    }),
+  );
+  const pool = new Pool({ connectionString: db.url });
+  try {
+    await ensureTidemarkSchema(pool);
+    const m = await resolveMapping(pool, plan.copy[0], { runKey: 'write-back-where' } as RunRef);
+    for (const stmt of reverseTriggerDdl(m)) await pool.query(stmt);
+
+    // A change that keeps the row keeps the old row the mapping cannot show (a profile without a bio).
+    await db.query(`UPDATE accounts SET name = 'a2' WHERE id = 1`);
+    expect(await db.query(`SELECT customer_id::int AS id, bio FROM profile ORDER BY 1`)).toEqual([
+      { id: 1, bio: null },
+      { id: 2, bio: null },
+      { id: 3, bio: 'bio' },
+    ]);
+    // Gone from the new path: its customer and every profile it stood for go (the delete failed on the profile's
+    // foreign key before), and so for the old key of a row whose key changed.
+    await db.query(`DELETE FROM accounts WHERE id = 2`);
+    await db.query(`UPDATE accounts SET id = 10 WHERE id = 1`);
+    expect(await db.query(`SELECT id::int AS id, name FROM customer ORDER BY 1`)).toEqual([
+      { id: 3, name: 'c' },
+      { id: 10, name: 'a2' },
+    ]);
+    expect(await db.query(`SELECT customer_id::int AS id, bio FROM profile ORDER BY 1`)).toEqual([
+      { id: 3, bio: 'bio' },
+    ]);
+  } finally {
+    await pool.end();
+  }
 });

@@ -611,11 +611,24 @@ function writeBackTriggerDdl(m: CopyMapping): string[] {
   const tgtKeys = m.keys.map((k) => `t.${quoteIdent(k.target)}`);
   const rowsOf = (w: WriteBackTable, rows: string) =>
     `${rows} AS t${w.unfold ? ` CROSS JOIN LATERAL ${w.unfold}` : ''}${w.where ? ` WHERE (${w.where})` : ''}`;
-  const ownersOf = (w: WriteBackTable, rows: string) =>
-    `SELECT ${w.owner.map((o, i) => `(${o.expr}) AS o${i}`).join(', ')} FROM ${rows} AS t${w.where ? ` WHERE (${w.where})` : ''}`;
+  // With `where` only those rows (the optional side of a join has a row for them), except where the target row is
+  // gone (deleted, or its key changed): every old row it stood for goes then, or a parent's delete would meet its child.
+  const ownersOf = (w: WriteBackTable, rows: string, filtered = true) =>
+    `SELECT ${w.owner.map((o, i) => `(${o.expr}) AS o${i}`).join(', ')} FROM ${rows} AS t${filtered && w.where ? ` WHERE (${w.where})` : ''}`;
+  const goneOwners = (w: WriteBackTable) =>
+    `${ownersOf(w, 'old_rows', false)} WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${m.keys
+      .map((k) => `n.${quoteIdent(k.target)} = t.${quoteIdent(k.target)}`)
+      .join(' AND ')})`;
+  type Owners = (w: WriteBackTable) => string;
+  const inserted: Owners = (w) => ownersOf(w, 'new_rows');
+  const updated: Owners = (w) =>
+    w.where
+      ? [ownersOf(w, 'old_rows'), ownersOf(w, 'new_rows'), goneOwners(w)].join(' UNION ')
+      : [ownersOf(w, 'old_rows'), ownersOf(w, 'new_rows')].join(' UNION ');
+  const deleted: Owners = (w) => ownersOf(w, 'old_rows', false);
   const keyExpr = (w: WriteBackTable, k: string) => w.columns.find((c) => c.name === k)!.expr;
-  const del = (w: WriteBackTable, ownerRows: string[], yielded: boolean) => {
-    const owners = ownerRows.map((r) => ownersOf(w, r)).join(' UNION ');
+  const del = (w: WriteBackTable, ownersFor: Owners, yielded: boolean) => {
+    const owners = ownersFor(w);
     const produced = `SELECT ${w.key.map((k, i) => `(${keyExpr(w, k)}) AS k${i}`).join(', ')} FROM ${rowsOf(w, 'new_rows')}`;
     const kept = yielded
       ? ` AND NOT EXISTS (SELECT 1 FROM tidemark_yield WHERE ${w.key.map((k, i) => `tidemark_yield.k${i} = d.${quoteIdent(k)}`).join(' AND ')})`
@@ -632,17 +645,17 @@ function writeBackTriggerDdl(m: CopyMapping): string[] {
       w.columns.map((c) => c.name),
     )};`;
   const newestFirst = [...m.writeBack].reverse();
-  const apply = (ownerRows: string[], yielded: boolean) =>
-    [...newestFirst.map((w) => del(w, ownerRows, yielded)), ...(yielded ? m.writeBack.map((w) => upsert(w)) : [])].join(
+  const apply = (ownersFor: Owners, yielded: boolean) =>
+    [...newestFirst.map((w) => del(w, ownersFor, yielded)), ...(yielded ? m.writeBack.map((w) => upsert(w)) : [])].join(
       '\n    ',
     );
   // The target keys the write touched, locked in key order; then the old rows they stand for are written.
-  const lockThenApply = (rows: string[], yielded: boolean) =>
+  const lockThenApply = (rows: string[], ownersFor: Owners, yielded: boolean) =>
     `SELECT jsonb_agg(DISTINCT k) INTO touched FROM (${rows
       .map((r) => `SELECT ${keyJson(tgtKeys)} AS k FROM ${r} AS t`)
       .join(' UNION ')}) AS c;
     ${keyLocks(syncId, 'touched')}
-    ${apply(rows, yielded)}`;
+    ${apply(ownersFor, yielded)}`;
   const body = `
 DECLARE
   ${guardDeclare}
@@ -652,11 +665,11 @@ BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     ${newestFirst.map((w) => `DELETE FROM ${quoteTable(w.table)};`).join('\n    ')}
   ELSIF TG_OP = 'INSERT' THEN
-    ${lockThenApply(['new_rows'], true)}
+    ${lockThenApply(['new_rows'], inserted, true)}
   ELSIF TG_OP = 'UPDATE' THEN
-    ${lockThenApply(['old_rows', 'new_rows'], true)}
+    ${lockThenApply(['old_rows', 'new_rows'], updated, true)}
   ELSE
-    ${lockThenApply(['old_rows'], false)}
+    ${lockThenApply(['old_rows'], deleted, false)}
   END IF;
   ${guardLeave}
   RETURN NULL;
