@@ -452,7 +452,16 @@ export class TidemarkClient {
     id: string,
     onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void,
     pollMs = 1000,
-    { onRetry, patienceMs = 10 * 60_000 }: { onRetry?: (e: Error) => void; patienceMs?: number } = {},
+    {
+      onRetry,
+      patienceMs = 10 * 60_000,
+      until,
+    }: {
+      onRetry?: (e: Error) => void;
+      patienceMs?: number;
+      /** Returns early with the first status this holds for (a state only an operator can leave, say). */
+      until?: (s: MigrationStatus) => boolean;
+    } = {},
   ): Promise<MigrationStatus> {
     let failingSince: number | undefined;
     for (;;) {
@@ -468,6 +477,7 @@ export class TidemarkClient {
       }
       if (s) {
         onStatus?.(s);
+        if (until?.(s)) return s;
         // A terminal state is set before the workflow lets its notices in flight finish: the end is when it closes,
         // and the status it closed with is the final one.
         if (TERMINAL_STATES.includes(s.state)) {

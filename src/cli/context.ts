@@ -51,6 +51,8 @@ export async function follow(
     out?: NodeJS.WritableStream;
     progressEveryMs?: number;
     onStatus?: (s: MigrationStatus & { live: LiveProgress[] }) => void;
+    /** Stops following at the first status this holds for, as if the migration had ended there. */
+    until?: (s: MigrationStatus) => boolean;
   } = {},
 ): Promise<MigrationStatus & { live: LiveProgress[] }> {
   const out = opts.out ?? process.stdout;
@@ -92,6 +94,7 @@ export async function follow(
           live?.clear();
           process.stderr.write(`status not readable, retrying: ${e.message}\n`);
         },
+        until: opts.until,
       },
     );
   } finally {

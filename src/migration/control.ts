@@ -368,6 +368,7 @@ export class OperatorControl {
         `(or abort again to leave the rest to be undone by hand)`,
       by: 'tidemark',
       at: this.board.now(),
+      rollbackHeld: true,
     };
     this.controlVersion++;
     this.board.setState('paused');

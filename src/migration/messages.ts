@@ -200,7 +200,8 @@ export interface MigrationStatus {
   traffic: TrafficStatus | null;
   pendingApproval: PendingApproval | null;
   approvals: ApprovalRecord[];
-  paused: { reason?: string; by?: string; at: string } | null;
+  /** Why the migration is paused; `rollbackHeld`: a rollback waits on a failed undo (resume retries it, abort gives up). */
+  paused: { reason?: string; by?: string; at: string; rollbackHeld?: boolean } | null;
   validation: ValidationReport | null;
   backup: unknown;
   compensations: CompensationRecord[];

@@ -3,7 +3,8 @@
 import { tableExists } from '../helpers/db-assert';
 import { runCli } from '../helpers/cli';
 import { eventually, Harness } from '../helpers/env';
-import { meetingsPlan } from '../helpers/plans';
+import { meetingsPlan, writePlan } from '../helpers/plans';
+import { loadPlan } from '../../src/plan/load';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -105,4 +106,35 @@ test('pause holds the copy at a batch boundary; resume finishes it', async () =>
   expect(final.copy[0]).toMatchObject({ job: 'meetings', rowsCopied: 30_000, done: true });
   const [{ n }] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM meetings_v2`);
   expect(n).toBe(30_000);
+});
+
+test('tidemark abort returns once the rollback is held on a failed undo, saying how to go on', async () => {
+  const db = await h.db('abortheld');
+  await db.query(`CREATE TABLE t (id bigint PRIMARY KEY)`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: 'abort-held',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        approvals: ['cleanup'],
+        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+        cleanup: {},
+      },
+      // The down the database refuses: the rollback is held on it.
+      { 'up.sql': 'CREATE TABLE t_v2 (id bigint PRIMARY KEY);', 'down.sql': 'DROP TABLE not_there_at_all;' },
+    ),
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'cleanup');
+
+  const aborted = await runCli(['abort', plan.name, '--reason', 'test'], { TIDEMARK_TASK_QUEUE: h.taskQueue });
+  expect(aborted.code).toBe(1);
+  expect(aborted.stdout).toMatch(/rollback held: .*not_there_at_all.*Fix the cause, then resume/);
+  const s = await h.client.status(workflowId);
+  expect({ state: s.state, held: s.paused?.rollbackHeld }).toEqual({ state: 'paused', held: true });
+
+  // Given up on: the migration fails, the rest left to an operator.
+  await h.client.abort(workflowId, { reason: 'leave it' });
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('failed');
 });

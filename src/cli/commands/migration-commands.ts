@@ -243,7 +243,8 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         }
         await c.abort(id, req);
         if (!o.json) console.log('abort accepted; rolling back…');
-        const final = await follow(c, id, { json: o.json });
+        // A rollback held on a failed undo waits for an operator (resume, or abort again): say so and return.
+        const final = await follow(c, id, { json: o.json, until: (s) => !!s.paused?.rollbackHeld });
         if (final.state !== 'rolled-back') process.exitCode = EXIT.failed;
       });
     });
