@@ -81,6 +81,18 @@ test("a migration's cleanup drops only its own sync; another migration on a held
   // a is free again: a new migration of it runs.
   await db.query(`DROP TABLE a_v2`);
   expect((await completed(planFor(db, 'again-a', 'a', 'a_b'))).state).toBe('completed');
+
+  // The same plan started again is held back by its own earlier run, which cannot be aborted: the way out is named.
+  const { workflowId } = await h.client.start(planFor(db, 'keeps-sync', 'b', 'a-b'), {
+    autoApprove: true,
+    rerun: true,
+  });
+  const rerun = await h.client.waitForEnd(workflowId);
+  expect(rerun.state).toBe('rolled-back');
+  expect(rerun.error).toContain(
+    'migration keeps-sync (tidemark-keeps-sync) syncs b (copy job a-b): an earlier run of this plan still holds it',
+  );
+  expect(rerun.error).toContain('tidemark revert keeps-sync');
 });
 
 test('two migrations that both passed preflight on one table: the first to install its sync holds it, the other is refused at its install and rolls back', async () => {

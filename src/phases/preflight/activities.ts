@@ -568,11 +568,12 @@ async function checkClaims(c: PoolClient, plan: ResolvedPlan, add: Add) {
   for (const a of plan.cleanup?.archive ?? []) ours.set(tableKey(a), a);
   const held = await holdsOn(c, [...ours.values()]);
   for (const h of held) {
-    add(
-      `table ${ours.get(tableKey(h.table))}`,
-      'fail',
-      `${describeHold(h)}: finish it (its cleanup) or abort it before starting another migration on this table`,
-    );
+    // An earlier run of this very plan (completed without a cleanup section keeps its sync): it cannot be aborted.
+    const remedy =
+      h.migration === plan.name
+        ? `an earlier run of this plan still holds it (a plan without a cleanup section keeps its sync): revert that run (tidemark revert ${plan.name}) or end its sync with a plan that cleans up, then start again`
+        : 'finish it (its cleanup) or abort it before starting another migration on this table';
+    add(`table ${ours.get(tableKey(h.table))}`, 'fail', `${describeHold(h)}: ${remedy}`);
   }
   if (!held.length) add('other migrations', 'ok', 'no other migration holds these tables');
 }
