@@ -55,7 +55,7 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
     const t = s.traffic;
     // Paused, the soak's clock keeps running but the next stage waits for resume.
     const held =
-      s.paused && s.state !== 'rolled-back' && s.state !== 'completed'
+      s.paused && s.phase === 'traffic' && s.state !== 'rolled-back' && s.state !== 'completed'
         ? ' (paused: the next stage waits for resume)'
         : '';
     return `flag ${t.flag} at ${t.percent}%${t.soakEndsAt ? `, soaking until ${when(t.soakEndsAt)}` : ''}${held}`;

@@ -76,6 +76,7 @@ test('an unreadable status is retried, said once on stderr, and the watch goes o
 test('a paused soak says that its clock runs on and the next stage waits', () => {
   const s: Status = {
     ...statusWith(1),
+    phase: 'traffic',
     paused: { reason: 'look', at: '2026-01-01T00:00:00.000Z' },
     phases: [{ name: 'traffic', status: 'running', startedAt: '2026-01-01T00:00:00.000Z' }],
     traffic: {
@@ -90,4 +91,15 @@ test('a paused soak says that its clock runs on and the next stage waits', () =>
   expect(renderStatus(s)).toContain(
     'flag f at 10%, soaking until 2026-01-01 01:00:00 UTC (paused: the next stage waits for resume)',
   );
+  // Paused later (traffic done, cleanup waiting): the traffic line does not speak of a next stage.
+  const later = {
+    ...s,
+    phase: 'cleanup',
+    phases: [
+      { name: 'traffic', status: 'completed', startedAt: '2026-01-01T00:00:00.000Z' },
+      { name: 'cleanup', status: 'running', startedAt: '2026-01-01T02:00:00.000Z' },
+    ],
+    traffic: { ...s.traffic!, percent: 100, soakEndsAt: null },
+  } as Status;
+  expect(renderStatus(later)).not.toContain('next stage');
 });
