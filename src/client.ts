@@ -105,6 +105,8 @@ export interface LiveProgress {
   activity: string;
   attempt: number;
   details: unknown;
+  /** Why the previous attempt failed (a lock timeout, a lost connection), while a later one runs or waits to. */
+  lastFailure?: string;
 }
 
 export function toWorkflowId(id: string): string {
@@ -364,6 +366,7 @@ export class TidemarkClient {
       details: a.heartbeatDetails?.payloads?.length
         ? defaultPayloadConverter.fromPayload(a.heartbeatDetails.payloads[0])
         : null,
+      ...(a.lastFailure?.message ? { lastFailure: a.lastFailure.message } : {}),
     }));
     mergeCopyProgress(status, live);
     mergeReplication(status, live);

@@ -97,6 +97,9 @@ export function renderStatus(
       `  paused${s.paused.by ? ` by ${s.paused.by}` : ''}${s.paused.reason ? `: ${s.paused.reason}` : ''} — tidemark resume ${s.plan}`,
     );
   if (s.waitingUntil) lines.push(`  waiting for ${s.waitingUntil.what} until ${when(s.waitingUntil.until)}`);
+  // A step retried (a lock held by the application, a lost connection) says so, and why, while it is tried again.
+  for (const l of live.filter((x) => x.attempt > 1 && x.lastFailure))
+    lines.push(c.warn(`  retrying ${l.activity} (attempt ${l.attempt}): ${l.lastFailure}`));
   if (s.traffic?.gates.length) {
     for (const g of s.traffic.gates) {
       lines.push(

@@ -103,3 +103,20 @@ test('a paused soak says that its clock runs on and the next stage waits', () =>
   } as Status;
   expect(renderStatus(later)).not.toContain('next stage');
 });
+
+test('a step being retried says so, with the reason its last attempt failed', () => {
+  const s: Status = { ...statusWith(1), phase: 'schema' } as Status;
+  const live = [
+    {
+      activity: 'applySchemaStep',
+      attempt: 5,
+      details: null,
+      lastFailure: 'applying step 040: canceling statement due to lock timeout (code 55P03)',
+    },
+  ];
+  expect(renderStatus(s, live)).toContain(
+    'retrying applySchemaStep (attempt 5): applying step 040: canceling statement due to lock timeout (code 55P03)',
+  );
+  // A first attempt at work is not a retry.
+  expect(renderStatus(s, [{ activity: 'copyRange', attempt: 1, details: null }])).not.toContain('retrying');
+});
