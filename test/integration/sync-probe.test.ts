@@ -1,6 +1,9 @@
 // The reverse path is tried before traffic moves: a mapping that cannot be written back fails at preflight (nothing
 // changed), in `plan check --rehearse` (a write through each trigger, rolled back), or at the latest when the copy
 // phase installs its triggers — never once the application's writes go to the new path.
+import { Client, Pool } from 'pg';
+import { rolledBack } from '../../src/db/tx';
+import { probeSync } from '../../src/phases/copy/probe';
 import { loadPlan } from '../../src/plan/load';
 import { runCli } from '../helpers/cli';
 import { Harness, type TestDb } from '../helpers/env';
@@ -88,4 +91,41 @@ test('a reverse mapping that breaks a constraint of the old table fails in the r
     /copy job "orders": an update on the new table \(reverse sync\) fails: .*check constraint/,
   );
   expect(final.copy).toEqual([]);
+});
+
+test("a lock the application holds says nothing about the mapping: the probe's attempt fails to be retried, not the plan", async () => {
+  const db = await ordersDb('probelock');
+  await db.query(
+    `CREATE TABLE orders_v2 (id bigint PRIMARY KEY, amount_cents bigint NOT NULL, currency text NOT NULL)`,
+  );
+  const plan = loadPlan(
+    ordersPlan(db, { id: 'id', amount_cents: 'amount_cents', currency: 'currency' }, {}, 'SELECT 1'),
+  );
+  const pool = new Pool({ connectionString: db.url });
+  const app = new Client({ connectionString: db.url });
+  await app.connect();
+  try {
+    // The application holds the first order while the probe writes through it.
+    await app.query(`BEGIN; SELECT * FROM orders WHERE id = 1 FOR UPDATE`);
+    const c = await pool.connect();
+    try {
+      await expect(
+        rolledBack(c, { lockTimeoutMs: 200 }, (tx) => probeSync(tx, plan.copy[0], true)),
+      ).rejects.toMatchObject({ code: '55P03' });
+    } finally {
+      c.release();
+    }
+    await app.query('ROLLBACK');
+    // Once it lets go, the same probe passes.
+    const c2 = await pool.connect();
+    try {
+      const probe = await rolledBack(c2, { lockTimeoutMs: 2000 }, (tx) => probeSync(tx, plan.copy[0], true));
+      expect(probe).toMatchObject({ ok: true });
+    } finally {
+      c2.release();
+    }
+  } finally {
+    await app.end();
+    await pool.end();
+  }
 });

@@ -4,7 +4,7 @@
 // (a NOT NULL column of the old table that `reverse` leaves empty, a target column that does not exist) fails here
 // instead of failing every application write once traffic moves.
 import type { PoolClient } from 'pg';
-import { formatPgError } from '../../db/errors';
+import { formatPgError, isConnectionLoss, isLockConflict } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import type { ResolvedCopyJob } from '../../plan/types';
@@ -51,6 +51,9 @@ export async function probeSync(c: PoolClient, job: ResolvedCopyJob, install: bo
     const tried = await writeThrough(c, m, job, (s) => (step = s));
     return { job: job.name, ok: true, message: tried };
   } catch (e) {
+    // A deadlock or lock timeout with the application's writes (the probe writes both paths in one transaction) or a
+    // lost connection says nothing about the mapping: the caller's attempt fails and is retried.
+    if (isLockConflict(e) || isConnectionLoss(e)) throw e;
     return { job: job.name, ok: false, message: `${step} fails: ${formatPgError(e)}` };
   } finally {
     await c.query('ROLLBACK TO SAVEPOINT tidemark_probe');
