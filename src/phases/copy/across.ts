@@ -64,7 +64,7 @@ import {
   slotBacklogBytes,
   slotExists,
 } from './logical';
-import { advanceCheckpoint, finishCheckpoint, openCheckpoint, type CheckpointKey } from './checkpoint';
+import { advanceCheckpoint, finishCheckpoint, finishedRange, openCheckpoint, type CheckpointKey } from './checkpoint';
 import { resolveMapping } from './mapping';
 import { BatchSizer, MIN_BATCH } from './sizer';
 import { maxLatencyIncreaseOf } from './budget';
@@ -682,17 +682,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
         // a worker dies): a new attempt re-does at most the batch that was in flight.
         const key: CheckpointKey = [run.runKey, job.name, range.index];
         const cp = await openCheckpoint(sides.target, key, run.workflowId, range);
-        if (cp.done) {
-          return {
-            job: job.name,
-            rangeIndex: range.index,
-            rowsCopied: cp.rows,
-            batches: cp.batches,
-            durationMs: 0,
-            rowsPerSecond: 0,
-            resumed: true,
-          };
-        }
+        if (cp.done) return finishedRange(job.name, range.index, cp);
         const details: CopyHeartbeat = {
           job: job.name,
           rangeIndex: range.index,

@@ -36,7 +36,7 @@ import { inTransaction, rolledBack, withClient, withTransaction } from '../../db
 import { describeTransactions, openTransactions, transactionsEnded } from '../../db/transactions';
 import { F, failure } from '../../migration/failures';
 import { probeSync } from './probe';
-import { advanceCheckpoint, finishCheckpoint, openCheckpoint, type CheckpointKey } from './checkpoint';
+import { advanceCheckpoint, finishCheckpoint, finishedRange, openCheckpoint, type CheckpointKey } from './checkpoint';
 import type { ResolvedCopyJob } from '../../plan/types';
 import {
   activityBody,
@@ -580,17 +580,7 @@ async function copyRangeImpl(
   const cp = await openCheckpoint(pool, key, workflowId, range);
   const resumed = cp.batches > 0;
   const started = Date.now();
-  if (cp.done) {
-    return {
-      job: job.name,
-      rangeIndex: range.index,
-      rowsCopied: cp.rows,
-      batches: cp.batches,
-      durationMs: 0,
-      rowsPerSecond: 0,
-      resumed,
-    };
-  }
+  if (cp.done) return finishedRange(job.name, range.index, cp);
 
   const previous = previousHeartbeat<CopyHeartbeat>();
   let cursor = cp.cursor;

@@ -55,3 +55,16 @@ export async function advanceCheckpoint(
 export async function finishCheckpoint(db: Pool | PoolClient, key: CheckpointKey): Promise<void> {
   await db.query(`UPDATE ${S}.copy_progress SET done = true, updated_at = now() ${WHERE}`, key);
 }
+
+/** What a range already copied reports to a new attempt: its counts, nothing done now. */
+export function finishedRange(job: string, rangeIndex: number, cp: Checkpoint) {
+  return {
+    job,
+    rangeIndex,
+    rowsCopied: cp.rows,
+    batches: cp.batches,
+    durationMs: 0,
+    rowsPerSecond: 0,
+    resumed: true,
+  };
+}
