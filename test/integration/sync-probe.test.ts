@@ -129,3 +129,36 @@ test("a lock the application holds says nothing about the mapping: the probe's a
     await pool.end();
   }
 });
+
+test('a reverse that does not give the old rows back is named before traffic moves: in the rehearsal and when the copy starts', async () => {
+  const db = await ordersDb('probelossy');
+  // Odd orders carry 3 cents more: a target amount with one decimal keeps 0.03 € as 0.0 €, and reverse, although it
+  // looks right, writes back whole 10 cents. Every application write of such an order on the new path would change it.
+  await db.query(`UPDATE orders SET amount_cents = amount_cents + 3 WHERE id % 2 = 1`);
+  const plan = (scale: number) =>
+    ordersPlan(
+      db,
+      { id: 'id', amount: 'amount_cents / 100.0', currency: 'currency' },
+      { amount_cents: '(amount * 100)::bigint' },
+      `CREATE TABLE orders_v2 (id bigint PRIMARY KEY, amount numeric(12,${scale}) NOT NULL, currency text NOT NULL);`,
+    );
+  const env = { [db.urlEnv]: db.url };
+  const lossy = await runCli(['plan', 'check', plan(1), '--rehearse'], env);
+  expect(lossy.code).toBe(0);
+  expect(lossy.stdout).toMatch(
+    /WARNING: written back, 25 of 50 sampled row\(s\) of "public"."orders" would change: "amount_cents" on 25 \(key \d*[13579]: "\d+03" comes back "\d+00"\)/,
+  );
+  // A warning, so the plan may run; --strict refuses it.
+  expect((await runCli(['plan', 'check', plan(1), '--rehearse', '--strict'], env)).code).toBe(1);
+  // Two decimals keep every cent: no warning.
+  const exact = await runCli(['plan', 'check', plan(2), '--rehearse'], env);
+  expect(exact.stdout).toContain('sync of copy job orders: ok — writes on either table reach the other');
+  expect(exact.stdout).not.toContain('WARNING');
+
+  const { workflowId } = await h.client.start(loadPlan(plan(1)), { autoApprove: true });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('completed');
+  expect(final.events.map((e) => e.message)).toContainEqual(
+    expect.stringMatching(/^copy orders: WARNING: written back, 25 of 50 sampled row\(s\) .* "amount_cents" on 25/),
+  );
+});

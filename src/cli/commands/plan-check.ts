@@ -90,7 +90,10 @@ export function describeRehearsal(r: RehearsalReport): string[] {
       '    (a gate that cannot be read during a soak pauses the rollout; fine if the application creates what it reads)',
     );
   }
-  for (const s of r.syncs) lines.push(`  sync of copy job ${s.job}: ${s.ok ? 'ok' : 'FAILED'} — ${s.message}`);
+  for (const s of r.syncs) {
+    lines.push(`  sync of copy job ${s.job}: ${s.ok ? 'ok' : 'FAILED'} — ${s.message}`);
+    if (s.warning) lines.push(`    WARNING: ${s.warning}`);
+  }
   lines.push(`  database unchanged by the rehearsal: ${r.unchanged ? 'yes' : 'NO'}`);
   return lines;
 }
@@ -138,7 +141,7 @@ export function registerPlanCommands(program: Command): void {
         try {
           const r = await rehearsePlan(pool, p, target);
           report = { plan: p.name, ...r };
-          ok = r.ok && r.unchanged && !(o.strict && r.lint.length);
+          ok = r.ok && r.unchanged && !(o.strict && (r.lint.length || r.syncs.some((s) => s.warning)));
           lines.push('', ...describeLint(r.lint), '', ...describeRehearsal(r));
         } finally {
           await pool.end();

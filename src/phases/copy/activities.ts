@@ -72,6 +72,8 @@ export interface InstallSyncResult {
   triggers: string[];
   /** Whether the target held no rows before the copy; if so the compensation empties it again. */
   targetWasEmpty: boolean;
+  /** A two-way sync whose reverse does not give rows back as they were (probe.ts reverseRoundTrip). */
+  warning?: string;
 }
 
 export interface CopyRange {
@@ -216,6 +218,7 @@ export function createCopyActivities(deps: ActivityDeps) {
         if (job.sync !== 'none' && mapping.source.kind === 'query') ddl.push(...querySyncTriggerDdl(mapping));
         if (job.sync === 'bidirectional') ddl.push(...reverseTriggerDdl(mapping, true));
         if (job.discardNewPathWrites) ddl.push(...writeCountDdl(mapping, run.runKey));
+        let warning: string | undefined;
         const targetWasEmpty = await forwardTransaction(
           pool,
           run,
@@ -252,11 +255,14 @@ export function createCopyActivities(deps: ActivityDeps) {
             rolledBack(c, { lockTimeoutMs: input.lockTimeoutMs }, (tx) => probeSync(tx, job, false)),
           );
           if (!probe.ok) throw failure(F.PlanRuntimeError, `copy job "${job.name}": ${probe.message}`);
+          warning = probe.warning;
+          if (warning) deps.logger.warn({ job: job.name }, warning);
         }
         return {
           job: job.name,
           triggers: job.sync === 'none' ? [] : job.sync === 'bidirectional' ? ['forward', 'reverse'] : ['forward'],
           targetWasEmpty,
+          ...(warning ? { warning } : {}),
         };
       });
     },

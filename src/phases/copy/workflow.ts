@@ -86,7 +86,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
   let mode: 'trigger' | 'logical' = 'trigger';
   if (across) mode = await startCapture(ctx, job, 'forward');
   else {
-    await ctx.changeWithUndo(
+    const installed = await ctx.changeWithUndo(
       `drop sync triggers of ${job.name}; empty ${job.to} if the copy filled it`,
       { kind: 'undoCopy', job },
       () =>
@@ -95,6 +95,7 @@ async function copyJob(ctx: PhaseContext, job: ResolvedCopyJob): Promise<void> {
           [base],
         ),
     );
+    if (installed.value.warning) board.event(`copy ${job.name}: WARNING: ${installed.value.warning}`);
   }
   const { ranges, estimatedRows } = await quick.planCopyRanges.executeWithOptions(
     { summary: `plan the key ranges of ${job.name}` },
