@@ -40,7 +40,11 @@ export class PoolRegistry {
     return url;
   }
 
+  /** Called with each database asked for (activity-kit: which databases the running attempt uses). */
+  onUse?: (envVar: string) => void;
+
   get(envVar: string): Pool {
+    this.onUse?.(envVar);
     let pool = this.pools.get(envVar);
     if (!pool) {
       pool = new Pool(poolConfig(this.url(envVar), this.max));
@@ -56,24 +60,26 @@ export class PoolRegistry {
   }
 
   /**
-   * The databases this worker has used that do not answer now: each is tried on a new connection (not one of the
-   * pool's, which may be stale), giving up after `timeoutMs`.
+   * The databases this worker has used (or of them, `only`) that do not answer now: each is tried on a new connection
+   * (not one of the pool's, which may be stale), giving up after `timeoutMs`.
    */
-  async unreachable(timeoutMs = 5000): Promise<string[]> {
+  async unreachable(timeoutMs = 5000, only?: ReadonlySet<string>): Promise<string[]> {
     const down: string[] = [];
     await Promise.all(
-      [...this.pools.keys()].map(async (envVar) => {
-        const c = new Client({ ...poolConfig(this.url(envVar), 1), connectionTimeoutMillis: timeoutMs });
-        c.on('error', () => undefined);
-        try {
-          await c.connect();
-          await c.query('SELECT 1');
-        } catch {
-          down.push(envVar);
-        } finally {
-          await c.end().catch(() => undefined);
-        }
-      }),
+      [...this.pools.keys()]
+        .filter((envVar) => !only || only.has(envVar))
+        .map(async (envVar) => {
+          const c = new Client({ ...poolConfig(this.url(envVar), 1), connectionTimeoutMillis: timeoutMs });
+          c.on('error', () => undefined);
+          try {
+            await c.connect();
+            await c.query('SELECT 1');
+          } catch {
+            down.push(envVar);
+          } finally {
+            await c.end().catch(() => undefined);
+          }
+        }),
     );
     return down;
   }

@@ -78,15 +78,29 @@ export async function activityBody<T>(context: string, fn: () => Promise<T>): Pr
 /** The worker's databases, for waiting out an outage (see waitOutOutage); set when the activities are created. */
 let watched: { pools: PoolRegistry; logger: Logger } | undefined;
 
+/** The databases each running attempt has asked for: an outage elsewhere is not one it waits out. */
+const usedBy = new WeakMap<Context, Set<string>>();
+
 export function watchOutages(deps: ActivityDeps): void {
   watched = { pools: deps.pools, logger: deps.logger };
+  deps.pools.onUse = (envVar) => {
+    let ctx: Context;
+    try {
+      ctx = Context.current();
+    } catch {
+      return;
+    }
+    const used = usedBy.get(ctx) ?? new Set<string>();
+    used.add(envVar);
+    usedBy.set(ctx, used);
+  };
 }
 
 /** The longest an attempt waits for its databases to answer again before it fails. */
 const OUTAGE_WAIT_MS = 30 * 60_000;
 
 /**
- * After a lost connection, while a database this worker uses does not answer (a restart, a failover, an outage): the
+ * After a lost connection, while a database this attempt uses does not answer (a restart, a failover, an outage): the
  * attempt waits, heartbeating its last checkpoint, until every one answers again, the attempt's own timeout comes near
  * or it is cancelled, and only then fails, to be retried at once. An outage of minutes then costs one attempt, not
  * every retry the activity has (about four minutes' worth), after which the migration would roll back — while the
@@ -107,7 +121,7 @@ async function waitOutOutage(context: string): Promise<void> {
   );
   let said = false;
   while (Date.now() < deadline && !ctx.cancellationSignal.aborted) {
-    const down = await watched.pools.unreachable();
+    const down = await watched.pools.unreachable(undefined, usedBy.get(ctx));
     if (!down.length) return;
     if (!said) {
       watched.logger.warn({ activity: info.activityType, databases: down }, `${context}: waiting for the database`);

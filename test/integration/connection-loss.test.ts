@@ -42,10 +42,18 @@ test('sessions terminated over and over during a copy: the worker keeps running 
     traffic: undefined,
     cleanup: undefined,
   };
-  const worker = workerProcess(h.client.address, h.taskQueue, { [db.urlEnv]: db.url });
+  // The worker also knows a database that does not answer (another plan's, gone): the attempts killed below wait
+  // for their own database only, which answers at once, not for that one.
+  const nowhere = 'postgres://postgres@127.0.0.1:1/tidemark_nowhere';
+  const worker = workerProcess(h.client.address, h.taskQueue, { [db.urlEnv]: db.url, NOWHERE_URL: nowhere });
   let exitedBy: string | null = null;
   worker.once('exit', (code, signal) => (exitedBy = `exit code ${code}, signal ${signal}`));
   try {
+    const elsewhere = await h.client.start(
+      { ...plan, name: 'elsewhere', database: { urlEnv: 'NOWHERE_URL' } },
+      { autoApprove: true },
+    );
+    expect((await h.client.waitForEnd(elsewhere.workflowId)).state).not.toBe('completed');
     const { workflowId } = await h.client.start(plan, { autoApprove: false });
     await h.approvalPending(workflowId, 'copy');
     await h.client.throttle(workflowId, { delayMs: 20 });
