@@ -2,7 +2,10 @@
 // transaction that is rolled back, checking that down restores exactly the schema up started from; cleanup steps the
 // same way, after the archive is simulated (the old tables moved aside, as cleanup does before its steps).
 import type { Pool, PoolClient } from 'pg';
+import { resolveMapping } from '../phases/copy/mapping';
 import { probeSync, type SyncProbe } from '../phases/copy/probe';
+import { reverseRoundTrip } from '../phases/copy/round-trip';
+import type { CopyMapping } from '../phases/copy/sql';
 import { checkTargetDatabase, runPreflightChecks, type PreflightReport } from '../phases/preflight/activities';
 import { formatPgError } from '../db/errors';
 import { ARCHIVE_SCHEMA } from '../db/names';
@@ -10,7 +13,7 @@ import { quoteIdent, quoteTable } from '../db/quote';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
 import { lintPlan, type LintFinding } from '../plan/lint';
 import { stepUrlEnv } from '../plan/databases';
-import type { ResolvedPlan } from '../plan/types';
+import type { ResolvedCopyJob, ResolvedPlan } from '../plan/types';
 
 export type StepOutcome = 'ok' | 'failed' | 'not-rehearsable' | 'not-reached' | 'applied-earlier';
 
@@ -107,6 +110,13 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan, target?: Pool
       queries = await rehearseQueries(c, plan);
       // Same-database sync only: a blue-green plan's capture and its mapping are checked by the target's preflight.
       if (!plan.target) for (const job of plan.copy) if (job.sync !== 'none') syncs.push(await probeSync(c, job, true));
+      // Across databases: changes come back once the target takes writes, through each job's reverse.
+      if (tc) {
+        for (const job of plan.copy) {
+          const tried = job.sync !== 'none' ? await roundTripAcross(c, tc, job) : undefined;
+          if (tried) syncs.push(tried);
+        }
+      }
       const cleanupSteps = plan.cleanup?.steps ?? [];
       if (cleanupSteps.length) {
         // Cleanup steps run after the archive: the old names are free by then (a view may take one).
@@ -139,6 +149,26 @@ export async function rehearsePlan(pool: Pool, plan: ResolvedPlan, target?: Pool
     syncs.every((s) => s.ok) &&
     !lint.some((f) => f.severity === 'error');
   return { ok, lint, preflight, steps, queries: queries ?? [], syncs, unchanged };
+}
+
+/**
+ * A blue-green job's mapping tried on a sample of rows, to the target and back (round-trip.ts); undefined when its
+ * mapping does not resolve here (a target table a step outside a transaction creates): preflight speaks for it.
+ */
+async function roundTripAcross(c: PoolClient, tc: PoolClient, job: ResolvedCopyJob): Promise<SyncProbe | undefined> {
+  let m: CopyMapping;
+  try {
+    m = await resolveMapping(c, { ...job, sync: 'bidirectional' }, undefined, tc);
+  } catch {
+    return undefined;
+  }
+  const warning = await reverseRoundTrip(m, { c, inTransaction: true }, { c: tc, inTransaction: true });
+  return {
+    job: job.name,
+    ok: true,
+    message: 'a sample of rows mapped to the target and back',
+    ...(warning ? { warning } : {}),
+  };
 }
 
 /** What cleanup does before its steps: the archived tables moved into tidemark_archive (inside the rehearsal only). */

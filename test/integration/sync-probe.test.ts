@@ -162,3 +162,45 @@ test('a reverse that does not give the old rows back is named before traffic mov
     expect.stringMatching(/^copy orders: WARNING: written back, 25 of 50 sampled row\(s\) .* "amount_cents" on 25/),
   );
 });
+
+test('across two databases the same round trip is tried: in the rehearsal of a blue-green plan', async () => {
+  const blue = await ordersDb('probelossyblue');
+  const green = await h.db('probelossygreen');
+  await blue.query(`UPDATE orders SET amount_cents = amount_cents + 3 WHERE id % 2 = 1`);
+  const plan = (scale: number) =>
+    writePlan(
+      {
+        name: `orders-across-${scale}`,
+        database: { urlEnv: blue.urlEnv },
+        target: { urlEnv: green.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: '001_orders_v2', up: 'up.sql', down: 'down.sql' }],
+        copy: [
+          {
+            name: 'orders',
+            from: 'orders',
+            to: 'orders_v2',
+            key: 'id',
+            columns: { id: 'id', amount: 'amount_cents / 100.0', currency: 'currency' },
+            reverse: { amount_cents: '(amount * 100)::bigint' },
+            sync: 'bidirectional',
+          },
+        ],
+        traffic: { flag: 'use_orders_v2', stages: [{ percent: 100, soak: '1s' }] },
+        cleanup: {},
+      },
+      {
+        'up.sql': `CREATE TABLE orders_v2 (id bigint PRIMARY KEY, amount numeric(12,${scale}) NOT NULL, currency text NOT NULL);`,
+        'down.sql': 'DROP TABLE orders_v2;',
+      },
+    );
+  const env = { [blue.urlEnv]: blue.url, [green.urlEnv]: green.url };
+  const lossy = await runCli(['plan', 'check', plan(1), '--rehearse'], env);
+  expect(lossy.stdout).toMatch(
+    /sync of copy job orders: ok — a sample of rows mapped to the target and back\n\s+WARNING: written back, 25 of 50 sampled row\(s\) of "public"."orders" would change: "amount_cents" on 25 \(key \d*[13579]: "\d+03" comes back "\d+00"\)/,
+  );
+  const exact = await runCli(['plan', 'check', plan(2), '--rehearse'], env);
+  expect(exact.stdout).toContain('sync of copy job orders: ok — a sample of rows mapped to the target and back');
+  expect(exact.stdout).not.toContain('WARNING');
+  expect(exact.stdout).toContain('database unchanged by the rehearsal: yes');
+});

@@ -97,6 +97,7 @@ export async function startCapture(
       ]),
   );
   const mode = installed.value?.mode ?? 'trigger';
+  if (installed.value?.warning) ctx.board.event(`copy ${job.name}: WARNING: ${installed.value.warning}`);
   if (job.sync !== 'none') startApplier(ctx, job, direction);
   ctx.board.event(
     `change capture of ${job.name} (${arrow(direction)}) installed${mode === 'logical' ? ', by logical decoding' : ''}; applier started`,

@@ -66,6 +66,7 @@ import {
 } from './logical';
 import { advanceCheckpoint, finishCheckpoint, finishedRange, openCheckpoint, type CheckpointKey } from './checkpoint';
 import { resolveMapping } from './mapping';
+import { reverseRoundTrip } from './round-trip';
 import { BatchSizer, MIN_BATCH } from './sizer';
 import { maxLatencyIncreaseOf } from './budget';
 import { batchTargetMs, HardBackoff, SHARED_FIRST_BATCH, Throttler } from './throttler';
@@ -392,7 +393,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
      */
     async installCapture(
       input: CaptureInput,
-    ): Promise<{ job: string; direction: SyncDirection; stream: string; mode?: CaptureMode }> {
+    ): Promise<{ job: string; direction: SyncDirection; stream: string; mode?: CaptureMode; warning?: string }> {
       const { job, run, direction } = input;
       return activityBody(`installing ${direction} change capture for copy job "${job.name}"`, async () => {
         const sides = await sidesOf(deps, input);
@@ -438,7 +439,18 @@ export function createAcrossActivities(deps: ActivityDeps) {
           );
         });
         deps.logger.info({ job: job.name, direction, mode }, 'change capture installed');
-        return { job: job.name, direction, stream: spec.stream, mode };
+        // Changes come back from the target once it takes writes: a reverse that does not give rows back as they were
+        // would rewrite the source's rows (round-trip.ts). Said before a row is copied.
+        const warning =
+          direction === 'forward'
+            ? await withClient(sides.source, (src) =>
+                withClient(sides.target, (tgt) =>
+                  reverseRoundTrip(m, { c: src, inTransaction: false }, { c: tgt, inTransaction: false }),
+                ),
+              )
+            : undefined;
+        if (warning) deps.logger.warn({ job: job.name }, warning);
+        return { job: job.name, direction, stream: spec.stream, mode, ...(warning ? { warning } : {}) };
       });
     },
 

@@ -4,18 +4,17 @@
 // (a NOT NULL column of the old table that `reverse` leaves empty, a target column that does not exist) fails here
 // instead of failing every application write once traffic moves.
 import type { PoolClient } from 'pg';
-import { tableColumns } from '../../db/catalog';
 import { formatPgError, isConnectionLoss, isLockConflict } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { resolveMapping } from './mapping';
+import { reverseRoundTrip } from './round-trip';
 import {
   encodedKeySql,
   forwardTriggerDdl,
   keyCols,
   keyEquals,
-  mappedSelectList,
   querySyncTriggerDdl,
   reverseTriggerDdl,
   slicePredicate,
@@ -52,15 +51,8 @@ export async function probeSync(c: PoolClient, job: ResolvedCopyJob, install: bo
       ];
       for (const stmt of ddl) await c.query(stmt);
     }
-    // Read before the writes below, which write the first row back. A warning only: where the round trip cannot be
-    // tried (a reverse reading a target column the mapping does not fill), the writes below show whether the sync works.
-    const warning =
-      job.sync === 'bidirectional'
-        ? await reverseRoundTrip(c, m).catch((e) => {
-            if (isLockConflict(e) || isConnectionLoss(e)) throw e;
-            return undefined;
-          })
-        : undefined;
+    // Read before the writes below, which write the first row back (see round-trip.ts).
+    const warning = job.sync === 'bidirectional' ? await reverseRoundTrip(m, { c, inTransaction: true }) : undefined;
     const tried = await writeThrough(c, m, job, (s) => (step = s));
     return { job: job.name, ok: true, message: tried, ...(warning ? { warning } : {}) };
   } catch (e) {
@@ -143,78 +135,4 @@ async function deleteThrough(c: PoolClient, sql: string, values: unknown[]): Pro
   } finally {
     await c.query('ROLLBACK TO SAVEPOINT tidemark_probe_delete');
   }
-}
-
-/** How many source rows the round trip of a two-way sync is tried on. */
-export const ROUND_TRIP_SAMPLE = 1000;
-
-/**
- * Whether a row written back gives the old table what it had. A sample of the old table's rows is mapped forward (cast
- * to the target's column types, as the copy stores them), then back through `reverse`, and compared with itself. A
- * lossy reverse (`amount_milli / 1000` into an integer) changes an old row each time the application writes its new
- * row, in columns that write never touched, and a rollback keeps what it changed. Said as a warning, not a failure: a
- * reverse may normalise on purpose (lower-casing a status). Table sources only (a query source's write back yields
- * its old rows through `writeBack`). Undefined when every sampled row comes back as it was.
- */
-export async function reverseRoundTrip(c: PoolClient, m: CopyMapping): Promise<string | undefined> {
-  if (m.source.kind !== 'table') return undefined;
-  const table = m.source.table;
-  const types = new Map((await tableColumns(c, table)).map((col) => [col.name, col.type]));
-  const back = m.reverse.filter((r) => types.has(r.source));
-  if (!back.length) return undefined;
-  const hidden = m.keys.map((_, i) => `__tidemark_k${i}`);
-  const srcKeys = m.keys.map((k) => quoteIdent(k.source));
-  const differs = (i: number, text: boolean) => {
-    const [b, o] = [`b.__tidemark_r${i}`, `o.${quoteIdent(back[i].source)}`];
-    return text ? `(${b}::text IS DISTINCT FROM ${o}::text)` : `(${b} IS DISTINCT FROM ${o})`;
-  };
-  const query = (text: boolean) =>
-    `WITH src AS MATERIALIZED (SELECT * FROM ${quoteTable(table)} LIMIT ${ROUND_TRIP_SAMPLE}),
-          fwd AS (SELECT ${srcKeys.map((k, i) => `s.${k} AS ${hidden[i]}`).join(', ')}, ${mappedSelectList(m, true)}
-                    FROM src AS s),
-          back AS (SELECT ${hidden.map((h) => `s.${h}`).join(', ')},
-                          ${back.map((r, i) => `(${r.expr})::${types.get(r.source)} AS __tidemark_r${i}`).join(', ')}
-                     FROM fwd AS s)
-     SELECT (SELECT count(*) FROM src)::int AS sampled, ${encodedKeySql(
-       m,
-       hidden.map((h) => `b.${h}`),
-     )} AS k,
-            ${back.map((r, i) => `${differs(i, text)} AS d${i}, o.${quoteIdent(r.source)}::text AS o${i}, b.__tidemark_r${i}::text AS b${i}`).join(', ')}
-       FROM back AS b JOIN src AS o ON ${srcKeys.map((k, i) => `o.${k} = b.${hidden[i]}`).join(' AND ')}
-      WHERE ${back.map((_, i) => differs(i, text)).join(' OR ')}`;
-  const attempt = async (text: boolean) => {
-    await c.query('SAVEPOINT tidemark_round_trip');
-    try {
-      const r = await c.query(query(text));
-      await c.query('RELEASE SAVEPOINT tidemark_round_trip');
-      return r.rows as Record<string, unknown>[];
-    } catch (e) {
-      await c.query('ROLLBACK TO SAVEPOINT tidemark_round_trip');
-      throw e;
-    }
-  };
-  let rows: Record<string, unknown>[];
-  try {
-    rows = await attempt(false);
-  } catch (e) {
-    // A column type without equality (json, point): compared as text instead.
-    if ((e as { code?: string }).code !== '42883') throw e;
-    rows = await attempt(true);
-  }
-  if (!rows.length) return undefined;
-  const sampled = Number(rows[0].sampled);
-  const parts = back.flatMap((r, i) => {
-    const hit = rows.filter((x) => x[`d${i}`]);
-    if (!hit.length) return [];
-    const e = hit[0];
-    const shown = (v: unknown) => (v === null ? 'NULL' : JSON.stringify(String(v).slice(0, 60)));
-    return [
-      `${quoteIdent(r.source)} on ${hit.length} (key ${e.k}: ${shown(e[`o${i}`])} comes back ${shown(e[`b${i}`])})`,
-    ];
-  });
-  return (
-    `written back, ${rows.length} of ${sampled} sampled row(s) of ${quoteTable(table)} would change: ${parts.join('; ')}. ` +
-    `Each application write on the new path rewrites its old row this way, and a rollback keeps it: make reverse ` +
-    `give the old values back, or accept the change`
-  );
 }
