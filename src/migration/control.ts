@@ -1,7 +1,7 @@
 // Operator control: the update handlers (approve, pause, resume, throttle, promote, abort) with the validators that
 // refuse a request before it reaches history, the same messages as signals (validated the same way), and the places the runbook waits for people — safe points, approvals,
 // durable waits that promote may end. One method per message, as in Temporal's safe-message-handlers sample.
-import { CancellationScope, condition, setHandler, type SignalDefinition } from '@temporalio/workflow';
+import { CancellationScope, condition, patched, setHandler, type SignalDefinition } from '@temporalio/workflow';
 import { formatDuration } from '../plan/durations';
 import type { ResolvedPlan } from '../plan/types';
 import { budgetFraction, budgetText } from '../phases/copy/budget';
@@ -32,6 +32,9 @@ import {
   type UpdateAck,
 } from './messages';
 import type { StatusBoard } from './status';
+
+/** Patch: a pause asked for during an approval wait holds once the approval comes (it let the next change run). */
+const HOLD_AFTER_APPROVAL = 'pause-holds-after-approval';
 
 /** Thrown inside the workflow when it must roll back for a reason of its own (a gate, an approval timeout). */
 export class RollbackRequested extends Error {}
@@ -77,6 +80,10 @@ export class OperatorControl {
 
   // ---- what the phases use -------------------------------------------------------------------------------------
 
+  get isPaused(): boolean {
+    return this.status.paused !== null;
+  }
+
   /** Waits here while paused: between phases, steps, jobs and stages. */
   async safePoint(): Promise<void> {
     if (!this.status.paused) return;
@@ -120,6 +127,8 @@ export class OperatorControl {
     }
     this.board.setState(this.status.paused ? 'paused' : 'running');
     this.board.publish();
+    // A pause asked for while it waited for the approval holds what the approval lets through until resume.
+    if (this.status.paused && patched(HOLD_AFTER_APPROVAL)) await this.safePoint();
   }
 
   pauseWith(req: { reason?: string; by?: string }): void {

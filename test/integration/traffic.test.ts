@@ -99,9 +99,12 @@ test('a gate that cannot be read pauses the rollout at its percentage and waits 
   expect(paused.paused?.reason).toMatch(/^gate "latency" could not be read: .*relation "app_latency" does not exist/);
   expect(paused.traffic).toMatchObject({ percent: 10 });
   expect(paused.traffic?.gates[0]).toMatchObject({ gate: 'latency', value: null, ok: null });
-  // It stays there: soak time passing does not move it on.
-  await new Promise((r) => setTimeout(r, 2000));
-  expect((await h.client.status(workflowId)).traffic?.percent).toBe(10);
+  // It stays there: the soak runs out (its end no longer shown) and the flag does not move on.
+  const held = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    return s.traffic?.soakEndsAt === null ? s : undefined;
+  }, 'the soak to run out');
+  expect(held).toMatchObject({ state: 'paused', traffic: { percent: 10 } });
   expect(await flagPercent(db, 'use_room_types')).toBe(10);
 
   await db.query(`CREATE TABLE app_latency (p99 float8); INSERT INTO app_latency VALUES (120);`);
@@ -109,6 +112,92 @@ test('a gate that cannot be read pauses the rollout at its percentage and waits 
   const final = await h.client.waitForEnd(workflowId);
   expect(final.state).toBe('completed');
   expect(await flagPercent(db, 'use_room_types')).toBe(100);
+});
+
+test('breaches in a row count across stages: a gate breaching at every reading rolls back though no soak reads it twice', async () => {
+  const db = await h.db('gatespan');
+  // Each stage's soak holds one reading of the gate (the first comes 500 ms in, the next would come after the soak).
+  const plan = await gatedPlan(
+    db,
+    [
+      { percent: 10, soak: 700 },
+      { percent: 50, soak: 700 },
+      { percent: 100, soak: 700 },
+    ],
+    [gate({ name: 'error rate', sql: 'SELECT 0.5::float8', max: 0.05, interval: 500 })],
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.error).toBe('gate "error rate" breached 2 time(s) in a row: read 0.5, max 0.05, at 50%');
+  expect(await flagPercent(db, 'use_room_types')).toBe(0);
+});
+
+test('a gate that cannot be read pauses the rollout, and the other gates are still read: a breach meanwhile rolls back', async () => {
+  const db = await h.db('gateunreadother');
+  await db.query(`CREATE TABLE app_error_rate (v float8 NOT NULL); INSERT INTO app_error_rate VALUES (0.01);`);
+  const plan = await gatedPlan(
+    db,
+    [
+      { percent: 10, soak: 600_000 },
+      { percent: 100, soak: 500 },
+    ],
+    [
+      gate({ name: 'latency', sql: 'SELECT p99 FROM app_latency', max: 250 }),
+      gate({ name: 'error rate', sql: 'SELECT v FROM app_error_rate', max: 0.05 }),
+    ],
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const paused = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    return s.state === 'paused' ? s : undefined;
+  }, 'the rollout to pause');
+  expect(paused.paused?.reason).toMatch(/^gate "latency" could not be read/);
+  // The error rate is read again after the pause began…
+  await eventually(async () => {
+    const r = (await h.client.status(workflowId)).traffic?.gates.find((g) => g.gate === 'error rate');
+    return r?.ok === true && r.at > paused.paused!.at;
+  }, 'a reading of the other gate while paused');
+  // …so its breach rolls back, with nobody there to resume.
+  await db.query(`UPDATE app_error_rate SET v = 0.5`);
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.error).toBe('gate "error rate" breached 2 time(s) in a row: read 0.5, max 0.05, at 10%');
+  expect(await flagPercent(db, 'use_room_types')).toBe(0);
+});
+
+test('a pause given while a stage waits for approval holds the stage once it is approved, until resume', async () => {
+  const db = await h.db('gateapprovepause');
+  const base = await gatedPlan(
+    db,
+    [
+      { percent: 10, soak: 200 },
+      { percent: 50, soak: 200 },
+    ],
+    [],
+  );
+  const plan: ResolvedPlan = {
+    ...base,
+    approvals: [],
+    traffic: { ...base.traffic!, stages: base.traffic!.stages.map((s, i) => ({ ...s, approval: i === 1 })) },
+  };
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'traffic:50%');
+  await h.client.pause(workflowId, { by: 'oncall', reason: 'hold on' });
+  await h.client.approve(workflowId, { by: 'lead' });
+  // The approval's workflow task is complete once approve answers: what it scheduled is in the history by then.
+  const flagWrites = async () =>
+    ((await (await h.client.handle(workflowId)).fetchHistory()).events ?? []).filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'setFlag',
+    ).length;
+  expect(await flagWrites()).toBe(1);
+  expect(await h.client.status(workflowId)).toMatchObject({ state: 'paused', traffic: { percent: 10 } });
+  expect(await flagPercent(db, 'use_room_types')).toBe(10);
+  await h.client.resume(workflowId, { by: 'oncall' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('completed');
+  expect(await flagWrites()).toBe(2);
+  expect(await flagPercent(db, 'use_room_types')).toBe(50);
 });
 
 test('the demo service: writers on both paths at 50 % keep the tables identical; injected errors roll back by themselves; no write is lost', async () => {

@@ -1,7 +1,7 @@
 // Traffic, workflow side: the flag moves through the stages, each soaked on a durable timer while gates are read;
-// a gate breached failureLimit times in a row rolls back, an unreadable one pauses. The undo — flag back to 0 — is
-// registered before the first change.
-import { workflowInfo } from '@temporalio/workflow';
+// a gate breached failureLimit times in a row (across stages) rolls back, an unreadable one pauses the rollout at the
+// next stage while every gate is still read. The undo — flag back to 0 — is registered before the first change.
+import { patched, workflowInfo } from '@temporalio/workflow';
 import { RollbackRequested } from '../../migration/control';
 import { LIMITS } from '../../migration/limits';
 import type { GateReading, SoakCarry } from '../../migration/messages';
@@ -13,6 +13,14 @@ import type { Phase, PhaseContext } from '../phase';
 import { readable, utc } from '../../migration/readable';
 
 export type TrafficUndo = { kind: 'resetFlag'; flag: string } | CaptureUndo;
+
+/**
+ * Patch: a gate's breaches in a row are counted across stages (a stage whose soak reads a gate fewer than failureLimit
+ * times used to start it at 0 again, so a gate breaching at every reading could see the rollout through), a reading
+ * that says nothing leaves the count as it is instead of clearing it, and an unreadable gate's pause no longer stops
+ * the soak from reading the other gates: it holds the rollout at the next stage instead.
+ */
+const GATES_SPAN_STAGES = 'gate-breaches-span-stages';
 
 export const trafficPhase: Phase<TrafficUndo> = {
   name: 'traffic',
@@ -35,11 +43,14 @@ export const trafficPhase: Phase<TrafficUndo> = {
       };
     }
     const traffic = board.status.traffic!;
+    // Breaches in a row, per gate, across the stages (GATES_SPAN_STAGES); each soak its own count before.
+    const spanning = patched(GATES_SPAN_STAGES);
+    const breaches = spanning ? new Map<string, number>(Object.entries(carried?.breaches ?? {})) : undefined;
     for (const [i, stage] of t.stages.entries()) {
       if (carried && i < carried.stageIndex) continue;
       if (carried && i === carried.stageIndex) {
         // The flag is already at this stage's percentage: pick the soak up where the previous run left it.
-        await soak(ctx, i, stage, t.gates, carried);
+        await soak(ctx, i, stage, t.gates, carried, breaches);
         continue;
       }
       await control.safePoint();
@@ -62,7 +73,7 @@ export const trafficPhase: Phase<TrafficUndo> = {
       traffic.stageIndex = i;
       board.event(`flag ${t.flag} at ${stage.percent}%`);
       board.publish();
-      await soak(ctx, i, stage, t.gates);
+      await soak(ctx, i, stage, t.gates, undefined, breaches);
     }
     return { flag: t.flag, percent: traffic.percent };
   },
@@ -84,13 +95,20 @@ export const trafficPhase: Phase<TrafficUndo> = {
  * Holds a stage for its soak on a durable timer, reading gates on their intervals; promote ends it early. A long
  * gated soak continues as new when the history grows, carrying the soak's end, breaches and schedule along.
  */
-async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: Gate[], carried?: SoakCarry) {
+async function soak(
+  ctx: PhaseContext,
+  stageIndex: number,
+  stage: Stage,
+  gates: Gate[],
+  carried?: SoakCarry,
+  spanning?: Map<string, number>,
+) {
   const { plan, board, control } = ctx;
   const traffic = board.status.traffic!;
   const end = carried?.endsAt ?? Date.now() + stage.soak;
   traffic.soakEndsAt = new Date(end).toISOString();
   board.publish();
-  const breaches = new Map<string, number>(Object.entries(carried?.breaches ?? {}));
+  const breaches = spanning ?? new Map<string, number>(Object.entries(carried?.breaches ?? {}));
   const due = new Map(
     gates.map((g) => [g.name, carried?.due[g.name] ?? Date.now() + Math.min(g.interval, stage.soak)]),
   );
@@ -121,7 +139,7 @@ async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: 
         for (const g of toRead) {
           due.set(g.name, Date.now() + g.interval);
           const v = values.find((x) => x.gate === g.name)!;
-          await judgeGate(ctx, g, v.value, v.error, breaches);
+          await judgeGate(ctx, g, v.value, v.error, breaches, !spanning);
         }
       }
     });
@@ -131,17 +149,24 @@ async function soak(ctx: PhaseContext, stageIndex: number, stage: Stage, gates: 
   if (control.promoted) board.event(`soak at ${stage.percent}% ended early by promote`);
 }
 
-/** Counts a breach, rolls back at failureLimit in a row, and pauses on a reading that says nothing. */
+/**
+ * Counts a breach, rolls back at failureLimit in a row, and pauses on a reading that says nothing: the rollout holds at
+ * the next stage while the soak goes on reading every gate (`holdHere`, before GATES_SPAN_STAGES: it held right here,
+ * and no gate was read until resume).
+ */
 export async function judgeGate(
   { board, control }: PhaseContext,
   g: Gate,
   value: number | null,
   error: string | undefined,
   breaches: Map<string, number>,
+  holdHere = false,
 ): Promise<void> {
   const traffic = board.status.traffic!;
   const ok = value === null ? null : (g.max === undefined || value <= g.max) && (g.min === undefined || value >= g.min);
-  const count = ok === false ? (breaches.get(g.name) ?? 0) + 1 : 0;
+  const before = breaches.get(g.name) ?? 0;
+  // An unreadable reading sits between two breaches without breaking the run of them.
+  const count = ok === false ? before + 1 : ok === null && !holdHere ? before : 0;
   breaches.set(g.name, count);
   const reading: GateReading = { gate: g.name, value, ok, error, at: board.now(), consecutiveBreaches: count };
   traffic.gates = [...traffic.gates.filter((r) => r.gate !== g.name), reading];
@@ -161,8 +186,11 @@ export async function judgeGate(
     board.publish();
   } else if (ok === null) {
     // A gate that cannot be read says nothing either way: hold the rollout and ask a human instead of guessing.
+    // Paused already (this gate's earlier reading, another's, an operator): the reading shows in status, no new event.
+    if (!holdHere && control.isPaused) return board.publish();
     board.event(`gate "${g.name}" unreadable: ${error}; rollout paused`);
     control.pauseWith({ reason: `gate "${g.name}" could not be read: ${error}`, by: 'tidemark' });
-    await control.safePoint();
+    if (holdHere) await control.safePoint();
+    else board.publish();
   }
 }
