@@ -31,7 +31,11 @@ test('an approval gate holds the workflow in waiting-approval until approve; app
   expect(status.code).toBe(0);
   expect(status.stdout).toContain('waiting for approval of schema');
 
-  const approved = await cli('approve', plan.name, '--by', 'alice', '--comment', 'looks good');
+  // Naming what one means to approve: the wrong gate is refused, nothing approved.
+  const wrong = await cli('approve', plan.name, '--gate', 'traffic:10%');
+  expect(wrong.code).toBe(4);
+  expect(wrong.stderr.trim()).toBe('rejected: traffic:10% is not waiting for approval (schema is)');
+  const approved = await cli('approve', plan.name, '--gate', 'schema', '--by', 'alice', '--comment', 'looks good');
   expect(approved.stderr).toBe('');
   expect(approved.code).toBe(0);
   expect(approved.stdout.trim()).toBe('approved schema (state: running)');

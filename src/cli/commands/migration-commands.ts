@@ -166,10 +166,11 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .description('approve what the migration is waiting for')
     .option('--by <name>', 'who approves')
     .option('--comment <text>', 'why')
+    .option('--gate <gate>', 'approve only if this is what waits (as status names it: schema, traffic:50%, cleanup, …)')
     .option('--json', 'print JSON')
-    .action(async (id: string, o: { by?: string; comment?: string; json?: boolean }) => {
+    .action(async (id: string, o: { by?: string; comment?: string; gate?: string; json?: boolean }) => {
       await withTidemark(globals(), async (c) =>
-        printAck(await c.approve(id, { by: o.by ?? who(), comment: o.comment }), o.json),
+        printAck(await c.approve(id, { by: o.by ?? who(), comment: o.comment, gate: o.gate }), o.json),
       );
     });
 

@@ -54,7 +54,9 @@ export function pickField(body: unknown, field: string | undefined): unknown {
 
 function toNumber(v: unknown, what: string): number {
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
-  if (!Number.isFinite(n)) throw new Error(`${what} did not give a number (got ${JSON.stringify(v)?.slice(0, 80)})`);
+  // JSON would print NaN and the infinities as null: say what came.
+  const shown = typeof v === 'number' ? String(v) : JSON.stringify(v)?.slice(0, 80);
+  if (!Number.isFinite(n)) throw new Error(`${what} did not give a number (got ${shown})`);
   return n;
 }
 
