@@ -5,6 +5,7 @@
 // triggers from then on) and leaves no slot, trigger or change table on either.
 import { join } from 'node:path';
 import type { PrivateCluster } from '../../src/infra/postgres';
+import type { ResolvedPlan } from '../../src/plan/types';
 import {
   BLUE_CAMERAS_AS_GREEN,
   BLUE_GREEN_DIR,
@@ -123,4 +124,39 @@ test('across two servers under writes on blue: green ends identical through the 
   expect(await exceptAcross(blue, RESULTS, green, RESULTS)).toEqual({ onlyInA: [], onlyInB: [] });
   expect(await leftovers(blue)).toEqual(clean);
   expect(await leftovers(green)).toEqual(clean);
+}, 600_000);
+
+test('a large value on blue, its row changed a thousand times while logical decoding captures it: applied without the worker holding the value a thousand times', async () => {
+  const [logical, replica] = clusters;
+  const b = await h.db('bgc_toast_blue', logical.adminUrl);
+  const g = await h.db('bgc_toast_green', replica.adminUrl);
+  await seedBlue(b, 200);
+  // A 600 kB config (stored out of line): an update of another column leaves it unchanged, and decoding does not
+  // send it; the capture reads it from the row.
+  await b.query(`UPDATE cameras SET config = json_build_object('blob', repeat('abcdefgh', 75000))::text WHERE id = 1`);
+  const plan: ResolvedPlan = {
+    ...blueGreenPlan(b, g, { stages: [{ percent: 100, soak: 200 }] }),
+    approvals: ['copy'],
+  };
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'copy');
+  // Slow, so that the slot still captures cameras when the burst comes.
+  await h.client.throttle(workflowId, { batchSize: 50, delayMs: 2000 });
+  await h.client.approve(workflowId);
+  await eventually(
+    async () =>
+      (await h.client.status(workflowId)).events.some(
+        (e) =>
+          e.message === 'change capture of cameras (source → target) installed, by logical decoding; applier started',
+      ),
+    'the capture of cameras by logical decoding',
+  );
+  // 1,200 changes of that row in one transaction: with the value in each, 720 MB, more than one string may hold.
+  await b.query(`DO $$ BEGIN FOR i IN 1..1200 LOOP UPDATE cameras SET fps = fps + 1 WHERE id = 1; END LOOP; END $$`);
+  await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.error).toBeNull();
+  expect(final.state).toBe('completed');
+  expect(await exceptAcross(b, BLUE_CAMERAS_AS_GREEN, g, GREEN_CAMERAS)).toEqual({ onlyInA: [], onlyInB: [] });
+  expect(await leftovers(b)).toEqual(clean);
 }, 600_000);

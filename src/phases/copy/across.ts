@@ -76,6 +76,13 @@ import { hasIntegerKey, keyAtOffsetQuery, slicePredicate, whereOf, type CopyMapp
 const S = quoteIdent(TIDEMARK_SCHEMA);
 /** Changes applied per transaction. */
 const APPLY_BATCH = 5000;
+/**
+ * At most about this much row-image text per batch: a batch passes through the worker, and a row holding a 1 MB value
+ * updated 5,000 times would make one batch of 5 GB (more than a string may hold).
+ */
+const APPLY_BYTES = 32 * 1024 * 1024;
+/** The first page of a batch, read before the size of its changes is known. */
+const FIRST_PAGE = 20;
 /** How long an idle applier waits before it looks at the log again (the lag it adds when writes are sparse). */
 const IDLE_POLL_MS = 50;
 
@@ -232,6 +239,8 @@ interface Applied {
   read: number;
   applied: number;
   skipped: number;
+  /** The batch was cut short (full, or at its size in bytes): the log may hold more now. */
+  more?: boolean;
 }
 
 /**
@@ -246,8 +255,8 @@ async function applyBatch(
   lockTimeoutMs: number,
   through?: string,
 ) {
-  const batch = (await cap.query(readChangesQuery(rec.stream, APPLY_BATCH, through))).rows as Change[];
-  if (!batch.length) return { read: 0, applied: 0, skipped: 0 };
+  const { batch, more } = await readBatch(cap, rec.stream, through);
+  if (!batch.length) return { read: 0, applied: 0, skipped: 0, more };
   let done: { applied: number; skipped: number };
   try {
     done = await applyInTransaction(app, rec, lockTimeoutMs, batch, false);
@@ -260,7 +269,33 @@ async function applyBatch(
     done = await applyInTransaction(app, rec, lockTimeoutMs, batch, true);
   }
   await cap.query(forgetChangesQuery(batch.map((c) => c.seq)));
-  return { read: batch.length, ...done };
+  return { read: batch.length, ...done, more };
+}
+
+/**
+ * The next batch of a stream, in log order: up to APPLY_BATCH changes, fewer once their row images reach APPLY_BYTES
+ * (at least one). Read in pages, the later ones sized by what the first weighed. `more`: the log may hold more now.
+ */
+async function readBatch(
+  cap: PoolClient,
+  stream: string,
+  through?: string,
+): Promise<{ batch: Change[]; more: boolean }> {
+  const batch: Change[] = [];
+  let bytes = 0;
+  for (let page = FIRST_PAGE; ;) {
+    const after = batch.at(-1)?.seq;
+    const rows = (await cap.query(readChangesQuery(stream, page, through, after))).rows as Change[];
+    for (const c of rows) {
+      if (batch.length && bytes + (c.row?.length ?? 0) > APPLY_BYTES) return { batch, more: true };
+      batch.push(c);
+      bytes += c.row?.length ?? 0;
+    }
+    if (rows.length < page) return { batch, more: false };
+    if (batch.length >= APPLY_BATCH) return { batch, more: true };
+    const perChange = Math.max(1, bytes / batch.length);
+    page = Math.max(1, Math.min(APPLY_BATCH - batch.length, Math.floor((APPLY_BYTES - bytes) / perChange)));
+  }
 }
 
 /**
@@ -657,7 +692,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
                 heartbeat(state);
                 lastBeat = Date.now();
               }
-              if (r.read < APPLY_BATCH && !pumped) await sleepMs(IDLE_POLL_MS, signal);
+              if (!r.more && !pumped) await sleepMs(IDLE_POLL_MS, signal);
             }
           }),
         );

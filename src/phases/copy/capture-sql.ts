@@ -134,13 +134,16 @@ export function dropCaptureDdl(job: string, syncId: string, direction: SyncDirec
 }
 
 /** The next changes of a stream in log order (up to seq `through`, if given); stamps as text (microseconds kept). */
-export function readChangesQuery(stream: string, limit: number, through?: string): Query {
+export function readChangesQuery(stream: string, limit: number, through?: string, after?: string): Query {
+  const values: unknown[] = [stream, limit];
+  const bound = (op: string, v: string | undefined) => (v ? ` AND c.seq ${op} $${values.push(v)}::bigint` : '');
+  const where = `c.stream = $1${bound('<=', through)}${bound('>', after)}`;
   return {
     text:
       `SELECT c.seq::text AS seq, c.op, c.key::text AS key, c.row::text AS row, c.stamp::text AS stamp, c.origin ` +
       // ORDER BY c.seq, the number: a bare "seq" would name the text output column, and "10000" sorts before "9999".
-      `FROM ${S}.changes AS c WHERE c.stream = $1${through ? ' AND c.seq <= $3::bigint' : ''} ORDER BY c.seq LIMIT $2`,
-    values: through ? [stream, limit, through] : [stream, limit],
+      `FROM ${S}.changes AS c WHERE ${where} ORDER BY c.seq LIMIT $2`,
+    values,
   };
 }
 

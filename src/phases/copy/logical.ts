@@ -149,6 +149,14 @@ function textValues(t: Map<string, DecodedValue>): { values: Record<string, stri
 }
 
 /**
+ * About how much decoded text one pump takes in: each change's text is held in the worker (a change that rewrites a
+ * 1 MB value carries it), so the number of changes asked for shrinks when they are large.
+ */
+const PUMP_BYTES = 32 * 1024 * 1024;
+/** Per slot, the decoded text per change seen in its last pump. */
+const bytesPerChange = new Map<string, number>();
+
+/**
  * Moves up to `limit` decoded changes (whole transactions) of the slot into the log, as the capture triggers would
  * have logged them, in one transaction on the source; then advances the slot past them. With `upTo`, stops at that
  * WAL position. Returns how many changes of the captured table were logged and whether the slot had more.
@@ -160,13 +168,16 @@ export async function pumpSlot(
   upTo?: string,
 ): Promise<{ logged: number; more: boolean; lastCommitAt?: string }> {
   const slot = slotName(spec.syncId);
+  const perChange = bytesPerChange.get(slot);
+  const asked = perChange ? Math.max(1, Math.min(limit, Math.floor(PUMP_BYTES / perChange))) : limit;
   const rows = (
     await c.query(
       `SELECT lsn::text AS lsn, data FROM pg_logical_slot_peek_changes($1, $2::pg_lsn, $3, ${PEEK_OPTIONS})`,
-      [slot, upTo ?? null, limit],
+      [slot, upTo ?? null, asked],
     )
   ).rows as { lsn: string; data: string }[];
   if (!rows.length) return { logged: 0, more: false };
+  bytesPerChange.set(slot, Math.max(1, rows.reduce((n, r) => n + r.data.length, 0) / rows.length));
   const pending: Pending[] = [];
   let inTx: Pending[] = [];
   let lastCommit: string | undefined;
@@ -216,7 +227,7 @@ export async function pumpSlot(
     }
   }
   await c.query(`SELECT pg_replication_slot_advance($1, $2::pg_lsn)`, [slot, lastCommit]);
-  return { logged: pending.length, more: rows.length >= limit, lastCommitAt };
+  return { logged: pending.length, more: rows.length >= asked, lastCommitAt };
 }
 
 /**
@@ -243,39 +254,31 @@ async function logPending(c: PoolClient, spec: CaptureSpec, pending: Pending[]):
       return `CASE WHEN x.tidemark_v ? ${k} THEN jsonb_build_object(${k}, (x.tidemark_v ->> ${k})::jsonb) ELSE '{}' END`;
     }),
   ].join(' || ');
-  // Unchanged TOASTed columns come from the row as it is now (one indexed lookup for all of them).
-  const needed = pending.flatMap((p, i) => (p.unchanged ? [{ i, v: p.values }] : []));
-  const current = new Map<number, Record<string, unknown>>();
-  if (needed.length) {
-    const on = spec.keys.map((k) => `cur.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' AND ');
-    const r = await c.query(
-      `SELECT x.i, to_jsonb(cur) AS cur FROM jsonb_to_recordset($1::jsonb) AS x(i int, v jsonb)
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::${table}, x.v) AS k JOIN ${table} AS cur ON ${on}`,
-      [JSON.stringify(needed)],
-    );
-    for (const row of r.rows as { i: number; cur: Record<string, unknown> }[]) current.set(row.i, row.cur);
-  }
-  const items = pending.flatMap((p, i): { p: Pending; v: Record<string, unknown> | null }[] => {
-    if (!p.unchanged) return [{ p, v: p.values ?? null }];
-    const cur = current.get(i);
-    return cur ? [{ p, v: { ...cur, ...p.values } }] : [];
-  });
+  // Unchanged TOASTed columns come from the row as it is now, merged on the server (the decoded values over the
+  // current row): such a value may be large, and the same row changed a thousand times would otherwise bring it into
+  // the worker a thousand times. A change whose row is gone is skipped.
+  const on = spec.keys.map((k) => `cur.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' AND ');
   // The decoded values become a row of the captured table, in decoded order.
   await c.query(
     `INSERT INTO ${S}.changes (stream, op, key, row, stamp, origin)
      SELECT ${quoteLiteral(spec.stream)}, x.tidemark_op, CASE WHEN x.tidemark_op = 'T' THEN NULL ELSE jsonb_build_array(${keys}) END,
             CASE WHEN x.tidemark_op = 'U' THEN ${imageSql(spec.image)} END, x.tidemark_stamp::timestamptz + x.tidemark_nth * interval '1 microsecond', ${quoteLiteral(spec.origin)}
-       FROM jsonb_to_recordset($1::jsonb) AS x(tidemark_i int, tidemark_op text, tidemark_stamp text, tidemark_nth int, tidemark_v jsonb)
-       CROSS JOIN LATERAL jsonb_populate_record(NULL::${table}, coalesce(${v}, '{}')) AS s
+       FROM jsonb_to_recordset($1::jsonb) AS x(tidemark_i int, tidemark_op text, tidemark_stamp text, tidemark_nth int, tidemark_v jsonb, tidemark_fill boolean)
+       LEFT JOIN LATERAL (SELECT true AS found, cur FROM ${table} AS cur,
+                                 jsonb_populate_record(NULL::${table}, x.tidemark_v) AS k
+                           WHERE x.tidemark_fill AND ${on}) AS now ON true
+       CROSS JOIN LATERAL jsonb_populate_record(CASE WHEN x.tidemark_fill THEN now.cur END, coalesce(${v}, '{}')) AS s
+      WHERE NOT x.tidemark_fill OR now.found
       ORDER BY x.tidemark_i`,
     [
       JSON.stringify(
-        items.map(({ p, v }, i) => ({
+        pending.map((p, i) => ({
           tidemark_i: i,
           tidemark_op: p.op,
           tidemark_stamp: p.stamp,
           tidemark_nth: p.nth,
-          tidemark_v: v,
+          tidemark_v: p.values ?? null,
+          tidemark_fill: !!p.unchanged,
         })),
       ),
     ],
