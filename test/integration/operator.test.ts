@@ -21,9 +21,11 @@ test('an approval gate holds the workflow in waiting-approval until approve; app
     return s.state === 'waiting-approval' ? s : undefined;
   }, 'waiting-approval');
   expect(waiting.pendingApproval?.gate).toBe('schema');
-  // Held: nothing of the schema phase has happened.
-  await new Promise((r) => setTimeout(r, 1500));
-  expect((await h.client.status(workflowId)).state).toBe('waiting-approval');
+  // Held: the workflow task that began the wait scheduled nothing of the schema phase.
+  const scheduled = ((await (await h.client.handle(workflowId)).fetchHistory()).events ?? []).map(
+    (e) => e.activityTaskScheduledEventAttributes?.activityType?.name,
+  );
+  expect(scheduled).not.toContain('applySchemaStep');
   expect(await tableExists(db, 'meetings_v2')).toBe(false);
 
   const status = await cli('status', plan.name);

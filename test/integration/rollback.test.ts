@@ -161,8 +161,13 @@ test('an abort while a schema step is running leaves nothing of that step behind
   expect(final.compensations.map((c) => [c.description, c.status])).toEqual([
     ['run down.sql (undo 001_slow) — 001_slow: was not applied', 'done'],
   ]);
-  // Long enough for the step's transaction to have committed, had it been left running.
-  await new Promise((r) => setTimeout(r, 7000));
+  // The step's session no longer runs it (cancelled in the server, not left to commit in the background).
+  await eventually(async () => {
+    const [{ n }] = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(6)%' AND state <> 'idle' AND pid <> pg_backend_pid()`,
+    );
+    return n === 0;
+  }, 'the step to stop running');
   expect(await tableExists(db, 'orders_v2')).toBe(false);
   const history = await db.query<{ status: string }>(`SELECT status FROM tidemark.history WHERE workflow_id = $1`, [
     workflowId,
