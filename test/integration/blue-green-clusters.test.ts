@@ -75,6 +75,18 @@ test('plan check --rehearse on both servers: says which capture each allows, ref
     expect(r.stdout).toContain(`step ${step}: ok — up, down (schema restored exactly), up again`);
   expect(r.stdout).toContain('database unchanged by the rehearsal: yes');
   expect(await green.query(`SELECT 1 FROM pg_tables WHERE tablename IN ('cameras', 'counting_results')`)).toEqual([]);
+
+  // A table whose replica identity does not hold its key is named: auto captures it by triggers from the start.
+  await blue.query(`ALTER TABLE counting_results REPLICA IDENTITY NOTHING`);
+  try {
+    const named = await rehearse();
+    expect(named.code).toBe(0);
+    expect(named.stdout).toMatch(
+      /ok {3}capture on the source: .*; by triggers from the start instead for "public"."counting_results" \(the replica identity of "public"."counting_results" \(none\) does not hold key column\(s\) id/,
+    );
+  } finally {
+    await blue.query(`ALTER TABLE counting_results REPLICA IDENTITY DEFAULT`);
+  }
 });
 
 test('across two servers under writes on blue: green ends identical through the mapping, neither keeps a slot, trigger or change', async () => {

@@ -4,7 +4,7 @@ import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Pool, PoolClient } from 'pg';
 import { describeHold, holdsOn, tableKey } from '../../db/claims';
-import { functionContext, hasUniqueIndexOn, serverVersionNum, tableColumns } from '../../db/catalog';
+import { functionContext, hasUniqueIndexOn, serverVersionNum, tableColumns, tableExists } from '../../db/catalog';
 import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
 import { findPgTool, toolMajorVersion } from '../../db/pgtools';
@@ -13,7 +13,7 @@ import { firstValue, inTransaction } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
-import { logicalAllowed } from '../copy/logical';
+import { identityHoldsKey, logicalAllowed } from '../copy/logical';
 import { bareColumn, keyFillRefusal, sourceSyncRefusal } from '../copy/mapping';
 import { describeKey, jobKeys } from '../../plan/keys';
 import { unprotectedMessage, unprotectedTargets } from '../../plan/validate';
@@ -709,10 +709,23 @@ async function checkCaptureMode(sc: PoolClient, tc: PoolClient, plan: ResolvedPl
       `capture: logical is not possible: ${source.why}; use capture: trigger or auto`,
     );
   } else if (wanted !== 'trigger' && source.ok) {
+    // Named here, not found out from the worker's log: the tables whose replica identity does not hold their key are
+    // captured by triggers from the start under auto (logical fails on them at the copy).
+    const fallback: string[] = [];
+    for (const job of plan.copy) {
+      if (job.sync === 'none' || !job.from) continue;
+      const table = parseTableRef(job.from);
+      if (!(await tableExists(sc, table))) continue;
+      const identity = await identityHoldsKey(sc, table, jobKeys(job).source);
+      if (!identity.ok) fallback.push(`${quoteTable(table)} (${identity.why})`);
+    }
+    const exceptions = fallback.length
+      ? `; ${wanted === 'logical' ? 'fails for' : 'by triggers from the start instead for'} ${fallback.join('; ')}`
+      : '';
     add(
       'capture on the source',
-      'ok',
-      `logical decoding (a slot, no triggers) while the copy runs, for each table whose replica identity holds its key, then ${triggers}, which stamp each write for conflict resolution once both sides may take writes; ${source.why}`,
+      wanted === 'logical' && fallback.length ? 'fail' : 'ok',
+      `logical decoding (a slot, no triggers) while the copy runs, for each table whose replica identity holds its key, then ${triggers}, which stamp each write for conflict resolution once both sides may take writes; ${source.why}${exceptions}`,
     );
   } else {
     add('capture on the source', 'ok', `${triggers}; ${source.why}`);
