@@ -348,7 +348,10 @@ export class OperatorControl {
           : '';
     const now = `batch size ${t.batchSize ?? 'adaptive'}, delay ${t.delayMs ?? 0}ms${budget}`;
     this.board.event(`throttle set${req.by ? ` by ${req.by}` : ''}: ${now}`);
-    return this.ack(now);
+    // Accepted (a setting, harmless), but said: nothing is left for it to slow down.
+    const copy = this.status.phases.find((p) => p.name === 'copy')?.status;
+    const over = copy === 'completed' || copy === 'skipped' ? ' (the copy is over: this changes nothing now)' : '';
+    return this.ack(`${now}${over}`);
   }
 
   private validatePromote(): void {

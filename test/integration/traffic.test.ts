@@ -183,6 +183,10 @@ test('a pause given while a stage waits for approval holds the stage once it is 
   };
   const { workflowId } = await h.client.start(plan, { autoApprove: false });
   await h.approvalPending(workflowId, 'traffic:50%');
+  // A throttle now is accepted, and says it has nothing left to slow down.
+  expect((await h.client.throttle(workflowId, { delayMs: 10 })).message).toBe(
+    'batch size adaptive, delay 10ms (the copy is over: this changes nothing now)',
+  );
   await h.client.pause(workflowId, { by: 'oncall', reason: 'hold on' });
   await h.client.approve(workflowId, { by: 'lead' });
   // The approval's workflow task is complete once approve answers: what it scheduled is in the history by then.
