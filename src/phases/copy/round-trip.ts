@@ -4,8 +4,8 @@
 // new row, in columns that write never touched, and a rollback keeps what it changed. Said as a warning, not a
 // failure: a reverse may normalise on purpose (lower-casing a status).
 //
-// Three reads, values passed between them as text (as the copy across databases passes them): the forward images on
-// the source, the reverse images on the target, the comparison on the source. Within one database the two sides are
+// Three reads, values passed between them as text (as the copy across databases passes them): the forward images and
+// the old values on the source, the reverse images on the target, the comparison on the source. Within one database the two sides are
 // one session, inside the caller's transaction (each read behind a savepoint). Nothing is written.
 import type { PoolClient } from 'pg';
 import { tableColumns } from '../../db/catalog';
@@ -67,12 +67,20 @@ export async function reverseRoundTrip(
   const keys = m.keys.map((k) => ({ name: k.source, type: types.get(k.source) }));
   if (!back.length || keys.some((k) => !k.type)) return undefined;
   const n = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
-  const [kCols, fCols, rCols] = [n('k', keys.length), n('f', m.columns.length), n('r', back.length)];
+  const [kCols, fCols, oCols, rCols] = [
+    n('k', keys.length),
+    n('f', m.columns.length),
+    n('o', back.length),
+    n('r', back.length),
+  ];
 
-  // 1. The forward images, as the target's column types print them (cast on the source when the type exists there).
+  // 1. The forward images, as the target's column types print them (cast on the source when the type exists there),
+  // with the old values they came from: compared with those, not with the row read again, which the application may
+  // have written meanwhile.
   const forward = (cast: boolean) =>
     `SELECT ${keys.map((k, i) => `s.${quoteIdent(k.name)}::text AS ${kCols[i]}`).join(', ')},
-            ${m.columns.map((c, i) => `(${cast ? `(${c.expr})::${c.type}` : `(${c.expr})`})::text AS ${fCols[i]}`).join(', ')}
+            ${m.columns.map((c, i) => `(${cast ? `(${c.expr})::${c.type}` : `(${c.expr})`})::text AS ${fCols[i]}`).join(', ')},
+            ${back.map((r, i) => `s.${quoteIdent(r.source)}::text AS ${oCols[i]}`).join(', ')}
        FROM ${quoteTable(table)} AS s LIMIT ${ROUND_TRIP_SAMPLE}`;
   const sample = await firstRead(source, [forward(true), forward(false)], []);
   if (!sample?.length) return undefined;
@@ -95,19 +103,29 @@ export async function reverseRoundTrip(
   );
   if (!reversed) return undefined;
 
-  // 3. The comparison, on the source: each reverse image read as the old column's type, against the row itself.
-  const typed = (i: number) => `b.${rCols[i]}::${types.get(back[i].source)}`;
-  const old = (i: number) => `o.${quoteIdent(back[i].source)}`;
+  // 3. The comparison, on the source: each reverse image and its old value read as the old column's type.
+  const rowKey = (r: Record<string, unknown>) => JSON.stringify(kCols.map((k) => r[k]));
+  const olds = new Map(sample.map((r) => [rowKey(r), r]));
+  const pairs = reversed.flatMap((r) => {
+    const o = olds.get(rowKey(r));
+    return o ? [{ ...o, ...r }] : [];
+  });
+  const typed = (col: string, i: number) => `b.${col}::${types.get(back[i].source)}`;
   const differs = (i: number, asText: boolean) =>
-    asText ? `(${typed(i)})::text IS DISTINCT FROM ${old(i)}::text` : `${typed(i)} IS DISTINCT FROM ${old(i)}`;
+    asText
+      ? `(${typed(rCols[i], i)})::text IS DISTINCT FROM b.${oCols[i]}`
+      : `${typed(rCols[i], i)} IS DISTINCT FROM ${typed(oCols[i], i)}`;
   const compare = (asText: boolean) =>
     `SELECT ${kCols.map((k) => `b.${k}`).join(', ')},
-            ${back.map((_, i) => `${differs(i, asText)} AS d${i}, ${old(i)}::text AS o${i}, b.${rCols[i]} AS b${i}`).join(', ')}
-       FROM ${unnest([...kCols, ...rCols], 'b')}
-       JOIN ${quoteTable(table)} AS o ON ${keys.map((k, i) => `o.${quoteIdent(k.name)} = b.${kCols[i]}::${k.type}`).join(' AND ')}
+            ${back.map((_, i) => `${differs(i, asText)} AS d${i}, b.${oCols[i]} AS o${i}, b.${rCols[i]} AS b${i}`).join(', ')}
+       FROM ${unnest([...kCols, ...oCols, ...rCols], 'b')}
       WHERE ${back.map((_, i) => differs(i, asText)).join(' OR ')}`;
   // A column type without equality (json, point) is compared as text.
-  const changed = await firstRead(source, [compare(false), compare(true)], params([...kCols, ...rCols], reversed));
+  const changed = await firstRead(
+    source,
+    [compare(false), compare(true)],
+    params([...kCols, ...oCols, ...rCols], pairs),
+  );
   if (!changed?.length) return undefined;
 
   const shown = (v: unknown) => (v === null ? 'NULL' : JSON.stringify(String(v).slice(0, 60)));
