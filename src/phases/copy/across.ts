@@ -48,6 +48,7 @@ import {
   lagQuery,
   lastSeqQuery,
   readChangesQuery,
+  readImagesQuery,
   segments,
   presentKeysQuery,
   type ApplySpec,
@@ -77,12 +78,12 @@ const S = quoteIdent(TIDEMARK_SCHEMA);
 /** Changes applied per transaction. */
 const APPLY_BATCH = 5000;
 /**
- * At most about this much row-image text per batch: a batch passes through the worker, and a row holding a 1 MB value
- * updated 5,000 times would make one batch of 5 GB (more than a string may hold).
+ * At most about this much row-image text in the worker at once: the images a batch applies are read in groups of
+ * this size (a batch of distinct rows holding 1 MB values each would otherwise be 5 GB, more than a string may hold).
  */
 const APPLY_BYTES = 32 * 1024 * 1024;
-/** The first page of a batch, read before the size of its changes is known. */
-const FIRST_PAGE = 20;
+/** The first group of images, read before their size is known. */
+const FIRST_GROUP = 20;
 /** How long an idle applier waits before it looks at the log again (the lag it adds when writes are sparse). */
 const IDLE_POLL_MS = 50;
 
@@ -255,46 +256,40 @@ async function applyBatch(
   lockTimeoutMs: number,
   through?: string,
 ) {
-  const { batch, more } = await readBatch(cap, rec.stream, through);
+  // Without row images: only the ones applied (per key its last change) are read, in applyInTransaction.
+  const batch = (await cap.query(readChangesQuery(rec.stream, APPLY_BATCH, through, false))).rows as Change[];
+  const more = batch.length >= APPLY_BATCH;
   if (!batch.length) return { read: 0, applied: 0, skipped: 0, more };
   let done: { applied: number; skipped: number };
   try {
-    done = await applyInTransaction(app, rec, lockTimeoutMs, batch, false);
+    done = await applyInTransaction(cap, app, rec, lockTimeoutMs, batch, false);
   } catch (e) {
     // Each key's last image, all at once, can collide on another unique index where the application's own
     // statements did not: two rows swapping a unique value through a third (a, b → tmp, a → b, b → a) in one
     // transaction. Replayed one change at a time, in the order they were logged, the batch goes through the same
     // steps the application's did.
     if (sqlState(e) !== UNIQUE_VIOLATION) throw e;
-    done = await applyInTransaction(app, rec, lockTimeoutMs, batch, true);
+    done = await applyInTransaction(cap, app, rec, lockTimeoutMs, batch, true);
   }
   await cap.query(forgetChangesQuery(batch.map((c) => c.seq)));
   return { read: batch.length, ...done, more };
 }
 
 /**
- * The next batch of a stream, in log order: up to APPLY_BATCH changes, fewer once their row images reach APPLY_BYTES
- * (at least one). Read in pages, the later ones sized by what the first weighed. `more`: the log may hold more now.
+ * The row images of `changes` (upserts) from the log, in groups of about APPLY_BYTES, the later groups sized by what
+ * the first weighed. A change no longer in the log was applied and forgotten by another applier meanwhile: its image
+ * is left out (that applier wrote it).
  */
-async function readBatch(
-  cap: PoolClient,
-  stream: string,
-  through?: string,
-): Promise<{ batch: Change[]; more: boolean }> {
-  const batch: Change[] = [];
-  let bytes = 0;
-  for (let page = FIRST_PAGE; ;) {
-    const after = batch.at(-1)?.seq;
-    const rows = (await cap.query(readChangesQuery(stream, page, through, after))).rows as Change[];
-    for (const c of rows) {
-      if (batch.length && bytes + (c.row?.length ?? 0) > APPLY_BYTES) return { batch, more: true };
-      batch.push(c);
-      bytes += c.row?.length ?? 0;
-    }
-    if (rows.length < page) return { batch, more: false };
-    if (batch.length >= APPLY_BATCH) return { batch, more: true };
-    const perChange = Math.max(1, bytes / batch.length);
-    page = Math.max(1, Math.min(APPLY_BATCH - batch.length, Math.floor((APPLY_BYTES - bytes) / perChange)));
+async function* imagesOf(cap: PoolClient, changes: Change[]): AsyncGenerator<string[]> {
+  let perImage: number | undefined;
+  for (let i = 0; i < changes.length;) {
+    const n = perImage ? Math.max(1, Math.floor(APPLY_BYTES / perImage)) : FIRST_GROUP;
+    const group = changes.slice(i, i + n);
+    i += group.length;
+    const images = (await cap.query(readImagesQuery(group.map((c) => c.seq)))).rows.map((r) => r.row as string);
+    if (!images.length) continue;
+    perImage = Math.max(1, images.reduce((a, r) => a + r.length, 0) / images.length);
+    yield images;
   }
 }
 
@@ -303,6 +298,7 @@ async function readBatch(
  * change on its own in log order, each still only where its stamp wins.
  */
 async function applyInTransaction(
+  cap: PoolClient,
   app: PoolClient,
   rec: CaptureRecord,
   lockTimeoutMs: number,
@@ -328,9 +324,11 @@ async function applyInTransaction(
       const winners = seg.changes.filter((c) => won.has(c.key!));
       out.skipped += seg.changes.length - winners.length;
       const deletes = winners.filter((c) => c.op === 'D').map((c) => c.key!);
-      const upserts = winners.filter((c) => c.op === 'U').map((c) => c.row!);
+      const upserts = winners.filter((c) => c.op === 'U');
       if (deletes.length) await tx.query(applyDeletesQuery(spec), [jsonArray(deletes)]);
-      if (upserts.length) await tx.query(applyUpsertsQuery(spec), [jsonArray(upserts)]);
+      for await (const images of imagesOf(cap, upserts)) {
+        await tx.query(applyUpsertsQuery(spec), [jsonArray(images)]);
+      }
       out.applied += winners.length;
     }
     await tx.query(

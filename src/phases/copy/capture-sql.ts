@@ -134,17 +134,22 @@ export function dropCaptureDdl(job: string, syncId: string, direction: SyncDirec
 }
 
 /** The next changes of a stream in log order (up to seq `through`, if given); stamps as text (microseconds kept). */
-export function readChangesQuery(stream: string, limit: number, through?: string, after?: string): Query {
+export function readChangesQuery(stream: string, limit: number, through?: string, images = true): Query {
   const values: unknown[] = [stream, limit];
-  const bound = (op: string, v: string | undefined) => (v ? ` AND c.seq ${op} $${values.push(v)}::bigint` : '');
-  const where = `c.stream = $1${bound('<=', through)}${bound('>', after)}`;
+  const where = `c.stream = $1${through ? ` AND c.seq <= $${values.push(through)}::bigint` : ''}`;
   return {
     text:
-      `SELECT c.seq::text AS seq, c.op, c.key::text AS key, c.row::text AS row, c.stamp::text AS stamp, c.origin ` +
+      `SELECT c.seq::text AS seq, c.op, c.key::text AS key, ${images ? 'c.row::text' : 'NULL::text'} AS row, ` +
+      `c.stamp::text AS stamp, c.origin ` +
       // ORDER BY c.seq, the number: a bare "seq" would name the text output column, and "10000" sorts before "9999".
       `FROM ${S}.changes AS c WHERE ${where} ORDER BY c.seq LIMIT $2`,
     values,
   };
+}
+
+/** The row images of the given changes (those still in the log). */
+export function readImagesQuery(seqs: string[]): Query {
+  return { text: `SELECT c.row::text AS row FROM ${S}.changes AS c WHERE c.seq = ANY($1::bigint[])`, values: [seqs] };
 }
 
 /** The newest change of a stream logged so far (null: none). */
