@@ -47,9 +47,17 @@ export function isConnectionLoss(e: unknown): boolean {
   return LOST_MESSAGES.test(e.message);
 }
 
-/** Errors a retry can fix: lock conflicts, a lost connection, too many connections. */
+/**
+ * Two sessions changing one catalog row at once (two attempts of one step creating triggers on one table, when the
+ * first outlived its timeout): PostgreSQL reports it as an internal error, which a retry, alone, gets past.
+ */
+export function isConcurrentCatalogChange(e: unknown): boolean {
+  return codeOf(e) === 'XX000' && /^tuple concurrently (updated|deleted)$/.test((e as Error).message ?? '');
+}
+
+/** Errors a retry can fix: lock conflicts, a lost connection, too many connections, a concurrent catalog change. */
 export function isRetryablePgError(e: unknown): boolean {
-  return isLockConflict(e) || isConnectionLoss(e) || codeOf(e) === '53300';
+  return isLockConflict(e) || isConnectionLoss(e) || codeOf(e) === '53300' || isConcurrentCatalogChange(e);
 }
 
 /**

@@ -33,7 +33,7 @@ const TABLE = {
   RetryableDbError: {
     retryable: true,
     exitCode: 1,
-    means: 'lock timeout, deadlock, serialization failure or lost connection',
+    means: 'lock timeout, deadlock, serialization failure, lost connection or a catalog row changed concurrently',
   },
   BackupError: { retryable: true, exitCode: 1, means: 'pg_dump or pg_restore failed in a way a retry may fix' },
   ActivityError: { retryable: true, exitCode: 1, means: 'any other error of an activity' },

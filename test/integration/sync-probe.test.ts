@@ -3,10 +3,12 @@
 // phase installs its triggers — never once the application's writes go to the new path.
 import { Client, Pool } from 'pg';
 import { rolledBack } from '../../src/db/tx';
+import { F } from '../../src/migration/failures';
+import { toFailure } from '../../src/phases/activity-kit';
 import { probeSync } from '../../src/phases/copy/probe';
 import { loadPlan } from '../../src/plan/load';
 import { runCli } from '../helpers/cli';
-import { Harness, type TestDb } from '../helpers/env';
+import { eventually, Harness, type TestDb } from '../helpers/env';
 import { writePlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -203,4 +205,36 @@ test('across two databases the same round trip is tried: in the rehearsal of a b
   expect(exact.stdout).toContain('sync of copy job orders: ok — a sample of rows mapped to the target and back');
   expect(exact.stdout).not.toContain('WARNING');
   expect(exact.stdout).toContain('database unchanged by the rehearsal: yes');
+});
+
+test('one catalog row changed by two sessions at once (two attempts of a step): the second fails to be retried', async () => {
+  const db = await h.db('catalograce');
+  await db.query(`CREATE FUNCTION capture_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'`);
+  const replace = (n: number) => `CREATE OR REPLACE FUNCTION capture_fn() RETURNS int LANGUAGE sql AS 'SELECT ${n}'`;
+  const [first, second] = [new Client({ connectionString: db.url }), new Client({ connectionString: db.url })];
+  await first.connect();
+  await second.connect();
+  try {
+    await first.query('BEGIN');
+    await first.query(replace(2));
+    const pid = (await second.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+    const racing = second.query(replace(3)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await eventually(async () => {
+      const r = await db.query<{ w: string | null }>(
+        `SELECT wait_event_type AS w FROM pg_stat_activity WHERE pid = $1`,
+        [pid],
+      );
+      return r[0]?.w === 'Lock';
+    }, 'the second session to wait for the first');
+    await first.query('COMMIT');
+    const e = await racing;
+    expect(e).toMatchObject({ code: 'XX000', message: 'tuple concurrently updated' });
+    expect(toFailure(e, 'switching the capture')).toMatchObject({ type: F.RetryableDbError });
+  } finally {
+    await first.end();
+    await second.end();
+  }
 });
