@@ -5,7 +5,14 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { PlanDocument } from './schema';
 import type { ResolvedPlan, SqlSource } from './types';
-import { formatPath, formatPlanError, validatePlanDocument, type PlanError } from './validate';
+import {
+  formatPath,
+  formatPlanError,
+  SECRET_MESSAGE,
+  secretLineInSql,
+  validatePlanDocument,
+  type PlanError,
+} from './validate';
 
 export class PlanError_ extends Error {}
 
@@ -74,6 +81,8 @@ function readSql(baseDir: string, file: string): SqlSource | string {
     return `file not found: ${file}`;
   }
   if (!text.trim()) return `file is empty: ${file}`;
+  const secret = secretLineInSql(text);
+  if (secret !== undefined) return `${file} line ${secret} ${SECRET_MESSAGE}`;
   return { path: file, sql: text, sha256: sha256(text) };
 }
 

@@ -22,24 +22,40 @@ export function formatPlanError(e: PlanError): string {
 }
 
 const PASSWORD_URL = /[a-z][a-z0-9+.-]*:\/\/[^\s/@:]+:[^\s@/]*@/i;
-const PASSWORD_KV = /\b(?:host|hostaddr|dbname|user)\s*=\s*\S+[^\n]*\bpassword\s*=\s*\S+/i;
+const PASSWORD_KEY = /\bpassword\s*=\s*\S+/i;
+const OTHER_KEY = /\b(?:host|hostaddr|dbname|user)\s*=\s*\S+/i;
+
+/** A key=value connection string with a password: `password=` and another libpq key on one line, in either order. */
+function passwordKeyValues(text: string): boolean {
+  return text.split('\n').some((line) => PASSWORD_KEY.test(line) && OTHER_KEY.test(line));
+}
+
+export const SECRET_MESSAGE =
+  "contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv";
 
 /** Every string in the document that carries a password: plans never hold secrets. */
 export function findSecrets(doc: unknown, path: PropertyKey[] = []): PlanError[] {
   if (typeof doc === 'string') {
-    return PASSWORD_URL.test(doc) || PASSWORD_KV.test(doc)
-      ? [
-          {
-            path: formatPath(path),
-            message:
-              "contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv",
-          },
-        ]
+    return PASSWORD_URL.test(doc) || passwordKeyValues(doc)
+      ? [{ path: formatPath(path), message: SECRET_MESSAGE }]
       : [];
   }
   if (Array.isArray(doc)) return doc.flatMap((v, i) => findSecrets(v, [...path, i]));
   if (doc && typeof doc === 'object') return Object.entries(doc).flatMap(([k, v]) => findSecrets(v, [...path, k]));
   return [];
+}
+
+/**
+ * Where a SQL file the plan embeds carries a password (it travels in the workflow's input and history like the plan):
+ * a URL with one anywhere, comments included, or a key=value connection string inside a string literal (SQL itself
+ * may say `password = …` and `user = …` of a table's columns). The line, or undefined.
+ */
+export function secretLineInSql(sql: string): number | undefined {
+  const lines = sql.split('\n');
+  const i = lines.findIndex(
+    (line) => PASSWORD_URL.test(line) || (line.match(/'(?:[^']|'')*'/g) ?? []).some((lit) => passwordKeyValues(lit)),
+  );
+  return i < 0 ? undefined : i + 1;
 }
 
 function zodIssuesToErrors(issues: z.core.$ZodIssue[]): PlanError[] {

@@ -80,6 +80,27 @@ export const MALFORMED: MalformedCase[] = [
     ],
   },
   {
+    title: 'a key=value connection string with the password before the host',
+    doc: edit((d) => ((d as Doc).description = 'legacy dsn password=s3cret host=db.internal user=app')),
+    errors: [
+      "description: contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv",
+    ],
+  },
+  {
+    title: 'a password in a SQL file the plan embeds (a URL in a comment, a connection string in a literal)',
+    doc: VALID_PLAN,
+    files: {
+      'sql/up.sql':
+        '-- fetched via postgres://app:s3cret@db.internal/shop\nCREATE TABLE orders_v2 (id bigint primary key, total numeric);',
+      'sql/down.sql':
+        "DROP TABLE orders_v2;\nUPDATE settings SET password = crypt('x', gen_salt('bf')) WHERE user = 'app';\nSELECT dblink_connect('user=app host=db password=s3cret');",
+    },
+    errors: [
+      "schema[0].up: sql/up.sql line 1 contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv",
+      "schema[0].down: sql/down.sql line 3 contains a connection string with a password; plans must not carry secrets — put the URL in the worker's environment and name the variable in database.urlEnv",
+    ],
+  },
+  {
     title: 'a missing SQL file',
     doc: edit((d) => (d.schema[0].up = 'sql/missing.sql')),
     errors: ['schema[0].up: file not found: sql/missing.sql'],
