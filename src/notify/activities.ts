@@ -1,5 +1,6 @@
 // Sends one notice to one webhook. The URL is read from the worker's environment here and goes nowhere else: errors
 // name the variable, never the URL (which often carries a token).
+import { Context } from '@temporalio/activity';
 import type { ActivityDeps } from '../phases/activity-kit';
 import { F, failure } from '../migration/failures';
 import type { Notice } from '../migration/notify';
@@ -33,6 +34,15 @@ function request(urlEnv: string, raw: string | undefined): { url: URL; headers: 
   return { url, headers };
 }
 
+/** The namespace of the migration being told about (its Web UI link names it). */
+function namespace(): string {
+  try {
+    return Context.current().info.workflowNamespace ?? 'default';
+  } catch {
+    return 'default';
+  }
+}
+
 export function createNotifyActivities(deps: ActivityDeps) {
   const env = deps.env ?? process.env;
   return {
@@ -43,7 +53,7 @@ export function createNotifyActivities(deps: ActivityDeps) {
         res = await fetch(url, {
           method: 'POST',
           headers: { 'content-type': 'application/json', 'user-agent': 'tidemark', ...headers },
-          body: JSON.stringify(noticeBody(target.format, notice, env.TIDEMARK_UI_URL)),
+          body: JSON.stringify(noticeBody(target.format, notice, env.TIDEMARK_UI_URL, namespace())),
           signal: AbortSignal.timeout(TIMEOUT_MS),
         });
         await res.arrayBuffer();

@@ -11,14 +11,28 @@ const TITLES: Record<Notice['event'], string> = {
   failed: ':x: failed',
 };
 
-export function noticeBody(format: 'slack' | 'json', n: Notice, uiBase?: string): Record<string, unknown> {
+/**
+ * Text Slack shows as written: `&`, `<` and `>` escaped, as its message format asks, so that an operator's reason
+ * (`<!channel>`, `<http://…|a link>`) neither pings a channel nor becomes a link.
+ */
+export function slackEscape(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+export function noticeBody(
+  format: 'slack' | 'json',
+  n: Notice,
+  uiBase?: string,
+  namespace = 'default',
+): Record<string, unknown> {
   const link = uiBase
-    ? `${uiBase.replace(/\/$/, '')}/namespaces/default/workflows/${encodeURIComponent(n.workflowId)}`
+    ? `${uiBase.replace(/\/$/, '')}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(n.workflowId)}`
     : undefined;
   if (format === 'slack') {
     const where = `${n.state}${n.phase ? `, phase ${n.phase}` : ''}`;
+    const said = slackEscape(`${n.message} (${where})`);
     return {
-      text: `*tidemark* \`${n.migration}\` ${TITLES[n.event]}: ${n.message} (${where})${link ? ` <${link}|Web UI>` : ''}`,
+      text: `*tidemark* \`${slackEscape(n.migration)}\` ${TITLES[n.event]}: ${said}${link ? ` <${link}|Web UI>` : ''}`,
     };
   }
   return { source: 'tidemark', ...n, ...(link ? { link } : {}) };
