@@ -555,8 +555,9 @@ export function mergeCopyProgress(status: MigrationStatus, live: LiveProgress[])
     // Paused once every running range has stopped at a batch boundary: from then on nothing of the job commits.
     job.paused = beats.every((b) => b.paused);
     if (job.paused) job.rowsPerSecond = 0;
-    const remaining = Math.max(0, job.estimatedTotal - job.rowsCopied);
-    job.etaSeconds = job.rowsPerSecond > 0 ? Math.round(remaining / job.rowsPerSecond) : null;
+    // Past the estimate (a table never analysed is estimated from its size) the time left is unknown, not zero.
+    const remaining = job.estimatedTotal - job.rowsCopied;
+    job.etaSeconds = job.rowsPerSecond > 0 && remaining > 0 ? Math.round(remaining / job.rowsPerSecond) : null;
   }
 }
 

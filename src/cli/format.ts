@@ -30,14 +30,15 @@ function phaseDetail(s: MigrationStatus, name: string, live: LiveProgress[]): st
   if (name === 'copy') {
     return s.copy
       .map((c) => {
+        // Never 100 % before the end: an estimate can be short (a table never analysed).
         const pct =
-          c.estimatedTotal > 0 ? ` (${Math.min(100, Math.round((100 * c.rowsCopied) / c.estimatedTotal))}%)` : '';
+          c.estimatedTotal > 0 ? ` (${Math.min(99, Math.round((100 * c.rowsCopied) / c.estimatedTotal))}%)` : '';
         const rate = c.done
           ? ''
           : `, ${n(c.rowsPerSecond)} rows/s${c.etaSeconds !== null ? `, ETA ${formatDuration(c.etaSeconds * 1000)}` : ''}, batch ${n(c.batchSize)}`;
         const why =
           (c.throttleReason ? `, throttled: ${c.throttleReason}` : '') + (c.waitingFor ? `, ${c.waitingFor}` : '');
-        return `${c.job}: ${n(c.rowsCopied)}${c.done ? '' : ` / ~${n(c.estimatedTotal)}`} rows${c.done ? '' : pct}${rate}${why}`;
+        return `${c.job}: ${n(c.rowsCopied)}${c.done ? '' : ` / ~${n(Math.max(c.estimatedTotal, c.rowsCopied))}`} rows${c.done ? '' : pct}${rate}${why}`;
       })
       .join('; ');
   }

@@ -27,7 +27,7 @@ export function progressFacts(s: Status, tty: boolean): string[] {
   const facts: string[] = [];
   if (s.phase === 'copy' || s.copy.some((j) => !j.done)) {
     for (const j of s.copy) {
-      const pct = j.estimatedTotal > 0 ? Math.min(1, j.rowsCopied / j.estimatedTotal) : j.done ? 1 : 0;
+      const pct = j.done ? 1 : j.estimatedTotal > 0 ? Math.min(0.99, j.rowsCopied / j.estimatedTotal) : 0;
       const rate = j.done
         ? 'done'
         : `${n(j.rowsPerSecond)} rows/s, ETA ${j.etaSeconds === null ? '?' : formatDuration(j.etaSeconds * 1000)}`;

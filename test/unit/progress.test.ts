@@ -1,6 +1,7 @@
 // What `--watch` draws: per copy job a bar with rows, %, rows/s and ETA; the flag with the soak's countdown; gate
 // readings with readable numbers; what the migration waits for — on a terminal as a block, elsewhere as one line.
 import { progressBlock, progressLine } from '../../src/cli/progress';
+import { mergeCopyProgress, type LiveProgress } from '../../src/client';
 import { initialStatus, type MigrationStatus } from '../../src/migration/messages';
 
 const at = (msFromNow: number) => new Date(Date.now() + msFromNow).toISOString();
@@ -57,5 +58,27 @@ test('a soak shows the flag, the time left and the gates; a pending approval say
   });
   expect(progressLine(soaking)).toMatch(
     /^progress: running, phase traffic; flag use_v2 at 50%, soak 2m\d+s left; gate error rate: 0\.01235 ok; waiting for approval of traffic:100%: tidemark approve orders-v2$/,
+  );
+});
+
+test('past a short estimate (a table never analysed) a copy says 99 % and an unknown ETA, not 100 % and 0', () => {
+  const beyond = status({ phase: 'copy', copy: [{ ...copying.copy[0], estimatedTotal: 3441, rowsCopied: 0 }] });
+  mergeCopyProgress(beyond, [
+    {
+      activity: 'copyRange',
+      attempt: 1,
+      details: {
+        job: 'orders',
+        rowsCopied: 3700,
+        rowsPerSecond: 250,
+        batchSize: 100,
+        throttleReason: null,
+        paused: false,
+      },
+    } as LiveProgress,
+  ]);
+  expect(beyond.copy[0]).toMatchObject({ rowsCopied: 3700, etaSeconds: null });
+  expect(progressLine(beyond)).toBe(
+    'progress: running, phase copy; copy orders: 99% 3,700/~3,700 rows, 250 rows/s, ETA ?',
   );
 });
