@@ -389,7 +389,7 @@ async function pumpAll(cap: PoolClient, spec: CaptureSpec): Promise<number> {
   const upTo = (await cap.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
   let logged = 0;
   for (;;) {
-    const r = await pumpSlot(cap, spec, APPLY_BATCH, upTo);
+    const r = await pumpSlot(cap, spec, APPLY_BATCH, upTo, () => heartbeat());
     logged += r.logged;
     heartbeat();
     if (!r.more) return logged;
@@ -648,7 +648,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
               if (rec.logical) {
                 // The slot feeds the log until the capture switches to triggers (then the slot is gone).
                 try {
-                  const p = await pumpSlot(cap, rec.logical, APPLY_BATCH);
+                  const p = await pumpSlot(cap, rec.logical, APPLY_BATCH, undefined, () => heartbeat(state));
                   pumped = p.logged;
                   // Caught up, or behind by at most the age of the newest transaction just pumped.
                   slotSeconds =

@@ -166,6 +166,7 @@ export async function pumpSlot(
   spec: CaptureSpec,
   limit: number,
   upTo?: string,
+  alive: () => void = () => undefined,
 ): Promise<{ logged: number; more: boolean; lastCommitAt?: string }> {
   const slot = slotName(spec.syncId);
   const perChange = bytesPerChange.get(slot);
@@ -219,7 +220,7 @@ export async function pumpSlot(
   if (pending.length) {
     await c.query('BEGIN');
     try {
-      await logPending(c, spec, pending);
+      await logPending(c, spec, pending, alive);
       await c.query('COMMIT');
     } catch (e) {
       await c.query('ROLLBACK').catch(() => undefined);
@@ -236,7 +237,7 @@ export async function pumpSlot(
  * source row as it is now (a later change of the row, logged after this one, is applied after it); when the row is
  * gone, a later deletion is in the slot, and the change is skipped.
  */
-async function logPending(c: PoolClient, spec: CaptureSpec, pending: Pending[]): Promise<void> {
+async function logPending(c: PoolClient, spec: CaptureSpec, pending: Pending[], alive: () => void): Promise<void> {
   const table = quoteTable(spec.table);
   const keys = spec.keys.map((k) => `s.${quoteIdent(k)}`).join(', ');
   // A json or jsonb column's decoded text is JSON itself, not a JSON string holding it.
@@ -254,11 +255,30 @@ async function logPending(c: PoolClient, spec: CaptureSpec, pending: Pending[]):
       return `CASE WHEN x.tidemark_v ? ${k} THEN jsonb_build_object(${k}, (x.tidemark_v ->> ${k})::jsonb) ELSE '{}' END`;
     }),
   ].join(' || ');
+  // The decoded values become a row of the captured table, in decoded order; a few hundred at a time, each image
+  // being computed from a whole row (merged values may be large), with a sign of life between (`alive`).
+  for (let from = 0; from < pending.length; from += LOG_CHUNK) {
+    if (from) alive();
+    await logChunk(c, spec, pending.slice(from, from + LOG_CHUNK), from, v, keys, table);
+  }
+}
+
+/** Changes logged per statement (see logPending). */
+const LOG_CHUNK = 200;
+
+async function logChunk(
+  c: PoolClient,
+  spec: CaptureSpec,
+  pending: Pending[],
+  offset: number,
+  v: string,
+  keys: string,
+  table: string,
+): Promise<void> {
   // Unchanged TOASTed columns come from the row as it is now, merged on the server (the decoded values over the
   // current row): such a value may be large, and the same row changed a thousand times would otherwise bring it into
   // the worker a thousand times. A change whose row is gone is skipped.
   const on = spec.keys.map((k) => `cur.${quoteIdent(k)} = k.${quoteIdent(k)}`).join(' AND ');
-  // The decoded values become a row of the captured table, in decoded order.
   await c.query(
     `INSERT INTO ${S}.changes (stream, op, key, row, stamp, origin)
      SELECT ${quoteLiteral(spec.stream)}, x.tidemark_op, CASE WHEN x.tidemark_op = 'T' THEN NULL ELSE jsonb_build_array(${keys}) END,
@@ -273,7 +293,7 @@ async function logPending(c: PoolClient, spec: CaptureSpec, pending: Pending[]):
     [
       JSON.stringify(
         pending.map((p, i) => ({
-          tidemark_i: i,
+          tidemark_i: offset + i,
           tidemark_op: p.op,
           tidemark_stamp: p.stamp,
           tidemark_nth: p.nth,
