@@ -196,7 +196,7 @@ export function renderHistory(r: HistoryReport): string {
           ? 'not applied'
           : s.state === 'reverted'
             ? `reverted ${at(s.revertedAt)} by ${s.revertedBy ?? 'a rollback'} (applied ${at(s.appliedAt)} by ${s.appliedBy?.workflowId})`
-            : `${at(s.appliedAt)} by ${s.appliedBy?.workflowId}${s.inPlan ? '' : ', no longer in the plan'}`;
+            : `${at(s.appliedAt)} by ${s.appliedBy?.workflowId}${s.inPlan === false ? ', no longer in the plan' : ''}`;
       lines.push(`  ${s.state.padEnd(9)} ${s.step.padEnd(width)} ${s.phase.padEnd(8)} ${sha.padEnd(12)} ${detail}`);
       if (s.drift) lines.push(`  ${''.padEnd(9)} drift: ${s.drift}`);
     }

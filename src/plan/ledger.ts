@@ -31,8 +31,11 @@ export interface StepState {
   step: string;
   phase: StepPhase;
   state: StepStateName;
-  /** Whether the plan (as given) has this step; a step only the ledger knows was dropped from the plan since. */
-  inPlan: boolean;
+  /**
+   * Whether the plan (as given) has this step; a step only the ledger knows was dropped from the plan since. Absent
+   * when no plan was given to compare with (`tidemark history` of a whole database).
+   */
+  inPlan?: boolean;
   /** sha256 of the plan's up and down scripts. */
   planChecksum?: string;
   planDownChecksum?: string;
@@ -60,7 +63,12 @@ export function stepStates(rows: LedgerRow[], planSteps?: (SchemaStep & { phase:
     seen.add(s.id);
     out.push(stateOf(s.id, s.phase, byStep.get(s.id) ?? [], s));
   }
-  for (const [id, list] of byStep) if (!seen.has(id)) out.push(stateOf(id, list[0].phase, list, undefined));
+  for (const [id, list] of byStep) {
+    if (seen.has(id)) continue;
+    const state = stateOf(id, list[0].phase, list, undefined);
+    if (!planSteps) delete state.inPlan;
+    out.push(state);
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
 // The ledger's view of a plan's steps (pure), and the plan keys it rests on: cleanup steps, one namespace of step ids,
 // plan names that cannot take a revert's workflow id.
+import { renderHistory } from '../../src/cli/format';
 import { InvalidPlanError, loadPlan } from '../../src/plan/load';
 import { appliedElsewhere, stepStates, type LedgerRow } from '../../src/plan/ledger';
 import { planSteps } from '../../src/plan/scripts';
@@ -58,6 +59,17 @@ test('each step is applied, reverted, pending or drifted, and a step only the le
     state: 'applied',
     appliedBy: { workflowId: 'tidemark-shop', runId: 'run-2' },
   });
+});
+
+test('without a plan to compare with (the history of a whole database) no step is said to have left its plan', () => {
+  const states = stepStates([row('001'), row('002')]);
+  expect(states.map((s) => [s.step, s.state, 'inPlan' in s])).toEqual([
+    ['001', 'applied', false],
+    ['002', 'applied', false],
+  ]);
+  const text = renderHistory({ database: 'SHOP_URL', via: 'direct', plans: [{ plan: 'shop', steps: states }] });
+  expect(text).toContain('by tidemark-shop');
+  expect(text).not.toContain('no longer in the plan');
 });
 
 test('a changed down script is drift too, and only another run’s application keeps a step from running', () => {
