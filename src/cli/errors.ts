@@ -76,7 +76,8 @@ export function errorJson(e: unknown, code: number): Record<string, unknown> {
       .join('\n'),
     code,
   };
-  if (type) out.type = type;
+  // Always a type: a database's error is a SqlError, anything else without a failure type of its own an Error.
+  out.type = type ?? (isPgError(e) ? F.SqlError : 'Error');
   if ((e as { name?: string })?.name === 'InvalidPlanError') out.problems = (e as PlanProblems).errors;
   return out;
 }

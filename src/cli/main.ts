@@ -66,7 +66,8 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof CommanderError) {
       code = e.exitCode === 0 ? EXIT.ok : EXIT.usage;
-      if (code !== EXIT.ok && json) console.error(JSON.stringify({ error: e.message.replace(/^error: /, ''), code }));
+      if (code !== EXIT.ok && json)
+        console.error(JSON.stringify({ error: e.message.replace(/^error: /, ''), code, type: 'Usage' }));
     } else {
       code = exitCodeFor(e);
       if (json) console.error(JSON.stringify(errorJson(e, code)));

@@ -47,5 +47,11 @@ test('with --json, errors are one JSON object on stderr, with the same exit code
   // Commander's own complaints too: one JSON object, no help text around it.
   const unknown = await runCli(['status', 'x', '--json', '--frobnicate']);
   expect(unknown.code).toBe(2);
-  expect(JSON.parse(unknown.stderr)).toEqual({ error: "unknown option '--frobnicate'", code: 2 });
+  expect(JSON.parse(unknown.stderr)).toEqual({ error: "unknown option '--frobnicate'", code: 2, type: 'Usage' });
+  // An error with no failure type of its own still names one.
+  const noDb = await runCli(['history', '--json', '--url-env', 'NO_SUCH_DB_URL'], {
+    NO_SUCH_DB_URL: 'postgres://postgres@127.0.0.1:5432/tidemark_no_such_database',
+  });
+  expect(noDb.code).toBe(1);
+  expect(JSON.parse(noDb.stderr)).toMatchObject({ code: 1, type: 'SqlError' });
 });
