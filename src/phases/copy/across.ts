@@ -240,7 +240,7 @@ interface Applied {
   read: number;
   applied: number;
   skipped: number;
-  /** The batch was cut short (full, or at its size in bytes): the log may hold more now. */
+  /** The batch was full: the log may hold more now. */
   more?: boolean;
 }
 
