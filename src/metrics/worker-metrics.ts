@@ -4,6 +4,7 @@
 import type { Context } from '@temporalio/activity';
 import type { ActivityInboundCallsInterceptor, ActivityInterceptorsFactory } from '@temporalio/worker';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { revertWorkflowIdFor } from '../migration/messages';
 import type { StatusSnapshot } from '../migration/telemetry';
 import type { CopyHeartbeat, SettleBeat } from '../phases/copy/activities';
 
@@ -229,7 +230,9 @@ export class WorkerMetrics {
   }
 
   observe(s: StatusSnapshot): void {
-    const migration = s.migration;
+    // A revert runs under its plan's name: its series are its own (revert-<plan>, a name no plan may take), or its
+    // phases and state would overwrite the migration's.
+    const migration = s.workflowId === revertWorkflowIdFor(s.migration) ? `revert-${s.migration}` : s.migration;
     let seen = this.seen.get(s.workflowId);
     if (!seen) {
       seen = { phaseEnds: new Set(), compensations: new Set(), gateReadAt: new Map() };

@@ -89,3 +89,22 @@ test('copies across databases are counted like copies within one; the settle wai
   });
   expect(await value(m, 'tidemark_copy_settle_waiting_transactions', labels)).toBe(0);
 });
+
+test("a revert's series carry revert-<plan>: the migration's phase and state stay as the migration left them", async () => {
+  const m = new WorkerMetrics();
+  m.observe(snap({ state: 'completed', phase: 'cleanup', phases: [{ name: 'cleanup', status: 'completed' }] }));
+  m.observe(
+    snap({
+      workflowId: 'tidemark-revert-orders-v2',
+      state: 'failed',
+      phase: 'preflight',
+      phases: [{ name: 'preflight', status: 'failed' }],
+      traffic: null,
+    }),
+  );
+  expect(await value(m, 'tidemark_migration_state', { migration: 'orders-v2', state: 'completed' })).toBe(1);
+  expect(await value(m, 'tidemark_migration_phase', { migration: 'orders-v2', phase: 'cleanup' })).toBe(1);
+  expect(await value(m, 'tidemark_migration_state', { migration: 'orders-v2', state: 'failed' })).toBe(0);
+  expect(await value(m, 'tidemark_migration_state', { migration: 'revert-orders-v2', state: 'failed' })).toBe(1);
+  expect(await value(m, 'tidemark_migration_phase', { migration: 'revert-orders-v2', phase: 'preflight' })).toBe(1);
+});
