@@ -163,8 +163,8 @@ test('a large value on blue, its row changed a thousand times while logical deco
       ),
     'the capture of cameras by logical decoding',
   );
-  // 1,200 changes of that row in one transaction: with the value in each, 720 MB, more than one string may hold.
-  await b.query(`DO $$ BEGIN FOR i IN 1..1200 LOOP UPDATE cameras SET fps = fps + 1 WHERE id = 1; END LOOP; END $$`);
+  // 1,000 changes of that row in one transaction: with the value in each, 600 MB, more than one string may hold.
+  await b.query(`DO $$ BEGIN FOR i IN 1..1000 LOOP UPDATE cameras SET fps = fps + 1 WHERE id = 1; END LOOP; END $$`);
   await h.client.throttle(workflowId, { batchSize: null, delayMs: 0 });
   const final = await h.client.waitForEnd(workflowId);
   expect(final.error).toBeNull();
