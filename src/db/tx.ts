@@ -106,3 +106,24 @@ export async function firstValue(c: PoolClient, sql: string): Promise<unknown> {
   const r = await c.query<unknown[]>(config as { text: string; rowMode: 'array' });
   return r.rows[0]?.[0] ?? null;
 }
+
+let savepoints = 0;
+
+/**
+ * Runs `fn` inside a savepoint of the caller's transaction, so that a failing statement does not abort it: kept when
+ * `fn` returns (rolled back all the same with `undo`), rolled back when it throws, and the error passed on.
+ */
+export async function inSavepoint<T>(c: PoolClient, fn: () => Promise<T>, opts: { undo?: boolean } = {}): Promise<T> {
+  const name = `tidemark_sp_${++savepoints}`;
+  await c.query(`SAVEPOINT ${name}`);
+  let result: T;
+  try {
+    result = await fn();
+  } catch (e) {
+    // A lost connection fails this too; the caller wants the first error.
+    await c.query(`ROLLBACK TO SAVEPOINT ${name}; RELEASE SAVEPOINT ${name}`).catch(() => undefined);
+    throw e;
+  }
+  await c.query(opts.undo ? `ROLLBACK TO SAVEPOINT ${name}; RELEASE SAVEPOINT ${name}` : `RELEASE SAVEPOINT ${name}`);
+  return result;
+}

@@ -11,6 +11,7 @@ import { formatPgError } from '../db/errors';
 import { ARCHIVE_SCHEMA } from '../db/names';
 import { quoteIdent, quoteTable } from '../db/quote';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
+import { inSavepoint } from '../db/tx';
 import { lintPlan, type LintFinding } from '../plan/lint';
 import { stepUrlEnv } from '../plan/databases';
 import type { ResolvedCopyJob, ResolvedPlan } from '../plan/types';
@@ -181,13 +182,10 @@ function simulateArchiveSql(tables: string[]): string {
 }
 
 async function attempt(c: PoolClient, sql: string): Promise<string | null> {
-  await c.query('SAVEPOINT tidemark_rehearse');
   try {
-    await c.query(sql);
-    await c.query('RELEASE SAVEPOINT tidemark_rehearse');
+    await inSavepoint(c, () => c.query(sql));
     return null;
   } catch (e) {
-    await c.query('ROLLBACK TO SAVEPOINT tidemark_rehearse');
     return formatPgError(e);
   }
 }
@@ -220,10 +218,10 @@ async function rehearseStep(c: PoolClient, id: string, up: string, down: string)
 async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<RehearsalQuery[]> {
   const out: RehearsalQuery[] = [];
   const run = async (kind: RehearsalQuery['kind'], name: string, sql: string) => {
-    await c.query('SAVEPOINT tidemark_rehearse');
     try {
       // One statement only, as when the migration runs it (db/tx.ts firstValue).
-      const r = await c.query({ text: sql, queryMode: 'extended' } as { text: string });
+      const query = () => c.query({ text: sql, queryMode: 'extended' } as { text: string });
+      const r = await inSavepoint(c, query, { undo: true });
       const value = r.rows[0] ? Object.values(r.rows[0])[0] : undefined;
       const shown =
         value === undefined
@@ -234,8 +232,6 @@ async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<Rehea
       out.push({ kind, name, outcome: 'ok', message: `reads ${shown} now` });
     } catch (e) {
       out.push({ kind, name, outcome: 'unreadable', message: formatPgError(e) });
-    } finally {
-      await c.query('ROLLBACK TO SAVEPOINT tidemark_rehearse');
     }
   };
   for (const g of plan.traffic?.gates ?? []) {

@@ -10,7 +10,6 @@ const change = (
   seq: String(seq),
   op,
   key,
-  row: op === 'U' ? `{"id":${key?.slice(1, -1)},"n":${seq}}` : null,
   stamp,
   origin: 'source',
 });

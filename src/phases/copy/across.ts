@@ -257,7 +257,7 @@ async function applyBatch(
   through?: string,
 ) {
   // Without row images: only the ones applied (per key its last change) are read, in applyInTransaction.
-  const batch = (await cap.query(readChangesQuery(rec.stream, APPLY_BATCH, through, false))).rows as Change[];
+  const batch = (await cap.query(readChangesQuery(rec.stream, APPLY_BATCH, through))).rows as Change[];
   const more = batch.length >= APPLY_BATCH;
   if (!batch.length) return { read: 0, applied: 0, skipped: 0, more };
   let done: { applied: number; skipped: number };

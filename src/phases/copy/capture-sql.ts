@@ -133,14 +133,16 @@ export function dropCaptureDdl(job: string, syncId: string, direction: SyncDirec
   return [`DROP FUNCTION IF EXISTS ${S}.${quoteIdent(captureName(job, syncId, direction, 'function'))}() CASCADE`];
 }
 
-/** The next changes of a stream in log order (up to seq `through`, if given); stamps as text (microseconds kept). */
-export function readChangesQuery(stream: string, limit: number, through?: string, images = true): Query {
+/**
+ * The next changes of a stream in log order (up to seq `through`, if given), without their row images (readImagesQuery
+ * reads those applied); stamps as text (microseconds kept).
+ */
+export function readChangesQuery(stream: string, limit: number, through?: string): Query {
   const values: unknown[] = [stream, limit];
   const where = `c.stream = $1${through ? ` AND c.seq <= $${values.push(through)}::bigint` : ''}`;
   return {
     text:
-      `SELECT c.seq::text AS seq, c.op, c.key::text AS key, ${images ? 'c.row::text' : 'NULL::text'} AS row, ` +
-      `c.stamp::text AS stamp, c.origin ` +
+      `SELECT c.seq::text AS seq, c.op, c.key::text AS key, c.stamp::text AS stamp, c.origin ` +
       // ORDER BY c.seq, the number: a bare "seq" would name the text output column, and "10000" sorts before "9999".
       `FROM ${S}.changes AS c WHERE ${where} ORDER BY c.seq LIMIT $2`,
     values,
@@ -239,7 +241,6 @@ export interface Change {
   seq: string;
   op: 'U' | 'D' | 'T';
   key: string | null;
-  row: string | null;
   stamp: string;
   origin: string;
 }

@@ -7,6 +7,7 @@ import type { PoolClient } from 'pg';
 import { formatPgError, isConnectionLoss, isLockConflict } from '../../db/errors';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
+import { inSavepoint } from '../../db/tx';
 import type { ResolvedCopyJob } from '../../plan/types';
 import { resolveMapping } from './mapping';
 import { reverseRoundTrip } from './round-trip';
@@ -37,9 +38,8 @@ const PROBE_RUN = { runKey: 'tidemark-probe' };
  * otherwise they are in place already (the copy phase, right after installing them).
  */
 export async function probeSync(c: PoolClient, job: ResolvedCopyJob, install: boolean): Promise<SyncProbe> {
-  await c.query('SAVEPOINT tidemark_probe');
   let step = 'resolving the mapping';
-  try {
+  const tryAll = async (): Promise<SyncProbe> => {
     const m = await resolveMapping(c, job, PROBE_RUN);
     if (install) {
       step = 'installing the sync triggers';
@@ -55,14 +55,14 @@ export async function probeSync(c: PoolClient, job: ResolvedCopyJob, install: bo
     const warning = job.sync === 'bidirectional' ? await reverseRoundTrip(m, { c, inTransaction: true }) : undefined;
     const tried = await writeThrough(c, m, job, (s) => (step = s));
     return { job: job.name, ok: true, message: tried, ...(warning ? { warning } : {}) };
+  };
+  try {
+    return await inSavepoint(c, tryAll, { undo: true });
   } catch (e) {
     // A deadlock or lock timeout with the application's writes (the probe writes both paths in one transaction) or a
     // lost connection says nothing about the mapping: the caller's attempt fails and is retried.
     if (isLockConflict(e) || isConnectionLoss(e)) throw e;
     return { job: job.name, ok: false, message: `${step} fails: ${formatPgError(e)}` };
-  } finally {
-    await c.query('ROLLBACK TO SAVEPOINT tidemark_probe');
-    await c.query('RELEASE SAVEPOINT tidemark_probe');
   }
 }
 
@@ -127,12 +127,9 @@ async function writeThrough(
  * the application's own delete of that row would be refused on the old path too, so that is not a faulty mapping.
  */
 async function deleteThrough(c: PoolClient, sql: string, values: unknown[]): Promise<void> {
-  await c.query('SAVEPOINT tidemark_probe_delete');
   try {
-    await c.query(sql, values);
+    await inSavepoint(c, () => c.query(sql, values), { undo: true });
   } catch (e) {
     if ((e as { code?: string }).code !== '23503') throw e;
-  } finally {
-    await c.query('ROLLBACK TO SAVEPOINT tidemark_probe_delete');
   }
 }

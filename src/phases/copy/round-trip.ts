@@ -10,6 +10,7 @@
 import type { PoolClient } from 'pg';
 import { tableColumns } from '../../db/catalog';
 import { isConnectionLoss, isLockConflict } from '../../db/errors';
+import { inSavepoint } from '../../db/tx';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import type { CopyMapping } from './sql';
 
@@ -24,13 +25,10 @@ interface Side {
 
 /** One read; undefined when it fails on the mapping's own terms (not a lock conflict or a lost connection). */
 async function read(side: Side, text: string, values: unknown[] = []): Promise<Record<string, unknown>[] | undefined> {
-  if (side.inTransaction) await side.c.query('SAVEPOINT tidemark_round_trip');
+  const query = async () => (await side.c.query(text, values)).rows as Record<string, unknown>[];
   try {
-    const rows = (await side.c.query(text, values)).rows as Record<string, unknown>[];
-    if (side.inTransaction) await side.c.query('RELEASE SAVEPOINT tidemark_round_trip');
-    return rows;
+    return await (side.inTransaction ? inSavepoint(side.c, query) : query());
   } catch (e) {
-    if (side.inTransaction) await side.c.query('ROLLBACK TO SAVEPOINT tidemark_round_trip');
     if (isLockConflict(e) || isConnectionLoss(e)) throw e;
     return undefined;
   }

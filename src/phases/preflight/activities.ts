@@ -9,7 +9,7 @@ import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
 import { findPgTool, toolMajorVersion } from '../../db/pgtools';
 import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
-import { firstValue, inTransaction } from '../../db/tx';
+import { firstValue, inSavepoint, inTransaction } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
@@ -396,17 +396,15 @@ async function checkCopySources(c: PoolClient, plan: ResolvedPlan, add: Add) {
      * take (text into an enum) is found too.
      */
     const probe = async (expr: string, into?: string): Promise<unknown> => {
-      await c.query('SAVEPOINT tidemark_expr');
+      const select = `SELECT (${expr}) FROM ${from} LIMIT 0`;
+      const sql = into ? `EXPLAIN INSERT INTO ${quoteTable(job.to)} (${quoteIdent(into)}) ${select}` : select;
       try {
-        const select = `SELECT (${expr}) FROM ${from} LIMIT 0`;
-        await c.query(into ? `EXPLAIN INSERT INTO ${quoteTable(job.to)} (${quoteIdent(into)}) ${select}` : select);
+        await inSavepoint(c, () => c.query(sql), { undo: true });
         return undefined;
       } catch (e) {
         // A position in the statement built here would point nowhere in the plan.
         delete (e as { position?: string }).position;
         return e;
-      } finally {
-        await c.query('ROLLBACK TO SAVEPOINT tidemark_expr; RELEASE SAVEPOINT tidemark_expr');
       }
     };
     const exprs = Object.entries(job.columns ?? {});
@@ -590,18 +588,17 @@ async function checkFlag(c: PoolClient, plan: ResolvedPlan, add: Add) {
 
 async function runPlanChecks(c: PoolClient, plan: ResolvedPlan, add: Add) {
   for (const chk of plan.preflight.checks) {
-    await c.query('SAVEPOINT tidemark_check');
+    let v: unknown;
     try {
-      const v = await firstValue(c, chk.sql);
-      const n = v === null || v === undefined ? 0 : Number(v);
-      if (Number.isNaN(n)) add(chk.name, 'fail', `the check must return a count, got "${String(v)}"`);
-      else if (n > 0) add(chk.name, chk.severity, `${n} row(s) found`);
-      else add(chk.name, 'ok', 'none found');
-      await c.query('RELEASE SAVEPOINT tidemark_check');
+      v = await inSavepoint(c, () => firstValue(c, chk.sql));
     } catch (e) {
-      await c.query('ROLLBACK TO SAVEPOINT tidemark_check');
       add(chk.name, 'fail', `check query failed: ${formatPgError(e)}`);
+      continue;
     }
+    const n = v === null || v === undefined ? 0 : Number(v);
+    if (Number.isNaN(n)) add(chk.name, 'fail', `the check must return a count, got "${String(v)}"`);
+    else if (n > 0) add(chk.name, chk.severity, `${n} row(s) found`);
+    else add(chk.name, 'ok', 'none found');
   }
 }
 
