@@ -81,6 +81,14 @@ export class RejectedError extends Error {
   }
 }
 
+/** No worker polls the task queue, so nothing would answer a request (exit code 1: the operation failed). */
+export class NoWorkerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NoWorkerError';
+  }
+}
+
 export interface ClientOptions {
   address?: string;
   namespace?: string;
@@ -395,8 +403,22 @@ export class TidemarkClient {
     return out;
   }
 
-  private async update<A>(id: string, def: UpdateDefinition<UpdateAck, [A]>, arg: A): Promise<UpdateAck> {
+  private async update<A>(
+    id: string,
+    def: UpdateDefinition<UpdateAck, [A]>,
+    arg: A,
+    { needWorker = true, instead = 'then try again' } = {},
+  ): Promise<UpdateAck> {
     const h = await this.handle(id);
+    // A worker answers an update; with none polling, the server would hold it (and the command) until one starts, and
+    // carry it out then, long after the operator gave up on it. Refused before it is sent, nothing is left pending.
+    if (needWorker && !(await this.hasWorkers().catch(() => true))) {
+      const d = await h.describe().catch(() => undefined);
+      if (d && d.status.name !== 'RUNNING') throw new RejectedError(`migration ${id} has already finished`);
+      throw new NoWorkerError(
+        `no worker polls task queue "${this.taskQueue}" to answer it: start one (tidemark worker), ${instead}; nothing was sent`,
+      );
+    }
     try {
       return await h.executeUpdate(def, { args: [arg] });
     } catch (e) {
@@ -418,15 +440,24 @@ export class TidemarkClient {
     return this.update(id, resumeUpdate, req);
   }
   abort(id: string, req: AbortRequest = {}) {
-    return this.update(id, abortUpdate, req);
+    return this.update(id, abortUpdate, req, {
+      instead: 'or use abort --no-wait to leave the abort for the next worker',
+    });
   }
   /**
    * The abort for an operator who will not wait: the update when a worker answers within `answerMs`; otherwise (no
    * worker running) the abort signal, kept in the history and carried out, after the same checks, once a worker runs.
-   * Undefined when it was signalled.
+   * With no worker polling at all, it signals at once. A string (why) when it was signalled.
    */
-  async abortOrSignal(id: string, req: AbortRequest, answerMs: number): Promise<UpdateAck | undefined> {
-    const update = this.abort(id, req);
+  async abortOrSignal(id: string, req: AbortRequest, answerMs: number): Promise<UpdateAck | string> {
+    const h = await this.handle(id);
+    if (!(await this.hasWorkers().catch(() => true))) {
+      if ((await h.describe()).status.name !== 'RUNNING')
+        throw new RejectedError(`migration ${id} has already finished`);
+      await h.signal(abortSignal, req);
+      return `no worker polls task queue "${this.taskQueue}"`;
+    }
+    const update = this.update(id, abortUpdate, req, { needWorker: false });
     // Left waiting, the update is refused by the signal's abort if a worker comes later ("already under way").
     update.catch(() => undefined);
     let timer: NodeJS.Timeout | undefined;
@@ -437,8 +468,8 @@ export class TidemarkClient {
     } finally {
       clearTimeout(timer);
     }
-    await (await this.handle(id)).signal(abortSignal, req);
-    return undefined;
+    await h.signal(abortSignal, req);
+    return `no worker answered in ${answerMs / 1000} s`;
   }
   throttle(id: string, req: ThrottleRequest) {
     return this.update(id, throttleUpdate, req);

@@ -238,8 +238,8 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
         const req = { by: who(), reason: o.reason, restoreBackup: !!o.restoreBackup };
         if (!o.wait) {
           const ack = await c.abortOrSignal(id, req, NO_WAIT_ANSWER_MS);
-          if (ack) return printAck(ack, o.json);
-          const message = `no worker answered in ${NO_WAIT_ANSWER_MS / 1000} s: abort signalled; the rollback starts when a worker runs (tidemark status ${id})`;
+          if (typeof ack !== 'string') return printAck(ack, o.json);
+          const message = `${ack}: abort signalled; the rollback starts when a worker runs (tidemark status ${id})`;
           return console.log(o.json ? JSON.stringify({ accepted: true, signalled: true, message }) : message);
         }
         await c.abort(id, req);
