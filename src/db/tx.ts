@@ -96,15 +96,29 @@ export async function withAdvisoryLock<T>(pool: Pool, key: string, fn: (c: PoolC
   });
 }
 
+/** A plan-given query that was to give one value gave several: which one counts is the author's to say. */
+export class NotOneValueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NotOneValueError';
+  }
+}
+
 /**
- * Runs one plan-given read-only query and returns its first column of its first row (null when it returns no row).
- * The extended protocol takes exactly one statement, so `SELECT 0; COMMIT; …` cannot end the caller's read-only
- * transaction.
+ * Runs one plan-given read-only query (a check, a gate, an assertion) and returns its one value: `noRow` (null) when
+ * it returns no row; NotOneValueError when it returns several rows or columns, since reading the first alone could
+ * pass a gate that one of the other rows breaches. The extended protocol takes exactly one statement, so
+ * `SELECT 0; COMMIT; …` cannot end the caller's read-only transaction.
  */
-export async function firstValue(c: PoolClient, sql: string): Promise<unknown> {
+export async function singleValue(c: PoolClient, sql: string, noRow: unknown = null): Promise<unknown> {
   const config = { text: sql, rowMode: 'array' as const, queryMode: 'extended' };
   const r = await c.query<unknown[]>(config as { text: string; rowMode: 'array' });
-  return r.rows[0]?.[0] ?? null;
+  const many = (n: number, what: string) => `the query returned ${n} ${what}, where one value is read`;
+  if (r.rows.length > 1) {
+    throw new NotOneValueError(`${many(r.rows.length, 'rows')}: aggregate them (count(*), max(…), …)`);
+  }
+  if (r.fields.length > 1) throw new NotOneValueError(`${many(r.fields.length, 'columns')}: select one`);
+  return r.rows.length ? (r.rows[0][0] ?? null) : noRow;
 }
 
 let savepoints = 0;

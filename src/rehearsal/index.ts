@@ -11,7 +11,7 @@ import { formatPgError } from '../db/errors';
 import { ARCHIVE_SCHEMA } from '../db/names';
 import { quoteIdent, quoteTable } from '../db/quote';
 import { fingerprintDiff, schemaFingerprint } from '../db/fingerprint';
-import { inSavepoint } from '../db/tx';
+import { inSavepoint, singleValue } from '../db/tx';
 import { lintPlan, type LintFinding } from '../plan/lint';
 import { stepUrlEnv } from '../plan/databases';
 import type { ResolvedCopyJob, ResolvedPlan } from '../plan/types';
@@ -219,10 +219,8 @@ async function rehearseQueries(c: PoolClient, plan: ResolvedPlan): Promise<Rehea
   const out: RehearsalQuery[] = [];
   const run = async (kind: RehearsalQuery['kind'], name: string, sql: string) => {
     try {
-      // One statement only, as when the migration runs it (db/tx.ts firstValue).
-      const query = () => c.query({ text: sql, queryMode: 'extended' } as { text: string });
-      const r = await inSavepoint(c, query, { undo: true });
-      const value = r.rows[0] ? Object.values(r.rows[0])[0] : undefined;
+      // One statement only, as when the migration runs it (db/tx.ts singleValue).
+      const value = await inSavepoint(c, () => singleValue(c, sql, undefined), { undo: true });
       const shown =
         value === undefined
           ? 'no row'

@@ -1,7 +1,7 @@
 // Trustworthy checks: exact validation naming the differing keys, validation that does not flap under live writes,
 // backups that restore, rehearsal that catches a bad down, and preflight that refuses clearly.
 import { TidemarkClient } from '../../src/client';
-import { sha256 } from '../../src/plan/load';
+import { loadPlan, sha256 } from '../../src/plan/load';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { runCli } from '../helpers/cli';
 import { allTableContents, schemaDump, tableExists } from '../helpers/db-assert';
@@ -271,3 +271,75 @@ describe('preflight refuses clearly and changes nothing', () => {
     expect(await tableExists(db, 'meetings_v2')).toBe(false);
   });
 });
+
+describe('a check, gate or assertion whose query gives several values is not read by its first row', () => {
+  /** orders, with an app_metrics table of one error rate per endpoint: the second breaches. */
+  async function ordersDb(tag: string) {
+    const db = await h.db(tag);
+    await db.query(`
+      CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL); INSERT INTO orders VALUES (1, 10), (2, 20);
+      CREATE TABLE app_metrics (endpoint text, rate float8); INSERT INTO app_metrics VALUES ('/a', 0.01), ('/b', 0.5);`);
+    return db;
+  }
+  const plan = (db: TestDb, name: string, more: Record<string, unknown>) =>
+    writePlan(
+      {
+        name: `${name}-${db.name.slice(-6)}`,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+        ...more,
+      },
+      { 'up.sql': 'ALTER TABLE orders ADD COLUMN note text;', 'down.sql': 'ALTER TABLE orders DROP COLUMN note;' },
+    );
+  const gates = [{ name: 'error rate', sql: 'SELECT rate FROM app_metrics', max: 0.1, interval: '200ms' }];
+
+  test('plan check --rehearse says so for each', async () => {
+    const db = await ordersDb('manyrehearse');
+    const file = plan(db, 'rates', {
+      preflight: { checks: [{ name: 'big orders', sql: 'SELECT id FROM orders WHERE total > 5', severity: 'fail' }] },
+      validate: [{ sql: { name: 'totals', query: 'SELECT id, total FROM orders WHERE id = 1', expect: 1 } }],
+      traffic: { flag: 'rates', stages: [{ percent: 100 }], gates },
+    });
+    const r = await runCli(['plan', 'check', file, '--rehearse'], { [db.urlEnv]: db.url });
+    expect(r.code).toBe(1);
+    const many = 'where one value is read: aggregate them (count(*), max(…), …)';
+    expect(r.stdout).toMatch(new RegExp(`big orders.*the query returned 2 rows, ${escape(many)}`));
+    expect(r.stdout).toContain(`gate "error rate": WARNING, cannot be read now — the query returned 2 rows, ${many}`);
+    expect(r.stdout).toContain('assertion "totals"');
+    expect(r.stdout).toContain('the query returned 2 columns, where one value is read: select one');
+  });
+
+  test('a migration: the gate pauses the rollout instead of passing on the first row; the assertion fails', async () => {
+    const db = await ordersDb('manyrun');
+    const gated = await loadPlan(
+      plan(db, 'rates-gate', { traffic: { flag: 'rates', stages: [{ percent: 100, soak: '30s' }], gates } }),
+    );
+    const { workflowId } = await h.client.start(gated, { autoApprove: true });
+    const paused = await eventually(async () => {
+      const s = await h.client.status(workflowId);
+      return s.state === 'paused' ? s : undefined;
+    }, 'the rollout to pause');
+    expect(paused.paused?.reason).toBe(
+      'gate "error rate" could not be read: the query returned 2 rows, where one value is read: aggregate them (count(*), max(…), …)',
+    );
+    await h.client.abort(workflowId, { reason: 'test over' });
+    expect((await h.client.waitForEnd(workflowId)).state).toBe('rolled-back');
+
+    const asserted = await loadPlan(
+      plan(db, 'rates-assert', {
+        validate: [{ sql: { name: 'rates', query: 'SELECT rate FROM app_metrics', max: 0.1 } }],
+      }),
+    );
+    const { workflowId: second } = await h.client.start(asserted, { autoApprove: true });
+    const final = await h.client.waitForEnd(second);
+    expect(final.state).toBe('rolled-back');
+    expect(final.validation?.checks[0]).toMatchObject({
+      check: 'rates',
+      ok: false,
+      message: 'the query returned 2 rows, where one value is read: aggregate them (count(*), max(…), …)',
+    });
+  });
+});
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

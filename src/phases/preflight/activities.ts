@@ -9,7 +9,7 @@ import { formatPgError, isConnectionLoss } from '../../db/errors';
 import { ARCHIVE_SCHEMA } from '../../db/names';
 import { findPgTool, toolMajorVersion } from '../../db/pgtools';
 import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
-import { firstValue, inSavepoint, inTransaction } from '../../db/tx';
+import { inSavepoint, inTransaction, singleValue } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
 import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
@@ -590,7 +590,7 @@ async function runPlanChecks(c: PoolClient, plan: ResolvedPlan, add: Add) {
   for (const chk of plan.preflight.checks) {
     let v: unknown;
     try {
-      v = await inSavepoint(c, () => firstValue(c, chk.sql));
+      v = await inSavepoint(c, () => singleValue(c, chk.sql));
     } catch (e) {
       add(chk.name, 'fail', `check query failed: ${formatPgError(e)}`);
       continue;

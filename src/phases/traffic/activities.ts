@@ -2,7 +2,7 @@
 // reads metric gates.
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent } from '../../db/quote';
-import { firstValue, withTransaction } from '../../db/tx';
+import { singleValue, withTransaction } from '../../db/tx';
 import type { Gate } from '../../plan/types';
 import type { Pool, PoolClient } from 'pg';
 import { F, failure } from '../../migration/failures';
@@ -65,7 +65,7 @@ export function createTrafficActivities(deps: ActivityDeps) {
     if (g.sql) {
       const pool = g.database ? deps.pools.get(g.database.urlEnv) : await targetPool(deps, defaultUrlEnv);
       return withTransaction(pool, { readOnly: true, statementTimeoutMs: g.timeout }, async (c) =>
-        toNumber(await firstValue(c, g.sql!), 'the gate query'),
+        toNumber(await singleValue(c, g.sql!), 'the gate query'),
       );
     }
     const src = g.prometheus ?? g.http!;
@@ -87,6 +87,12 @@ export function createTrafficActivities(deps: ActivityDeps) {
       if (data?.resultType === 'scalar') return toNumber((data.result as [number, string])[1], 'the Prometheus query');
       const vec = data?.result as { value: [number, string] }[] | undefined;
       if (!vec?.length) throw new Error('the Prometheus query returned no series');
+      // As with a gate query's rows: which series counts is the plan's to say, not the order they came in.
+      if (vec.length > 1) {
+        throw new Error(
+          `the Prometheus query returned ${vec.length} series, where one value is read: aggregate them (max(…), sum(…), …)`,
+        );
+      }
       return toNumber(vec[0].value[1], 'the Prometheus query');
     }
     return toNumber(pickField(body, g.http!.field), `field ${g.http!.field ?? '(body)'}`);

@@ -5,7 +5,7 @@ import { TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import { chunkPlanner, walkChunks, type ChunkBounds } from '../copy/chunks';
 import { chunkDiffQuery, chunkDigestQuery, nullKeyQuery, rowCountQuery } from './sql';
-import { firstValue, inTransaction, withClient } from '../../db/tx';
+import { inTransaction, NotOneValueError, singleValue, withClient } from '../../db/tx';
 import type { ResolvedCopyJob, ValidationCheck } from '../../plan/types';
 import type { ValidationCheckResult, ValidationReport } from '../../migration/messages';
 import { describeKey } from '../../plan/keys';
@@ -272,9 +272,15 @@ async function sqlAssertion(
   spec: NonNullable<ValidationCheck['sql']>,
   name: string,
 ): Promise<ValidationCheckResult> {
-  const value = await inTransaction(c, { readOnly: true, statementTimeoutMs: 10 * 60_000 }, (tx) =>
-    firstValue(tx, spec.query),
-  );
+  let value: unknown;
+  try {
+    value = await inTransaction(c, { readOnly: true, statementTimeoutMs: 10 * 60_000 }, (tx) =>
+      singleValue(tx, spec.query),
+    );
+  } catch (e) {
+    if (e instanceof NotOneValueError) return { check: name, kind: 'sql', ok: false, message: e.message, details: {} };
+    throw e;
+  }
   const { ok, why } = compare(value, spec);
   return { check: name, kind: 'sql', ok, message: why, details: { value } };
 }
