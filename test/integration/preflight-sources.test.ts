@@ -5,7 +5,7 @@
 import { Pool } from 'pg';
 import { runPreflightChecks } from '../../src/phases/preflight/activities';
 import { loadPlan } from '../../src/plan/load';
-import { Harness } from '../helpers/env';
+import { eventually, Harness } from '../helpers/env';
 import { writePlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -105,5 +105,61 @@ test('mapping expressions, key fill and syncability are checked on the source at
     ]);
   } finally {
     await pool.end();
+  }
+});
+
+test("long transactions and locks are looked for in the plan's database only, and named without their query text", async () => {
+  const db = await h.db('preflight_long');
+  const other = await h.db('preflight_long_other');
+  await db.query(`CREATE TABLE events (id bigint PRIMARY KEY, name text);`);
+  // The same table in another database, its oid perhaps equal: a lock there does not block this one.
+  await other.query(`CREATE TABLE events (id bigint PRIMARY KEY, name text);`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: 'long-tx',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        preflight: { maxTransactionAge: '500ms' },
+        schema: [{ id: '1', up: 'up.sql', down: 'down.sql' }],
+      },
+      { 'up.sql': 'ALTER TABLE events ADD COLUMN note text;', 'down.sql': 'ALTER TABLE events DROP COLUMN note;' },
+    ),
+  );
+  const pool = new Pool({ connectionString: db.url });
+  const elsewhere = new Pool({ connectionString: other.url, application_name: 'elsewhere' });
+  const here = new Pool({ connectionString: db.url, application_name: 'reporting' });
+  const [far, near] = await Promise.all([elsewhere.connect(), here.connect()]);
+  try {
+    await far.query(`BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE; SELECT 'password=hunter2' AS secret;`);
+    await near.query(`BEGIN; SELECT 'card 4111' AS secret;`);
+    const nearPid = (await near.query('SELECT pg_backend_pid() AS p')).rows[0].p;
+    // Both older than maxTransactionAge.
+    await eventually(async () => {
+      const r = await pool.query(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name IN ('elsewhere', 'reporting')
+            AND xact_start < now() - interval '1 second'`,
+      );
+      return r.rows[0].n === 2;
+    }, 'both transactions to age');
+    const report = await runPreflightChecks(pool, plan);
+    const long = report.findings.filter((f) => f.check === 'long transactions');
+    expect(long).toEqual([
+      {
+        check: 'long transactions',
+        status: 'warn',
+        message: expect.stringMatching(
+          new RegExp(
+            `^pid ${nearPid} \\(user postgres, application "reporting", idle in transaction\\) has a transaction open for `,
+          ),
+        ),
+      },
+    ]);
+    expect(report.findings.find((f) => f.check === 'locks')).toMatchObject({ status: 'ok' });
+    expect(JSON.stringify(report)).not.toMatch(/hunter2|4111|elsewhere/);
+  } finally {
+    far.release();
+    near.release();
+    await Promise.all([pool.end(), elsewhere.end(), here.end()]);
   }
 });

@@ -224,6 +224,8 @@ async function checkLocksAndTransactions(c: PoolClient, plan: ResolvedPlan, add:
        JOIN pg_class c ON c.oid = l.relation
        LEFT JOIN pg_stat_activity a ON a.pid = l.pid
       WHERE l.relation = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) AS x)
+        -- A relation's oid names another table in another database.
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
         AND l.pid <> pg_backend_pid()
         AND (NOT l.granted OR l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
              OR a.xact_start < now() - make_interval(secs => $2::float8 / 1000))`,
@@ -240,21 +242,27 @@ async function checkLocksAndTransactions(c: PoolClient, plan: ResolvedPlan, add:
     }
   } else add('locks', 'ok', 'no blocking locks on the tables involved');
 
+  // In this database only: another database's sessions neither block these tables nor hold back what the copy and the
+  // schema steps wait for. Named by pid, user and application, never by their query's text: that is another session's
+  // SQL (values, perhaps a password), and the findings go into the history.
   const long = await c.query(
-    `SELECT pid, state, (extract(epoch FROM now() - xact_start) * 1000)::float8 AS age_ms, left(query, 80) AS query
+    `SELECT pid, state, usename, application_name, (extract(epoch FROM now() - xact_start) * 1000)::float8 AS age_ms
        FROM pg_stat_activity
-      WHERE xact_start < now() - make_interval(secs => $1::float8 / 1000) AND pid <> pg_backend_pid()
+      WHERE datname = current_database() AND xact_start < now() - make_interval(secs => $1::float8 / 1000)
+        AND pid <> pg_backend_pid()
       ORDER BY xact_start LIMIT 5`,
     [maxAge],
   );
   if (long.rowCount) {
-    for (const t of long.rows)
+    for (const t of long.rows) {
+      const who = [t.usename && `user ${t.usename}`, t.application_name && `application "${t.application_name}"`];
       add(
         'long transactions',
         'warn',
-        `pid ${t.pid} has a transaction open for ${formatDuration(t.age_ms)} (${t.state}): ${t.query}`,
+        `pid ${t.pid} (${[...who.filter(Boolean), t.state].join(', ')}) has a transaction open for ${formatDuration(t.age_ms)}`,
       );
-  } else add('long transactions', 'ok', `no transaction open longer than ${formatDuration(maxAge)}`);
+    }
+  } else add('long transactions', 'ok', `no transaction in this database open longer than ${formatDuration(maxAge)}`);
 }
 
 async function checkCopyKeys(c: PoolClient, plan: ResolvedPlan, add: Add) {
