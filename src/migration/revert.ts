@@ -1,10 +1,17 @@
 // Reverting a completed migration (`tidemark revert`) as its own durable workflow: take stock and refuse up front what
-// can no longer be reverted, back up, wait for approval if the plan asks for any, then run the phases' own undos —
+// can no longer be reverted, back up, wait for approval (`--auto-approve` grants it), then run the phases' own undos —
 // compatibility objects dropped, archived tables moved back, the flag to 0, sync triggers dropped, each step's `down`
 // newest first — with the same status, events and Web UI columns as a migration. Past its first change a revert is
 // not undone half-way: one that stops says what it reverted and what is left, and runs again from there.
 import { Background } from './background';
-import { ApplicationFailure, CancellationScope, isCancellation, setHandler, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  patched,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { PHASE_MODULES } from '../phases';
 import type { RevertItem } from '../phases/ledger-activities';
 import type { PhaseContext } from '../phases/phase';
@@ -17,6 +24,8 @@ import { initialStatus, statusQuery, type MigrationStatus, type RevertInput, typ
 import { backups, quick, undos } from './profiles';
 import { errorMessage, Saga, type UndoAction } from './saga';
 import { StatusBoard } from './status';
+
+const ALWAYS_APPROVED = 'revert-always-approved';
 
 /** A revert's phases: preflight and backup, then the migration's phases backwards, each running its own undos. */
 export const REVERT_PHASES: readonly PhaseName[] = ['preflight', 'backup', 'cleanup', 'traffic', 'copy', 'schema'];
@@ -107,7 +116,9 @@ class Revert {
       board.event('backup skipped: the plan disables backups');
     }
     await control.safePoint();
-    if (this.plan.approvals.length) {
+    // The revert drops the new tables with whatever was written to them: someone says yes first, whatever the plan
+    // asked of its migration (before ALWAYS_APPROVED, only when the plan listed any approval).
+    if (this.plan.approvals.length || patched(ALWAYS_APPROVED)) {
       board.status.phase = REVERT_PHASES.find((p) => phasesToRun.has(p))!;
       await control.requireApproval('revert');
     }

@@ -224,3 +224,31 @@ test('a plan whose last run was aborted (rolled back) starts again without --rer
   // Completed now: a third start is refused as before.
   await expect(h.client.start(plan, { autoApprove: true })).rejects.toThrow(/already completed at /);
 });
+
+test('a revert waits for approval even when the plan asked none of its migration, and changes nothing before it', async () => {
+  const db = await h.db('revertapproval');
+  await db.query(`CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL);`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: `orders-note-${db.name.slice(-6)}`,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: '001_note', up: 'up.sql', down: 'down.sql' }],
+      },
+      { 'up.sql': 'ALTER TABLE orders ADD COLUMN note text;', 'down.sql': 'ALTER TABLE orders DROP COLUMN note;' },
+    ),
+  );
+  expect(plan.approvals).toEqual([]);
+  const started = await h.client.start(plan, { autoApprove: false });
+  expect((await h.client.waitForEnd(started.workflowId)).state).toBe('completed');
+  const schemaAfter = schemaDump(db);
+
+  const { workflowId } = await h.client.revert(plan, { autoApprove: false });
+  const waiting = await h.approvalPending(workflowId, 'revert');
+  expect(waiting.state).toBe('waiting-approval');
+  expect(schemaDump(db)).toBe(schemaAfter);
+  await h.client.approve(workflowId, { by: 'test', gate: 'revert' });
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('completed');
+  expect(schemaDump(db)).not.toContain('note');
+});

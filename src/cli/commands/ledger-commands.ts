@@ -74,7 +74,7 @@ export function registerLedgerCommands(program: Command, globals: () => GlobalOp
   program
     .command('revert <plan>')
     .description(
-      'revert a completed migration as its own workflow: backup, approval if the plan lists any, then its undos (plan file, name or workflow id)',
+      'revert a completed migration as its own workflow: backup, approval, then its undos (plan file, name or workflow id)',
     )
     .option('--auto-approve', 'grant the approval automatically')
     .option(
