@@ -35,6 +35,8 @@ import type { StatusBoard } from './status';
 
 /** Patch: a pause asked for during an approval wait holds once the approval comes (it let the next change run). */
 const HOLD_AFTER_APPROVAL = 'pause-holds-after-approval';
+const SIGNAL_INPUT_CHECKED = 'signal-input-checked';
+const LATE_APPROVAL = 'approval-after-timeout';
 
 /** Thrown inside the workflow when it must roll back for a reason of its own (a gate, an approval timeout). */
 export class RollbackRequested extends Error {}
@@ -54,6 +56,8 @@ export class OperatorControl {
   readonly scope = new CancellationScope();
   abortRequest: (AbortRequest & { at: string }) | null = null;
   private approvedGate: string | null;
+  /** The gate whose approval timed out into a pause: approving it is still accepted, and ends that pause. */
+  private timedOut: string | null = null;
   private controlVersion: number;
   private promoteRequested = false;
   private promotable = false;
@@ -123,7 +127,15 @@ export class OperatorControl {
       const why = `approval of ${gate} timed out after ${formatDuration(timeout)}`;
       if (this.plan.onApprovalTimeout === 'abort') throw new RollbackRequested(why);
       this.pauseWith({ reason: why, by: 'tidemark' });
-      await this.safePoint();
+      // Paused, the gate still takes an approval: the operator who comes back to it approves (which also lifts this
+      // pause), or resumes to wait again. Before LATE_APPROVAL the approval was refused: nothing was waiting.
+      this.timedOut = patched(LATE_APPROVAL) ? gate : null;
+      try {
+        await this.safePoint();
+      } finally {
+        this.timedOut = null;
+      }
+      if (this.approvedGate === gate) break;
     }
     this.board.setState(this.status.paused ? 'paused' : 'running');
     this.board.publish();
@@ -250,6 +262,12 @@ export class OperatorControl {
       (arg?: R) => {
         const req = { by: 'signal', ...(arg && typeof arg === 'object' ? arg : {}) } as R;
         try {
+          // An input that is not an object says nothing an operator meant (a bare string in the Web UI's input box):
+          // ignored, as a request an update would refuse (before SIGNAL_INPUT_CHECKED it counted as one with no fields).
+          const shapeless = arg !== undefined && arg !== null && (typeof arg !== 'object' || Array.isArray(arg));
+          if (shapeless && patched(SIGNAL_INPUT_CHECKED)) {
+            throw new Error(`its input must be a JSON object or empty, got ${JSON.stringify(arg).slice(0, 60)}`);
+          }
           validate(req);
         } catch (e) {
           this.board.event(
@@ -277,18 +295,25 @@ export class OperatorControl {
 
   private validateApprove(req: ApproveRequest): void {
     this.rejectIfFinished();
-    const pending = this.status.pendingApproval;
+    const pending = this.status.pendingApproval?.gate ?? this.timedOut;
     if (!pending) throw new Error('nothing is waiting for approval');
-    if (req.gate && req.gate !== pending.gate) {
-      throw new Error(`${req.gate} is not waiting for approval (${pending.gate} is)`);
+    if (req.gate && req.gate !== pending) {
+      throw new Error(`${req.gate} is not waiting for approval (${pending} is)`);
     }
   }
 
   private approve(req: ApproveRequest): UpdateAck {
-    const gate = this.status.pendingApproval!.gate;
+    const gate = this.status.pendingApproval?.gate ?? this.timedOut!;
     this.approvedGate = gate;
     this.status.approvals.push({ gate, by: req.by ?? 'unknown', comment: req.comment, at: this.board.now() });
-    this.board.event(`${gate} approved by ${req.by ?? 'unknown'}${req.comment ? `: ${req.comment}` : ''}`);
+    const late = this.timedOut === gate && this.status.paused?.by === 'tidemark';
+    this.board.event(
+      `${gate} approved by ${req.by ?? 'unknown'}${req.comment ? `: ${req.comment}` : ''}${late ? ' after its approval timed out: resuming' : ''}`,
+    );
+    if (late) {
+      this.status.paused = null;
+      this.controlVersion++;
+    }
     return this.ack(`approved ${gate}`, this.status.paused ? 'paused' : 'running');
   }
 

@@ -384,6 +384,35 @@ describe('approvals', () => {
     expect(final.state).toBe('completed');
     expect(final.approvals).toEqual([expect.objectContaining({ gate: 'schema', by: 'alice' })]);
   });
+
+  test('an approval given after its timeout paused the migration is taken, and lifts that pause', async () => {
+    const calls: Call[] = [];
+    const final = await stub.run(
+      waiting('pause'),
+      stubActivities(calls),
+      async (h) => {
+        await until(h, (s) => s.state === 'waiting-approval', 'the approval wait');
+        await stub.env.sleep(3_601_000);
+        const paused = await until(h, (s) => s.state === 'paused', 'the pause');
+        expect(paused.pendingApproval).toBeNull();
+        // A bare string in the Web UI's signal input is not an approval.
+        await h.signal(approveSignal, 'yes' as never);
+        const ignored = /^approve signal ignored: its input must be a JSON object or empty, got "yes"$/;
+        await until(h, (s) => s.events.some((e) => ignored.test(e.message)), 'the signal ignored');
+        expect((await h.query(statusQuery)).state).toBe('paused');
+        const ack = await h.executeUpdate(approveUpdate, { args: [{ by: 'bob', gate: 'schema' }] });
+        expect(ack).toMatchObject({ accepted: true, state: 'running', message: 'approved schema' });
+        return finalStatus(h);
+      },
+      { autoApprove: false },
+    );
+    expect(final.state).toBe('completed');
+    expect(final.approvals).toEqual([expect.objectContaining({ gate: 'schema', by: 'bob' })]);
+    expect(final.events.map((e) => e.message)).toContain(
+      'schema approved by bob after its approval timed out: resuming',
+    );
+    expect(calls.some((c) => c.name === 'applySchemaStep')).toBe(true);
+  });
 });
 
 test('every operator message the workflow must refuse is refused, changes nothing, and leaves no trace in history', async () => {
