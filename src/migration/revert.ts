@@ -170,8 +170,8 @@ class Revert {
       throw failure(
         F.RevertFailed,
         `revert stopped: ${problem}. Reverted: ${done.join('; ')}. ` +
-          'Left as it is: that reverse sync, which a revert run again no longer sees (its copy is undone): drop ' +
-          'its functions in the tidemark schema by hand',
+          `Left as it is: that reverse sync (still recorded). Fix the cause and run tidemark revert ${this.plan.name} ` +
+          'again: what is reverted stays reverted',
       );
     }
     if (current) Object.assign(current, { status: 'completed', endedAt: board.now() });

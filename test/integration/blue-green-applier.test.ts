@@ -150,3 +150,36 @@ test('an abort after cut-over whose drain blue refuses holds the rollback; fixed
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);
 });
+
+test("an abort after cut-over keeps green's rows until its tables are gone: late updates and deletes there reach blue", async () => {
+  const blue = await h.db('bg_late_blue');
+  const green = await h.db('bg_late_green');
+  await seedBlue(blue, 300);
+  const plan = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 600_000 }] });
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventOf(h.client, workflowId, /^flag use_green_database at 100%/, 240_000);
+  // A view on green's cameras makes its schema undo (DROP TABLE) fail: the rollback holds after the copy's undo.
+  await green.query(`CREATE VIEW camera_names AS SELECT id, name FROM cameras`);
+  await h.client.abort(workflowId, { reason: 'back to blue' });
+  const held = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    return s.paused?.rollbackHeld ? s : undefined;
+  }, 'the rollback held on the failed drop');
+  expect(held.events.map((e) => e.message).join('\n')).toMatch(/^rollback held: .*camera_names/m);
+
+  // Late requests on green: an update and a delete, each acknowledged with one row.
+  expect(await green.query(`UPDATE cameras SET name = 'late on green' WHERE id = 20 RETURNING id`)).toHaveLength(1);
+  expect(await green.query(`DELETE FROM cameras WHERE id = 21 RETURNING id`)).toHaveLength(1);
+
+  await green.query(`DROP VIEW camera_names`);
+  await h.client.resume(workflowId, { by: 'operator' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  const rows = await blue.query<{ id: number; name: string }>(
+    `SELECT id, name FROM cameras WHERE id IN (20, 21) ORDER BY id`,
+  );
+  expect(rows).toEqual([{ id: 20, name: 'late on green' }]);
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});

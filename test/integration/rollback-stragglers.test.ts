@@ -6,7 +6,8 @@ import { Pool } from 'pg';
 import type { MigrationStatus } from '../../src/migration/messages';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { eventually, Harness, type TestDb } from '../helpers/env';
-import { meetingsPlan } from '../helpers/plans';
+import { meetingsPlan, writePlan } from '../helpers/plans';
+import { loadPlan } from '../../src/plan/load';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -65,6 +66,11 @@ async function expectNothingLost(db: TestDb, acknowledged: number[]): Promise<vo
     (await db.query<{ id: string }>(`SELECT id FROM meetings WHERE id >= 500000`)).map((r) => Number(r.id)),
   );
   expect(acknowledged.filter((id) => !present.has(id))).toEqual([]);
+  await expectNoSyncLeft(db);
+}
+
+/** No sync trigger or function of tidemark is left. */
+async function expectNoSyncLeft(db: TestDb): Promise<void> {
   const triggers = await db.query(`SELECT tgname FROM pg_trigger WHERE tgname LIKE 'tidemark%'`);
   expect(triggers).toEqual([]);
   const functions = await db.query(
@@ -91,6 +97,46 @@ test('writes that keep landing on the new table during the whole rollback are al
 
   expect(final.state).toBe('rolled-back');
   await expectNothingLost(db, stragglers.acknowledged);
+});
+
+test('updates and deletes on the new table after its copy is undone still reach the old table: its rows stay until it is dropped', async () => {
+  const db = await h.db('stragglerupdates');
+  const plan = await stragglerPlan(db, 600_000);
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventually(
+    async () => (await h.client.status(workflowId)).traffic?.percent === 100,
+    'traffic at 100%',
+    120_000,
+  );
+  // A view on the new table makes its schema undo (DROP TABLE) fail: the rollback holds right after the copy's undo,
+  // the moment an application's late requests on the new path meet.
+  await db.query(`CREATE VIEW meetings_v2_titles AS SELECT id, title FROM meetings_v2`);
+  await h.client.abort(workflowId, { reason: 'back to the old path' });
+  const held = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    return s.paused?.rollbackHeld ? s : undefined;
+  }, 'the rollback held on the failed drop');
+  expect(
+    held.compensations.find((c) => c.phase === 'copy' && c.description.startsWith('drop sync triggers of meetings;')),
+  ).toMatchObject({ status: 'done' });
+
+  // Late requests on the new path: an update, a delete and a key change, each acknowledged with one row.
+  expect(await db.query(`UPDATE meetings_v2 SET title = 'late update' WHERE id = 10 RETURNING id`)).toHaveLength(1);
+  expect(await db.query(`DELETE FROM meetings_v2 WHERE id = 11 RETURNING id`)).toHaveLength(1);
+  expect(await db.query(`UPDATE meetings_v2 SET id = 900012 WHERE id = 12 RETURNING id`)).toHaveLength(1);
+
+  await db.query(`DROP VIEW meetings_v2_titles`);
+  await h.client.resume(workflowId, { by: 'test' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  const rows = await db.query<{ id: string; title: string }>(
+    `SELECT id::text, title FROM meetings WHERE id IN (10, 11, 12, 900012) ORDER BY id`,
+  );
+  expect(rows).toEqual([
+    { id: '10', title: 'late update' },
+    { id: '900012', title: expect.any(String) },
+  ]);
+  await expectNoSyncLeft(db);
 });
 
 test('a revert of a completed migration keeps the reverse sync until the new table is gone, then drops it', async () => {
@@ -145,4 +191,37 @@ test('writes that keep landing on the old table through the cleanup reach the ne
   );
   expect(stragglers.acknowledged.filter((id) => !present.has(id))).toEqual([]);
   expect(await db.query(`SELECT to_regclass('public.meetings') AS t`)).toEqual([{ t: null }]);
+});
+
+test('a target that was there before the migration, empty, is emptied again at the end of the rollback', async () => {
+  const db = await h.db('keptarget');
+  await db.query(`
+    CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL);
+    INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 500) g;
+    CREATE TABLE orders_v2 (id bigint PRIMARY KEY, total numeric NOT NULL);`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: `kept-target-${db.name.slice(-6)}`,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        approvals: ['validate'],
+        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+        copy: [{ name: 'orders', from: 'orders', to: 'orders_v2', key: 'id', sync: 'bidirectional' }],
+        validate: [{ rowCount: { copy: 'orders' } }],
+      },
+      { 'up.sql': 'CREATE INDEX orders_v2_total ON orders_v2 (total);', 'down.sql': 'DROP INDEX orders_v2_total;' },
+    ),
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'validate');
+  expect(await db.query(`SELECT count(*)::int AS n FROM orders_v2`)).toEqual([{ n: 500 }]);
+  await h.client.abort(workflowId, { reason: 'test' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(await db.query(`SELECT count(*)::int AS n FROM orders_v2`)).toEqual([{ n: 0 }]);
+  expect(await db.query(`SELECT count(*)::int AS n, sum(total)::text AS t FROM orders`)).toEqual([
+    { n: 500, t: '187875.0' },
+  ]);
+  await expectNoSyncLeft(db);
 });

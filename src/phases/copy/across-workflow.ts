@@ -184,7 +184,7 @@ export async function endCapturesAfterRollback(ctx: PhaseContext): Promise<strin
     try {
       const { applied } = await undos.finishCapture.executeWithOptions(
         { summary: `undo: apply the target's last changes to ${job.from}, then drop the capture of ${job.name}` },
-        [{ ...acrossArgs(ctx, job), direction: 'reverse', last: true }],
+        [{ ...acrossArgs(ctx, job), direction: 'reverse', last: true, rollback: true }],
       );
       const r = ctx.board.status.replication?.find((x) => x.job === job.name && x.direction === 'reverse');
       if (r) {

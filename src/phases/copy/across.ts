@@ -518,6 +518,12 @@ export function createAcrossActivities(deps: ActivityDeps) {
             direction,
           ]);
         });
+        // Once the target takes writes (its reverse capture is installed), its rows stay until the rollback's end
+        // (finishCapture): a late update or delete on the new side finds its row only while the row is there, and
+        // emptied here, the target acknowledged it and the source never saw it.
+        if (await captureRecord(sides.target, run, job.name, 'reverse')) {
+          return `capture dropped; ${job.to}'s rows stay on the target until the end of the rollback`;
+        }
         // The guard: emptying the target must not be logged by its reverse capture (it would empty the source).
         const tx = { lockTimeoutMs: input.lockTimeoutMs, settings: applySettings(syncId) };
         return withTransaction(sides.target, tx, async (c) => {
@@ -525,9 +531,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
             `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
             [run.runKey, job.name],
           );
-          if (!rec.rowCount) return 'capture dropped';
-          if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
-            await c.query(`TRUNCATE ${quoteTable(parseTableRef(job.to))}`);
+          if (rec.rows[0]?.target_was_empty && (await emptyAcross(c, job))) {
             return `capture dropped, ${job.to} emptied on the target`;
           }
           return 'capture dropped';
@@ -540,7 +544,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
      * are then in the log), applies everything left in the log, and forgets its record. With `last`, the job's row
      * stamps go too, on both sides. Idempotent.
      */
-    async finishCapture(input: CaptureInput & { last: boolean }): Promise<{ applied: number }> {
+    async finishCapture(input: CaptureInput & { last: boolean; rollback?: boolean }): Promise<{ applied: number }> {
       const { job, run, direction } = input;
       return activityBody(`ending the ${direction} change capture of "${job.name}"`, async () => {
         const sides = await sidesOf(deps, input);
@@ -567,10 +571,15 @@ export function createAcrossActivities(deps: ActivityDeps) {
           for (const db of [sides.source, sides.target]) {
             await db.query(`DELETE FROM ${S}.row_clock WHERE sync_id = $1`, [syncId]);
           }
-          await sides.target.query(`DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2`, [
-            run.runKey,
-            job.name,
-          ]);
+          // The end of a rollback: the target, if it outlived the schema undos, is emptied when the copy filled it
+          // (kept until now for the new side's late writes: undoCapture). No capture is left to log it.
+          const rec = await sides.target.query(
+            `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
+            [run.runKey, job.name],
+          );
+          if (input.rollback && rec.rows[0]?.target_was_empty) {
+            await withClient(sides.target, (c) => emptyAcross(c, job));
+          }
         }
         deps.logger.info({ job: job.name, direction, applied }, 'change capture ended');
         return { applied };
@@ -988,4 +997,11 @@ async function streamBatch(
     });
     return { n, end, last: found === undefined };
   });
+}
+
+/** Empties `job`'s target table on the target side, if it is still there (false when it is not). */
+async function emptyAcross(c: PoolClient, job: ResolvedCopyJob): Promise<boolean> {
+  if (!(await tableExists(c, job.to))) return false;
+  await c.query(`TRUNCATE ${quoteTable(parseTableRef(job.to))}`);
+  return true;
 }

@@ -8,7 +8,6 @@ import { syncIdFor, TIDEMARK_SCHEMA } from '../../db/names';
 import { quoteIdent, quoteTable } from '../../db/quote';
 import {
   copySettings,
-  guardSetting,
   dropSyncDdl,
   forwardTriggerDdl,
   hasIntegerKey,
@@ -270,38 +269,36 @@ export function createCopyActivities(deps: ActivityDeps) {
     /**
      * Undo: removes the sync triggers and, if the target was empty before the copy, empties it again. Reads what the
      * install recorded: nothing recorded means the install never committed, and there is nothing to undo.
+     *
+     * A bidirectional job keeps its reverse sync, its record and the target's rows until the rollback is over
+     * (dropReverseSync): the application may still write on the new path for a moment after the flag went back to 0,
+     * and those writes must reach the old table until the new one is gone. An update or delete there finds its row
+     * only while the row is there: emptied here, the target acknowledged them and the old table never saw them.
      */
     async undoCopy(input: CopyJobInput): Promise<string> {
       const { job, run } = input;
       return activityBody(`undoing copy job "${job.name}"`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         const syncId = syncIdFor(run.runKey, job.name);
-        // The guard: emptying the target must not reach the old table through the reverse sync, which stays.
-        const tx = { lockTimeoutMs: input.lockTimeoutMs, settings: guardSetting(syncId) };
-        return withTransaction(pool, tx, async (c) => {
+        const keepReverse = job.sync === 'bidirectional';
+        return withTransaction(pool, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
           const rec = await c.query(
-            `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
+            keepReverse
+              ? `SELECT target_was_empty FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2`
+              : `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
             [run.runKey, job.name],
           );
           if (!rec.rowCount) return 'nothing was installed';
-          // A bidirectional job keeps its reverse sync until the rollback is over (dropReverseSync): the application
-          // may still write on the new path for a moment after the flag went back to 0, and those writes must reach
-          // the old table until the new one is gone.
-          const keepReverse = job.sync === 'bidirectional';
           for (const stmt of dropSyncDdl(job.name, syncId, job.syncFrom?.length ?? 0, keepReverse)) await c.query(stmt);
+          if (keepReverse) {
+            return `forward sync dropped; the reverse sync and ${job.to}'s rows stay until the end of the rollback`;
+          }
           const discarded = job.discardNewPathWrites ? await discardedWrites(c, run, job) : '';
           if (discarded) deps.logger.warn({ job: job.name, target: job.to }, discarded.replace(/^; /, ''));
-          if (rec.rows[0].target_was_empty && (await tableExists(c, job.to))) {
-            // A target shared by several jobs loses this job's slice only, by DELETE: a TRUNCATE would reach the
-            // other jobs' reverse syncs as a truncate of their rows too.
-            const slice = Object.entries(job.slice ?? {}).map(
-              ([col, value]) => `t.${quoteIdent(col)} IS NOT DISTINCT FROM (${value})`,
-            );
-            if (slice.length) await c.query(`DELETE FROM ${quoteTable(job.to)} AS t${whereOf(slice)}`);
-            else await c.query(`TRUNCATE ${quoteTable(job.to)}`);
-            return `sync triggers dropped, ${job.to} emptied${discarded}${keepReverse ? ' (reverse sync kept until the end)' : ''}`;
+          if (rec.rows[0].target_was_empty && (await emptyTarget(c, job))) {
+            return `sync triggers dropped, ${job.to} emptied${discarded}`;
           }
-          return `sync triggers dropped${discarded}${keepReverse ? ' (reverse sync kept until the end of the rollback)' : ''}`;
+          return `sync triggers dropped${discarded}`;
         });
       });
     },
@@ -342,6 +339,10 @@ export function createCopyActivities(deps: ActivityDeps) {
      * The end of a rollback, once every undo has run (the new tables are dropped, unless they existed before): removes
      * the reverse sync that undoCopy kept for the application's late writes on the new path.
      */
+    /**
+     * The end of a bidirectional job's undo, once the new tables are gone: its reverse sync goes, then its record, and
+     * the target (if it outlived the schema undos) is emptied when the copy filled it.
+     */
     async dropReverseSync(input: { urlEnv: string; run: RunRef; jobs: ResolvedCopyJob[]; lockTimeoutMs: number }) {
       return activityBody('dropping the reverse sync', async () => {
         const pool = await targetPool(deps, input.urlEnv);
@@ -354,6 +355,11 @@ export function createCopyActivities(deps: ActivityDeps) {
             )) {
               await c.query(stmt);
             }
+            const rec = await c.query(
+              `DELETE FROM ${S}.sync_jobs WHERE run_key = $1 AND job = $2 RETURNING target_was_empty`,
+              [input.run.runKey, job.name],
+            );
+            if (rec.rows[0]?.target_was_empty) await emptyTarget(c, job);
           }
         });
         return input.jobs.map((j) => j.name);
@@ -759,4 +765,19 @@ async function copyRangeImpl(
     rowsPerSecond: durationMs > 0 ? Math.round((rowsThisAttempt * 1000) / durationMs) : 0,
     resumed,
   };
+}
+
+/**
+ * Empties what the copy filled in `job`'s target, if the table is still there (false when it is not): a target shared
+ * by several jobs loses this job's slice only, by DELETE, since a TRUNCATE would reach the other jobs' reverse syncs as
+ * a truncate of their rows too. Run with this job's sync triggers gone.
+ */
+async function emptyTarget(c: PoolClient, job: ResolvedCopyJob): Promise<boolean> {
+  if (!(await tableExists(c, job.to))) return false;
+  const slice = Object.entries(job.slice ?? {}).map(
+    ([col, value]) => `t.${quoteIdent(col)} IS NOT DISTINCT FROM (${value})`,
+  );
+  if (slice.length) await c.query(`DELETE FROM ${quoteTable(job.to)} AS t${whereOf(slice)}`);
+  else await c.query(`TRUNCATE ${quoteTable(job.to)}`);
+  return true;
 }
