@@ -44,6 +44,8 @@ interface Seen {
 export class WorkerMetrics {
   readonly registry = new Registry();
   private readonly seen = new Map<string, Seen>();
+  /** Per migration, the copy jobs whose batch size and duty are shown: set back to 0 once its copy phase is over. */
+  private readonly copying = new Map<string, Set<string>>();
 
   private readonly rows = new Counter({
     name: 'tidemark_copy_rows_total',
@@ -219,8 +221,21 @@ export class WorkerMetrics {
     last.batches = Math.max(last.batches, b.batches);
     this.batchSize.set(labels, b.batchSize);
     this.duty.set(labels, b.duty ?? 1);
+    this.copying.set(migration, (this.copying.get(migration) ?? new Set()).add(b.job));
     if (b.latencyIncrease !== undefined) this.latencyIncrease.set(labels, b.latencyIncrease);
     this.setThrottle(migration, b.job, b.throttleReason);
+  }
+
+  /** The copy is over: no batch, no share of the time (the last ones, kept, read as a copy still at work). */
+  private copyOver(migration: string): void {
+    for (const job of this.copying.get(migration) ?? []) {
+      const labels = { migration, job };
+      this.batchSize.set(labels, 0);
+      this.duty.set(labels, 0);
+      this.latencyIncrease.set(labels, 0);
+      this.setThrottle(migration, job, null);
+    }
+    this.copying.delete(migration);
   }
 
   private setThrottle(migration: string, job: string, reason: string | null): void {
@@ -251,6 +266,7 @@ export class WorkerMetrics {
       if (seen.phaseEnds.has(key)) continue;
       seen.phaseEnds.add(key);
       this.phases.inc({ migration, phase: p.name, outcome: p.status });
+      if (p.name === 'copy') this.copyOver(migration);
       if (p.startedAt) {
         const secs = (Date.parse(p.endedAt) - Date.parse(p.startedAt)) / 1000;
         this.phaseSeconds.set({ migration, phase: p.name }, Math.max(0, secs));

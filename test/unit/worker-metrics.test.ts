@@ -108,3 +108,43 @@ test("a revert's series carry revert-<plan>: the migration's phase and state sta
   expect(await value(m, 'tidemark_migration_state', { migration: 'revert-orders-v2', state: 'failed' })).toBe(1);
   expect(await value(m, 'tidemark_migration_phase', { migration: 'revert-orders-v2', phase: 'preflight' })).toBe(1);
 });
+
+test("once the copy phase is over its batch size, duty and latency reading go back to 0, not the last batch's", async () => {
+  const m = new WorkerMetrics();
+  const beat = {
+    job: 'orders',
+    rangeIndex: 0,
+    cursor: '100',
+    rowsCopied: 100,
+    estimatedRows: 1000,
+    batches: 1,
+    batchSize: 5000,
+    rowsPerSecond: 50,
+    throttleReason: 'sharing the server with ~2.0 busy session(s): copying 30% of the time',
+    duty: 0.3,
+    latencyIncrease: 0.2,
+    lockConflicts: 0,
+    lastLockConflict: null,
+    paused: false,
+    updatedAt: '2026-01-01T00:00:10.000Z',
+  };
+  (m as unknown as { copyBeat: (m: string, b: typeof beat, l: object) => void }).copyBeat('orders-v2', beat, {
+    rows: 0,
+    batches: 0,
+    at: Date.now(),
+  });
+  const labels = { migration: 'orders-v2', job: 'orders' };
+  const copying = snap({
+    phase: 'copy',
+    phases: [{ name: 'copy', status: 'running', startedAt: '2026-01-01T00:00:00.000Z' }],
+    traffic: null,
+  });
+  m.observe(copying);
+  expect(await value(m, 'tidemark_copy_duty', labels)).toBe(0.3);
+  expect(await value(m, 'tidemark_copy_throttle', { ...labels, reason: 'sharing' })).toBe(1);
+  m.observe(snap({}));
+  expect(await value(m, 'tidemark_copy_duty', labels)).toBe(0);
+  expect(await value(m, 'tidemark_copy_batch_size', labels)).toBe(0);
+  expect(await value(m, 'tidemark_copy_latency_increase', labels)).toBe(0);
+  expect(await value(m, 'tidemark_copy_throttle', { ...labels, reason: 'sharing' })).toBe(0);
+});
