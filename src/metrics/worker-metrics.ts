@@ -46,6 +46,8 @@ export class WorkerMetrics {
   private readonly seen = new Map<string, Seen>();
   /** Per migration, the copy jobs whose batch size and duty are shown: set back to 0 once its copy phase is over. */
   private readonly copying = new Map<string, Set<string>>();
+  /** Per plan, the flag its migration moved: a revert, whose status has no traffic, puts that gauge back to 0. */
+  private readonly flags = new Map<string, string>();
 
   private readonly rows = new Counter({
     name: 'tidemark_copy_rows_total',
@@ -273,6 +275,7 @@ export class WorkerMetrics {
       }
     }
     if (s.traffic) {
+      this.flags.set(s.migration, s.traffic.flag);
       this.flag.set({ migration, flag: s.traffic.flag }, s.traffic.percent);
       for (const g of s.traffic.gates) {
         // Status keeps each gate's last reading: a new `at` is a new reading.
@@ -290,6 +293,11 @@ export class WorkerMetrics {
       if (seen.compensations.has(key)) continue;
       seen.compensations.add(key);
       this.compensations.inc({ migration, phase: c.phase, outcome: c.status });
+      // A revert's traffic undo set the plan's flag to 0: the migration's gauge says so too.
+      const flag = this.flags.get(s.migration);
+      if (migration !== s.migration && c.phase === 'traffic' && c.status === 'done' && flag) {
+        this.flag.set({ migration: s.migration, flag }, 0);
+      }
     }
   }
 }

@@ -109,6 +109,23 @@ test("a revert's series carry revert-<plan>: the migration's phase and state sta
   expect(await value(m, 'tidemark_migration_phase', { migration: 'revert-orders-v2', phase: 'preflight' })).toBe(1);
 });
 
+test("a revert's traffic undo puts the migration's flag gauge back to 0", async () => {
+  const m = new WorkerMetrics();
+  m.observe(snap({ state: 'completed', traffic: { flag: 'use_v2', percent: 100, gates: [] } }));
+  const flag = { migration: 'orders-v2', flag: 'use_v2' };
+  expect(await value(m, 'tidemark_flag_percent', flag)).toBe(100);
+  const reverting = snap({
+    workflowId: 'tidemark-revert-orders-v2',
+    state: 'running',
+    phase: 'traffic',
+    traffic: null,
+  });
+  m.observe({ ...reverting, compensations: [{ id: 'traffic-1', phase: 'traffic', status: 'running' }] });
+  expect(await value(m, 'tidemark_flag_percent', flag)).toBe(100);
+  m.observe({ ...reverting, compensations: [{ id: 'traffic-1', phase: 'traffic', status: 'done' }] });
+  expect(await value(m, 'tidemark_flag_percent', flag)).toBe(0);
+});
+
 test("once the copy phase is over its batch size, duty and latency reading go back to 0, not the last batch's", async () => {
   const m = new WorkerMetrics();
   const beat = {
