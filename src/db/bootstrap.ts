@@ -194,6 +194,14 @@ export const BOOTSTRAP_DDL: string[] = [
      sync_id text PRIMARY KEY,
      since timestamptz NOT NULL DEFAULT now()
    )`,
+  // How far a non-transactional step's script got, so a retry goes on from there (phases/schema/resumable.ts).
+  `CREATE TABLE IF NOT EXISTS ${S}.step_progress (
+     run_id text NOT NULL,
+     step_id text NOT NULL,
+     direction text NOT NULL,
+     statements_done int NOT NULL,
+     PRIMARY KEY (run_id, step_id, direction)
+   )`,
 ];
 
 const TABLES = [
@@ -212,6 +220,7 @@ const TABLES = [
   'apply_progress',
   'sync_removals',
   'sync_settling',
+  'step_progress',
 ];
 
 const done = new WeakMap<Pool, Promise<void>>();

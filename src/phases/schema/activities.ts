@@ -4,6 +4,7 @@ import type { Pool, PoolClient } from 'pg';
 import { TIDEMARK_SCHEMA } from '../../db/names';
 import { scriptText } from '../../db/scripts';
 import { quoteIdent } from '../../db/quote';
+import { Context } from '@temporalio/activity';
 import { parseStatements } from '../../plan/lint';
 import { inTransaction, withClient } from '../../db/tx';
 import type { SchemaStep } from '../../plan/types';
@@ -17,6 +18,7 @@ import {
   type ActivityDeps,
   type RunRef,
 } from '../activity-kit';
+import { endStepSessions, forgetProgress, runResumable, stepSessionName, type ProgressKey } from './resumable';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 
@@ -71,9 +73,17 @@ function locate(e: unknown, line: number, statement: string): never {
   throw e;
 }
 
-/** Runs an SQL script: in the current transaction as one multi-statement query, or statement by statement outside one. */
-async function runScript(c: PoolClient, sql: string, transactional: boolean, lockTimeoutMs: number): Promise<void> {
-  if (transactional) {
+/**
+ * Runs an SQL script: in the current transaction as one multi-statement query, or (with `progress`) statement by
+ * statement outside one, going on from where an earlier attempt stopped (resumable.ts).
+ */
+async function runScript(
+  c: PoolClient,
+  sql: string,
+  lockTimeoutMs: number,
+  progress?: { key: ProgressKey; retry: boolean },
+): Promise<void> {
+  if (!progress) {
     try {
       await c.query(sql);
     } catch (e) {
@@ -91,17 +101,35 @@ async function runScript(c: PoolClient, sql: string, transactional: boolean, loc
   await c.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
   try {
     // Split with PostgreSQL's own parser: CREATE INDEX CONCURRENTLY must be sent on its own.
-    for (const stmt of await parseStatements(sql)) {
-      try {
-        await c.query(stmt.text);
-      } catch (e) {
-        locate(e, stmt.line, stmt.text);
-      }
-    }
+    const stmts = await parseStatements(sql);
+    await runResumable(c, stmts, progress.key, progress.retry, (e, stmt) => locate(e, stmt.line, stmt.text));
   } finally {
     await c.query('RESET lock_timeout').catch(() => undefined);
   }
 }
+
+/**
+ * Ends what an earlier attempt of the step left running in the server (its worker was killed: its backend goes on, and
+ * its lock or half-built index would be waited for), each of `keys` (resumable.ts endStepSessions).
+ */
+async function endEarlierAttempts(c: PoolClient, logger: ActivityDeps['logger'], ...keys: ProgressKey[]) {
+  for (const key of keys) {
+    const ended = await endStepSessions(c, key);
+    if (ended) logger.warn({ step: key.stepId, direction: key.direction, ended }, "ended an earlier attempt's session");
+  }
+}
+
+/** Runs `fn` with the session named after the step (a later attempt finds it by that name), then named as before. */
+async function asStep<T>(c: PoolClient, key: ProgressKey, fn: () => Promise<T>): Promise<T> {
+  await c.query(`SELECT set_config('application_name', $1, false)`, [stepSessionName(key)]);
+  try {
+    return await fn();
+  } finally {
+    await c.query('RESET application_name').catch(() => undefined);
+  }
+}
+
+const retrying = () => Context.current().info.attempt > 1;
 
 export function createSchemaActivities(deps: ActivityDeps) {
   return {
@@ -111,6 +139,9 @@ export function createSchemaActivities(deps: ActivityDeps) {
       return activityBody(`schema step ${step.id} (up)`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         const t0 = Date.now();
+        // Before the ledger is read: an earlier attempt's transaction, ended, cannot commit after this reads it.
+        const key: ProgressKey = { runKey: run.runKey, stepId: step.id, direction: 'up' };
+        await withClient(pool, (c) => endEarlierAttempts(c, deps.logger, key));
         const { applied, mine } = await ledgerEntries(pool, run, step.id);
         if (mine) return { step: step.id, applied: true, alreadyDone: true, durationMs: 0 };
         if (applied) {
@@ -149,15 +180,19 @@ export function createSchemaActivities(deps: ActivityDeps) {
           );
         if (step.transactional) {
           // The step and its history row commit together: either both exist or neither does.
-          await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-            await runScript(tx, await scriptText(tx, step.up), true, input.lockTimeoutMs);
+          const named = { application_name: stepSessionName(key) };
+          await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs, settings: named }, async (tx) => {
+            await runScript(tx, await scriptText(tx, step.up), input.lockTimeoutMs);
             await record(tx);
           });
         } else {
-          await forwardSession(pool, run, async (c) => {
-            await runScript(c, await scriptText(c, step.up), false, input.lockTimeoutMs);
-            await record(c);
-          });
+          await forwardSession(pool, run, (c) =>
+            asStep(c, key, async () => {
+              await runScript(c, await scriptText(c, step.up), input.lockTimeoutMs, { key, retry: retrying() });
+              await record(c);
+              await forgetProgress(c, key);
+            }),
+          );
         }
         deps.logger.info({ step: step.id, ms: Date.now() - t0 }, 'schema step applied');
         return { step: step.id, applied: true, alreadyDone: false, durationMs: Date.now() - t0 };
@@ -173,6 +208,10 @@ export function createSchemaActivities(deps: ActivityDeps) {
       return activityBody(`schema step ${step.id} (down)`, async () => {
         const pool = await targetPool(deps, input.urlEnv);
         return withClient(pool, async (c) => {
+          // The up's session too, if it still runs (its worker was killed mid-step): ended before the ledger is read,
+          // it cannot commit after this decides the step was not applied, and its locks do not hold the down.
+          const key: ProgressKey = { runKey: run.runKey, stepId: step.id, direction: 'down' };
+          await endEarlierAttempts(c, deps.logger, { ...key, direction: 'up' }, key);
           const { applied, mine } = await ledgerEntries(c, run, step.id);
           if (applied && applied.run_id !== run.runKey)
             return `${step.id}: applied by ${applied.workflow_id}, left alone`;
@@ -196,15 +235,19 @@ export function createSchemaActivities(deps: ActivityDeps) {
                 input.by ?? run.workflowId,
               ],
             );
-          if (step.transactional) {
-            await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-              await runScript(tx, await scriptText(tx, step.down), true, input.lockTimeoutMs);
-              await mark(tx);
-            });
-          } else {
-            await runScript(c, await scriptText(c, step.down), false, input.lockTimeoutMs);
-            await mark(c);
-          }
+          await asStep(c, key, async () => {
+            if (step.transactional) {
+              await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
+                await runScript(tx, await scriptText(tx, step.down), input.lockTimeoutMs);
+                await mark(tx);
+              });
+            } else {
+              const retry = retrying();
+              await runScript(c, await scriptText(c, step.down), input.lockTimeoutMs, { key, retry });
+              await mark(c);
+              await forgetProgress(c, key);
+            }
+          });
           deps.logger.info({ step: step.id }, 'schema step rolled back');
           return `${step.id}: down applied`;
         });

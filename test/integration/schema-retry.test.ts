@@ -1,0 +1,126 @@
+// A schema step retried after a lock timeout, or after its worker died mid-step, goes on from where the last attempt
+// stopped: a non-transactional script does not run its committed statements again (its CREATE INDEX CONCURRENTLY
+// would fail with "already exists" and roll the migration back), a concurrent index build that failed half-way is
+// built again, and a session an earlier attempt left running in the server is ended instead of waited for.
+import { Client } from 'pg';
+import { stepSessionName } from '../../src/phases/schema/resumable';
+import { loadPlan } from '../../src/plan/load';
+import { eventually, Harness, type TestDb } from '../helpers/env';
+import { writePlan } from '../helpers/plans';
+
+const h = new Harness();
+beforeAll(() => h.start());
+afterAll(() => h.stop());
+jest.setTimeout(300_000);
+
+async function itemsDb(tag: string): Promise<TestDb> {
+  const db = await h.db(tag);
+  await db.query(`
+    CREATE TABLE items (id bigint PRIMARY KEY, val int NOT NULL);
+    INSERT INTO items SELECT g, g % 97 FROM generate_series(1, 20000) g;
+    CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other VALUES (1);`);
+  return db;
+}
+
+function stepPlan(db: TestDb, up: string, down: string, transactional: boolean, approvals: string[] = []) {
+  return loadPlan(
+    writePlan(
+      {
+        name: `retry-${db.name.slice(-6)}`,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        lockTimeout: '300ms',
+        approvals,
+        schema: [{ id: '001_items', up: 'up.sql', down: 'down.sql', transactional }],
+      },
+      { 'up.sql': up, 'down.sql': down },
+    ),
+  );
+}
+
+/** A session of its own, left open by the caller. */
+async function session(db: TestDb, sql: string, applicationName?: string): Promise<Client> {
+  const c = new Client({ connectionString: db.url, application_name: applicationName });
+  c.on('error', () => undefined);
+  await c.connect();
+  await c.query(sql);
+  return c;
+}
+
+/** Waits until the step's latest failed attempt failed as `pattern` says. */
+const failedAs = (workflowId: string, pattern: RegExp) =>
+  eventually(
+    async () => {
+      const s = await h.client.status(workflowId);
+      const live = s.live.find((a) => a.activity === 'applySchemaStep');
+      if (s.state === 'rolled-back' || s.state === 'rolling-back') throw new Error(`rolled back: ${s.error}`);
+      return live?.lastFailure && pattern.test(live.lastFailure) ? live : undefined;
+    },
+    `a failed attempt: ${pattern}`,
+    120_000,
+  );
+
+/** The attempt each run of activity `type` ended on, from the history. */
+async function attemptsOf(workflowId: string, type: string): Promise<number[]> {
+  const events = (await (await h.client.handle(workflowId)).fetchHistory()).events ?? [];
+  const scheduled = new Set(
+    events
+      .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type)
+      .map((e) => String(e.eventId)),
+  );
+  return events
+    .filter((e) => scheduled.has(String(e.activityTaskStartedEventAttributes?.scheduledEventId)))
+    .map((e) => e.activityTaskStartedEventAttributes!.attempt!);
+}
+
+test('a non-transactional step retried after a lock timeout does not repeat what it committed, and builds a half-built index again', async () => {
+  const db = await itemsDb('schemaretry');
+  const plan = stepPlan(
+    db,
+    'ALTER TABLE items ADD COLUMN note text;\nCREATE INDEX CONCURRENTLY items_val_idx ON items (val);',
+    'DROP INDEX CONCURRENTLY IF EXISTS items_val_idx;\nALTER TABLE items DROP COLUMN IF EXISTS note;',
+    false,
+  );
+  // A snapshot older than the build: CREATE INDEX CONCURRENTLY waits for it, times out, and leaves an INVALID index.
+  const snapshot = await session(db, 'BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM other');
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await failedAs(workflowId, /lock timeout.*line 2: CREATE INDEX CONCURRENTLY/);
+  await snapshot.end();
+
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.error).toBeNull();
+  expect(final.state).toBe('completed');
+  expect(
+    await db.query(
+      `SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'items_val_idx'`,
+    ),
+  ).toEqual([{ valid: true }]);
+  expect(
+    await db.query(`SELECT count(*)::int AS n FROM information_schema.columns WHERE column_name = 'note'`),
+  ).toEqual([{ n: 1 }]);
+  expect(await db.query(`SELECT count(*)::int AS n FROM tidemark.step_progress`)).toEqual([{ n: 0 }]);
+});
+
+test("a session an earlier attempt of the step left running is ended, not waited for: the step's lock is free at once", async () => {
+  const db = await itemsDb('schemaorphan');
+  const plan = stepPlan(db, 'ALTER TABLE items ADD COLUMN note text;', 'ALTER TABLE items DROP COLUMN note;', true, [
+    'schema',
+  ]);
+  const { workflowId, runId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'schema');
+  // As a killed worker's backend would: named after the step's up, holding the table the step alters.
+  const name = stepSessionName({ runKey: runId, stepId: '001_items', direction: 'up' });
+  const orphan = await session(db, 'BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE', name);
+  const gone = new Promise<void>((resolve) => orphan.on('end', () => resolve()));
+  await h.client.approve(workflowId, { by: 'test' });
+
+  const final = await h.client.waitForEnd(workflowId);
+  await gone;
+  expect(final.error).toBeNull();
+  expect(final.state).toBe('completed');
+  // On its first attempt: no lock timeout was waited out.
+  expect(await attemptsOf(workflowId, 'applySchemaStep')).toEqual([1]);
+  expect(
+    await db.query(`SELECT count(*)::int AS n FROM information_schema.columns WHERE column_name = 'note'`),
+  ).toEqual([{ n: 1 }]);
+});
