@@ -31,7 +31,7 @@ import {
   type ThrottleRequest,
   type UpdateAck,
 } from './messages';
-import type { StatusBoard } from './status';
+import { cliId, type StatusBoard } from './status';
 
 /** Patch: a pause asked for during an approval wait holds once the approval comes (it let the next change run). */
 const HOLD_AFTER_APPROVAL = 'pause-holds-after-approval';
@@ -116,7 +116,7 @@ export class OperatorControl {
       this.board.setState('waiting-approval');
       this.board.announce(
         'approval-needed',
-        `waiting for approval of ${gate}: tidemark approve ${this.plan.name} (or signal approve)`,
+        `waiting for approval of ${gate}: tidemark approve ${cliId(this.status)} (or signal approve)`,
       );
       this.board.publish();
       const approved = await condition(() => this.approvedGate === gate, timeout, {

@@ -89,15 +89,20 @@ export function currentDetails(s: MigrationStatus): string {
   }
   if (s.pendingApproval) {
     lines.push(
-      `waiting for approval of **${s.pendingApproval.gate}** (\`tidemark approve ${s.plan}\`, or signal \`approve\`) until ${hhmm(s.pendingApproval.timeoutAt)}`,
+      `waiting for approval of **${s.pendingApproval.gate}** (\`tidemark approve ${cliId(s)}\`, or signal \`approve\`) until ${hhmm(s.pendingApproval.timeoutAt)}`,
     );
   }
   if (s.paused) {
     lines.push(
-      `paused${s.paused.by ? ` by ${s.paused.by}` : ''}${s.paused.reason ? `: ${s.paused.reason}` : ''} (\`tidemark resume ${s.plan}\`)`,
+      `paused${s.paused.by ? ` by ${s.paused.by}` : ''}${s.paused.reason ? `: ${s.paused.reason}` : ''} (\`tidemark resume ${cliId(s)}\`)`,
     );
   }
   if (s.waitingUntil) lines.push(`waiting for ${s.waitingUntil.what} until ${hhmm(s.waitingUntil.until)}`);
   if (s.error) lines.push(`reason: ${s.error}`);
   return lines.join('\n');
+}
+
+/** How the CLI names the workflow behind `s`: its plan for a migration, `revert-<plan>` for a revert. */
+export function cliId(s: Pick<MigrationStatus, 'plan' | 'kind'>): string {
+  return s.kind === 'revert' ? `revert-${s.plan}` : s.plan;
 }

@@ -247,6 +247,10 @@ test('a revert waits for approval even when the plan asked none of its migration
   const { workflowId } = await h.client.revert(plan, { autoApprove: false });
   const waiting = await h.approvalPending(workflowId, 'revert');
   expect(waiting.state).toBe('waiting-approval');
+  // The command it names approves the revert, not the migration (long finished).
+  expect(waiting.events.map((e) => e.message)).toContain(
+    `waiting for approval of revert: tidemark approve revert-${plan.name} (or signal approve)`,
+  );
   expect(schemaDump(db)).toBe(schemaAfter);
   await h.client.approve(workflowId, { by: 'test', gate: 'revert' });
   expect((await h.client.waitForEnd(workflowId)).state).toBe('completed');
