@@ -381,13 +381,17 @@ export class OperatorControl {
 
   private validatePromote(): void {
     this.rejectIfFinished();
-    if (!this.promotable) throw new Error('no soak or delay is in progress');
+    if (this.promotable) return;
+    const waiting = this.status.waitingUntil;
+    if (waiting) throw new Error(`the wait for ${waiting.what} cannot be ended early`);
+    throw new Error('no soak or delay is in progress');
   }
 
   private promote(req: PromoteRequest): UpdateAck {
     this.promoteRequested = true;
     this.board.event(`promoted${req.by ? ` by ${req.by}` : ''}`);
-    return this.ack('soak ended early');
+    const waiting = this.status.waitingUntil;
+    return this.ack(waiting && !this.status.traffic?.soakEndsAt ? `${waiting.what}: ended early` : 'soak ended early');
   }
 
   /** A rollback held on a failed undo (holdRollback): whether the operator gave up on it. */

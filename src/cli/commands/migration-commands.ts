@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { userInfo } from 'node:os';
 import { renderStatus, webUiUrl, when } from '../format';
-import { follow, PROGRESS_EVERY_MS, uiBase, withTidemark, type GlobalOptions } from '../context';
+import { follow, uiBase, withTidemark, type GlobalOptions } from '../context';
 import { parseDuration } from '../../plan/durations';
 import { F } from '../../migration/failures';
 import { LIMITS, outOfBounds, type Bounds } from '../../migration/limits';
@@ -47,7 +47,7 @@ function budgetOption(v: string): number | 'unlimited' | 'plan' {
 }
 
 /** `--progress-every`: how often `--watch` writes a progress line when its output is not a terminal. */
-const progressEvery: [string, string, (v: string) => number, number] = [
+const progressEvery: [string, string, (v: string) => number] = [
   '--progress-every <duration>',
   'with --watch, when the output is not a terminal: a progress line this often (default 10s)',
   (v: string) => {
@@ -56,7 +56,6 @@ const progressEvery: [string, string, (v: string) => number, number] = [
       throw new CliError(`--progress-every must be a duration like 10s, got "${v}"`, F.Usage);
     return ms;
   },
-  PROGRESS_EVERY_MS,
 ];
 
 /** How long `abort --no-wait` waits for a worker to take the abort before it signals it instead. */
@@ -86,7 +85,7 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
           json?: boolean;
           by?: string;
           rerun?: boolean;
-          progressEvery: number;
+          progressEvery?: number;
         },
       ) => {
         const { loadCheckedPlan } = await import('../../plan/queries');
@@ -126,7 +125,7 @@ export function registerMigrationCommands(program: Command, globals: () => Globa
     .option('--watch', 'follow until the migration ends')
     .option(...progressEvery)
     .option('--json', 'print JSON')
-    .action(async (id: string, o: { watch?: boolean; json?: boolean; progressEvery: number }) => {
+    .action(async (id: string, o: { watch?: boolean; json?: boolean; progressEvery?: number }) => {
       await withTidemark(globals(), async (c) => {
         if (o.watch) {
           // Like `start --watch`: the exit code says whether the migration completed.
