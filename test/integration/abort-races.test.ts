@@ -4,8 +4,9 @@
 import { Client } from 'pg';
 import type { ResolvedPlan } from '../../src/plan/types';
 import { allTableContents, flagPercent, schemaDump, tableExists } from '../helpers/db-assert';
-import { eventually, Harness, type TestDb } from '../helpers/env';
-import { meetingsPlan } from '../helpers/plans';
+import { eventually, Harness, StopWaiting, type TestDb } from '../helpers/env';
+import { meetingsPlan, writePlan } from '../helpers/plans';
+import { loadPlan } from '../../src/plan/load';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -158,4 +159,44 @@ test('an abort while the flag change waits for a lock: the flag ends at 0 and no
   await db.query(`DROP SCHEMA audit CASCADE`);
   expect(schemaDump(db)).toBe(schemaBefore);
   await applicationWritesWork(db);
+});
+
+test('past the point of no return a drop of the archived tables that fails holds for the operator instead of rolling back', async () => {
+  const db = await h.db('dropholds');
+  await db.query(`
+    CREATE TABLE legacy (id bigint PRIMARY KEY, v text);
+    INSERT INTO legacy SELECT g, 'v' || g FROM generate_series(1, 50) g;
+    -- Something that still reads the old table: the drop is refused while it is there.
+    CREATE VIEW legacy_report AS SELECT count(*) AS n FROM legacy;`);
+  const plan = loadPlan(
+    writePlan(
+      {
+        name: `drop-holds-${db.name.slice(-6)}`,
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+        copy: [{ name: 'legacy', from: 'legacy', to: 'modern', key: 'id' }],
+        cleanup: { after: '0s', archive: ['legacy'], dropAfter: '100ms' },
+      },
+      { 'up.sql': 'CREATE TABLE modern (id bigint PRIMARY KEY, v text);', 'down.sql': 'DROP TABLE modern;' },
+    ),
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const held = await eventually(async () => {
+    const s = await h.client.status(workflowId);
+    if (s.state === 'rolling-back' || s.state === 'rolled-back') throw new StopWaiting(`rolled back: ${s.error}`);
+    return s.state === 'paused' ? s : undefined;
+  }, 'the failed drop to hold');
+  expect(held.paused?.reason).toMatch(
+    /^dropping the archived tables failed \(.*legacy_report.*\); there is no way back: fix the cause, then resume to drop them$/,
+  );
+  await expect(h.client.abort(workflowId, { reason: 'test' })).rejects.toThrow(/no way back/);
+  expect(await tableExists(db, 'tidemark_archive.legacy')).toBe(true);
+
+  await db.query(`DROP VIEW legacy_report`);
+  await h.client.resume(workflowId, { by: 'test' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('completed');
+  expect(await tableExists(db, 'tidemark_archive.legacy')).toBe(false);
+  expect(await db.query(`SELECT count(*)::int AS n FROM modern`)).toEqual([{ n: 50 }]);
 });

@@ -5,7 +5,7 @@
 import { Client } from 'pg';
 import { stepSessionName } from '../../src/phases/schema/resumable';
 import { loadPlan } from '../../src/plan/load';
-import { eventually, Harness, type TestDb } from '../helpers/env';
+import { eventually, Harness, StopWaiting, type TestDb } from '../helpers/env';
 import { writePlan } from '../helpers/plans';
 
 const h = new Harness();
@@ -53,7 +53,7 @@ const failedAs = (workflowId: string, pattern: RegExp) =>
     async () => {
       const s = await h.client.status(workflowId);
       const live = s.live.find((a) => a.activity === 'applySchemaStep');
-      if (s.state === 'rolled-back' || s.state === 'rolling-back') throw new Error(`rolled back: ${s.error}`);
+      if (s.state === 'rolled-back' || s.state === 'rolling-back') throw new StopWaiting(`rolled back: ${s.error}`);
       return live?.lastFailure && pattern.test(live.lastFailure) ? live : undefined;
     },
     `a failed attempt: ${pattern}`,

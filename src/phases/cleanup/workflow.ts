@@ -2,7 +2,8 @@
 // tidemark_archive (undo: move them back, registered first), run the cleanup steps — compatibility objects under the
 // old names, each with its undo registered first, so a rollback drops them before the tables they shadow move back —
 // then cleanup SQL, and after dropAfter drop the archived tables: the one step with no way back.
-import { patched } from '@temporalio/workflow';
+import { isCancellation, patched } from '@temporalio/workflow';
+import { errorMessage } from '../../migration/saga';
 import { changes, undos } from '../../migration/profiles';
 import { isBlueGreen } from '../../plan/databases';
 import type { ResolvedCopyJob, ResolvedPlan, SchemaStep } from '../../plan/types';
@@ -12,6 +13,8 @@ import { applyStep, revertStep } from '../schema/workflow';
 
 /** With an archive, syncs end with the move or after it (before: in steps of their own just before it). */
 const SYNC_ENDS_WITH_ARCHIVE = 'sync-ends-with-archive';
+/** A failed drop of the archived tables holds for the operator (before: it rolled back, though abort was refused). */
+const DROP_HOLDS = 'archive-drop-holds';
 
 export type CleanupUndo =
   | { kind: 'restoreArchivedTables'; tables: string[]; followers: ResolvedCopyJob[] }
@@ -127,11 +130,31 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       await control.hold('drop of archived tables', c.dropAfter, false);
       await control.safePoint();
       control.passPointOfNoReturn();
-      if (reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
-      const { dropped } = await changes.dropArchivedTables.executeWithOptions(
-        { summary: `drop archived ${c.archive.join(', ')} (no way back)` },
-        [{ urlEnv, run, tables: c.archive, lockTimeoutMs, followers }],
-      );
+      const drop = async () => {
+        if (reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
+        return changes.dropArchivedTables.executeWithOptions(
+          { summary: `drop archived ${c.archive.join(', ')} (no way back)` },
+          [{ urlEnv, run, tables: c.archive, lockTimeoutMs, followers }],
+        );
+      };
+      let outcome: Awaited<ReturnType<typeof drop>>;
+      for (;;) {
+        try {
+          outcome = await drop();
+          break;
+        } catch (e) {
+          // Past the point of no return an abort is refused, so a drop that fails does not roll back either (before
+          // DROP_HOLDS it did, days after cut-over, on a lock timeout): it holds for the operator and runs again.
+          if (isCancellation(e) || !patched(DROP_HOLDS)) throw e;
+          control.pauseWith({
+            reason: `dropping the archived tables failed (${errorMessage(e)}); there is no way back: fix the cause, then resume to drop them`,
+            by: 'tidemark',
+          });
+          board.publish();
+          await control.safePoint();
+        }
+      }
+      const { dropped } = outcome;
       ctx.retire(restoreId!);
       result.dropped = dropped;
       board.event(`archived tables dropped: ${c.archive.join(', ')}`);
