@@ -106,7 +106,7 @@ export async function revertInventory(c: PoolClient, input: RevertInventoryInput
       add(
         `archive ${a.table}`,
         'fail',
-        `${a.archivedAs} was dropped at ${a.droppedAt}: the old table is gone and the revert cannot bring it back (restore it from a backup of the plan with pg_restore)`,
+        `${a.archivedAs} was dropped at ${a.droppedAt}: the old table is gone and the revert cannot bring it back (${plan.backup.enabled ? 'restore it from a backup of the plan with pg_restore' : 'the plan takes no backups: restore it from one of your own'})`,
       );
       continue;
     }

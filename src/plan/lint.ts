@@ -355,6 +355,19 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
         instead: 'leave physical ordering out of a live migration',
       });
       break;
+    case 'AlterEnumStmt': {
+      // ADD VALUE (RENAME VALUE names its old value and can be renamed back).
+      if (ctx.isDown || n.oldVal) break;
+      const type = ((n.typeName as { String: { sval: string } }[]) ?? []).map((x) => x.String.sval).join('.');
+      out.push({
+        rule: 'enum-add-value',
+        severity: 'warning',
+        message: `ALTER TYPE ${type} ADD VALUE '${String(n.newVal)}'`,
+        why: 'PostgreSQL cannot drop a value from an enum: no down undoes it, and a rollback leaves it in the type',
+        instead: 'a text column with a CHECK constraint (or a lookup table), which a down can change back',
+      });
+      break;
+    }
     case 'LockStmt':
       out.push({
         rule: 'explicit-lock',

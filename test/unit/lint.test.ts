@@ -22,6 +22,7 @@ const rules = async (up: string, down?: string, transactional?: boolean) =>
   (await lintPlan(planWith(up, down, transactional))).map((f) => `${f.severity} ${f.rule}: ${f.message}`);
 
 test.each([
+  ["ALTER TYPE mood ADD VALUE 'ecstatic';", "warning enum-add-value: ALTER TYPE mood ADD VALUE 'ecstatic'"],
   ['DROP TABLE orders;', 'danger drop-table: DROP TABLE orders'],
   ['ALTER TABLE orders DROP COLUMN note;', 'danger drop-column: DROP COLUMN orders.note'],
   [

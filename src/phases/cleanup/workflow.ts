@@ -123,6 +123,8 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       result.sql = await changes.runCleanupSql.executeWithOptions({ summary: `cleanup SQL ${c.sql.path}` }, [
         { urlEnv, run, sql: c.sql, lockTimeoutMs },
       ]);
+      // It has no down: an abort or a revert from here leaves what it did (cleanup steps are the undoable kind).
+      board.event(`cleanup SQL ${c.sql.path} ran; a rollback or revert does not undo it`);
     }
 
     if (c.archive.length && c.dropAfter !== undefined) {
