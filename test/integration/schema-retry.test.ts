@@ -124,3 +124,24 @@ test("a session an earlier attempt of the step left running is ended, not waited
     await db.query(`SELECT count(*)::int AS n FROM information_schema.columns WHERE column_name = 'note'`),
   ).toEqual([{ n: 1 }]);
 });
+
+test('a step that times out on a lock names the session it waited for, without its query', async () => {
+  const db = await itemsDb('schemablocker');
+  const plan = stepPlan(db, 'ALTER TABLE items ADD COLUMN note text;', 'ALTER TABLE items DROP COLUMN note;', true);
+  const holder = await session(
+    db,
+    "BEGIN; SELECT * FROM items WHERE val <> -1 AND 'secret' <> 'x' LIMIT 1",
+    'reporting',
+  );
+  const holderPid = (await holder.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const failed = await failedAs(
+    workflowId,
+    new RegExp(
+      `lock timeout.*it waited for pid ${holderPid} \\(user \\w+, application "reporting", idle in transaction, transaction open `,
+    ),
+  );
+  expect(failed.lastFailure).not.toContain('secret');
+  await holder.end();
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('completed');
+});

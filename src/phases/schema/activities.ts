@@ -18,6 +18,7 @@ import {
   type ActivityDeps,
   type RunRef,
 } from '../activity-kit';
+import { namingBlockers } from './blockers';
 import { endStepSessions, forgetProgress, runResumable, stepSessionName, type ProgressKey } from './resumable';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
@@ -131,6 +132,13 @@ async function asStep<T>(c: PoolClient, key: ProgressKey, fn: () => Promise<T>):
 
 const retrying = () => Context.current().info.attempt > 1;
 
+/** Runs a step's script on `c`, a lock timeout naming the sessions it waited for (blockers.ts). */
+async function watched<T>(pool: Pool, c: PoolClient, lockTimeoutMs: number, fn: () => Promise<T>): Promise<T> {
+  const pid = (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+  // Several looks within one lock timeout, at most four a second.
+  return namingBlockers(pool, pid, fn, Math.max(20, Math.min(250, lockTimeoutMs / 4)));
+}
+
 export function createSchemaActivities(deps: ActivityDeps) {
   return {
     /** Applies one step's `up` and records it; a retry after a crash finds the record and does nothing. */
@@ -182,13 +190,18 @@ export function createSchemaActivities(deps: ActivityDeps) {
           // The step and its history row commit together: either both exist or neither does.
           const named = { application_name: stepSessionName(key) };
           await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs, settings: named }, async (tx) => {
-            await runScript(tx, await scriptText(tx, step.up), input.lockTimeoutMs);
+            await watched(pool, tx, input.lockTimeoutMs, async () =>
+              runScript(tx, await scriptText(tx, step.up), input.lockTimeoutMs),
+            );
             await record(tx);
           });
         } else {
           await forwardSession(pool, run, (c) =>
             asStep(c, key, async () => {
-              await runScript(c, await scriptText(c, step.up), input.lockTimeoutMs, { key, retry: retrying() });
+              const progress = { key, retry: retrying() };
+              await watched(pool, c, input.lockTimeoutMs, async () =>
+                runScript(c, await scriptText(c, step.up), input.lockTimeoutMs, progress),
+              );
               await record(c);
               await forgetProgress(c, key);
             }),
@@ -238,12 +251,16 @@ export function createSchemaActivities(deps: ActivityDeps) {
           await asStep(c, key, async () => {
             if (step.transactional) {
               await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-                await runScript(tx, await scriptText(tx, step.down), input.lockTimeoutMs);
+                await watched(pool, tx, input.lockTimeoutMs, async () =>
+                  runScript(tx, await scriptText(tx, step.down), input.lockTimeoutMs),
+                );
                 await mark(tx);
               });
             } else {
               const retry = retrying();
-              await runScript(c, await scriptText(c, step.down), input.lockTimeoutMs, { key, retry });
+              await watched(pool, c, input.lockTimeoutMs, async () =>
+                runScript(c, await scriptText(c, step.down), input.lockTimeoutMs, { key, retry }),
+              );
               await mark(c);
               await forgetProgress(c, key);
             }
