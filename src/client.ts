@@ -327,10 +327,10 @@ export class TidemarkClient {
   }
 
   /** Whether any worker polls the task queue (a start with none would sit waiting). */
-  async hasWorkers(): Promise<boolean> {
+  async hasWorkers(taskQueue = this.taskQueue): Promise<boolean> {
     const r = await this.client.workflowService.describeTaskQueue({
       namespace: this.namespace,
-      taskQueue: { name: this.taskQueue },
+      taskQueue: { name: taskQueue },
       taskQueueType: 1, // workflow task queue
     });
     return (r.pollers ?? []).length > 0;
@@ -363,9 +363,10 @@ export class TidemarkClient {
       );
     } catch (e) {
       // A query is answered by a worker: none running, or a workflow task failing, leaves it unanswered.
-      const hint = (await this.hasWorkers().catch(() => true))
+      const queue = first.taskQueue;
+      const hint = (await this.hasWorkers(queue).catch(() => true))
         ? ''
-        : `; no worker polls task queue "${this.taskQueue}" (start one: tidemark worker)`;
+        : `; no worker polls task queue "${queue}" (start one: tidemark worker)`;
       throw new Error(`cannot read the status of ${h.workflowId}: ${(e as Error).message}${hint}`, { cause: e });
     }
     const live: LiveProgress[] = (desc.raw.pendingActivities ?? []).map((a) => ({
@@ -412,11 +413,10 @@ export class TidemarkClient {
     const h = await this.handle(id);
     // A worker answers an update; with none polling, the server would hold it (and the command) until one starts, and
     // carry it out then, long after the operator gave up on it. Refused before it is sent, nothing is left pending.
-    if (needWorker && !(await this.hasWorkers().catch(() => true))) {
-      const d = await h.describe().catch(() => undefined);
-      if (d && d.status.name !== 'RUNNING') throw new RejectedError(`migration ${id} has already finished`);
+    const idle = needWorker ? await this.idleQueue(h, id) : undefined;
+    if (idle) {
       throw new NoWorkerError(
-        `no worker polls task queue "${this.taskQueue}" to answer it: start one (tidemark worker), ${instead}; nothing was sent`,
+        `no worker polls task queue "${idle}" to answer it: start one (tidemark worker), ${instead}; nothing was sent`,
       );
     }
     try {
@@ -428,6 +428,17 @@ export class TidemarkClient {
       }
       throw e;
     }
+  }
+
+  /**
+   * The task queue of a running workflow when no worker polls it (its updates would wait for one); undefined when one
+   * does, or when that cannot be told. A finished workflow is refused here, as the update would be.
+   */
+  private async idleQueue(h: WorkflowHandle, id: string): Promise<string | undefined> {
+    const d = await h.describe().catch(() => undefined);
+    if (!d) return undefined;
+    if (d.status.name !== 'RUNNING') throw new RejectedError(`migration ${id} has already finished`);
+    return (await this.hasWorkers(d.taskQueue).catch(() => true)) ? undefined : d.taskQueue;
   }
 
   approve(id: string, req: ApproveRequest = {}) {
@@ -451,11 +462,10 @@ export class TidemarkClient {
    */
   async abortOrSignal(id: string, req: AbortRequest, answerMs: number): Promise<UpdateAck | string> {
     const h = await this.handle(id);
-    if (!(await this.hasWorkers().catch(() => true))) {
-      if ((await h.describe()).status.name !== 'RUNNING')
-        throw new RejectedError(`migration ${id} has already finished`);
+    const idle = await this.idleQueue(h, id);
+    if (idle) {
       await h.signal(abortSignal, req);
-      return `no worker polls task queue "${this.taskQueue}"`;
+      return `no worker polls task queue "${idle}"`;
     }
     const update = this.update(id, abortUpdate, req, { needWorker: false });
     // Left waiting, the update is refused by the signal's abort if a worker comes later ("already under way").
