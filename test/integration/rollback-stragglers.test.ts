@@ -125,6 +125,14 @@ test('updates and deletes on the new table after its copy is undone still reach 
   expect(await db.query(`DELETE FROM meetings_v2 WHERE id = 11 RETURNING id`)).toHaveLength(1);
   expect(await db.query(`UPDATE meetings_v2 SET id = 900012 WHERE id = 12 RETURNING id`)).toHaveLength(1);
 
+  // The old path, where the application is back: its write reaches the new table too, so a later write on the new
+  // path (to another column) does not carry the row back as it was.
+  await db.query(`UPDATE meetings SET title = 'old path during the hold' WHERE id = 30`);
+  expect(await db.query(`SELECT title FROM meetings_v2 WHERE id = 30`)).toEqual([
+    { title: 'old path during the hold' },
+  ]);
+  await db.query(`UPDATE meetings_v2 SET max_participants = 99 WHERE id = 30`);
+
   await db.query(`DROP VIEW meetings_v2_titles`);
   await h.client.resume(workflowId, { by: 'test' });
   const final = await h.client.waitForEnd(workflowId);
@@ -136,6 +144,11 @@ test('updates and deletes on the new table after its copy is undone still reach 
     { id: '10', title: 'late update' },
     { id: '900012', title: expect.any(String) },
   ]);
+  expect(await db.query(`SELECT title, max_participants FROM meetings WHERE id = 30`)).toEqual([
+    { title: 'old path during the hold', max_participants: 99 },
+  ]);
+  // Old-path writes after the new table is gone go through (the forward sync replays only while it exists).
+  await db.query(`UPDATE meetings SET title = 'after the rollback' WHERE id = 31`);
   await expectNoSyncLeft(db);
 });
 

@@ -11,6 +11,7 @@ import {
   dropSyncDdl,
   forwardTriggerDdl,
   hasIntegerKey,
+  rollbackForwardFunctionDdl,
   keyAtOffsetQuery,
   keyExtentQuery,
   querySyncTriggerDdl,
@@ -289,6 +290,12 @@ export function createCopyActivities(deps: ActivityDeps) {
             [run.runKey, job.name],
           );
           if (!rec.rowCount) return 'nothing was installed';
+          // A table source's forward sync stays too, replaying only while the target exists: the old and the new
+          // table stay in step while both take writes (rollbackForwardFunctionDdl).
+          if (keepReverse && job.from && (await tableExists(c, job.to))) {
+            await c.query(rollbackForwardFunctionDdl(await resolveMapping(c, job, run)));
+            return `sync kept both ways until the end of the rollback, with ${job.to}'s rows (the forward sync only while ${job.to} exists)`;
+          }
           for (const stmt of dropSyncDdl(job.name, syncId, job.syncFrom?.length ?? 0, keepReverse)) await c.query(stmt);
           if (keepReverse) {
             return `forward sync dropped; the reverse sync and ${job.to}'s rows stay until the end of the rollback`;

@@ -452,6 +452,11 @@ interface TableSync {
   logRemovals: boolean;
   /** See CopyMapping.functions. */
   functions: FunctionContext | undefined;
+  /**
+   * Replay only while `to` exists (a rollback's forward sync, kept until its schema undo drops the target): a write to
+   * `from` after the drop would otherwise fail on the missing table.
+   */
+  whileTargetExists?: boolean;
 }
 
 /**
@@ -501,6 +506,7 @@ function tableSyncDdl(r: TableSync): string[] {
 DECLARE
   ${guardDeclare}
 BEGIN
+  ${r.whileTargetExists ? `IF to_regclass(${quoteLiteral(r.to)}) IS NULL THEN RETURN NULL; END IF;` : ''}
   ${guardEnter(r.syncId)}
   IF TG_OP = 'TRUNCATE' THEN
     ${r.logRemovals ? `INSERT INTO ${removals} (sync_id, key) VALUES (${quoteLiteral(r.syncId)}, NULL);` : ''}
@@ -539,6 +545,18 @@ export function settledFunctionsDdl(m: CopyMapping, bidirectional: boolean): str
   return fns;
 }
 
+/**
+ * A rollback's forward sync: the same triggers, their function replaced by one that replays only while the target
+ * exists (its schema undo drops it). Kept with the reverse sync until the rollback's end, the old and the new table stay
+ * in step while both take writes: dropped first, a write on the old table after it was overwritten by the next write
+ * on the new path with the new table's stale row.
+ */
+export function rollbackForwardFunctionDdl(m: CopyMapping): string {
+  const fn = forwardTriggerDdl(m, false, true)[0];
+  if (!fn.startsWith('CREATE OR REPLACE FUNCTION')) throw new Error(`not a function: ${fn}`);
+  return fn;
+}
+
 /** Whether a sync of `m` logs removals until its copy settles: a table source (a query source settles by a full pass). */
 function logsRemovals(m: CopyMapping, settling: boolean): boolean {
   return settling && m.source.kind === 'table';
@@ -548,9 +566,10 @@ function logsRemovals(m: CopyMapping, settling: boolean): boolean {
  * Forward sync: every write to the source table is replayed into the target through the mapping. `settling`: the copy
  * has not settled yet, so the keys of the rows that leave the source are logged too.
  */
-export function forwardTriggerDdl(m: CopyMapping, settling = false): string[] {
+export function forwardTriggerDdl(m: CopyMapping, settling = false, whileTargetExists = false): string[] {
   if (m.source.kind !== 'table') throw new Error('forward triggers need a table source');
   return tableSyncDdl({
+    whileTargetExists,
     job: m.job,
     syncId: syncIdOf(m),
     direction: 'forward',
