@@ -115,8 +115,48 @@ interface Context {
 
 type Finding = Pick<LintFinding, 'rule' | 'severity' | 'message' | 'why' | 'instead'>;
 
+/** The objects a DROP names, each as written (`schema.name`). */
+const dropNames = (n: Node): string[] =>
+  ((n.objects as { List?: { items: { String: { sval: string } }[] } }[]) ?? []).map((o) =>
+    (o.List?.items ?? []).map((i) => i.String?.sval).join('.'),
+  );
+
+/**
+ * The down of a non-transactional step may run after its up stopped half-way (an abort, a failure): each of its drops
+ * must hold whether or not the up got that far.
+ */
+function halfWayDown(s: ParsedStatement): Finding[] {
+  const n = s.node;
+  const drops: string[] = [];
+  if (s.kind === 'DropStmt' && !n.missing_ok) {
+    const names = dropNames(n);
+    drops.push(
+      `DROP ${String(n.removeType)
+        .replace(/^OBJECT_/, '')
+        .replace(/_/g, ' ')} ${names.join(', ')}`,
+    );
+  }
+  if (s.kind === 'AlterTableStmt') {
+    for (const c of (n.cmds as { AlterTableCmd: Node }[]) ?? []) {
+      const cmd = c.AlterTableCmd;
+      if ((cmd.subtype === 'AT_DropColumn' || cmd.subtype === 'AT_DropConstraint') && !cmd.missing_ok) {
+        drops.push(
+          `${rel(n.relation)} ${cmd.subtype === 'AT_DropColumn' ? 'DROP COLUMN' : 'DROP CONSTRAINT'} ${String(cmd.name)}`,
+        );
+      }
+    }
+  }
+  return drops.map((d) => ({
+    rule: 'down-not-idempotent',
+    severity: 'warning',
+    message: `${d} without IF EXISTS in the down of a non-transactional step`,
+    why: 'the down also runs after an up that stopped half-way, where this may not exist: it fails and holds the rollback',
+    instead: 'IF EXISTS on every drop of such a down',
+  }));
+}
+
 function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
-  const out: Finding[] = [];
+  const out: Finding[] = ctx.isDown && !ctx.transactional ? halfWayDown(s) : [];
   const n = s.node;
   const isFresh = (r: unknown) => ctx.fresh.has(bare(rel(r)));
   switch (s.kind) {
@@ -154,9 +194,7 @@ function lintStatement(s: ParsedStatement, ctx: Context): Finding[] {
     }
     case 'DropStmt': {
       const type = n.removeType as string;
-      const names = ((n.objects as { List?: { items: { String: { sval: string } }[] } }[]) ?? []).map((o) =>
-        (o.List?.items ?? []).map((i) => i.String?.sval).join('.'),
-      );
+      const names = dropNames(n);
       if (type === 'OBJECT_TABLE') {
         const old = names.filter((t) => !ctx.fresh.has(bare(t)));
         if (old.length) {

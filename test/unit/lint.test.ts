@@ -125,3 +125,17 @@ describe('read-only plan SQL is exactly one SELECT', () => {
     expect(await notOneSelect(sql)).toBe(why);
   });
 });
+
+test("a non-transactional step's down drops only with IF EXISTS: it also runs after an up that stopped half-way", async () => {
+  const up =
+    'CREATE TABLE side_t (id int);\nALTER TABLE big ADD COLUMN f int;\nCREATE INDEX CONCURRENTLY big_f ON big (f);';
+  const down =
+    'DROP INDEX CONCURRENTLY big_f;\nALTER TABLE big DROP COLUMN f;\nDROP TABLE side_t;\nDROP INDEX CONCURRENTLY IF EXISTS big_g;';
+  const found = (await rules(up, down, false)).filter((r) => r.includes('down-not-idempotent'));
+  expect(found).toEqual([
+    'warning down-not-idempotent: DROP INDEX big_f without IF EXISTS in the down of a non-transactional step',
+    'warning down-not-idempotent: big DROP COLUMN f without IF EXISTS in the down of a non-transactional step',
+    'warning down-not-idempotent: DROP TABLE side_t without IF EXISTS in the down of a non-transactional step',
+  ]);
+  expect((await rules(up, down, true)).filter((r) => r.includes('down-not-idempotent'))).toEqual([]);
+});

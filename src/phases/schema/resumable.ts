@@ -4,7 +4,8 @@
 // - each statement commits with a record of how far the script got (tidemark.step_progress), in one transaction where
 //   PostgreSQL allows it; a statement that must run outside one (CREATE INDEX CONCURRENTLY) is recorded right after;
 // - a concurrent index build that failed half-way leaves an INVALID index of its name: dropped before it is built
-//   again. On a retry, one that exists and is valid was built by the attempt that died before recording it;
+//   again. On a retry, one that exists and is valid was built by the attempt that died before recording it, and a
+//   DROP INDEX CONCURRENTLY whose indexes are gone was run by it;
 // - the attempt before may still run in the server (its worker was killed; its backend goes on building, or holds a
 //   lock this attempt waits for): each attempt names its session after the step, and ends any other of that name
 //   first.
@@ -86,7 +87,10 @@ export async function runResumable(
   for (let i = done; i < stmts.length; i++) {
     const stmt = stmts[i];
     try {
-      if (await indexLeftover(c, stmt, retry && i === done)) {
+      if (
+        (await indexLeftover(c, stmt, retry && i === done)) ||
+        (retry && i === done && (await droppedBefore(c, stmt)))
+      ) {
         await c.query(recordQuery(key, i + 1));
         continue;
       }
@@ -146,4 +150,20 @@ async function indexLeftover(c: PoolClient, stmt: ParsedStatement, builtBefore: 
   if (found.valid) return builtBefore;
   await c.query(`DROP INDEX CONCURRENTLY IF EXISTS ${quoteTable({ schema: found.schema, name: found.name })}`);
   return false;
+}
+
+/**
+ * For DROP INDEX CONCURRENTLY (recorded only after it ends, as it cannot run in a transaction), on a retry at the
+ * statement the last attempt was in: whether every index it names is gone already (that attempt dropped them).
+ */
+async function droppedBefore(c: PoolClient, stmt: ParsedStatement): Promise<boolean> {
+  const n = stmt.node as {
+    concurrent?: boolean;
+    removeType?: string;
+    objects?: { List?: { items: { String: { sval: string } }[] } }[];
+  };
+  if (stmt.kind !== 'DropStmt' || !n.concurrent || n.removeType !== 'OBJECT_INDEX') return false;
+  const names = (n.objects ?? []).map((o) => (o.List?.items ?? []).map((i) => quoteIdent(i.String.sval)).join('.'));
+  const r = await c.query(`SELECT bool_and(to_regclass(x) IS NULL) AS gone FROM unnest($1::text[]) AS x`, [names]);
+  return r.rows[0].gone === true;
 }
