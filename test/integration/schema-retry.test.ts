@@ -18,7 +18,9 @@ async function itemsDb(tag: string): Promise<TestDb> {
   await db.query(`
     CREATE TABLE items (id bigint PRIMARY KEY, val int NOT NULL);
     INSERT INTO items SELECT g, g % 97 FROM generate_series(1, 20000) g;
-    CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other VALUES (1);`);
+    CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other VALUES (1);
+    CREATE SCHEMA app; CREATE TABLE app.widgets (id bigint PRIMARY KEY, val int NOT NULL);
+    INSERT INTO app.widgets SELECT g, g % 89 FROM generate_series(1, 20000) g;`);
   return db;
 }
 
@@ -73,18 +75,19 @@ async function attemptsOf(workflowId: string, type: string): Promise<number[]> {
     .map((e) => e.activityTaskStartedEventAttributes!.attempt!);
 }
 
-test('a non-transactional step retried after a lock timeout does not repeat what it committed, and builds a half-built index again', async () => {
+test('a non-transactional step retried after a lock timeout does not repeat what it committed (its SET again), and builds a half-built index again', async () => {
   const db = await itemsDb('schemaretry');
   const plan = stepPlan(
     db,
-    'ALTER TABLE items ADD COLUMN note text;\nCREATE INDEX CONCURRENTLY items_val_idx ON items (val);',
-    'DROP INDEX CONCURRENTLY IF EXISTS items_val_idx;\nALTER TABLE items DROP COLUMN IF EXISTS note;',
+    // The SET is the script's own session state: a retry, in another session, needs it again for what follows.
+    'SET search_path = app, public;\nALTER TABLE widgets ADD COLUMN note text;\nCREATE INDEX CONCURRENTLY widgets_val_idx ON widgets (val);',
+    'DROP INDEX CONCURRENTLY IF EXISTS app.widgets_val_idx;\nALTER TABLE app.widgets DROP COLUMN IF EXISTS note;',
     false,
   );
   // A snapshot older than the build: CREATE INDEX CONCURRENTLY waits for it, times out, and leaves an INVALID index.
   const snapshot = await session(db, 'BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM other');
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
-  await failedAs(workflowId, /lock timeout.*line 2: CREATE INDEX CONCURRENTLY/);
+  await failedAs(workflowId, /lock timeout.*line 3: CREATE INDEX CONCURRENTLY/);
   await snapshot.end();
 
   const final = await h.client.waitForEnd(workflowId);
@@ -92,12 +95,14 @@ test('a non-transactional step retried after a lock timeout does not repeat what
   expect(final.state).toBe('completed');
   expect(
     await db.query(
-      `SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'items_val_idx'`,
+      `SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'widgets_val_idx'`,
     ),
   ).toEqual([{ valid: true }]);
   expect(
-    await db.query(`SELECT count(*)::int AS n FROM information_schema.columns WHERE column_name = 'note'`),
-  ).toEqual([{ n: 1 }]);
+    await db.query(
+      `SELECT table_name FROM information_schema.columns WHERE table_schema = 'app' AND column_name = 'note'`,
+    ),
+  ).toEqual([{ table_name: 'widgets' }]);
   expect(await db.query(`SELECT count(*)::int AS n FROM tidemark.step_progress`)).toEqual([{ n: 0 }]);
 });
 

@@ -120,13 +120,17 @@ async function endEarlierAttempts(c: PoolClient, logger: ActivityDeps['logger'],
   }
 }
 
-/** Runs `fn` with the session named after the step (a later attempt finds it by that name), then named as before. */
+/**
+ * Runs `fn` with the session named after the step (a later attempt finds it by that name). Then every setting goes
+ * back to the pool's (its startup options): the name, and whatever the script SET for itself, which would otherwise
+ * stay with the pooled session into other work.
+ */
 async function asStep<T>(c: PoolClient, key: ProgressKey, fn: () => Promise<T>): Promise<T> {
   await c.query(`SELECT set_config('application_name', $1, false)`, [stepSessionName(key)]);
   try {
     return await fn();
   } finally {
-    await c.query('RESET application_name').catch(() => undefined);
+    await c.query('RESET ALL').catch(() => undefined);
   }
 }
 

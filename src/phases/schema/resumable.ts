@@ -84,9 +84,15 @@ export async function runResumable(
   // A script with its own BEGIN/COMMIT keeps them: it is not wrapped, and each statement is recorded after it.
   const wrap = !stmts.some((s) => s.kind === 'TransactionStmt');
   const done = await statementsDone(c, key);
-  for (let i = done; i < stmts.length; i++) {
+  for (let i = 0; i < stmts.length; i++) {
     const stmt = stmts[i];
     try {
+      if (i < done) {
+        // Done by an earlier attempt, in another session: its SET (search_path, maintenance_work_mem) is not in this
+        // one, and the statements after it count on it.
+        if (stmt.kind === 'VariableSetStmt') await c.query(stmt.text);
+        continue;
+      }
       if (
         (await indexLeftover(c, stmt, retry && i === done)) ||
         (retry && i === done && (await droppedBefore(c, stmt)))
