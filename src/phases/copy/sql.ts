@@ -502,12 +502,26 @@ function tableSyncDdl(r: TableSync): string[] {
       : '';
   const changed = `old_rows AS o WHERE NOT EXISTS (SELECT 1 FROM new_rows AS n WHERE ${match('n', 'o', 'from', 'from')}${fromSliceOf('n')})${fromSliceOf('o')}`;
   const deleted = `old_rows AS o WHERE true${fromSliceOf('o')}`;
+  // A rollback's forward sync (whileTargetExists): a write that waited on the lock of the target's DROP meets a table
+  // that is gone. The application's write goes through; only that replay is left out (in a subtransaction: one per
+  // statement, and only while a rollback runs).
+  const gone = `to_regclass(${quoteLiteral(r.to)}) IS NULL`;
+  const [tryOpen, tryClose] = r.whileTargetExists
+    ? [
+        `IF ${gone} THEN ${guardLeave} RETURN NULL; END IF;
+  BEGIN`,
+        `EXCEPTION WHEN OTHERS THEN
+    IF ${gone} THEN ${guardLeave} RETURN NULL; END IF;
+    RAISE;
+  END;`,
+      ]
+    : ['', ''];
   const body = `
 DECLARE
   ${guardDeclare}
 BEGIN
-  ${r.whileTargetExists ? `IF to_regclass(${quoteLiteral(r.to)}) IS NULL THEN RETURN NULL; END IF;` : ''}
   ${guardEnter(r.syncId)}
+  ${tryOpen}
   IF TG_OP = 'TRUNCATE' THEN
     ${r.logRemovals ? `INSERT INTO ${removals} (sync_id, key) VALUES (${quoteLiteral(r.syncId)}, NULL);` : ''}
     DELETE FROM ${r.to} AS d WHERE true${sliceOf('d')};
@@ -522,6 +536,7 @@ BEGIN
     ${logged(deleted)}
     DELETE FROM ${r.to} AS d WHERE ${targetRowsIn(deleted)}${sliceOf('d')};
   END IF;
+  ${tryClose}
   ${guardLeave}
   RETURN NULL;
 END`;
