@@ -151,7 +151,7 @@ test('an abort after cut-over whose drain blue refuses holds the rollback; fixed
   expect(await leftovers(green)).toEqual(none);
 });
 
-test("an abort after cut-over keeps green's rows until its tables are gone: late updates and deletes there reach blue", async () => {
+test("an abort after cut-over keeps green's rows until its tables are gone: late writes there reach blue, later ones on blue stay", async () => {
   const blue = await h.db('bg_late_blue');
   const green = await h.db('bg_late_green');
   await seedBlue(blue, 300);
@@ -170,15 +170,22 @@ test("an abort after cut-over keeps green's rows until its tables are gone: late
   // Late requests on green: an update and a delete, each acknowledged with one row.
   expect(await green.query(`UPDATE cameras SET name = 'late on green' WHERE id = 20 RETURNING id`)).toHaveLength(1);
   expect(await green.query(`DELETE FROM cameras WHERE id = 21 RETURNING id`)).toHaveLength(1);
+  // Late writes on green, then later ones on blue (where traffic is now) to the same rows: blue's stay.
+  await green.query(`UPDATE cameras SET name = 'stale on green' WHERE id IN (22, 23)`);
+  await blue.query(`UPDATE cameras SET name = 'later on blue' WHERE id = 22`);
+  await blue.query(`DELETE FROM cameras WHERE id = 23`);
 
   await green.query(`DROP VIEW camera_names`);
   await h.client.resume(workflowId, { by: 'operator' });
   const final = await h.client.waitForEnd(workflowId);
   expect(final.state).toBe('rolled-back');
   const rows = await blue.query<{ id: number; name: string }>(
-    `SELECT id, name FROM cameras WHERE id IN (20, 21) ORDER BY id`,
+    `SELECT id, name FROM cameras WHERE id IN (20, 21, 22, 23) ORDER BY id`,
   );
-  expect(rows).toEqual([{ id: 20, name: 'late on green' }]);
+  expect(rows).toEqual([
+    { id: 20, name: 'late on green' },
+    { id: 22, name: 'later on blue' },
+  ]);
   const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);

@@ -417,6 +417,21 @@ async function lagOf(
   return bytes === null ? lag : { ...lag, slotBytes: bytes };
 }
 
+/** Drops one direction's capture on its capturing side: slot, triggers, logged changes and record. Idempotent. */
+async function dropCapture(capturing: Pool, input: CaptureInput, syncId: string, direction: SyncDirection) {
+  const { run, job } = input;
+  await withClient(capturing, (c) => dropSlot(c, syncId));
+  await withTransaction(capturing, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
+    for (const stmt of dropCaptureDdl(job.name, syncId, direction)) await c.query(stmt);
+    await c.query(`DELETE FROM ${S}.changes WHERE stream = $1`, [streamName(syncId, direction)]);
+    await c.query(`DELETE FROM ${S}.captures WHERE run_key = $1 AND job = $2 AND direction = $3`, [
+      run.runKey,
+      job.name,
+      direction,
+    ]);
+  });
+}
+
 export function createAcrossActivities(deps: ActivityDeps) {
   return {
     /**
@@ -507,23 +522,15 @@ export function createAcrossActivities(deps: ActivityDeps) {
           );
           return `${done.applied} change(s) made on the target applied to the source; capture kept until the end of the rollback`;
         }
-        const stream = streamName(syncId, direction);
-        await withClient(capturing, (c) => dropSlot(c, syncId));
-        await withTransaction(capturing, { lockTimeoutMs: input.lockTimeoutMs }, async (c) => {
-          for (const stmt of dropCaptureDdl(job.name, syncId, direction)) await c.query(stmt);
-          await c.query(`DELETE FROM ${S}.changes WHERE stream = $1`, [stream]);
-          await c.query(`DELETE FROM ${S}.captures WHERE run_key = $1 AND job = $2 AND direction = $3`, [
-            run.runKey,
-            job.name,
-            direction,
-          ]);
-        });
-        // Once the target takes writes (its reverse capture is installed), its rows stay until the rollback's end
-        // (finishCapture): a late update or delete on the new side finds its row only while the row is there, and
-        // emptied here, the target acknowledged it and the source never saw it.
+        // Once the target takes writes (its reverse capture is installed), the forward capture stays until the
+        // rollback's end (finishCapture), and so do the target's rows: a late update or delete on the new side finds
+        // its row only while the row is there (emptied here, the target acknowledged it and the source never saw
+        // it); and the source's writes meanwhile keep their stamps, so the new side's late writes, applied to the
+        // source at the end, do not overwrite a later write made there.
         if (await captureRecord(sides.target, run, job.name, 'reverse')) {
-          return `capture dropped; ${job.to}'s rows stay on the target until the end of the rollback`;
+          return `capture kept until the end of the rollback, and ${job.to}'s rows on the target`;
         }
+        await dropCapture(capturing, input, syncId, direction);
         // The guard: emptying the target must not be logged by its reverse capture (it would empty the source).
         const tx = { lockTimeoutMs: input.lockTimeoutMs, settings: applySettings(syncId) };
         return withTransaction(sides.target, tx, async (c) => {
@@ -567,6 +574,9 @@ export function createAcrossActivities(deps: ActivityDeps) {
             direction,
           ]);
         }
+        // The end of a rollback after cut-over: the forward capture, kept to stamp the source's writes while the
+        // target's last changes came back (undoCapture), goes now; its log was never to be applied.
+        if (input.rollback && direction === 'reverse') await dropCapture(sides.source, input, syncId, 'forward');
         if (input.last) {
           for (const db of [sides.source, sides.target]) {
             await db.query(`DELETE FROM ${S}.row_clock WHERE sync_id = $1`, [syncId]);
