@@ -209,3 +209,36 @@ test('a blue-green migration whose applier stops on an error, runs again on resu
   expect((await client.waitForEnd(workflowId)).state).toBe('completed');
   await save('blue-green-resumed', workflowId);
 });
+
+test('an approval that timed out into a pause, then given: taken, the pause lifted, the migration completes', async () => {
+  const db = await h.db('histlate');
+  const base = await meetingsPlan(db, { rows: 200, approvals: ['schema'] });
+  const plan: ResolvedPlan = {
+    ...base,
+    approvalTimeout: 1_000,
+    onApprovalTimeout: 'pause',
+    traffic: base.traffic && { ...base.traffic, stages: base.traffic.stages.map((s) => ({ ...s, approval: false })) },
+  };
+  const { workflowId } = await client.start(plan, { autoApprove: false });
+  await eventually(async () => (await client.status(workflowId)).state === 'paused' || undefined, 'the pause');
+  await client.approve(workflowId, { by: 'recorder', gate: 'schema' });
+  expect((await client.waitForEnd(workflowId)).state).toBe('completed');
+  await save('approval-after-timeout', workflowId);
+});
+
+test('a blue-green migration aborted after cut-over, its rollback held on a failed drop, then resumed', async () => {
+  const blue = await h.db('histbgheld_blue');
+  const green = await h.db('histbgheld_green');
+  await seedBlue(blue, 300);
+  const plan = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 600_000 }] });
+  const { workflowId } = await client.start(plan, { autoApprove: true });
+  await eventOf(client, workflowId, /^flag use_green_database at 100%/, 240_000);
+  await green.query(`CREATE VIEW camera_names AS SELECT id, name FROM cameras`);
+  await client.abort(workflowId, { reason: 'recorded' });
+  await eventually(async () => (await client.status(workflowId)).paused?.rollbackHeld || undefined, 'the hold');
+  await green.query(`UPDATE cameras SET name = 'late on green' WHERE id = 20`);
+  await green.query(`DROP VIEW camera_names`);
+  await client.resume(workflowId, { by: 'recorder' });
+  expect((await client.waitForEnd(workflowId)).state).toBe('rolled-back');
+  await save('blue-green-rollback-held', workflowId);
+});

@@ -8,11 +8,13 @@ import { join } from 'node:path';
 const DIR = join(__dirname, '..', 'fixtures', 'histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.json'));
 
-test('the recorded histories cover every workflow: the runbook (completed, aborted mid-copy, gate rollback, continued soak, approval wait), a blue-green run whose applier stopped and resumed, a revert, a ledger read', () => {
+test('the recorded histories cover every workflow: the runbook (completed, aborted mid-copy, gate rollback, continued soak, approval wait, approval after its timeout), blue-green runs (an applier stopped and resumed; a rollback after cut-over held and resumed), a revert, a ledger read', () => {
   const names = new Set(files.map((f) => f.replace(/(-run\d+)?\.json$/, '')));
   expect([...names].sort()).toEqual([
     'abort-mid-copy',
+    'approval-after-timeout',
     'blue-green-resumed',
+    'blue-green-rollback-held',
     'completed',
     'continued-soak',
     'gate-rollback',
