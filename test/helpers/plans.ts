@@ -58,3 +58,41 @@ export async function meetingsPlan(db: TestDb, o: MeetingsOptions = {}): Promise
  */
 export const LOOSE_BUDGET = { maxLatencyIncrease: 'unlimited' as const };
 export const LOOSE_BUDGET_IN_PLAN = { maxLatencyIncrease: 'unlimited' };
+
+export interface SlowCopyOptions {
+  name: string;
+  /** Copied into `<table>_v2`; both exist already (the plan's schema step does nothing). */
+  table: string;
+  key: string | string[];
+  sync: 'forward' | 'bidirectional';
+}
+
+/**
+ * A plan whose copy waits for approval (so a test can throttle it first) and then runs in batches of 300 rows, one
+ * 100 % stage soaking for an hour: for tests of writes made while particular rows are being copied.
+ */
+export function slowCopyPlan(db: TestDb, o: SlowCopyOptions): ResolvedPlan {
+  const job = {
+    name: o.table,
+    from: o.table,
+    to: `${o.table}_v2`,
+    key: o.key,
+    sync: o.sync,
+    ...(o.sync === 'forward' ? { discardNewPathWrites: true } : {}),
+    batchSize: 300,
+    maxBatchSize: 300,
+    impact: LOOSE_BUDGET_IN_PLAN,
+  };
+  const doc = {
+    name: o.name,
+    database: { urlEnv: db.urlEnv },
+    backup: { enabled: false },
+    approvals: ['copy'],
+    schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
+    copy: [job],
+    validate: [{ rowCount: { copy: o.table } }],
+    traffic: { flag: `${o.table}_v2`, stages: [{ percent: 100, soak: '1h' }] },
+    cleanup: {},
+  };
+  return loadPlan(writePlan(doc, { 'up.sql': 'SELECT 1', 'down.sql': 'SELECT 1' }));
+}

@@ -5,9 +5,8 @@
 // finds that row, whatever DateStyle the application writes under, and under a role of its own with no privilege in
 // tidemark's schema or on the new table. Once settled, the triggers stop logging and both directions keep syncing.
 import { Client } from 'pg';
-import { loadPlan } from '../../src/plan/load';
 import { eventOf, eventually, Harness, StopWaiting } from '../helpers/env';
-import { LOOSE_BUDGET_IN_PLAN, writePlan } from '../helpers/plans';
+import { slowCopyPlan } from '../helpers/plans';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -26,33 +25,7 @@ test('a key change in a transaction open across the copy of its row: the logged 
   await db.query(`CREATE TABLE orders (region text, day date, note text NOT NULL, PRIMARY KEY (region, day));
     CREATE TABLE orders_v2 (region text, day date, note text NOT NULL, PRIMARY KEY (region, day));
     INSERT INTO orders SELECT 'r' || (i % 3), ${day(0)} + i, 'n' || i FROM generate_series(1, ${ROWS}) i`);
-  const plan = loadPlan(
-    writePlan(
-      {
-        name: 'settle-log',
-        database: { urlEnv: db.urlEnv },
-        backup: { enabled: false },
-        approvals: ['copy'],
-        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
-        copy: [
-          {
-            name: 'orders',
-            from: 'orders',
-            to: 'orders_v2',
-            key: ['region', 'day'],
-            sync: 'bidirectional',
-            batchSize: 300,
-            maxBatchSize: 300,
-            impact: LOOSE_BUDGET_IN_PLAN,
-          },
-        ],
-        validate: [{ rowCount: { copy: 'orders' } }],
-        traffic: { flag: 'orders_v2', stages: [{ percent: 100, soak: '1h' }] },
-        cleanup: {},
-      },
-      { 'up.sql': 'SELECT 1', 'down.sql': 'SELECT 1' },
-    ),
-  );
+  const plan = slowCopyPlan(db, { name: 'settle-log', table: 'orders', key: ['region', 'day'], sync: 'bidirectional' });
   const logged = async () =>
     (
       await db.query<{ settling: number; removals: number }>(
@@ -145,34 +118,7 @@ test('a TRUNCATE of the source during the copy: the whole table is settled, and 
   await db.query(`CREATE TABLE items (id bigint PRIMARY KEY, note text NOT NULL);
     CREATE TABLE items_v2 (id bigint PRIMARY KEY, note text NOT NULL);
     INSERT INTO items SELECT i, 'n' || i FROM generate_series(1, ${ROWS}) i`);
-  const plan = loadPlan(
-    writePlan(
-      {
-        name: 'settle-truncate',
-        database: { urlEnv: db.urlEnv },
-        backup: { enabled: false },
-        approvals: ['copy'],
-        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
-        copy: [
-          {
-            name: 'items',
-            from: 'items',
-            to: 'items_v2',
-            key: 'id',
-            sync: 'forward',
-            discardNewPathWrites: true,
-            batchSize: 300,
-            maxBatchSize: 300,
-            impact: LOOSE_BUDGET_IN_PLAN,
-          },
-        ],
-        validate: [{ rowCount: { copy: 'items' } }],
-        traffic: { flag: 'items_v2', stages: [{ percent: 100, soak: '1h' }] },
-        cleanup: {},
-      },
-      { 'up.sql': 'SELECT 1', 'down.sql': 'SELECT 1' },
-    ),
-  );
+  const plan = slowCopyPlan(db, { name: 'settle-truncate', table: 'items', key: 'id', sync: 'forward' });
   const { workflowId } = await h.client.start(plan, { autoApprove: false });
   await h.approvalPending(workflowId, 'copy');
   await h.client.throttle(workflowId, { delayMs: 300 });

@@ -3,9 +3,8 @@
 // the delete is not committed, copies the row. Only the settle pass can remove it, and only once the delete is
 // committed: the pass must wait for that transaction to end, or the application's delete is undone in the new table.
 import { Client } from 'pg';
-import { loadPlan } from '../../src/plan/load';
 import { eventOf, eventually, Harness, StopWaiting } from '../helpers/env';
-import { LOOSE_BUDGET_IN_PLAN, writePlan } from '../helpers/plans';
+import { slowCopyPlan } from '../helpers/plans';
 
 const h = new Harness();
 beforeAll(() => h.start());
@@ -21,34 +20,7 @@ test('a delete in a transaction open across the copy of its row: the settle pass
   await db.query(`CREATE TABLE items (id bigint PRIMARY KEY, note text NOT NULL);
     CREATE TABLE items_v2 (id bigint PRIMARY KEY, note text NOT NULL);
     INSERT INTO items SELECT i, 'n' || i FROM generate_series(1, ${ROWS}) i`);
-  const plan = loadPlan(
-    writePlan(
-      {
-        name: 'settle-wait',
-        database: { urlEnv: db.urlEnv },
-        backup: { enabled: false },
-        approvals: ['copy'],
-        schema: [{ id: '001', up: 'up.sql', down: 'down.sql' }],
-        copy: [
-          {
-            name: 'items',
-            from: 'items',
-            to: 'items_v2',
-            key: 'id',
-            sync: 'forward',
-            discardNewPathWrites: true,
-            batchSize: 300,
-            maxBatchSize: 300,
-            impact: LOOSE_BUDGET_IN_PLAN,
-          },
-        ],
-        validate: [{ rowCount: { copy: 'items' } }],
-        traffic: { flag: 'items_v2', stages: [{ percent: 100, soak: '1h' }] },
-        cleanup: {},
-      },
-      { 'up.sql': 'SELECT 1', 'down.sql': 'SELECT 1' },
-    ),
-  );
+  const plan = slowCopyPlan(db, { name: 'settle-wait', table: 'items', key: 'id', sync: 'forward' });
   const app = new Client({ connectionString: db.url, application_name: 'app' });
   await app.connect();
   try {
