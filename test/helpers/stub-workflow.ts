@@ -4,6 +4,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { temporalTestServer } from '../../src/infra/tools';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
 import {
   REVERT_WORKFLOW_TYPE,
   revertWorkflowIdFor,
@@ -12,6 +13,7 @@ import {
   type MigrationOptions,
   type MigrationStatus,
   type RevertOptions,
+  statusQuery,
 } from '../../src/migration/messages';
 import { SEARCH_ATTRIBUTES } from '../../src/migration/search-attributes';
 import type { Activities } from '../../src/phases/activities';
@@ -212,4 +214,33 @@ export async function finalStatus(handle: { result(): Promise<unknown> }): Promi
     if (details?.[0]) return details[0] as MigrationStatus;
     throw e;
   }
+}
+
+/** A running workflow's handle, as StubEnv.run gives it to a test. */
+export type StubHandle = Parameters<Parameters<StubEnv['run']>[2]>[0];
+
+/** Polls the status query (wall time; the test server's clock does not move meanwhile) until `pred` holds. */
+export async function until(
+  h: StubHandle,
+  pred: (s: MigrationStatus) => boolean,
+  what: string,
+): Promise<MigrationStatus> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const s = await h.query(statusQuery);
+    if (pred(s)) return s;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; state ${s.state}, phase ${s.phase}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** The reason an update was refused with (fails the test if it was accepted). */
+export async function rejection(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof WorkflowUpdateFailedError) return e.cause?.message ?? e.message;
+    throw e;
+  }
+  throw new Error('the update was accepted');
 }

@@ -1,45 +1,25 @@
 // The revert workflow's logic and the cleanup steps' place in a rollback, on the time-skipping test server with stub
 // activities: what runs in which order for which run, what stops a revert, when an abort is still accepted.
 import { ApplicationFailure } from '@temporalio/common';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
-import {
-  abortUpdate,
-  approveUpdate,
-  statusQuery,
-  type MigrationStatus,
-  type RunRef,
-} from '../../src/migration/messages';
+import { abortUpdate, approveUpdate, type RunRef } from '../../src/migration/messages';
 import type { RevertInventory, RevertItem } from '../../src/phases/ledger-activities';
 import type { SchemaStep } from '../../src/plan/types';
-import { finalStatus, fullPlan, job, StubEnv, stubActivities, type Call } from '../helpers/stub-workflow';
+import {
+  finalStatus,
+  fullPlan,
+  job,
+  StubEnv,
+  stubActivities,
+  type Call,
+  rejection,
+  until,
+} from '../helpers/stub-workflow';
 
 jest.setTimeout(120_000);
 
 const stub = new StubEnv();
 beforeAll(() => stub.start());
 afterAll(() => stub.stop());
-
-type Handle = Parameters<Parameters<StubEnv['run']>[2]>[0];
-
-async function until(h: Handle, pred: (s: MigrationStatus) => boolean, what: string): Promise<MigrationStatus> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const s = await h.query(statusQuery);
-    if (pred(s)) return s;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; state ${s.state}, phase ${s.phase}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-async function rejection(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WorkflowUpdateFailedError) return e.cause?.message ?? e.message;
-    throw e;
-  }
-  throw new Error('the update was accepted');
-}
 
 const sql = (path: string) => ({ path, sql: '', sha256: path.padEnd(64, '0') });
 const stepOf = (id: string): SchemaStep => ({

@@ -2,7 +2,6 @@
 // happens when one fails, gate judging, approval timeouts, and every operator message the workflow must refuse.
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
 import {
   abortSignal,
   abortUpdate,
@@ -19,26 +18,13 @@ import {
   type MigrationStatus,
 } from '../../src/migration/messages';
 import type { Gate } from '../../src/plan/types';
-import { finalStatus, fullPlan, StubEnv, stubActivities, type Call } from '../helpers/stub-workflow';
+import { finalStatus, fullPlan, StubEnv, stubActivities, type Call, rejection, until } from '../helpers/stub-workflow';
 
 jest.setTimeout(120_000);
 
 const stub = new StubEnv();
 beforeAll(() => stub.start());
 afterAll(() => stub.stop());
-
-type Handle = Parameters<Parameters<StubEnv['run']>[2]>[0];
-
-/** Polls the status query (wall time; the test server's clock does not move meanwhile) until `pred` holds. */
-async function until(h: Handle, pred: (s: MigrationStatus) => boolean, what: string): Promise<MigrationStatus> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const s = await h.query(statusQuery);
-    if (pred(s)) return s;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; state ${s.state}, phase ${s.phase}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const undoNames = ['fenceRun', 'restoreArchivedTables', 'resetFlag', 'undoCopy', 'revertSchemaStep', 'restoreBackup'];
 const undoCalls = (calls: Call[]) =>
@@ -50,16 +36,6 @@ const noSoaks = (p = fullPlan()) => ({
   ...p,
   traffic: { ...p.traffic!, stages: p.traffic!.stages.map((s) => ({ ...s, soak: 0 })) },
 });
-
-async function rejection(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof WorkflowUpdateFailedError) return e.cause?.message ?? e.message;
-    throw e;
-  }
-  throw new Error('the update was accepted');
-}
 
 describe('rollback', () => {
   test('an abort fences the run, then runs every undo newest first', async () => {
