@@ -41,6 +41,14 @@ test("the worker serves the SDK metrics and tidemark's own, labelled by migratio
   let stderr = '';
   worker.stderr!.on('data', (d) => (stderr += d));
   const url = await eventually(async () => /metrics at (http:\/\/\S+\/metrics)/.exec(stderr)?.[1], 'the metrics URL');
+  // With --log-format json, every line is JSON, the worker's start-up line too.
+  const lines = stderr
+    .slice(0, stderr.lastIndexOf('\n'))
+    .split('\n')
+    .filter((l) => l.trim());
+  expect(lines.map((l) => JSON.parse(l) as { msg?: string }).some((l) => /^worker running/.test(l.msg ?? ''))).toBe(
+    true,
+  );
   const scrape = async () => {
     const res = await fetch(url);
     expect(res.headers.get('content-type')).toMatch(/^text\/plain/);

@@ -56,6 +56,17 @@ const maxActivitiesOption = () =>
       return n;
     });
 
+/**
+ * A line for the operator once something is up: as it reads on a terminal, or with `--log-format json` as one more JSON
+ * log line (whatever LOG_LEVEL says), so whatever reads the worker's log as JSON reads every line of it.
+ */
+async function sayUp(logFormat: LogFormat | undefined, message: string): Promise<void> {
+  const { createLogger, defaultLogFormat } = await import('../../logger');
+  const format = logFormat ?? defaultLogFormat();
+  if (format === 'json') createLogger({ name: 'tidemark', format, level: 'info' }).info(message);
+  else console.error(message);
+}
+
 /** Installs the runtime and starts a worker, serving metrics if asked. */
 async function runWorker(o: {
   address?: string;
@@ -96,7 +107,8 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
       // must shut the worker down, not find the process without a handler and kill it outright.
       const signal = untilSignal();
       const w = await runWorker({ address: g.address, namespace: g.namespace, taskQueue: g.taskQueue, ...o });
-      console.error(
+      await sayUp(
+        o.logFormat,
         `worker running on task queue ${g.taskQueue ?? process.env.TIDEMARK_TASK_QUEUE ?? 'tidemark'}${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`,
       );
       await Promise.race([signal, w.done]);
@@ -126,7 +138,10 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
         const { startDevServer } = await import('../../infra/devserver');
         const dbFile = o.dbFile ?? join(stateDir(), 'temporal.db');
         const server = await startDevServer({ port: Number(o.port), uiPort: Number(o.uiPort), dbFile });
-        console.error(`Temporal dev server at ${server.address}, Web UI at ${server.uiUrl} (state in ${dbFile})`);
+        await sayUp(
+          o.logFormat,
+          `Temporal dev server at ${server.address}, Web UI at ${server.uiUrl} (state in ${dbFile})`,
+        );
         const w = o.worker
           ? await runWorker({
               address: server.address,
@@ -136,7 +151,11 @@ export function registerServerCommands(program: Command, globals: () => GlobalOp
               logFormat: o.logFormat,
             })
           : undefined;
-        if (w) console.error(`worker running${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`);
+        if (w)
+          await sayUp(
+            o.logFormat,
+            `worker running${w.metricsUrl ? `, metrics at ${w.metricsUrl}` : ''}; Ctrl-C to stop`,
+          );
         await signal;
         await w?.shutdown();
         await server.stop();
