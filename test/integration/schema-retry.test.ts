@@ -150,3 +150,25 @@ test('a step that times out on a lock names the session it waited for, without i
   await holder.end();
   expect((await h.client.waitForEnd(workflowId)).state).toBe('completed');
 });
+
+test('a non-transactional step that stopped half-way rolls back with its whole down: drops of what the up never made find nothing, and the rest is undone', async () => {
+  const db = await itemsDb('schemahalf');
+  // The second index names a column that does not exist: the up stops after the first one.
+  const plan = stepPlan(
+    db,
+    `CREATE INDEX CONCURRENTLY items_val ON items (val);
+     CREATE INDEX CONCURRENTLY items_nope ON items (nope);`,
+    `DROP INDEX CONCURRENTLY items_nope;
+     DROP INDEX CONCURRENTLY items_val;`,
+    false,
+  );
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.error).toMatch(/column "nope" does not exist/);
+  const undo = final.compensations.find((c) => c.phase === 'schema');
+  expect(undo).toMatchObject({ status: 'done' });
+  expect(undo?.description).toMatch(/stopped half-way; 1 statement\(s\) found nothing to undo \(line 1\)/);
+  const indexes = await db.query(`SELECT indexname FROM pg_indexes WHERE tablename = 'items' ORDER BY 1`);
+  expect(indexes).toEqual([{ indexname: 'items_pkey' }]);
+});

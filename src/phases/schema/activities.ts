@@ -5,7 +5,7 @@ import { TIDEMARK_SCHEMA } from '../../db/names';
 import { scriptText } from '../../db/scripts';
 import { quoteIdent } from '../../db/quote';
 import { Context } from '@temporalio/activity';
-import { parseStatements } from '../../plan/lint';
+import { parseStatements, type ParsedStatement } from '../../plan/lint';
 import { inTransaction, withClient } from '../../db/tx';
 import type { SchemaStep } from '../../plan/types';
 import { driftOf, type StepPhase } from '../../plan/ledger';
@@ -82,8 +82,8 @@ async function runScript(
   c: PoolClient,
   sql: string,
   lockTimeoutMs: number,
-  progress?: { key: ProgressKey; retry: boolean },
-): Promise<void> {
+  progress?: { key: ProgressKey; retry: boolean; afterHalfWay?: boolean },
+): Promise<ParsedStatement[]> {
   if (!progress) {
     try {
       await c.query(sql);
@@ -97,13 +97,20 @@ async function runScript(
       const stmt = [...stmts].reverse().find((st) => st.line <= line);
       locate(e, line, stmt?.text ?? sql.split('\n')[line - 1] ?? '');
     }
-    return;
+    return [];
   }
   await c.query(`SELECT set_config('lock_timeout', $1, false)`, [`${lockTimeoutMs}ms`]);
   try {
     // Split with PostgreSQL's own parser: CREATE INDEX CONCURRENTLY must be sent on its own.
     const stmts = await parseStatements(sql);
-    await runResumable(c, stmts, progress.key, progress.retry, (e, stmt) => locate(e, stmt.line, stmt.text));
+    return await runResumable(
+      c,
+      stmts,
+      progress.key,
+      progress.retry,
+      (e, stmt) => locate(e, stmt.line, stmt.text),
+      progress.afterHalfWay,
+    );
   } finally {
     await c.query('RESET lock_timeout').catch(() => undefined);
   }
@@ -252,7 +259,7 @@ export function createSchemaActivities(deps: ActivityDeps) {
                 input.by ?? run.workflowId,
               ],
             );
-          await asStep(c, key, async () => {
+          const skipped = await asStep(c, key, async () => {
             if (step.transactional) {
               await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
                 await watched(pool, tx, input.lockTimeoutMs, async () =>
@@ -260,17 +267,21 @@ export function createSchemaActivities(deps: ActivityDeps) {
                 );
                 await mark(tx);
               });
-            } else {
-              const retry = retrying();
-              await watched(pool, c, input.lockTimeoutMs, async () =>
-                runScript(c, await scriptText(c, step.down), input.lockTimeoutMs, { key, retry }),
-              );
-              await mark(c);
-              await forgetProgress(c, key);
+              return [];
             }
+            // Without its history row, the up stopped half-way: the down's drops may find nothing to drop.
+            const progress = { key, retry: retrying(), afterHalfWay: !mine };
+            const missing = await watched(pool, c, input.lockTimeoutMs, async () =>
+              runScript(c, await scriptText(c, step.down), input.lockTimeoutMs, progress),
+            );
+            await mark(c);
+            await forgetProgress(c, key);
+            return missing;
           });
-          deps.logger.info({ step: step.id }, 'schema step rolled back');
-          return `${step.id}: down applied`;
+          deps.logger.info({ step: step.id, skipped: skipped.length }, 'schema step rolled back');
+          if (!skipped.length) return `${step.id}: down applied`;
+          const lines = skipped.map((st) => `line ${st.line}`).join(', ');
+          return `${step.id}: down applied after an up that stopped half-way; ${skipped.length} statement(s) found nothing to undo (${lines})`;
         });
       });
     },

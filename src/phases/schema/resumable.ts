@@ -70,9 +70,14 @@ export async function forgetProgress(c: PoolClient, key: Omit<ProgressKey, 'dire
 
 const IN_TRANSACTION_BLOCK = '25001';
 
+/** "does not exist": a table, column, object (index, constraint, type…), schema or function. */
+const MISSING = new Set(['42P01', '42703', '42704', '3F000', '42883']);
+
 /**
  * Runs `stmts` from the first one not yet done, recording each. `retry`: an earlier attempt ran (and may have built an
- * index it did not live to record). `onError` names the statement an error came from (and throws).
+ * index it did not live to record). `onError` names the statement an error came from (and throws). `afterHalfWay`:
+ * this is the down of an up that stopped half-way, so what a statement undoes may never have been made; one that fails
+ * on something that does not exist counts as done, and is returned.
  */
 export async function runResumable(
   c: PoolClient,
@@ -80,7 +85,9 @@ export async function runResumable(
   key: ProgressKey,
   retry: boolean,
   onError: (e: unknown, stmt: ParsedStatement) => never,
-): Promise<void> {
+  afterHalfWay = false,
+): Promise<ParsedStatement[]> {
+  const skipped: ParsedStatement[] = [];
   // A script with its own BEGIN/COMMIT keeps them: it is not wrapped, and each statement is recorded after it.
   const wrap = !stmts.some((s) => s.kind === 'TransactionStmt');
   const done = await statementsDone(c, key);
@@ -105,9 +112,13 @@ export async function runResumable(
         await c.query(recordQuery(key, i + 1));
       }
     } catch (e) {
-      onError(e, stmt);
+      // Not inside a script's own BEGIN … COMMIT: its transaction is aborted, and the script cannot go on.
+      if (!(afterHalfWay && wrap && MISSING.has((e as { code?: string }).code ?? ''))) onError(e, stmt);
+      await c.query(recordQuery(key, i + 1));
+      skipped.push(stmt);
     }
   }
+  return skipped;
 }
 
 /** The statement and its record in one transaction; false (nothing done) when it cannot run inside one. */
