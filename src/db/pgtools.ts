@@ -96,7 +96,12 @@ export function runTool(
       partial = lines.pop()!;
       for (const l of lines) opts.onStderrLine?.(l);
     });
-    if (opts.stdin) opts.stdin.pipe(child.stdin!);
+    if (opts.stdin) {
+      // A program that stops reading (psql exiting on an error) breaks the pipe: its exit code says what went wrong,
+      // and an unhandled EPIPE here would take the whole worker down.
+      child.stdin!.on('error', () => undefined);
+      opts.stdin.pipe(child.stdin!);
+    }
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });

@@ -92,6 +92,38 @@ export function createdTables(stmts: ParsedStatement[]): Set<string> {
   return out;
 }
 
+/**
+ * Tables a script changes, as it names them (`schema.name` where it says the schema): ALTER TABLE, DROP TABLE,
+ * renames, INSERT, UPDATE, DELETE, TRUNCATE.
+ */
+export function changedTables(stmts: ParsedStatement[]): Set<string> {
+  const out = new Set<string>();
+  for (const s of stmts) {
+    const n = s.node;
+    switch (s.kind) {
+      case 'AlterTableStmt':
+        if (n.objtype === 'OBJECT_TABLE') out.add(rel(n.relation));
+        break;
+      case 'RenameStmt':
+        if (n.relationType === 'OBJECT_TABLE' || n.renameType === 'OBJECT_TABLE') out.add(rel(n.relation));
+        break;
+      case 'DropStmt':
+        if (n.removeType === 'OBJECT_TABLE') for (const d of dropNames(n)) out.add(d);
+        break;
+      case 'InsertStmt':
+      case 'UpdateStmt':
+      case 'DeleteStmt':
+        out.add(rel(n.relation));
+        break;
+      case 'TruncateStmt':
+        for (const r of (n.relations as { RangeVar: unknown }[]) ?? []) out.add(rel(r.RangeVar));
+        break;
+    }
+  }
+  out.delete('?');
+  return out;
+}
+
 /** The columns of each table a script creates with CREATE TABLE (by bare table name). */
 export function createdTableColumns(stmts: ParsedStatement[]): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();

@@ -4,9 +4,12 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import type { Pool } from 'pg';
 import { Readable } from 'node:stream';
 import { databaseName, findPgTool, libpqEnv, runTool, toolMajorVersion } from '../../db/pgtools';
-import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
+import { parseTableRef, quoteIdent, quoteTable, type TableRef } from '../../db/quote';
+import { scriptText } from '../../db/scripts';
+import { changedTables, createdTables, parseStatements } from '../../plan/lint';
 import type { ResolvedPlan } from '../../plan/types';
 import { F, failure } from '../../migration/failures';
 import {
@@ -27,6 +30,16 @@ export interface BackupResult {
   tocEntries: number;
   durationMs: number;
   pruned: string[];
+}
+
+export interface RestoreResult {
+  /** The tables put back (none: nothing to restore). */
+  tables: string[];
+  durationMs: number;
+  /** Each table's rows before the restore (what the application had written) and after it (the dump's). */
+  rows?: { table: string; before: number; after: number }[];
+  /** Tables restored because they reference one that is (TRUNCATE empties them together). */
+  referencing?: string[];
 }
 
 export interface BackupMetadata {
@@ -64,13 +77,133 @@ function tool(deps: ActivityDeps, name: 'pg_dump' | 'pg_restore' | 'psql'): stri
   return path;
 }
 
-/** Tables a restore puts back: the plan's backup list, else the tables the migration copies from or archives. */
+/** Tables a restore puts back as the plan names them: its backup list, else the tables it copies from or archives. */
 export function tablesToRestore(plan: ResolvedPlan): string[] {
   if (plan.backup.tables?.length) return plan.backup.tables;
   const t = new Set<string>();
   for (const j of plan.copy) if (j.from) t.add(j.from);
   for (const a of plan.cleanup?.archive ?? []) t.add(a);
   return [...t];
+}
+
+/** A table as the catalog names it, and its name for messages. */
+interface RestoredTable {
+  ref: TableRef;
+  name: string;
+}
+
+const display = (ref: TableRef) => (ref.schema === 'public' ? ref.name : `${ref.schema}.${ref.name}`);
+
+/** The table `written` (as a plan or script writes it: unquoted, `schema.name` or not) names now, if it exists. */
+async function resolveTable(db: Pool, written: string): Promise<TableRef | undefined> {
+  const parts = written.split('.');
+  const r = await db.query(
+    `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`,
+    [parts.map((x) => quoteIdent(x)).join('.')],
+  );
+  return r.rows[0] as TableRef | undefined;
+}
+
+/**
+ * What a restore puts back. The plan's backup list (the dump holds only those); with a dump of the whole database, the
+ * tables the migration copies from or archives and those its schema steps change that it did not create (an `ALTER`,
+ * a `DROP`, an `UPDATE`…: the downs bring their shape back, the dump their contents), and with them every table that
+ * references one of those (TRUNCATE must empty them together; their contents are in the dump too). A table outside
+ * the backup list that references one in it makes the restore impossible: said before anything is emptied.
+ */
+async function restoreSet(db: Pool, plan: ResolvedPlan): Promise<{ tables: RestoredTable[]; referencing: string[] }> {
+  const wanted = new Set(tablesToRestore(plan));
+  const wholeDump = !plan.backup.tables?.length;
+  if (wholeDump) {
+    const created = new Set<string>();
+    const changed = new Set<string>();
+    for (const step of plan.schema) {
+      const stmts = await parseStatements(await scriptText(db, step.up));
+      for (const t of createdTables(stmts)) created.add(t);
+      for (const t of changedTables(stmts)) changed.add(t);
+    }
+    for (const t of changed) if (!created.has(t.split('.').pop()!)) wanted.add(t);
+  }
+  const tables: RestoredTable[] = [];
+  const key = (r: TableRef) => `${r.schema}\u0000${r.name}`;
+  const seen = new Set<string>();
+  const add = (ref: TableRef) => {
+    if (seen.has(key(ref))) return false;
+    seen.add(key(ref));
+    tables.push({ ref, name: display(ref) });
+    return true;
+  };
+  for (const w of wanted) {
+    const ref = await resolveTable(db, w);
+    // A table the plan named that is not there: the restore says so (pg_restore and TRUNCATE name it).
+    if (ref) add(ref);
+    else if (!wholeDump) add(parseTableRef(w));
+  }
+  const referencing: string[] = [];
+  for (let i = 0; i < tables.length; i++) {
+    const r = await db.query(
+      `SELECT DISTINCT n.nspname AS schema, c.relname AS name
+         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE k.contype = 'f' AND k.confrelid = to_regclass($1) ORDER BY 1, 2`,
+      [quoteTable(tables[i].ref)],
+    );
+    for (const ref of r.rows as TableRef[]) {
+      if (seen.has(key(ref))) continue;
+      if (!wholeDump) {
+        throw failure(
+          F.BackupFailed,
+          `cannot restore ${tables[i].name}: ${display(ref)} references it and is not in backup.tables (emptying ` +
+            `${tables[i].name} would empty it too). Nothing was restored; add ${display(ref)} to backup.tables, or ` +
+            `restore by hand with pg_restore`,
+        );
+      }
+      add(ref);
+      referencing.push(`${display(ref)} (it references ${tables[i].name})`);
+    }
+  }
+  return { tables, referencing };
+}
+
+/**
+ * The tables ordered so that each comes after every other one of them it references (a cycle keeps the order it
+ * had: its rows may not load, and the restore says which key failed).
+ */
+async function referencedFirst(db: Pool, tables: RestoredTable[]): Promise<RestoredTable[]> {
+  const refs = await Promise.all(
+    tables.map(async (t) => {
+      const r = await db.query(
+        `SELECT DISTINCT confrelid::regclass::text AS t FROM pg_constraint
+          WHERE contype = 'f' AND conrelid = to_regclass($1) AND confrelid <> conrelid`,
+        [quoteTable(t.ref)],
+      );
+      return new Set((r.rows as { t: string }[]).map((x) => x.t));
+    }),
+  );
+  const names = await Promise.all(
+    tables.map(async (t) => (await db.query(`SELECT to_regclass($1)::text AS t`, [quoteTable(t.ref)])).rows[0].t),
+  );
+  const out: RestoredTable[] = [];
+  const placed = new Set<number>();
+  while (placed.size < tables.length) {
+    const ready = tables.findIndex(
+      (_, i) => !placed.has(i) && names.every((n, j) => placed.has(j) || j === i || !refs[i].has(n)),
+    );
+    const next = ready >= 0 ? ready : tables.findIndex((_, i) => !placed.has(i));
+    placed.add(next);
+    out.push(tables[next]);
+  }
+  return out;
+}
+
+/** Each table's row count, in order. */
+async function rowCounts(db: Pool, tables: RestoredTable[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const t of tables) {
+    const r = await db.query(`SELECT count(*)::bigint AS n FROM ${quoteTable(t.ref)}`).catch(() => undefined);
+    out.push(Number(r?.rows[0].n ?? -1));
+  }
+  return out;
 }
 
 export function createBackupActivities(deps: ActivityDeps) {
@@ -189,40 +322,42 @@ export function createBackupActivities(deps: ActivityDeps) {
      * Puts the backed-up contents of the plan's tables back: in one transaction, empties each table and reloads it
      * from the dump (pg_restore --data-only piped into psql --single-transaction), so readers never see it empty.
      */
-    async restoreBackup(input: {
-      plan: ResolvedPlan;
-      file: string;
-      sha256: string;
-    }): Promise<{ tables: string[]; durationMs: number }> {
+    async restoreBackup(input: { plan: ResolvedPlan; file: string; sha256: string }): Promise<RestoreResult> {
       const { plan } = input;
       return activityBody('restoring backup', async () => {
         const url = deps.pools.url(plan.database.urlEnv);
+        const db = deps.pools.get(plan.database.urlEnv);
         const t0 = Date.now();
         if ((await fileSha256(input.file)) !== input.sha256) {
           throw failure(F.BackupFailed, `backup ${input.file} does not match its recorded sha256; refusing to restore`);
         }
-        const tables = tablesToRestore(plan);
-        if (!tables.length) return { tables, durationMs: 0 };
+        const set = await restoreSet(db, plan);
+        if (!set.tables.length) return { tables: [], durationMs: 0, rows: [], referencing: [] };
         const pgRestore = tool(deps, 'pg_restore');
         const psql = findPgTool('psql');
         if (!psql) throw failure(F.BackupFailed, 'psql not found on the worker (set TIDEMARK_PG_BIN)');
-        const args = [
-          '--data-only',
-          '-f',
-          '-',
-          ...tables.flatMap((t) => ['-n', parseTableRef(t).schema, '-t', parseTableRef(t).name]),
-          input.file,
-        ];
-        const script = await runTool(pgRestore, args, { env: {} });
-        if (script.code !== 0) throw failure(F.BackupError, `pg_restore failed: ${script.stderr.trim().slice(0, 300)}`);
-        const sql = `SET lock_timeout = '${Math.max(1000, plan.lockTimeout)}ms';\nTRUNCATE ${tables.map((t) => quoteTable(t)).join(', ')};\n${script.stdout}`;
+        // One table at a time, a referenced table before those referencing it: pg_restore's own order does not
+        // follow the foreign keys, and a row loaded before the one it references fails the check.
+        const scripts: string[] = [];
+        for (const { ref } of await referencedFirst(db, set.tables)) {
+          const args = ['--data-only', '-f', '-', '-n', ref.schema, '-t', ref.name, input.file];
+          const script = await runTool(pgRestore, args, { env: {} });
+          if (script.code !== 0)
+            throw failure(F.BackupError, `pg_restore failed: ${script.stderr.trim().slice(0, 300)}`);
+          scripts.push(script.stdout);
+        }
+        const before = await rowCounts(db, set.tables);
+        const sql = `SET lock_timeout = '${Math.max(1000, plan.lockTimeout)}ms';\nTRUNCATE ${set.tables.map((t) => quoteTable(t.ref)).join(', ')};\n${scripts.join('\n')}`;
         const res = await runTool(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], {
           env: libpqEnv(url),
           stdin: Readable.from([sql]),
         });
         if (res.code !== 0) throw failure(F.BackupError, `restore failed: ${res.stderr.trim().slice(0, 500)}`);
-        deps.logger.info({ tables, file: input.file }, 'backup restored');
-        return { tables, durationMs: Date.now() - t0 };
+        const after = await rowCounts(db, set.tables);
+        const tables = set.tables.map((t) => t.name);
+        const rows = set.tables.map((t, i) => ({ table: t.name, before: before[i], after: after[i] }));
+        deps.logger.info({ tables, rows, file: input.file }, 'backup restored');
+        return { tables, durationMs: Date.now() - t0, rows, referencing: set.referencing };
       });
     },
   };

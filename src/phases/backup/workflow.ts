@@ -29,9 +29,22 @@ async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | undefin
       { summary: `restore the backed-up tables from ${backup.file}` },
       [{ plan: ctx.plan, file: backup.file, sha256: backup.sha256 }],
     );
-    ctx.board.event(`backup restored into ${r.tables.join(', ')}`);
+    if (!r.tables.length) {
+      return (
+        `restoring the backup: nothing to restore — the plan names no backup.tables, and copies, archives or changes ` +
+        `no table that was there before it; the dump is ${backup.file} (pg_restore it by hand if need be)`
+      );
+    }
+    const rows = (r.rows ?? []).map((x) => `${x.table} ${count(x.before)} → ${count(x.after)}`).join(', ');
+    const also = r.referencing?.length ? `, with ${r.referencing.join(', ')}` : '';
+    ctx.board.event(
+      `backup restored into ${r.tables.join(', ')}${also}` +
+        (rows ? `; rows before → after: ${rows} (what was written to these tables after the backup is gone)` : ''),
+    );
     return undefined;
   } catch (e) {
     return `restoring the backup: ${errorMessage(e)}`;
   }
 }
+
+const count = (n: number) => (n < 0 ? '?' : n.toLocaleString('en-US'));
