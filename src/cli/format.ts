@@ -104,7 +104,7 @@ export function renderStatus(
   if (s.traffic?.gates.length) {
     for (const g of s.traffic.gates) {
       lines.push(
-        `  gate ${g.gate}: ${g.value === null ? 'unreadable' : readable(g.value)} ${g.ok === null ? c.warn(`(${g.error})`) : g.ok ? c.ok('ok') : c.bad(`BREACH ${g.consecutiveBreaches}`)}`,
+        `  gate ${g.gate}: ${g.value === null ? 'unreadable' : readable(g.value)} ${g.ok === null ? c.warn(`(${g.error})`) : g.ok ? c.ok('ok') : c.bad(`BREACH ${g.consecutiveBreaches}`)}, read ${when(g.at)}`,
       );
     }
   }

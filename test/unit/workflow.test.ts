@@ -296,6 +296,35 @@ describe('gates', () => {
     ]);
   });
 
+  test('before the flag moves up every gate is read again: one that breaches while the next stage waits for approval keeps the flag where it is, and rolls back', async () => {
+    const calls: Call[] = [];
+    let value = 0.01;
+    const stubs = stubActivities(calls, { readGates: async () => [{ gate: 'errors', value }] });
+    const plan = gated();
+    plan.traffic!.stages = [
+      { percent: 10, soak: 60_000, approval: false },
+      { percent: 100, soak: 0, approval: true },
+    ];
+    const final = await stub.run(
+      plan,
+      stubs,
+      async (h) => {
+        await stub.env.sleep(61_000);
+        await until(h, (s) => s.pendingApproval?.gate === 'traffic:100%', 'the approval of 100%');
+        expect(calls.filter((c) => c.name === 'readGates')).toHaveLength(1);
+        value = 0.5; // the error rate climbs while the approval waits, and no soak reads it
+        await h.executeUpdate(approveUpdate, { args: [{ by: 'alice' }] });
+        return finalStatus(h);
+      },
+      { autoApprove: false },
+    );
+    expect(final.state).toBe('rolled-back');
+    expect(final.error).toBe('gate "errors" breached 2 time(s) in a row: read 0.5, max 0.05, at 10%');
+    expect(final.events.map((e) => e.message)).toContain('flag stays at 10% until every gate passes: errors does not');
+    const flags = calls.filter((c) => c.name === 'setFlag').map((c) => c.input.percent);
+    expect(flags).toEqual([10]);
+  });
+
   test('an unreadable gate pauses the rollout at its percentage until resume', async () => {
     const calls: Call[] = [];
     let first = true;

@@ -1,6 +1,7 @@
 // Backup, workflow side: a verified pg_dump before anything changes. Backups are kept, so there is no undo; an abort
 // with --restore-backup puts the dumped tables' contents back after every compensation has run.
 import { backups, undos } from '../../migration/profiles';
+import { count } from '../../migration/readable';
 import { errorMessage } from '../../migration/saga';
 import type { Phase, PhaseContext } from '../phase';
 
@@ -35,7 +36,7 @@ async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | undefin
         `no table that was there before it; the dump is ${backup.file} (pg_restore it by hand if need be)`
       );
     }
-    const rows = (r.rows ?? []).map((x) => `${x.table} ${count(x.before)} → ${count(x.after)}`).join(', ');
+    const rows = (r.rows ?? []).map((x) => `${x.table} ${rowsOf(x.before)} → ${rowsOf(x.after)}`).join(', ');
     const also = r.referencing?.length ? `, with ${r.referencing.join(', ')}` : '';
     ctx.board.event(
       `backup restored into ${r.tables.join(', ')}${also}` +
@@ -47,4 +48,4 @@ async function restoreBackupIfAsked(ctx: PhaseContext): Promise<string | undefin
   }
 }
 
-const count = (n: number) => (n < 0 ? '?' : n.toLocaleString('en-US'));
+const rowsOf = (n: number) => (n < 0 ? '?' : count(n));

@@ -1,7 +1,7 @@
 // Traffic, workflow side: the flag moves through the stages, each soaked on a durable timer while gates are read;
 // a gate breached failureLimit times in a row (across stages) rolls back, an unreadable one pauses the rollout at the
 // next stage while every gate is still read. The undo — flag back to 0 — is registered before the first change.
-import { patched, workflowInfo } from '@temporalio/workflow';
+import { condition, patched, workflowInfo } from '@temporalio/workflow';
 import { RollbackRequested } from '../../migration/control';
 import { LIMITS } from '../../migration/limits';
 import type { GateReading, SoakCarry } from '../../migration/messages';
@@ -21,6 +21,12 @@ export type TrafficUndo = { kind: 'resetFlag'; flag: string } | CaptureUndo;
  * the soak from reading the other gates: it holds the rollout at the next stage instead.
  */
 const GATES_SPAN_STAGES = 'gate-breaches-span-stages';
+
+/**
+ * Patch: before the flag moves up from a stage, every gate is read again and must pass — the last reading may be old
+ * (the soak ended, then an approval or a pause waited for hours) and no gate is read while the rollout waits.
+ */
+const GATES_BEFORE_MOVE = 'gates-read-before-each-move';
 
 export const trafficPhase: Phase<TrafficUndo> = {
   name: 'traffic',
@@ -60,6 +66,9 @@ export const trafficPhase: Phase<TrafficUndo> = {
         // at any stage finds them there; and traffic moves only onto a target that has (nearly) caught up.
         if (!undoRegistered) for (const job of capturedJobs(ctx)) await startCapture(ctx, job, 'reverse');
         await waitForLag(ctx, `flag ${t.flag} → ${stage.percent}%`);
+      }
+      if (traffic.percent > 0 && t.gates.length && patched(GATES_BEFORE_MOVE)) {
+        await passingGates(ctx, t.gates, breaches ?? new Map(), stage.percent);
       }
       const set = () =>
         flagChanges.setFlag.executeWithOptions({ summary: `flag ${t.flag} → ${stage.percent}%` }, [
@@ -147,6 +156,40 @@ async function soak(
     traffic.soakEndsAt = null;
   }
   if (control.promoted) board.event(`soak at ${stage.percent}% ended early by promote`);
+}
+
+/**
+ * Reads every gate until all of them pass, before the flag moves up to `next`%: a breach counts as in a soak (and rolls
+ * back at failureLimit in a row), the next reading a gate's interval later; an unreadable gate pauses the rollout
+ * here until resume. An operator's pause meanwhile holds it too.
+ */
+async function passingGates(ctx: PhaseContext, gates: Gate[], breaches: Map<string, number>, next: number) {
+  const { plan, board, control } = ctx;
+  for (let said = false; ; said = true) {
+    await control.safePoint();
+    const values = await gateReads.readGates.executeWithOptions(
+      { summary: `read every gate before the flag moves to ${next}%` },
+      [{ urlEnv: plan.database.urlEnv, gates }],
+    );
+    for (const g of gates) {
+      const v = values.find((x) => x.gate === g.name)!;
+      await judgeGate(ctx, g, v.value, v.error, breaches);
+    }
+    const failing = board.status.traffic!.gates.filter((r) => r.ok !== true && gates.some((g) => g.name === r.gate));
+    if (!failing.length) return;
+    if (!said) {
+      board.event(
+        `flag stays at ${board.status.traffic!.percent}% until every gate passes: ${failing.map((r) => r.gate).join(', ')} ` +
+          `${failing.length > 1 ? 'do' : 'does'} not`,
+      );
+      board.publish();
+    }
+    // Unreadable: judgeGate paused the rollout, and the safe point waits for resume. A breach: read again later.
+    if (failing.some((r) => r.ok === false)) {
+      const ms = Math.min(...gates.map((g) => g.interval));
+      await condition(() => false, ms, { summary: `read the gates again before the flag moves to ${next}%` });
+    }
+  }
 }
 
 /**
