@@ -114,9 +114,10 @@ test('a gate that cannot be read pauses the rollout at its percentage and waits 
   expect(await flagPercent(db, 'use_room_types')).toBe(100);
 });
 
-test('breaches in a row count across stages: a gate breaching at every reading rolls back though no soak reads it twice', async () => {
+test('a gate breaching at every reading rolls back though no soak reads it twice: the reading before the move counts, and the flag never leaves 10 %', async () => {
   const db = await h.db('gatespan');
-  // Each stage's soak holds one reading of the gate (the first comes 500 ms in, the next would come after the soak).
+  // Each stage's soak holds one reading of the gate (the first comes 500 ms in, the next would come after the soak);
+  // the reading every gate gets before the flag moves up is the second breach in a row.
   const plan = await gatedPlan(
     db,
     [
@@ -129,7 +130,9 @@ test('breaches in a row count across stages: a gate breaching at every reading r
   const { workflowId } = await h.client.start(plan, { autoApprove: true });
   const final = await h.client.waitForEnd(workflowId);
   expect(final.state).toBe('rolled-back');
-  expect(final.error).toBe('gate "error rate" breached 2 time(s) in a row: read 0.5, max 0.05, at 50%');
+  expect(final.error).toBe('gate "error rate" breached 2 time(s) in a row: read 0.5, max 0.05, at 10%');
+  const flags = final.events.map((e) => e.message).filter((m) => /^flag use_room_types at/.test(m));
+  expect(flags).toEqual(['flag use_room_types at 10%']);
   expect(await flagPercent(db, 'use_room_types')).toBe(0);
 });
 
