@@ -2,7 +2,7 @@
 // into tidemark_archive, so a write the application makes on green after the archive still reaches blue (and an abort
 // before the drop would find it there). The migration then completes at the drop, with nothing left behind.
 import { Pool } from 'pg';
-import { eventually, Harness, StopWaiting } from '../helpers/env';
+import { eventOf, eventually, Harness, StopWaiting } from '../helpers/env';
 import { blueGreenPlan, leftovers, seedBlue } from '../helpers/blue-green';
 
 const h = new Harness();
@@ -94,6 +94,45 @@ test('writes that keep landing on blue through the cleanup reach green or fail: 
     (await green.query<{ id: number }>(`SELECT id FROM cameras WHERE id >= 900000`)).map((r) => Number(r.id)),
   );
   expect(acknowledged.filter((id) => !onGreen.has(id))).toEqual([]);
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});
+
+test('an abort after the archive moves blue back, and writes made on blue from then on outlast late ones on green', async () => {
+  const blue = await h.db('bg_archive_abort_blue');
+  const green = await h.db('bg_archive_abort_green');
+  await seedBlue(blue, 300);
+  const base = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }], archive: true });
+  const plan = { ...base, cleanup: { ...base.cleanup!, dropAfter: 3_600_000 } };
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  // Cleanup has archived blue's tables and waits for their drop.
+  await eventOf(h.client, workflowId, /^waiting .* for drop of archived tables/, 240_000);
+  // A view on green's cameras makes its schema undo (DROP TABLE) fail: the rollback holds after the copy's undo, with
+  // traffic back on blue.
+  await green.query(`CREATE VIEW camera_names AS SELECT id, name FROM cameras`);
+  await h.client.abort(workflowId, { reason: 'back to blue' });
+  await eventually(async () => (await h.client.status(workflowId)).paused?.rollbackHeld, 'the rollback held');
+  const [{ x: back }] = await blue.query<{ x: boolean }>(`SELECT to_regclass('public.cameras') IS NOT NULL AS x`);
+  expect(back).toBe(true);
+
+  // Late writes on green, then later ones on blue to the same rows: blue's stay.
+  await green.query(`UPDATE cameras SET name = 'late on green' WHERE id = 20`);
+  await green.query(`UPDATE cameras SET name = 'stale on green' WHERE id IN (22, 23)`);
+  await blue.query(`UPDATE cameras SET name = 'later on blue' WHERE id = 22`);
+  await blue.query(`DELETE FROM cameras WHERE id = 23`);
+
+  await green.query(`DROP VIEW camera_names`);
+  await h.client.resume(workflowId, { by: 'operator' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  const rows = await blue.query<{ id: number; name: string }>(
+    `SELECT id, name FROM cameras WHERE id IN (20, 22, 23) ORDER BY id`,
+  );
+  expect(rows).toEqual([
+    { id: 20, name: 'late on green' },
+    { id: 22, name: 'later on blue' },
+  ]);
   const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);

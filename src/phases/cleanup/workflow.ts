@@ -15,6 +15,8 @@ import { applyStep, revertStep } from '../schema/workflow';
 const SYNC_ENDS_WITH_ARCHIVE = 'sync-ends-with-archive';
 /** A failed drop of the archived tables holds for the operator (before: it rolled back, though abort was refused). */
 const DROP_HOLDS = 'archive-drop-holds';
+/** Blue-green: the forward capture also stays until the drop (before: it ended at the archive). */
+const FORWARD_UNTIL_DROP = 'forward-capture-until-drop';
 
 export type CleanupUndo =
   | { kind: 'restoreArchivedTables'; tables: string[]; followers: ResolvedCopyJob[] }
@@ -62,13 +64,17 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     // Blue-green: the reverse capture follows the old tables into the archive until they are dropped, so an abort
     // until then still finds every write made on the target in them.
     const reverseUntilDrop = across && c.archive.length > 0 && c.dropAfter !== undefined;
+    // And so does the forward capture: an abort before the drop moves traffic back to blue, and blue's writes from
+    // then on must keep their stamps, or the target's last writes, applied to blue at the rollback's end, would
+    // overwrite them (or bring back rows deleted on blue). Blue takes no writes meanwhile, so it logs nothing.
+    const forwardUntilDrop = reverseUntilDrop && patched(FORWARD_UNTIL_DROP);
     // With an archive, the old tables stop taking writes before their sync ends: a write on an old table between the
     // end of its sync and its move would be acknowledged and never reach the new table. Within one database the sync
     // triggers are dropped in the archive's transaction; across two, the capture ends after the move (its triggers
     // follow the table into the archive, and what they logged until then is applied).
     const withArchive = c.archive.length > 0 && (across || dropping.length > 0) && patched(SYNC_ENDS_WITH_ARCHIVE);
     const endCaptures = async () => {
-      for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
+      if (!forwardUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
       if (!reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
       result.captureEnded = capturedJobs(ctx).map((j) => j.name);
     };
@@ -133,6 +139,7 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       await control.safePoint();
       control.passPointOfNoReturn();
       const drop = async () => {
+        if (forwardUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
         if (reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
         return changes.dropArchivedTables.executeWithOptions(
           { summary: `drop archived ${c.archive.join(', ')} (no way back)` },
