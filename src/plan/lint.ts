@@ -92,6 +92,35 @@ export function createdTables(stmts: ParsedStatement[]): Set<string> {
   return out;
 }
 
+/** Tables a script creates, as it names them (`schema.name` where it says the schema). */
+export function createdTableRefs(stmts: ParsedStatement[]): Set<string> {
+  const out = new Set<string>();
+  for (const s of stmts) {
+    if (s.kind === 'CreateStmt') out.add(rel(s.node.relation));
+    if (s.kind === 'CreateTableAsStmt') out.add(rel((s.node.into as Node)?.rel));
+  }
+  out.delete('?');
+  return out;
+}
+
+/** Foreign keys a script declares (CREATE TABLE, ALTER TABLE … ADD): each table, as named, and the one it references. */
+export function declaredForeignKeys(stmts: ParsedStatement[]): { table: string; references: string }[] {
+  const out: { table: string; references: string }[] = [];
+  const walk = (node: unknown, table: string): void => {
+    if (Array.isArray(node)) return node.forEach((n) => walk(n, table));
+    if (!node || typeof node !== 'object') return;
+    const n = node as Node;
+    if (n.contype === 'CONSTR_FOREIGN' && n.pktable) out.push({ table, references: rel(n.pktable) });
+    for (const v of Object.values(n)) walk(v, table);
+  };
+  for (const s of stmts) {
+    if (s.kind === 'CreateStmt' || (s.kind === 'AlterTableStmt' && s.node.objtype === 'OBJECT_TABLE')) {
+      walk(s.kind === 'CreateStmt' ? s.node.tableElts : s.node.cmds, rel(s.node.relation));
+    }
+  }
+  return out;
+}
+
 /**
  * Tables a script changes, as it names them (`schema.name` where it says the schema): ALTER TABLE, DROP TABLE,
  * renames, INSERT, UPDATE, DELETE, TRUNCATE.

@@ -161,3 +161,77 @@ test('an archive whose table another migration started syncing after this one pa
   await db.query(`INSERT INTO d VALUES (21, 'still synced')`);
   expect(await db.query(`SELECT v FROM d_v2 WHERE id = 21`)).toEqual([{ v: 'still synced' }]);
 });
+
+test('a schema step on a table another migration holds is refused at preflight, naming the holder: its sync keeps working', async () => {
+  const db = await h.db('claims_schema');
+  await db.query(
+    `CREATE TABLE e (id bigint PRIMARY KEY, v text); INSERT INTO e SELECT g, 'e' FROM generate_series(1, 20) g;`,
+  );
+  expect((await completed(planFor(db, 'holds-e', 'e', 'e-h'))).state).toBe('completed');
+  // A rename of the synced column, and a CREATE TABLE IF NOT EXISTS of the holder's copy target (its down drops it).
+  const scripts = {
+    rename: ['ALTER TABLE e RENAME COLUMN v TO w;', 'ALTER TABLE e RENAME COLUMN w TO v;'],
+    recreate: ['CREATE TABLE IF NOT EXISTS public.e_v2 (id bigint PRIMARY KEY, v text);', 'DROP TABLE e_v2;'],
+  };
+  for (const [name, [up, down]] of Object.entries(scripts)) {
+    const plan = loadPlan(
+      writePlan(
+        {
+          name: `${name}-e`,
+          database: { urlEnv: db.urlEnv },
+          backup: { enabled: false },
+          schema: [{ id: `001_${name}`, up: 'up.sql', down: 'down.sql' }],
+        },
+        { 'up.sql': up, 'down.sql': down },
+      ),
+    );
+    const refused = await completed(plan);
+    expect(refused.state).toBe('rolled-back');
+    expect(refused.error).toContain('preflight failed');
+    expect(refused.error).toMatch(/migration holds-e \(tidemark-holds-e\) (syncs e|copies into e_v2) \(copy job e-h\)/);
+  }
+  await db.query(`INSERT INTO e VALUES (21, 'still synced')`);
+  expect(await db.query(`SELECT v FROM e_v2 WHERE id = 21`)).toEqual([{ v: 'still synced' }]);
+});
+
+test("a schema step whose table another migration claimed after this one's preflight is refused before it runs, and its down leaves the table alone", async () => {
+  const db = await h.db('claims_schema_race');
+  await db.query(
+    `CREATE TABLE f (id bigint PRIMARY KEY, v text); INSERT INTO f SELECT g, 'f' FROM generate_series(1, 20) g;`,
+  );
+  // Its preflight passes while nothing holds f_v2; it waits for the approval of its schema phase.
+  const late = loadPlan(
+    writePlan(
+      {
+        name: 'creates-f-v2',
+        database: { urlEnv: db.urlEnv },
+        backup: { enabled: false },
+        approvals: ['schema'],
+        schema: [
+          { id: '001_f_v2', up: 'up.sql', down: 'down.sql', transactional: false },
+          { id: '002_more', up: 'more.sql', down: 'less.sql' },
+        ],
+      },
+      {
+        'up.sql': 'CREATE TABLE IF NOT EXISTS f_v2 (id bigint PRIMARY KEY, v text);',
+        'down.sql': 'DROP TABLE IF EXISTS f_v2;',
+        'more.sql': 'CREATE TABLE f_more (id bigint);',
+        'less.sql': 'DROP TABLE f_more;',
+      },
+    ),
+  );
+  const { workflowId } = await h.client.start(late, { autoApprove: false });
+  await h.approvalPending(workflowId, 'schema');
+  // Meanwhile another migration creates f_v2 and syncs f into it.
+  expect((await completed(planFor(db, 'holds-f', 'f', 'f-h'))).state).toBe('completed');
+
+  await h.client.approve(workflowId, { by: 'test' });
+  const refused = await h.client.waitForEnd(workflowId);
+  expect(refused.state).toBe('rolled-back');
+  expect(refused.error).toContain('step 001_f_v2 (up) would change a table another migration holds');
+  expect(refused.error).toContain('migration holds-f (tidemark-holds-f) copies into f_v2 (copy job f-h)');
+  // The holder's table is still there and still synced; the refused step's later step never ran.
+  await db.query(`INSERT INTO f VALUES (21, 'still synced')`);
+  expect(await db.query(`SELECT v FROM f_v2 WHERE id = 21`)).toEqual([{ v: 'still synced' }]);
+  expect(await db.query(`SELECT to_regclass('f_more') AS t`)).toEqual([{ t: null }]);
+});

@@ -12,7 +12,7 @@ import { parseTableRef, quoteIdent, quoteTable } from '../../db/quote';
 import { inSavepoint, inTransaction, singleValue } from '../../db/tx';
 import type { ResolvedPlan } from '../../plan/types';
 import { formatDuration } from '../../plan/durations';
-import { createdTableColumns, createdTables, parseStatements } from '../../plan/lint';
+import { createdTableColumns, createdTables, declaredForeignKeys, parseStatements } from '../../plan/lint';
 import { identityHoldsKey, logicalAllowed } from '../copy/logical';
 import { bareColumn, keyFillRefusal, sourceSyncRefusal } from '../copy/mapping';
 import { describeKey, jobKeys } from '../../plan/keys';
@@ -23,7 +23,8 @@ import { planScripts, planSteps } from '../../plan/scripts';
 import { stepStates, type StepState } from '../../plan/ledger';
 import { readLedger } from '../../db/ledger';
 import { activityBody, backupDir, targetPool, type ActivityDeps } from '../activity-kit';
-import { databasesOf } from '../../plan/databases';
+import { databasesOf, type Side } from '../../plan/databases';
+import { stepTables } from '../schema/claims';
 
 export type FindingStatus = 'ok' | 'warn' | 'fail';
 
@@ -564,7 +565,7 @@ async function checkArchive(c: PoolClient, plan: ResolvedPlan, add: Add) {
  * and may still move them back. Two migrations working on one table would break each other, so this one is refused,
  * naming the holder.
  */
-async function checkClaims(c: PoolClient, plan: ResolvedPlan, add: Add) {
+async function checkClaims(c: PoolClient, plan: ResolvedPlan, add: Add, side: Side = 'source') {
   const ours = new Map<string, string>();
   for (const j of plan.copy) {
     if (j.from) ours.set(tableKey(j.from), j.from);
@@ -572,6 +573,11 @@ async function checkClaims(c: PoolClient, plan: ResolvedPlan, add: Add) {
     ours.set(tableKey(j.to), j.to);
   }
   for (const a of plan.cleanup?.archive ?? []) ours.set(tableKey(a), a);
+  // The tables the schema and cleanup steps that run in this database change or create (see schema/claims.ts).
+  for (const step of [...plan.schema, ...(plan.cleanup?.steps ?? [])]) {
+    if (plan.target && (step.on ?? 'target') !== side) continue;
+    for (const t of await stepTables(step.up.sql)) ours.set(tableKey(t), t);
+  }
   const held = await holdsOn(c, [...ours.values()]);
   for (const h of held) {
     // An earlier run of this very plan (completed without a cleanup section keeps its sync): it cannot be aborted.
@@ -685,12 +691,13 @@ export async function checkTargetDatabase(source: Pool, target: Pool, plan: Reso
         await checkCopyTargets(t, plan, add);
         await checkMappings(sc, plan, add, t);
         await checkCaptureMode(sc, t, plan, add);
+        await checkCapturedForeignKeys(sc, t, plan, add);
         // Writes on the target are captured by triggers once traffic moves there.
         await checkTriggerFunctions(t, plan, 'trigger functions on the target', add);
         await checkLeftovers(sc, 'source', add);
         await checkLeftovers(t, 'target', add);
         // The source's holds (its captures among them) were checked with the rest of the plan; these are the target's.
-        await checkClaims(t, plan, add);
+        await checkClaims(t, plan, add, 'target');
       }),
     );
   } catch (e) {
@@ -703,6 +710,57 @@ export async function checkTargetDatabase(source: Pool, target: Pool, plan: Reso
 }
 
 /** Which capture each side allows, and the one this plan will use. */
+/**
+ * Foreign keys between two captured tables on the side their changes are applied to. Each job's changes are applied on
+ * their own, so a row can arrive before the row it references (or a referenced row's delete before its referrers'):
+ * the applier waits for the other job's applier (a while), and the captures end job by job in plan order.
+ */
+async function checkCapturedForeignKeys(sc: PoolClient, tc: PoolClient, plan: ResolvedPlan, add: Add) {
+  const jobs = plan.copy.filter((j) => j.sync !== 'none' && j.from);
+  if (jobs.length < 2) return;
+  const found: { side: Side; child: string; parent: string }[] = [];
+  for (const [side, c] of [
+    ['source', sc],
+    ['target', tc],
+  ] as const) {
+    const tables = jobs.map((j) => (side === 'source' ? j.from! : j.to));
+    const r = await c.query<{ child: string; parent: string }>(
+      `WITH t AS (SELECT name, to_regclass(q) AS oid FROM unnest($1::text[], $2::text[]) AS x(name, q))
+       SELECT a.name AS child, b.name AS parent FROM pg_constraint k
+         JOIN t a ON a.oid = k.conrelid JOIN t b ON b.oid = k.confrelid
+        WHERE k.contype = 'f' AND a.oid <> b.oid`,
+      [tables, tables.map((x) => quoteTable(parseTableRef(x)))],
+    );
+    found.push(...r.rows.map((x) => ({ side, ...x })));
+  }
+  // The target's tables are usually created by the schema steps: their foreign keys are read from the scripts.
+  const onTarget = new Map(jobs.map((j) => [tableKey(j.to), j.to]));
+  for (const step of plan.schema) {
+    if ((step.on ?? 'target') !== 'target') continue;
+    const fks = await parseStatements(step.up.sql)
+      .then(declaredForeignKeys)
+      .catch(() => []);
+    for (const fk of fks) {
+      const [child, parent] = [onTarget.get(tableKey(fk.table)), onTarget.get(tableKey(fk.references))];
+      if (child && parent && child !== parent) found.push({ side: 'target', child, parent });
+    }
+  }
+  const seen = new Set<string>();
+  for (const f of found) {
+    const key = `${f.side} ${tableKey(f.child)} ${tableKey(f.parent)}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    add(
+      `foreign key ${f.child} → ${f.parent}`,
+      'warn',
+      `on the ${f.side}, ${f.child} references ${f.parent}, and each copy job's changes are applied on their own: a ` +
+        `row may arrive before the row it references (or a delete of a referenced row before its referrers'); the ` +
+        `applier waits for the other job's changes (up to 5 min, then the migration pauses). List the job of ` +
+        `${f.parent} first, and keep writes that span both tables short`,
+    );
+  }
+}
+
 async function checkCaptureMode(sc: PoolClient, tc: PoolClient, plan: ResolvedPlan, add: Add) {
   const wanted = plan.target!.capture;
   const source = await logicalAllowed(sc);

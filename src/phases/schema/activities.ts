@@ -19,7 +19,15 @@ import {
   type RunRef,
 } from '../activity-kit';
 import { namingBlockers } from './blockers';
-import { endStepSessions, forgetProgress, runResumable, stepSessionName, type ProgressKey } from './resumable';
+import { holdsOnStep, refuseStepOnHeld } from './claims';
+import {
+  endStepSessions,
+  forgetProgress,
+  runResumable,
+  statementsDone,
+  stepSessionName,
+  type ProgressKey,
+} from './resumable';
 
 const S = quoteIdent(TIDEMARK_SCHEMA);
 
@@ -201,18 +209,21 @@ export function createSchemaActivities(deps: ActivityDeps) {
           // The step and its history row commit together: either both exist or neither does.
           const named = { application_name: stepSessionName(key) };
           await forwardTransaction(pool, run, { lockTimeoutMs: input.lockTimeoutMs, settings: named }, async (tx) => {
-            await watched(pool, tx, input.lockTimeoutMs, async () =>
-              runScript(tx, await scriptText(tx, step.up), input.lockTimeoutMs),
-            );
+            const sql = await scriptText(tx, step.up);
+            // Under the claims lock: no other migration claims these tables until the step commits.
+            refuseStepOnHeld(step.id, 'up', await holdsOnStep(tx, run.runKey, sql, true, run.migration));
+            await watched(pool, tx, input.lockTimeoutMs, async () => runScript(tx, sql, input.lockTimeoutMs));
             await record(tx);
           });
         } else {
           await forwardSession(pool, run, (c) =>
             asStep(c, key, async () => {
               const progress = { key, retry: retrying() };
-              await watched(pool, c, input.lockTimeoutMs, async () =>
-                runScript(c, await scriptText(c, step.up), input.lockTimeoutMs, progress),
-              );
+              const sql = await scriptText(c, step.up);
+              if (!(await statementsDone(c, key))) {
+                refuseStepOnHeld(step.id, 'up', await holdsOnStep(c, run.runKey, sql, false, run.migration));
+              }
+              await watched(pool, c, input.lockTimeoutMs, async () => runScript(c, sql, input.lockTimeoutMs, progress));
               await record(c);
               await forgetProgress(c, key);
             }),
@@ -242,6 +253,15 @@ export function createSchemaActivities(deps: ActivityDeps) {
           if (mine?.status === 'rolled-back') return `${step.id}: already rolled back`;
           // A transactional step without a history row never committed: there is nothing to undo.
           if (!mine && step.transactional) return `${step.id}: was not applied`;
+          // The down would change tables another migration holds now (it claimed them after this step ran): the
+          // rollback holds until that migration is finished or aborted. An up refused for the same reason before it
+          // ran a statement left nothing to undo, and the down (dropping what the up would have created) must not run.
+          const downSql = await scriptText(c, step.down);
+          const held = await holdsOnStep(c, run.runKey, downSql, false, run.migration);
+          if (held.length && !mine && !(await statementsDone(c, { ...key, direction: 'up' }))) {
+            return `${step.id}: its up ran no statement (another migration holds its tables): nothing to undo`;
+          }
+          refuseStepOnHeld(step.id, 'down', held);
           const mark = (cl: PoolClient) =>
             cl.query(
               `INSERT INTO ${S}.history (migration, workflow_id, run_id, step_id, checksum, down_checksum, transactional, status, rolled_back_at, phase, rolled_back_by)
@@ -262,9 +282,7 @@ export function createSchemaActivities(deps: ActivityDeps) {
           const skipped = await asStep(c, key, async () => {
             if (step.transactional) {
               await inTransaction(c, { lockTimeoutMs: input.lockTimeoutMs }, async (tx) => {
-                await watched(pool, tx, input.lockTimeoutMs, async () =>
-                  runScript(tx, await scriptText(tx, step.down), input.lockTimeoutMs),
-                );
+                await watched(pool, tx, input.lockTimeoutMs, async () => runScript(tx, downSql, input.lockTimeoutMs));
                 await mark(tx);
               });
               return [];
@@ -272,7 +290,7 @@ export function createSchemaActivities(deps: ActivityDeps) {
             // Without its history row, the up stopped half-way: the down's drops may find nothing to drop.
             const progress = { key, retry: retrying(), afterHalfWay: !mine };
             const missing = await watched(pool, c, input.lockTimeoutMs, async () =>
-              runScript(c, await scriptText(c, step.down), input.lockTimeoutMs, progress),
+              runScript(c, downSql, input.lockTimeoutMs, progress),
             );
             await mark(c);
             await forgetProgress(c, key);
