@@ -613,9 +613,13 @@ export function mergeReplication(status: MigrationStatus, live: LiveProgress[]):
       lagRows: number;
       lagSeconds: number;
       slotBytes?: number;
+      conflicts?: number;
+      waiting?: string;
     };
     const r = status.replication?.find((x) => x.job === b.job && x.direction === b.direction);
-    if (r)
-      Object.assign(r, { applied: b.applied, lagRows: b.lagRows, lagSeconds: b.lagSeconds, slotBytes: b.slotBytes });
+    if (r) {
+      const { applied, lagRows, lagSeconds, slotBytes, conflicts, waiting } = b;
+      Object.assign(r, { applied, lagRows, lagSeconds, slotBytes, conflicts, waiting });
+    }
   }
 }

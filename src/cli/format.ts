@@ -113,7 +113,8 @@ export function renderStatus(
     const lag =
       r.state === 'applying' && r.lagRows !== undefined
         ? `, lag ${n(r.lagRows)} change(s) / ${(r.lagSeconds ?? 0).toFixed(1)}s` +
-          (r.slotBytes !== undefined ? `, slot holds ${bytes(r.slotBytes)} of WAL` : '')
+          (r.slotBytes !== undefined ? `, slot holds ${bytes(r.slotBytes)} of WAL` : '') +
+          (r.waiting ? `, waiting for ${r.waiting}` : '')
         : '';
     lines.push(
       `  replication ${r.job} ${way}: ${r.state}${r.applied !== undefined ? `, ${n(r.applied)} applied` : ''}${lag}` +

@@ -241,6 +241,10 @@ export interface ReplicationStatus {
    * part of lagSeconds.
    */
   slotBytes?: number;
+  /** Batches that waited and went in again: a row the application held, or a referenced row not applied yet. */
+  conflicts?: number;
+  /** What the applier's current batch waits for, while it waits. */
+  waiting?: string;
 }
 
 export interface ApproveRequest {

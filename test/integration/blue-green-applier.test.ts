@@ -2,8 +2,8 @@
 // is gone, the operator's resume starts it again, the changes that waited in the log meanwhile reach green, and the
 // migration carries on to the end with both sides equal.
 import { Pool } from 'pg';
-import { runPreflightChecks } from '../../src/phases/preflight/activities';
-import { eventOf, eventually, Harness } from '../helpers/env';
+import { checkTargetDatabase, runPreflightChecks } from '../../src/phases/preflight/activities';
+import { eventOf, eventually, Harness, StopWaiting } from '../helpers/env';
 import {
   BLUE_CAMERAS_AS_GREEN,
   blueGreenPlan,
@@ -189,4 +189,77 @@ test("an abort after cut-over keeps green's rows until its tables are gone: late
   const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);
+});
+
+test("a change whose row references one that another job's applier has not brought yet waits for it, without a pause", async () => {
+  const { blue, green, workflowId } = await atHalf('bg_fk');
+  await green.query(`ALTER TABLE counting_results ADD FOREIGN KEY (camera_id) REFERENCES cameras (id)`);
+  const results = async () =>
+    (await h.client.status(workflowId)).replication?.find(
+      (r) => r.job === 'counting_results' && r.direction === 'forward',
+    );
+  const before = (await results())?.conflicts ?? 0;
+  // A session holds green's cameras: their applier waits, while a new camera's result reaches the other applier.
+  const holder = new Pool({ connectionString: green.url, max: 1 });
+  const c = await holder.connect();
+  try {
+    await c.query(`BEGIN; LOCK TABLE cameras IN SHARE MODE`);
+    await blue.query(`BEGIN;
+      INSERT INTO cameras (id, name, ip_address) VALUES (5000, 'new camera', '10.9.9.9');
+      INSERT INTO counting_results (id, camera_id, at, count_in, count_out) VALUES (900001, 5000, now(), 3, 1);
+      COMMIT`);
+    await eventually(async () => {
+      const s = await h.client.status(workflowId);
+      if (s.state !== 'running') throw new StopWaiting(`migration ${s.state}: ${s.paused?.reason ?? s.error}`);
+      return ((await results())?.conflicts ?? 0) > before;
+    }, 'the result waiting for its camera');
+    await c.query('COMMIT');
+  } finally {
+    c.release();
+    await holder.end();
+  }
+  await eventually(
+    async () => {
+      const s = await h.client.status(workflowId);
+      if (s.state !== 'running') throw new StopWaiting(`migration ${s.state}: ${s.paused?.reason ?? s.error}`);
+      return (await green.query(`SELECT 1 FROM counting_results WHERE id = 900001 AND camera_id = 5000`)).length === 1;
+    },
+    'the result on green, after its camera',
+    120_000,
+  );
+  await h.client.abort(workflowId, { reason: 'done looking' });
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('rolled-back');
+});
+
+test('preflight warns of a foreign key between two captured tables, on either side, read from the schema steps too', async () => {
+  const blue = await h.db('bg_fk_preflight_blue');
+  const green = await h.db('bg_fk_preflight_green');
+  await seedBlue(blue, 10);
+  await blue.query(`ALTER TABLE counting_results ADD FOREIGN KEY (camera_id) REFERENCES cameras (id)`);
+  const base = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }] });
+  const sql = (text: string) => ({ path: 'fk.sql', sql: text, sha256: '0'.repeat(64) });
+  const plan = {
+    ...base,
+    schema: [
+      ...base.schema,
+      {
+        id: '003_fk',
+        transactional: true,
+        up: sql('ALTER TABLE counting_results ADD FOREIGN KEY (camera_id) REFERENCES cameras (id);'),
+        down: sql('SELECT 1;'),
+      },
+    ],
+  };
+  const [source, target] = [new Pool({ connectionString: blue.url }), new Pool({ connectionString: green.url })];
+  try {
+    const warned = (await checkTargetDatabase(source, target, plan))
+      .filter((f) => f.check.startsWith('foreign key'))
+      .map((f) => [f.status, f.message.split(',')[0]]);
+    expect(warned).toEqual([
+      ['warn', 'on the source'],
+      ['warn', 'on the target'],
+    ]);
+  } finally {
+    await Promise.all([source.end(), target.end()]);
+  }
 });

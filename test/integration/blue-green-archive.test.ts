@@ -137,3 +137,50 @@ test('an abort after the archive moves blue back, and writes made on blue from t
   expect(await leftovers(blue)).toEqual(none);
   expect(await leftovers(green)).toEqual(none);
 });
+
+test('a change from green waiting on blue while cleanup moves the table into the archive is applied there, without a pause', async () => {
+  const blue = await h.db('bg_archive_race_blue');
+  const green = await h.db('bg_archive_race_green');
+  await seedBlue(blue, 100);
+  const base = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 100 }], archive: true });
+  const plan = {
+    ...base,
+    lockTimeout: 60_000,
+    approvals: ['cleanup' as const],
+    cleanup: { ...base.cleanup!, dropAfter: 3_600_000 },
+  };
+  const { workflowId } = await h.client.start(plan, { autoApprove: false });
+  await h.approvalPending(workflowId, 'cleanup');
+  const waitingOnLocks = async (n: number) => {
+    const [{ w }] = await blue.query<{ w: number }>(
+      `SELECT count(*)::int AS w FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+    );
+    return w >= n;
+  };
+  // A session holds blue's cameras: the archive waits for it first, then the applier with a change from green.
+  const holder = new Pool({ connectionString: blue.url, max: 1 });
+  const c = await holder.connect();
+  try {
+    await c.query(`BEGIN; LOCK TABLE cameras IN SHARE MODE`);
+    await h.client.approve(workflowId, { by: 'test' });
+    await eventually(() => waitingOnLocks(1), 'the archive waiting for the lock');
+    await green.query(`UPDATE cameras SET name = 'written on green while blue moves' WHERE id = 5`);
+    await eventually(() => waitingOnLocks(2), 'the applier waiting behind the archive');
+    await c.query('COMMIT');
+  } finally {
+    c.release();
+    await holder.end();
+  }
+  await eventually(
+    async () => {
+      const s = await h.client.status(workflowId);
+      if (s.state !== 'running') throw new StopWaiting(`migration ${s.state}: ${s.paused?.reason ?? s.error}`);
+      const [row] = await blue.query<{ name: string }>(`SELECT name FROM tidemark_archive.cameras WHERE id = 5`);
+      return row?.name === 'written on green while blue moves';
+    },
+    'the change from green in the archived table',
+    60_000,
+  );
+  await h.client.abort(workflowId, { reason: 'done looking' });
+  expect((await h.client.waitForEnd(workflowId)).state).toBe('rolled-back');
+});

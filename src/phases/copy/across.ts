@@ -124,6 +124,8 @@ export interface ReplicationHeartbeat {
   /** Logical capture: WAL the slot still holds, not yet in the log (its age is part of lagSeconds). */
   slotBytes?: number;
   conflicts: number;
+  /** Why the last batch waits to be applied again (a lock, a referenced row not there yet); absent once it went in. */
+  waiting?: string;
   updatedAt: string;
 }
 
@@ -262,7 +264,13 @@ async function applyBatch(
   if (!batch.length) return { read: 0, applied: 0, skipped: 0, more };
   let done: { applied: number; skipped: number };
   try {
-    done = await applyInTransaction(cap, app, rec, lockTimeoutMs, batch, false);
+    done = await applyInTransaction(cap, app, rec, lockTimeoutMs, batch, false).catch((e) => {
+      // The destination moved while this batch waited for its lock: cleanup archived it (ALTER TABLE … SET SCHEMA
+      // commits, and the waiting statement no longer finds the name it was given). Looked up again, it is found in
+      // tidemark_archive; a table really gone fails again, and says so.
+      if (sqlState(e) !== UNDEFINED_TABLE) throw e;
+      return applyInTransaction(cap, app, rec, lockTimeoutMs, batch, false);
+    });
   } catch (e) {
     // Each key's last image, all at once, can collide on another unique index where the application's own
     // statements did not: two rows swapping a unique value through a third (a, b → tmp, a → b, b → a) in one
@@ -659,6 +667,7 @@ export function createAcrossActivities(deps: ActivityDeps) {
           withClient(applying, async (app) => {
             let lastBeat = 0;
             let failures = 0;
+            let missingSince: number | undefined;
             let slotSeconds = 0;
             for (;;) {
               if (signal?.aborted) throw new CancelledFailure('cancelled');
@@ -681,10 +690,23 @@ export function createAcrossActivities(deps: ActivityDeps) {
               try {
                 r = await applyBatch(cap, app, rec, input.lockTimeoutMs);
                 failures = 0;
+                missingSince = undefined;
+                delete state.waiting;
               } catch (e) {
-                // A row the application holds (or a deadlock with it): this batch waits and is applied again.
-                if (!isLockConflict(e)) throw e;
+                // A row the application holds (or a deadlock with it): this batch waits and is applied again. So does
+                // one whose row references (or is still referenced by) a row of another table whose changes come
+                // through another job's applier, not there yet: each job's changes are applied on their own.
+                if (!isLockConflict(e)) {
+                  if (sqlState(e) !== FOREIGN_KEY_VIOLATION) throw e;
+                  missingSince ??= Date.now();
+                  if (Date.now() - missingSince > FOREIGN_KEY_PATIENCE_MS) {
+                    (e as Error).message +=
+                      ` (still after ${FOREIGN_KEY_PATIENCE_MS / 60_000} min of waiting for the referenced table's changes)`;
+                    throw e;
+                  }
+                }
                 state.conflicts++;
+                state.waiting = isLockConflict(e) ? `a lock: ${(e as Error).message}` : (e as Error).message;
                 await sleepMs(Math.min(2000, 20 * 2 ** Math.min(++failures, 7)), signal);
               }
               state.applied += r.applied;
@@ -858,6 +880,10 @@ export function createAcrossActivities(deps: ActivityDeps) {
 
 const sqlState = (e: unknown) => (e as { code?: string }).code;
 const UNIQUE_VIOLATION = '23505';
+const UNDEFINED_TABLE = '42P01';
+const FOREIGN_KEY_VIOLATION = '23503';
+/** How long an applier waits for a referenced row that another job's applier is to bring (see replicate). */
+const FOREIGN_KEY_PATIENCE_MS = 5 * 60_000;
 /** SQLSTATE of a missing object (here: a slot dropped by the switch to triggers). */
 const UNDEFINED_OBJECT = '42704';
 
