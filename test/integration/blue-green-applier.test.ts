@@ -263,3 +263,37 @@ test('preflight warns of a foreign key between two captured tables, on either si
     await Promise.all([source.end(), target.end()]);
   }
 });
+
+test("the rollback's last drains get past a foreign key between two captured tables: a camera deleted on green with its results is gone from blue too", async () => {
+  const blue = await h.db('bg_fk_drain_blue');
+  const green = await h.db('bg_fk_drain_green');
+  await seedBlue(blue, 300);
+  await blue.query(`ALTER TABLE counting_results ADD FOREIGN KEY (camera_id) REFERENCES cameras (id)`);
+  const [{ n }] = await blue.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM counting_results WHERE camera_id = 30`,
+  );
+  expect(n).toBeGreaterThan(0);
+  const plan = blueGreenPlan(blue, green, { stages: [{ percent: 100, soak: 600_000 }] });
+  const { workflowId } = await h.client.start(plan, { autoApprove: true });
+  await eventOf(h.client, workflowId, /^flag use_green_database at 100%/, 240_000);
+  // A view on green's results holds the rollback after the copy's undo (at the first schema undo, which drops them),
+  // with the reverse captures still on.
+  await green.query(`CREATE VIEW result_cameras AS SELECT camera_id FROM counting_results`);
+  await h.client.abort(workflowId, { reason: 'back to blue' });
+  await eventually(async () => (await h.client.status(workflowId)).paused?.rollbackHeld, 'the rollback held');
+  // A late request on green deletes camera 30 with its results: on blue the camera's delete (cameras' log, drained
+  // first) waits for the results' delete (the other job's log).
+  await green.query(
+    `BEGIN; DELETE FROM counting_results WHERE camera_id = 30; DELETE FROM cameras WHERE id = 30; COMMIT`,
+  );
+  await green.query(`DROP VIEW result_cameras`);
+  await h.client.resume(workflowId, { by: 'operator' });
+  const final = await h.client.waitForEnd(workflowId);
+  expect(final.state).toBe('rolled-back');
+  expect(final.events.map((e) => e.message).join('\n')).not.toMatch(/rollback held: ending the change captures/);
+  expect(await blue.query(`SELECT id FROM cameras WHERE id = 30`)).toEqual([]);
+  expect(await blue.query(`SELECT id FROM counting_results WHERE camera_id = 30`)).toEqual([]);
+  const none = { triggers: 0, functions: 0, captures: 0, changes: 0, stamps: 0, slots: 0, publications: 0 };
+  expect(await leftovers(blue)).toEqual(none);
+  expect(await leftovers(green)).toEqual(none);
+});

@@ -7,7 +7,7 @@ import { errorMessage } from '../../migration/saga';
 import { changes, undos } from '../../migration/profiles';
 import { isBlueGreen } from '../../plan/databases';
 import type { ResolvedCopyJob, ResolvedPlan, SchemaStep } from '../../plan/types';
-import { capturedJobs, finishCapture } from '../copy/across-workflow';
+import { capturedJobs, drainInRounds, finishCapture } from '../copy/across-workflow';
 import type { Phase } from '../phase';
 import { applyStep, revertStep } from '../schema/workflow';
 
@@ -74,8 +74,8 @@ export const cleanupPhase: Phase<CleanupUndo> = {
     // follow the table into the archive, and what they logged until then is applied).
     const withArchive = c.archive.length > 0 && (across || dropping.length > 0) && patched(SYNC_ENDS_WITH_ARCHIVE);
     const endCaptures = async () => {
-      if (!forwardUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
-      if (!reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
+      if (!forwardUntilDrop) await drainInRounds(capturedJobs(ctx), (job) => finishCapture(ctx, job, 'forward', false));
+      if (!reverseUntilDrop) await drainInRounds(capturedJobs(ctx), (job) => finishCapture(ctx, job, 'reverse', true));
       result.captureEnded = capturedJobs(ctx).map((j) => j.name);
     };
     if (across && !withArchive) await endCaptures();
@@ -139,8 +139,9 @@ export const cleanupPhase: Phase<CleanupUndo> = {
       await control.safePoint();
       control.passPointOfNoReturn();
       const drop = async () => {
-        if (forwardUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'forward', false);
-        if (reverseUntilDrop) for (const job of capturedJobs(ctx)) await finishCapture(ctx, job, 'reverse', true);
+        if (forwardUntilDrop)
+          await drainInRounds(capturedJobs(ctx), (job) => finishCapture(ctx, job, 'forward', false));
+        if (reverseUntilDrop) await drainInRounds(capturedJobs(ctx), (job) => finishCapture(ctx, job, 'reverse', true));
         return changes.dropArchivedTables.executeWithOptions(
           { summary: `drop archived ${c.archive.join(', ')} (no way back)` },
           [{ urlEnv, run, tables: c.archive, lockTimeoutMs, followers }],

@@ -2,7 +2,7 @@
 // first) and applied to the target by a background applier from before the first row is copied; the reverse capture
 // (target → source) from before traffic first moves; stages that wait for the lag; and how it all ends — in cleanup
 // (drained, then dropped) or in a rollback (the target's writes applied to the source before anything is dropped).
-import { isCancellation, patched, sleep } from '@temporalio/workflow';
+import { ApplicationFailure, isCancellation, patched, sleep } from '@temporalio/workflow';
 import type { ReplicationStatus } from '../../migration/messages';
 import { changes, longRunning, quick, undos } from '../../migration/profiles';
 import { errorMessage } from '../../migration/saga';
@@ -146,6 +146,47 @@ export function resumeAppliers(ctx: PhaseContext): void {
 /** Marks runs that start a stopped applier again after a continue-as-new (older runs left it stopped). */
 const RESTART_AFTER_CONTINUE = 'applier-restart-after-continue';
 
+/** Marks runs that drain the jobs a foreign key holds up after the others (before: the first such failure was final). */
+const DRAIN_ROUNDS = 'drain-in-rounds';
+/** Rounds in a row in which no job's drain got through before drainInRounds gives up. */
+const STALLED_ROUNDS = 10;
+
+/** Whether an activity failed on a foreign key: a row of its job waiting for another job's changes. */
+function refusedByForeignKey(e: unknown): boolean {
+  const cause = (e as { cause?: unknown })?.cause;
+  return (
+    cause instanceof ApplicationFailure &&
+    cause.type === 'SqlError' &&
+    (cause.details?.[0] as { code?: string } | undefined)?.code === '23503'
+  );
+}
+
+/**
+ * Ends each job's capture with `finish`. Each job's log is drained on its own, so a foreign key between two captured
+ * tables can refuse one job's change until another job's log is drained (a row inserted with the row it references,
+ * a row deleted with the rows referencing it): that job is left for later, the others are drained, and it is tried
+ * again — for as long as rounds get a job through.
+ */
+export async function drainInRounds(jobs: ResolvedCopyJob[], finish: (job: ResolvedCopyJob) => Promise<unknown>) {
+  let pending = jobs;
+  for (let stalled = 0; pending.length;) {
+    const left: ResolvedCopyJob[] = [];
+    let refusal: unknown;
+    for (const job of pending) {
+      try {
+        await finish(job);
+      } catch (e) {
+        if (!refusedByForeignKey(e) || !patched(DRAIN_ROUNDS)) throw e;
+        left.push(job);
+        refusal = e;
+      }
+    }
+    stalled = left.length === pending.length ? stalled + 1 : 0;
+    if (stalled >= STALLED_ROUNDS) throw refusal;
+    pending = left;
+  }
+}
+
 /** Stops a direction's applier, then ends its capture: triggers dropped, the log drained, its record gone. */
 export async function finishCapture(ctx: PhaseContext, job: ResolvedCopyJob, direction: Direction, last: boolean) {
   await ctx.background.stop(applierKey(job.name, direction));
@@ -180,8 +221,8 @@ export async function undoCapture(ctx: PhaseContext, { job, direction }: Capture
 export async function endCapturesAfterRollback(ctx: PhaseContext): Promise<string | undefined> {
   const undone = ctx.board.status.compensations.some((c) => c.phase === 'copy' && c.status === 'done');
   if (!undone) return undefined;
-  for (const job of capturedJobs(ctx)) {
-    try {
+  try {
+    await drainInRounds(capturedJobs(ctx), async (job) => {
       const { applied } = await undos.finishCapture.executeWithOptions(
         { summary: `undo: apply the target's last changes to ${job.from}, then drop the capture of ${job.name}` },
         [{ ...acrossArgs(ctx, job), direction: 'reverse', last: true, rollback: true }],
@@ -192,9 +233,9 @@ export async function endCapturesAfterRollback(ctx: PhaseContext): Promise<strin
         delete r.error;
       }
       if (applied) ctx.board.event(`${applied} late change(s) made on the target applied to ${job.from}`);
-    } catch (e) {
-      return `ending the change capture of ${job.name}: ${errorMessage(e)}`;
-    }
+    });
+  } catch (e) {
+    return `ending the change captures: ${errorMessage(e)}`;
   }
   ctx.board.publish();
   return undefined;

@@ -272,6 +272,7 @@ async function applyBatch(
       return applyInTransaction(cap, app, rec, lockTimeoutMs, batch, false);
     });
   } catch (e) {
+    if (sqlState(e) === FOREIGN_KEY_VIOLATION) return applyAsFarAsReferencesAllow(cap, app, rec, lockTimeoutMs, batch);
     // Each key's last image, all at once, can collide on another unique index where the application's own
     // statements did not: two rows swapping a unique value through a third (a, b → tmp, a → b, b → a) in one
     // transaction. Replayed one change at a time, in the order they were logged, the batch goes through the same
@@ -281,6 +282,35 @@ async function applyBatch(
   }
   await cap.query(forgetChangesQuery(batch.map((c) => c.seq)));
   return { read: batch.length, ...done, more };
+}
+
+/**
+ * A batch a foreign key refuses: one of its rows references a row another job's changes bring (not there yet), or a
+ * row it deletes is still referenced by rows another job's changes delete. Its changes go in one at a time, in log
+ * order, each in its own transaction and then forgotten, up to the first one still refused (which fails, once none
+ * went in): each change then waits only for what it needs, and two jobs waiting on each other's batches both get on.
+ */
+async function applyAsFarAsReferencesAllow(
+  cap: PoolClient,
+  app: PoolClient,
+  rec: CaptureRecord,
+  lockTimeoutMs: number,
+  batch: Change[],
+): Promise<Applied> {
+  const out: Applied = { read: 0, applied: 0, skipped: 0, more: true };
+  for (const change of batch) {
+    try {
+      const done = await applyInTransaction(cap, app, rec, lockTimeoutMs, [change], true);
+      out.applied += done.applied;
+      out.skipped += done.skipped;
+    } catch (e) {
+      if (sqlState(e) !== FOREIGN_KEY_VIOLATION || !out.read) throw e;
+      return out;
+    }
+    await cap.query(forgetChangesQuery([change.seq]));
+    out.read++;
+  }
+  return out;
 }
 
 /**
@@ -366,18 +396,23 @@ async function drain(
   if (rec.logical) await pumpAll(cap, rec.logical);
   const through = (await cap.query(lastSeqQuery(rec.stream))).rows[0].seq as string | null;
   if (through === null) return total;
+  let missingSince: number | undefined;
   for (let conflicts = 0; ;) {
     if (signal?.aborted) throw new CancelledFailure('cancelled');
     let r: Applied;
     try {
       r = await applyBatch(cap, app, rec, lockTimeoutMs, through);
     } catch (e) {
-      if (isLockConflict(e) && ++conflicts < 50) {
+      // A referenced row another job's applier (still running) is to bring: a short wait; past it, the workflow
+      // drains the other jobs and comes back to this one (drainInRounds).
+      const waits = sqlState(e) === FOREIGN_KEY_VIOLATION ? (missingSince ??= Date.now()) > Date.now() - 10_000 : false;
+      if ((isLockConflict(e) || waits) && ++conflicts < 50) {
         await sleepMs(Math.min(2000, 20 * 2 ** Math.min(conflicts, 7)), signal);
         continue;
       }
       throw e;
     }
+    missingSince = undefined;
     total.read += r.read;
     total.applied += r.applied;
     total.skipped += r.skipped;
